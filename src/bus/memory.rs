@@ -1,0 +1,203 @@
+//! In-process sequencer and bus: the embedded default, one instance only.
+//! Same contract as the Redis implementations, so the document task cannot
+//! tell them apart. Must not import: axum, sqlx, redis.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::{Bus, BusError, BusEvent, CommitOutcome, CommitRequest, Seed, Sequencer, Subscription};
+use crate::doc::Record;
+
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Per-document broadcast channels.
+pub struct MemoryBus {
+    me: Weak<MemoryBus>,
+    channels: Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>,
+}
+
+impl MemoryBus {
+    pub fn new() -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn send(&self, doc: &str, event: BusEvent) {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = channels.get(doc) {
+            // No receivers is fine: nobody on this instance serves the doc.
+            let _ = tx.send(Arc::new(event));
+        }
+    }
+}
+
+/// Drops the channel when its last subscriber goes.
+struct Unsubscribe {
+    bus: Weak<MemoryBus>,
+    doc: String,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            let mut channels = bus.channels.lock().unwrap_or_else(|e| e.into_inner());
+            if channels
+                .get(&self.doc)
+                .is_some_and(|tx| tx.receiver_count() <= 1)
+            {
+                channels.remove(&self.doc);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, doc: &str, event: BusEvent) -> Result<(), BusError> {
+        self.send(doc, event);
+        Ok(())
+    }
+
+    async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError> {
+        let rx = {
+            let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+            channels
+                .entry(doc.to_owned())
+                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+                .subscribe()
+        };
+        let guard = Unsubscribe {
+            bus: self.me.clone(),
+            doc: doc.to_owned(),
+        };
+        Ok(Subscription::new(rx, Some(Box::new(guard))))
+    }
+}
+
+struct DocLog {
+    head: u64,
+    log: VecDeque<Arc<Record>>,
+    clients: HashMap<String, (u64, u64)>,
+}
+
+/// The in-process sequencer. Commits publish on the memory bus, as the Redis
+/// commit script publishes on Redis.
+pub struct MemorySequencer {
+    docs: Mutex<HashMap<String, DocLog>>,
+    bus: Arc<MemoryBus>,
+    retain: usize,
+}
+
+impl MemorySequencer {
+    pub fn new(bus: Arc<MemoryBus>, retain: usize) -> Self {
+        Self {
+            docs: Mutex::new(HashMap::new()),
+            bus,
+            retain: retain.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DocLog>> {
+        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_seeded(doc: &str) -> BusError {
+    BusError::Unavailable(format!("document {doc} is not seeded"))
+}
+
+fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
+    let oldest = d.head - d.log.len() as u64;
+    if after < oldest || after > d.head {
+        return None;
+    }
+    Some(
+        d.log
+            .iter()
+            .skip((after - oldest) as usize)
+            .cloned()
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl Sequencer for MemorySequencer {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
+        let mut docs = self.lock();
+        let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
+            head: seed.version,
+            log: VecDeque::new(),
+            clients: seed
+                .clients
+                .iter()
+                .map(|c| (c.client.clone(), (c.seq, c.version)))
+                .collect(),
+        });
+        Ok(d.head)
+    }
+
+    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
+        let mut docs = self.lock();
+        let d = docs.get_mut(doc).ok_or_else(|| not_seeded(doc))?;
+        if let Some(&(seq, version)) = d.clients.get(&req.client) {
+            if req.seq <= seq {
+                // The exact version if the log still holds it, else the
+                // client's latest (with one op in flight, that is the one).
+                let exact = d
+                    .log
+                    .iter()
+                    .rev()
+                    .find(|r| r.client == req.client && r.seq == req.seq)
+                    .map_or(version, |r| r.version);
+                return Ok(CommitOutcome::Duplicate { version: exact });
+            }
+        }
+        if req.base != d.head {
+            let missed = records_after(d, req.base).ok_or_else(|| {
+                BusError::Unavailable(format!("base {} outside the op log", req.base))
+            })?;
+            return Ok(CommitOutcome::Stale { missed });
+        }
+        let rec = Arc::new(Record {
+            version: d.head + 1,
+            op: req.op,
+            user: req.user,
+            client: req.client,
+            seq: req.seq,
+            time: req.time,
+        });
+        d.head = rec.version;
+        d.clients.insert(rec.client.clone(), (rec.seq, rec.version));
+        d.log.push_back(rec.clone());
+        while d.log.len() > self.retain {
+            d.log.pop_front();
+        }
+        self.bus.send(doc, BusEvent::Committed(rec.clone()));
+        Ok(CommitOutcome::Committed(rec))
+    }
+
+    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+        let docs = self.lock();
+        let d = docs.get(doc).ok_or_else(|| not_seeded(doc))?;
+        Ok(records_after(d, after))
+    }
+
+    async fn last_seq(&self, doc: &str, client: &str) -> Result<u64, BusError> {
+        let docs = self.lock();
+        let d = docs.get(doc).ok_or_else(|| not_seeded(doc))?;
+        Ok(d.clients.get(client).map_or(0, |c| c.0))
+    }
+
+    async fn mark_durable(&self, _doc: &str, _version: u64) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn evict(&self, doc: &str) {
+        self.lock().remove(doc);
+    }
+}

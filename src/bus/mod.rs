@@ -1,0 +1,144 @@
+//! The commit path's two outside dependencies, as traits: the [`Sequencer`]
+//! (atomic dedupe + version check + append to the op log) and the [`Bus`]
+//! (fan-out of committed ops, presence and cursors to every instance).
+//!
+//! Owns: the traits, their event and outcome types, and the in-process
+//! implementations in `memory.rs` (the embedded default). The Redis
+//! implementations live beside them; only this module may touch Redis.
+//! Must not import: axum, sqlx.
+
+pub mod memory;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::doc::Record;
+use crate::ot::Operation;
+use crate::protocol::{CursorInfo, Presence};
+
+/// Failures talking to the sequencer or bus backend. The text is for logs.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt record in op log: {0}")]
+    Corrupt(String),
+}
+
+/// A client's highest committed seq and the version it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSeq {
+    pub client: String,
+    pub seq: u64,
+    pub version: u64,
+}
+
+/// Initial state for a document the sequencer does not hold yet.
+#[derive(Clone, Debug)]
+pub struct Seed {
+    pub version: u64,
+    pub clients: Vec<ClientSeq>,
+}
+
+/// An op, already rebased onto `base`, to commit as version `base + 1`.
+#[derive(Clone, Debug)]
+pub struct CommitRequest {
+    pub base: u64,
+    pub op: Operation,
+    pub user: String,
+    pub client: String,
+    pub seq: u64,
+    pub time: i64,
+}
+
+#[derive(Debug)]
+pub enum CommitOutcome {
+    /// Appended (and published) as this record.
+    Committed(Arc<Record>),
+    /// `(client, seq)` was committed before, producing `version`.
+    Duplicate { version: u64 },
+    /// `base` is behind the head: these are the records after `base`. The
+    /// caller applies them, rebases its op past them and retries.
+    Stale { missed: Vec<Arc<Record>> },
+}
+
+/// Atomic ordering of one document's ops. Every instance calls the same
+/// sequencer, so there is one history.
+#[async_trait]
+pub trait Sequencer: Send + Sync + 'static {
+    /// Make the document known at `seed` unless it already is; returns the
+    /// head version the sequencer holds.
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError>;
+    /// Dedupe by (client, seq), check `base` is the head, append, publish.
+    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError>;
+    /// Records with version > `after`, oldest first, up to the head; `None`
+    /// when the log no longer reaches back that far.
+    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError>;
+    /// Highest committed seq of `client` (0 if none).
+    async fn last_seq(&self, doc: &str, client: &str) -> Result<u64, BusError>;
+    /// The document's last durable snapshot version (the log may be trimmed
+    /// below it). The memory sequencer ignores it.
+    async fn mark_durable(&self, doc: &str, version: u64) -> Result<(), BusError>;
+    /// This instance no longer serves the document (memory: free it).
+    async fn evict(&self, doc: &str);
+}
+
+/// What travels on a document's channel.
+#[derive(Clone, Debug)]
+pub enum BusEvent {
+    Committed(Arc<Record>),
+    Joined {
+        instance: String,
+        presence: Presence,
+    },
+    Left {
+        instance: String,
+        presence: Presence,
+    },
+    Cursor {
+        instance: String,
+        cursor: CursorInfo,
+    },
+}
+
+/// What a subscriber receives.
+#[derive(Debug)]
+pub enum BusRecv {
+    Event(Arc<BusEvent>),
+    /// Events were dropped (slow subscriber or reconnect): refill from the log.
+    Lagged,
+    Closed,
+}
+
+/// A live subscription to one document's channel; unsubscribes on drop.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<BusEvent>>,
+    _guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Subscription {
+    pub fn new(
+        rx: broadcast::Receiver<Arc<BusEvent>>,
+        guard: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        Self { rx, _guard: guard }
+    }
+
+    pub async fn recv(&mut self) -> BusRecv {
+        match self.rx.recv().await {
+            Ok(ev) => BusRecv::Event(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => BusRecv::Lagged,
+            Err(broadcast::error::RecvError::Closed) => BusRecv::Closed,
+        }
+    }
+}
+
+/// Fan-out to every instance serving a document.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, doc: &str, event: BusEvent) -> Result<(), BusError>;
+    async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError>;
+}

@@ -1,0 +1,114 @@
+//! Configuration: one struct, read from the environment (and `.env`) or
+//! flags. Secrets are wrapped so they never print.
+//!
+//! Owns: [`Config`] and [`Secret`]. Must not import: the hub, store or web layer.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A value that must never reach a log (URLs with passwords, keys).
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Tandem server settings. Every flag can be set by the environment
+/// variable named beside it; `.env` in the working directory is read first.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Real-time collaborative editing server"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// PostgreSQL URL; unset: the embedded SQLite store under DATA_DIR.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<Secret>,
+    /// Redis URL; unset: the in-process sequencer and bus (single node).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<Secret>,
+    /// Directory for the embedded store.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// This instance's id (default: random); appears in presence and logs.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Snapshot period for changed documents, in milliseconds.
+    #[arg(long, env = "SNAPSHOT_INTERVAL_MS", default_value_t = 2000)]
+    pub snapshot_interval_ms: u64,
+    /// Accept `?user_id=&name=` instead of a token (demos and tests only).
+    #[arg(long, env = "ALLOW_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+    /// Largest WebSocket frame accepted, in bytes.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Most components in one op.
+    #[arg(long, env = "MAX_OP_COMPONENTS", default_value_t = 10_000)]
+    pub max_op_components: usize,
+    /// Largest document, in code points.
+    #[arg(long, env = "MAX_DOC_CHARS", default_value_t = 2_000_000)]
+    pub max_doc_chars: usize,
+    /// Ops per second one connection may send (sustained)...
+    #[arg(long, env = "OP_RATE_PER_SEC", default_value_t = 100)]
+    pub op_rate_per_sec: u32,
+    /// ...and in a burst.
+    #[arg(long, env = "OP_RATE_BURST", default_value_t = 200)]
+    pub op_rate_burst: u32,
+    /// Cursor messages per second one connection may send; more are dropped.
+    #[arg(long, env = "CURSOR_RATE_PER_SEC", default_value_t = 20)]
+    pub cursor_rate_per_sec: u32,
+    /// Messages queued to one slow client before it is disconnected.
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Committed ops kept in memory per document for rebasing and resume.
+    #[arg(long, env = "HISTORY_RETAIN", default_value_t = 10_000)]
+    pub history_retain: usize,
+    /// Unload a document this long after its last client leaves (ms).
+    #[arg(long, env = "IDLE_UNLOAD_MS", default_value_t = 30_000)]
+    pub idle_unload_ms: u64,
+    /// Server WebSocket ping period (ms).
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 20_000)]
+    pub ping_interval_ms: u64,
+    /// A connection silent for this long is dropped (ms).
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 45_000)]
+    pub idle_timeout_ms: u64,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+impl Config {
+    /// Parse from `.env`, the environment and the command line.
+    pub fn load() -> Self {
+        let _ = dotenvy::dotenv();
+        Config::parse()
+    }
+
+    /// Defaults only (tests build on this).
+    pub fn defaults() -> Self {
+        Config::parse_from(["tandem"])
+    }
+}

@@ -1,0 +1,1210 @@
+//! The hub: a registry of document tasks, one per open document, each the
+//! sole owner of that document's state on this instance.
+//!
+//! Owns: [`Hub`] (spawn, look up, unload, shut down document tasks), the
+//! document task itself, and the [`Connection`] handle sockets use. Sockets
+//! talk to a document task over a bounded channel; the task answers on each
+//! connection's bounded outbound queue and disconnects a client whose queue
+//! is full rather than wait for it.
+//! Must not import: axum, sqlx, redis. No lock is held across `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::bus::{
+    Bus, BusError, BusEvent, BusRecv, ClientSeq, CommitOutcome, CommitRequest, Seed, Sequencer,
+    Subscription,
+};
+use crate::doc::{ApplyOutcome, DocState, RebaseError, Record};
+use crate::ot::Operation;
+use crate::persist::Persister;
+use crate::protocol::{CursorInfo, ErrorCode, Presence, Role, ServerMessage, UserInfo};
+use crate::store::{DocPersist, Store, StoreError};
+
+/// Tuning for document tasks.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    pub instance_id: String,
+    pub history_retain: usize,
+    pub snapshot_interval: Duration,
+    pub idle_unload: Duration,
+    pub outbound_queue: usize,
+    pub max_doc_chars: usize,
+}
+
+/// What a document task sends a connection.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    Text(Arc<str>),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Close codes the server uses (besides the standard ones).
+pub mod close {
+    /// Another connection with the same client id replaced this one.
+    pub const REPLACED: u16 = 4001;
+    /// Going away (shutdown): reconnect and resume.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Try again later (slow consumer, or the backend needs a reload): resume.
+    pub const TRY_AGAIN: u16 = 1013;
+    pub const POLICY: u16 = 1008;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("no such document")]
+    NotFound,
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("backend unavailable: {0}")]
+    Bus(#[from] BusError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("document task is gone")]
+    Gone,
+}
+
+/// A connection wants in.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub doc: String,
+    pub user: UserInfo,
+    pub client: String,
+    pub role: Role,
+    /// `version=n`: the client already has the document at n.
+    pub resume: Option<u64>,
+    /// Create the document if it does not exist (anonymous mode).
+    pub create: bool,
+}
+
+/// The live state of a document, for REST reads.
+#[derive(Clone, Debug)]
+pub struct DocView {
+    pub content: String,
+    pub version: u64,
+}
+
+#[derive(Clone)]
+struct ConnSetup {
+    id: u64,
+    user: UserInfo,
+    client: String,
+    role: Role,
+    resume: Option<u64>,
+    tx: mpsc::Sender<Outbound>,
+}
+
+enum Cmd {
+    Join(Box<ConnSetup>, oneshot::Sender<Result<(), HubError>>),
+    Leave(u64),
+    Op {
+        conn: u64,
+        version: u64,
+        seq: u64,
+        op: Operation,
+    },
+    Cursor {
+        conn: u64,
+        version: u64,
+        anchor: Option<u64>,
+        head: Option<u64>,
+    },
+    View(oneshot::Sender<Result<DocView, HubError>>),
+    Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
+}
+
+impl Cmd {
+    /// Refuse a command (the document could not be loaded).
+    fn refuse(self, e: &HubError) {
+        let e = match e {
+            HubError::NotFound => HubError::NotFound,
+            _ => HubError::Gone,
+        };
+        match self {
+            Cmd::Join(_, reply) => drop(reply.send(Err(e))),
+            Cmd::View(reply) => drop(reply.send(Err(e))),
+            Cmd::Users(reply) => drop(reply.send(Err(e))),
+            Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } => {}
+        }
+    }
+}
+
+/// Capacity of each document task's inbox.
+const INBOX: usize = 1024;
+/// Rebase-and-retry rounds when another instance commits first.
+const MAX_COMMIT_RETRIES: usize = 16;
+
+struct Inner {
+    settings: HubSettings,
+    sequencer: Arc<dyn Sequencer>,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    persister: Persister,
+    docs: Mutex<HashMap<String, (u64, mpsc::Sender<Cmd>)>>,
+    next_id: AtomicU64,
+    clock: fn() -> i64,
+    /// Cancels document tasks (shutdown).
+    cancel: CancellationToken,
+    docs_tracker: TaskTracker,
+    persist_tracker: TaskTracker,
+}
+
+/// Handle to the document registry; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Hub {
+    pub fn new(
+        settings: HubSettings,
+        sequencer: Arc<dyn Sequencer>,
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let persist_tracker = TaskTracker::new();
+        let persister =
+            Persister::spawn(store.clone(), sequencer.clone(), now_ms, &persist_tracker);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                sequencer,
+                bus,
+                store,
+                persister,
+                docs: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                clock: now_ms,
+                cancel: CancellationToken::new(),
+                docs_tracker: TaskTracker::new(),
+                persist_tracker,
+            }),
+        }
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.inner.settings.instance_id
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Number of documents loaded on this instance.
+    pub fn open_documents(&self) -> usize {
+        self.inner.lock_docs().len()
+    }
+
+    /// The running task's inbox for `doc`, spawning (and loading) it if needed.
+    fn doc_sender(&self, doc: &str) -> Result<mpsc::Sender<Cmd>, HubError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(HubError::ShuttingDown);
+        }
+        let mut docs = self.inner.lock_docs();
+        if let Some((_, tx)) = docs.get(doc) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(INBOX);
+        docs.insert(doc.to_owned(), (generation, tx.clone()));
+        drop(docs);
+        let inner = self.inner.clone();
+        let id = doc.to_owned();
+        let span = info_span!("doc", doc = %id);
+        self.inner
+            .docs_tracker
+            .spawn(DocTask::start(inner, id, generation, rx).instrument(span));
+        Ok(tx)
+    }
+
+    /// Send a command that carries a reply channel, retrying once if the task
+    /// was unloading at that moment.
+    async fn ask<T>(
+        &self,
+        doc: &str,
+        make: impl Fn(oneshot::Sender<Result<T, HubError>>) -> Cmd,
+    ) -> Result<T, HubError> {
+        self.ask_via(doc, make).await.map(|(v, _)| v)
+    }
+
+    /// [`Hub::ask`], also returning the inbox of the task that answered.
+    async fn ask_via<T>(
+        &self,
+        doc: &str,
+        make: impl Fn(oneshot::Sender<Result<T, HubError>>) -> Cmd,
+    ) -> Result<(T, mpsc::Sender<Cmd>), HubError> {
+        for _ in 0..3 {
+            let tx = self.doc_sender(doc)?;
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(make(rtx)).await.is_err() {
+                continue;
+            }
+            match rrx.await {
+                Ok(Err(HubError::Gone)) | Err(_) => continue,
+                Ok(v) => return v.map(|v| (v, tx)),
+            }
+        }
+        Err(HubError::Gone)
+    }
+
+    /// Join a document: on success the init (and any resume replay) is
+    /// already queued on the returned receiver.
+    pub async fn join(
+        &self,
+        req: JoinRequest,
+    ) -> Result<(Connection, mpsc::Receiver<Outbound>), HubError> {
+        if req.create {
+            self.inner
+                .store
+                .ensure_document(&req.doc, (self.inner.clock)())
+                .await?;
+        }
+        let (otx, orx) = mpsc::channel(self.inner.settings.outbound_queue);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let setup = ConnSetup {
+            id,
+            user: req.user,
+            client: req.client,
+            role: req.role,
+            resume: req.resume,
+            tx: otx,
+        };
+        let ((), tx) = self
+            .ask_via(&req.doc, |reply| Cmd::Join(Box::new(setup.clone()), reply))
+            .await?;
+        Ok((
+            Connection {
+                id,
+                tx,
+                left: false,
+            },
+            orx,
+        ))
+    }
+
+    /// Live content and version (loads the document if needed).
+    pub async fn view(&self, doc: &str) -> Result<DocView, HubError> {
+        self.ask(doc, Cmd::View).await
+    }
+
+    /// Everyone connected to the document.
+    pub async fn users(&self, doc: &str) -> Result<Vec<Presence>, HubError> {
+        self.ask(doc, Cmd::Users).await
+    }
+
+    /// Stop every document task (each hands its final snapshot to the
+    /// persister and closes its connections with "going away"), then flush
+    /// the persister. Returns whether everything was made durable.
+    pub async fn shutdown(&self) -> bool {
+        self.inner.cancel.cancel();
+        self.inner.docs_tracker.close();
+        self.inner.docs_tracker.wait().await;
+        let ok = self.inner.persister.shutdown().await;
+        self.inner.persist_tracker.close();
+        self.inner.persist_tracker.wait().await;
+        self.inner.store.close().await;
+        ok
+    }
+}
+
+impl Inner {
+    fn lock_docs(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, mpsc::Sender<Cmd>)>> {
+        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A socket's handle on its document task.
+pub struct Connection {
+    pub id: u64,
+    tx: mpsc::Sender<Cmd>,
+    left: bool,
+}
+
+impl Connection {
+    /// Submit an op (decoded, not yet validated against the document).
+    pub async fn op(&self, version: u64, seq: u64, op: Operation) -> Result<(), HubError> {
+        let cmd = Cmd::Op {
+            conn: self.id,
+            version,
+            seq,
+            op,
+        };
+        self.tx.send(cmd).await.map_err(|_| HubError::Gone)
+    }
+
+    pub async fn cursor(
+        &self,
+        version: u64,
+        anchor: Option<u64>,
+        head: Option<u64>,
+    ) -> Result<(), HubError> {
+        let cmd = Cmd::Cursor {
+            conn: self.id,
+            version,
+            anchor,
+            head,
+        };
+        self.tx.send(cmd).await.map_err(|_| HubError::Gone)
+    }
+
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self.tx.send(Cmd::Leave(self.id)).await;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.left {
+            // Best effort; the task also sweeps connections whose outbound
+            // receiver is gone, so a full inbox cannot leave a ghost.
+            let _ = self.tx.try_send(Cmd::Leave(self.id));
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    user: UserInfo,
+    client: String,
+    role: Role,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl Conn {
+    fn presence(&self) -> Presence {
+        Presence {
+            id: self.user.id.clone(),
+            name: self.user.name.clone(),
+            color: self.user.color.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+fn text(msg: ServerMessage<'_>) -> Outbound {
+    Outbound::Text(msg.to_text().into())
+}
+
+fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
+    text(ServerMessage::Error { code, message, seq })
+}
+
+fn user_of(p: &Presence) -> UserInfo {
+    UserInfo {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        color: p.color.clone(),
+    }
+}
+
+/// Why the task loop stops.
+enum Stop {
+    Unloaded,
+    Shutdown,
+    /// State can no longer be trusted (e.g. the op log lost history we need):
+    /// close connections so clients resume against a fresh load.
+    Reset,
+}
+
+struct DocTask {
+    id: String,
+    generation: u64,
+    hub: Arc<Inner>,
+    state: DocState,
+    conns: Vec<Conn>,
+    /// Presence on other instances, by client id.
+    remote: HashMap<String, Presence>,
+    cursors: HashMap<String, CursorInfo>,
+    /// Highest committed seq (and its version) per client id.
+    clients: HashMap<String, (u64, u64)>,
+    dirty_clients: Vec<String>,
+    unjournaled: Vec<Arc<Record>>,
+    persisted_version: u64,
+    idle_since: Option<Instant>,
+    sub: Subscription,
+}
+
+impl DocTask {
+    async fn start(hub: Arc<Inner>, id: String, generation: u64, mut rx: mpsc::Receiver<Cmd>) {
+        let task = match Self::load(hub.clone(), id.clone(), generation).await {
+            Ok(t) => t,
+            Err(e) => {
+                match &e {
+                    HubError::NotFound => debug!("no such document"),
+                    e => warn!(error = %e, "could not load document"),
+                }
+                unregister(&hub, &id, generation);
+                // Answer whatever queued up meanwhile.
+                rx.close();
+                while let Some(cmd) = rx.recv().await {
+                    cmd.refuse(&e);
+                }
+                return;
+            }
+        };
+        task.run(rx).await;
+    }
+
+    async fn load(hub: Arc<Inner>, id: String, generation: u64) -> Result<Self, HubError> {
+        let snap = hub.store.load(&id).await?.ok_or(HubError::NotFound)?;
+        // Subscribe before reading the log, so nothing falls between.
+        let sub = hub.bus.subscribe(&id).await?;
+        let mut task = DocTask {
+            state: DocState::new(&snap.content, snap.version, hub.settings.history_retain),
+            clients: snap
+                .clients
+                .iter()
+                .map(|c| (c.client.clone(), (c.seq, c.version)))
+                .collect(),
+            persisted_version: snap.version,
+            id,
+            generation,
+            hub: hub.clone(),
+            conns: Vec::new(),
+            remote: HashMap::new(),
+            cursors: HashMap::new(),
+            dirty_clients: Vec::new(),
+            unjournaled: Vec::new(),
+            idle_since: Some(Instant::now()),
+            sub,
+        };
+        // The journal may be ahead of the snapshot.
+        loop {
+            let recs = hub
+                .store
+                .journal_after(&task.id, task.state.version(), 10_000)
+                .await?;
+            if recs.is_empty() {
+                break;
+            }
+            for r in recs {
+                task.apply_quiet(Arc::new(r))?;
+            }
+        }
+        task.persisted_version = task.state.version();
+        let seed = Seed {
+            version: task.state.version(),
+            clients: task.client_seqs(task.clients.keys()),
+        };
+        let head = hub.sequencer.seed(&task.id, &seed).await?;
+        if head > task.state.version() {
+            task.catch_up().await?;
+        }
+        info!(
+            version = task.state.version(),
+            chars = task.state.len_chars(),
+            "document loaded"
+        );
+        Ok(task)
+    }
+
+    fn client_seqs<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<ClientSeq> {
+        ids.filter_map(|c| {
+            self.clients.get(c).map(|&(seq, version)| ClientSeq {
+                client: c.clone(),
+                seq,
+                version,
+            })
+        })
+        .collect()
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut tick = tokio::time::interval(self.hub.settings.snapshot_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let cancel = self.hub.cancel.clone();
+        let stop = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Stop::Shutdown,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        if let Err(e) = self.handle(cmd).await {
+                            error!(error = %e, "document state lost; resetting");
+                            break Stop::Reset;
+                        }
+                    }
+                    None => break Stop::Shutdown,
+                },
+                ev = self.sub.recv() => {
+                    if let Err(e) = self.handle_bus(ev).await {
+                        error!(error = %e, "document state lost; resetting");
+                        break Stop::Reset;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.sweep_closed();
+                    self.offer_persist();
+                    if self.idle_for() >= self.hub.settings.idle_unload && self.try_unload(&rx).await {
+                        break Stop::Unloaded;
+                    }
+                }
+            }
+        };
+        match stop {
+            Stop::Unloaded => info!("document unloaded"),
+            Stop::Shutdown => {
+                if let Some(job) = self.persist_job() {
+                    self.hub.persister.put(job).await;
+                }
+                self.close_all(close::GOING_AWAY, "server shutting down; reconnect");
+                unregister(&self.hub, &self.id, self.generation);
+            }
+            Stop::Reset => {
+                self.close_all(close::TRY_AGAIN, "document reloading; reconnect");
+                unregister(&self.hub, &self.id, self.generation);
+            }
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.idle_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Flush, then leave the registry if nothing arrived meanwhile.
+    async fn try_unload(&mut self, rx: &mpsc::Receiver<Cmd>) -> bool {
+        if let Some(job) = self.persist_job() {
+            if !self.hub.persister.put(job).await {
+                return false;
+            }
+            self.mark_persisted();
+        }
+        if !self.hub.persister.flush().await {
+            return false;
+        }
+        {
+            let mut docs = self.hub.lock_docs();
+            if !rx.is_empty() || !self.conns.is_empty() {
+                return false;
+            }
+            if docs
+                .get(&self.id)
+                .is_some_and(|(g, _)| *g == self.generation)
+            {
+                docs.remove(&self.id);
+            }
+        }
+        self.hub.sequencer.evict(&self.id).await;
+        true
+    }
+
+    fn close_all(&mut self, code: u16, reason: &'static str) {
+        for c in self.conns.drain(..) {
+            let _ = c.tx.try_send(Outbound::Close(code, reason));
+        }
+    }
+
+    // ---- persistence ----
+
+    fn persist_job(&self) -> Option<DocPersist> {
+        if self.state.version() <= self.persisted_version && self.dirty_clients.is_empty() {
+            return None;
+        }
+        Some(DocPersist {
+            doc: self.id.clone(),
+            version: self.state.version(),
+            content: self.state.content(),
+            journal: self.unjournaled.clone(),
+            clients: self.client_seqs(self.dirty_clients.iter()),
+        })
+    }
+
+    fn mark_persisted(&mut self) {
+        self.persisted_version = self.state.version();
+        self.unjournaled.clear();
+        self.dirty_clients.clear();
+    }
+
+    fn offer_persist(&mut self) {
+        if let Some(job) = self.persist_job() {
+            if self.hub.persister.offer(job) {
+                self.mark_persisted();
+            }
+        }
+    }
+
+    // ---- applying committed records ----
+
+    /// Apply a record in order without telling anyone (loading).
+    fn apply_quiet(&mut self, rec: Arc<Record>) -> Result<bool, HubError> {
+        match self.state.apply(rec.clone()) {
+            Ok(ApplyOutcome::Applied) => {
+                let entry = self.clients.entry(rec.client.clone()).or_insert((0, 0));
+                if rec.seq > entry.0 {
+                    *entry = (rec.seq, rec.version);
+                }
+                if !self.dirty_clients.contains(&rec.client) {
+                    self.dirty_clients.push(rec.client.clone());
+                }
+                self.unjournaled.push(rec);
+                Ok(true)
+            }
+            Ok(ApplyOutcome::Old) => Ok(false),
+            Ok(ApplyOutcome::Gap { head }) => Err(HubError::Bus(BusError::Corrupt(format!(
+                "gap: head {head}, got {}",
+                rec.version
+            )))),
+            Err(e) => Err(HubError::Bus(BusError::Corrupt(format!(
+                "record {} does not apply: {e}",
+                rec.version
+            )))),
+        }
+    }
+
+    /// Apply a committed record and fan it out; refill first on a gap.
+    async fn ingest(&mut self, rec: Arc<Record>) -> Result<(), HubError> {
+        if rec.version > self.state.version() + 1 {
+            self.catch_up().await?;
+        }
+        if self.apply_quiet(rec.clone())? {
+            self.fanout(&rec);
+        }
+        Ok(())
+    }
+
+    /// Pull every record after our head from the sequencer's log.
+    async fn catch_up(&mut self) -> Result<(), HubError> {
+        let after = self.state.version();
+        let recs = self
+            .hub
+            .sequencer
+            .ops_since(&self.id, after)
+            .await?
+            .ok_or_else(|| {
+                BusError::Corrupt(format!("op log no longer reaches version {after}"))
+            })?;
+        if !recs.is_empty() {
+            debug!(from = after, count = recs.len(), "refilled from the op log");
+        }
+        for r in recs {
+            if self.apply_quiet(r.clone())? {
+                self.fanout(&r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell every local connection: its own op becomes an ack, others an op.
+    fn fanout(&mut self, rec: &Record) {
+        let op_msg = text(ServerMessage::Op {
+            version: rec.version,
+            op: &rec.op,
+            user: &rec.user,
+            client: &rec.client,
+            seq: rec.seq,
+        });
+        let mut slow = Vec::new();
+        for c in &self.conns {
+            let msg = if c.client == rec.client {
+                text(ServerMessage::Ack {
+                    seq: rec.seq,
+                    version: rec.version,
+                })
+            } else {
+                op_msg.clone()
+            };
+            if c.tx.try_send(msg).is_err() {
+                slow.push(c.id);
+            }
+        }
+        self.drop_conns(&slow, "slow consumer");
+    }
+
+    /// Send to one connection; a full queue disconnects it.
+    fn send_to(&mut self, conn: u64, msg: Outbound) {
+        let Some(c) = self.conns.iter().find(|c| c.id == conn) else {
+            return;
+        };
+        if c.tx.try_send(msg).is_err() {
+            self.drop_conns(&[conn], "slow consumer");
+        }
+    }
+
+    /// Send to every connection but `except`.
+    fn broadcast(&mut self, except: Option<u64>, msg: Outbound) {
+        let mut slow = Vec::new();
+        for c in self.conns.iter().filter(|c| Some(c.id) != except) {
+            if c.tx.try_send(msg.clone()).is_err() {
+                slow.push(c.id);
+            }
+        }
+        self.drop_conns(&slow, "slow consumer");
+    }
+
+    /// Remove connections (dropping their sender closes their socket) and
+    /// announce that they left.
+    fn drop_conns(&mut self, ids: &[u64], why: &str) {
+        for &id in ids {
+            let Some(pos) = self.conns.iter().position(|c| c.id == id) else {
+                continue;
+            };
+            let c = self.conns.remove(pos);
+            debug!(client = %c.client, why, "connection removed");
+            self.leave_presence(&c);
+        }
+    }
+
+    fn leave_presence(&mut self, c: &Conn) {
+        self.cursors.remove(&c.client);
+        let msg = text(ServerMessage::UserLeft {
+            user: &c.user,
+            client: &c.client,
+        });
+        self.broadcast(None, msg);
+        self.publish(BusEvent::Left {
+            instance: self.hub.settings.instance_id.clone(),
+            presence: c.presence(),
+        });
+        if self.conns.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Fire-and-forget publish of presence/cursor events: their loss is
+    /// repaired by the next event, never by blocking the document.
+    fn publish(&self, event: BusEvent) {
+        let bus = self.hub.bus.clone();
+        let id = self.id.clone();
+        self.hub.docs_tracker.spawn(async move {
+            if let Err(e) = bus.publish(&id, event).await {
+                debug!(error = %e, "presence publish failed");
+            }
+        });
+    }
+
+    fn sweep_closed(&mut self) {
+        let closed: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|c| c.tx.is_closed())
+            .map(|c| c.id)
+            .collect();
+        self.drop_conns(&closed, "socket closed");
+    }
+
+    // ---- commands ----
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), HubError> {
+        match cmd {
+            Cmd::Join(setup, reply) => self.join(*setup, reply).await?,
+            Cmd::Leave(id) => self.drop_conns(&[id], "left"),
+            Cmd::Op {
+                conn,
+                version,
+                seq,
+                op,
+            } => self.op(conn, version, seq, op).await?,
+            Cmd::Cursor {
+                conn,
+                version,
+                anchor,
+                head,
+            } => self.cursor(conn, version, anchor, head),
+            Cmd::View(reply) => {
+                let _ = reply.send(Ok(DocView {
+                    content: self.state.content(),
+                    version: self.state.version(),
+                }));
+            }
+            Cmd::Users(reply) => {
+                let _ = reply.send(Ok(self.users()));
+            }
+        }
+        Ok(())
+    }
+
+    fn users(&self) -> Vec<Presence> {
+        let mut users: Vec<Presence> = self.conns.iter().map(Conn::presence).collect();
+        users.extend(self.remote.values().cloned());
+        users
+    }
+
+    /// Records after `n` up to the head, for a resume: from memory, else the
+    /// sequencer's log, else the journal joined to memory.
+    async fn records_for_resume(&self, n: u64, cap: usize) -> Option<Vec<Arc<Record>>> {
+        let head = self.state.version();
+        if n > head {
+            return None;
+        }
+        if (head - n) as usize > cap {
+            return None;
+        }
+        if let Some(it) = self.state.records_after(n) {
+            return Some(it.cloned().collect());
+        }
+        if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n).await {
+            if v.last().map_or(n, |r| r.version) == head {
+                return Some(v);
+            }
+        }
+        let oldest = self.state.oldest();
+        let journal = self
+            .hub
+            .store
+            .journal_after(&self.id, n, (oldest - n) as u32)
+            .await
+            .ok()?;
+        let contiguous = journal
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.version == n + 1 + i as u64);
+        if !contiguous || journal.last().map_or(n, |r| r.version) != oldest {
+            return None;
+        }
+        let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
+        out.extend(self.state.records_after(oldest)?.cloned());
+        Some(out)
+    }
+
+    async fn join(
+        &mut self,
+        setup: ConnSetup,
+        reply: oneshot::Sender<Result<(), HubError>>,
+    ) -> Result<(), HubError> {
+        // A newer connection with the same client id replaces the old one.
+        if let Some(old) = self.conns.iter().find(|c| c.client == setup.client) {
+            let _ = old.tx.try_send(Outbound::Close(
+                close::REPLACED,
+                "replaced by a newer connection",
+            ));
+            let id = old.id;
+            self.drop_conns(&[id], "replaced");
+        }
+        let mut replay = None;
+        if let Some(n) = setup.resume {
+            if n > self.state.version() {
+                // Another instance may be ahead of us.
+                self.catch_up().await?;
+            }
+            // Leave room in the queue for live traffic after the replay.
+            let cap = self.hub.settings.outbound_queue.saturating_sub(64);
+            replay = self.records_for_resume(n, cap).await;
+        }
+        let last_seq = match self.hub.sequencer.last_seq(&self.id, &setup.client).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "last_seq unavailable; using local knowledge");
+                self.clients.get(&setup.client).map_or(0, |c| c.0)
+            }
+        };
+        let conn = Conn {
+            id: setup.id,
+            user: setup.user,
+            client: setup.client,
+            role: setup.role,
+            tx: setup.tx,
+        };
+        let mut users = self.users();
+        users.push(conn.presence());
+        let cursors = self.current_cursors();
+        let (version, content) = match (&replay, setup.resume) {
+            (Some(_), Some(n)) => (n, None),
+            _ => (self.state.version(), Some(self.state.content())),
+        };
+        let init = text(ServerMessage::Init {
+            document: &self.id,
+            client: &conn.client,
+            user: &conn.user,
+            version,
+            content,
+            users,
+            cursors,
+            role: conn.role,
+            resumed: setup.resume.map(|_| replay.is_some()),
+            seq: last_seq,
+        });
+        let mut queued = conn.tx.try_send(init).is_ok();
+        for r in replay.iter().flatten() {
+            let msg = text(ServerMessage::Op {
+                version: r.version,
+                op: &r.op,
+                user: &r.user,
+                client: &r.client,
+                seq: r.seq,
+            });
+            queued &= conn.tx.try_send(msg).is_ok();
+        }
+        if !queued {
+            // Cannot happen with a fresh queue sized above the replay cap.
+            let _ = reply.send(Err(HubError::Gone));
+            return Ok(());
+        }
+        let joined = text(ServerMessage::UserJoined {
+            user: &conn.user,
+            client: &conn.client,
+        });
+        self.broadcast(None, joined);
+        self.publish(BusEvent::Joined {
+            instance: self.hub.settings.instance_id.clone(),
+            presence: conn.presence(),
+        });
+        debug!(client = %conn.client, user = %conn.user.id, resumed = ?setup.resume, "joined");
+        self.conns.push(conn);
+        self.idle_since = None;
+        let _ = reply.send(Ok(()));
+        Ok(())
+    }
+
+    fn current_cursors(&self) -> Vec<CursorInfo> {
+        let head = self.state.version();
+        self.cursors
+            .values()
+            .filter_map(|c| {
+                let t = |i: Option<u64>| -> Option<Option<u64>> {
+                    match i {
+                        None => Some(None),
+                        Some(i) => Some(Some(
+                            self.state.transform_index(c.version, i as usize)? as u64
+                        )),
+                    }
+                };
+                Some(CursorInfo {
+                    client: c.client.clone(),
+                    user: c.user.clone(),
+                    version: head,
+                    anchor: t(c.anchor)?,
+                    head: t(c.head)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn op(&mut self, conn: u64, base: u64, seq: u64, op: Operation) -> Result<(), HubError> {
+        let Some(c) = self.conns.iter().find(|c| c.id == conn) else {
+            return Ok(());
+        };
+        let refuse = |code, message: &str| error_msg(code, message, Some(seq));
+        if !c.role.can_edit() {
+            self.send_to(conn, refuse(ErrorCode::Forbidden, "viewers cannot edit"));
+            return Ok(());
+        }
+        if seq == 0 {
+            self.send_to(conn, refuse(ErrorCode::BadMessage, "seq starts at 1"));
+            return Ok(());
+        }
+        let (client, user) = (c.client.clone(), c.user.id.clone());
+        if base > self.state.version() {
+            self.catch_up().await?;
+        }
+        // A resubmit of a committed op is answered before any validation:
+        // its base may be long gone.
+        if let Some(&(last, version)) = self.clients.get(&client) {
+            if seq <= last {
+                let version = self.duplicate_version(&client, seq).unwrap_or(version);
+                self.send_to(conn, text(ServerMessage::Ack { seq, version }));
+                return Ok(());
+            }
+        }
+        let mut op = match self.state.rebase(base, op) {
+            Ok(op) => op,
+            Err(RebaseError::OutOfRange { base, oldest, head }) => {
+                let m = format!("version {base} is outside {oldest}..={head}; reload the document");
+                self.send_to(conn, refuse(ErrorCode::VersionOutOfRange, &m));
+                return Ok(());
+            }
+            Err(RebaseError::Op(e)) => {
+                self.send_to(conn, refuse(ErrorCode::BadOp, &e.to_string()));
+                return Ok(());
+            }
+        };
+        for _ in 0..MAX_COMMIT_RETRIES {
+            if op.target_len() > self.hub.settings.max_doc_chars && op.target_len() > op.base_len()
+            {
+                let m = format!(
+                    "the document would have {} characters; the limit is {}",
+                    op.target_len(),
+                    self.hub.settings.max_doc_chars
+                );
+                self.send_to(conn, refuse(ErrorCode::DocTooLarge, &m));
+                return Ok(());
+            }
+            let head = self.state.version();
+            let req = CommitRequest {
+                base: head,
+                op: op.clone(),
+                user: user.clone(),
+                client: client.clone(),
+                seq,
+                time: (self.hub.clock)(),
+            };
+            let outcome = match self.hub.sequencer.commit(&self.id, req).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "commit failed");
+                    let m = "the edit could not be committed; resend it";
+                    self.send_to(conn, refuse(ErrorCode::Internal, m));
+                    return Ok(());
+                }
+            };
+            match outcome {
+                CommitOutcome::Committed(rec) => return self.ingest(rec).await,
+                CommitOutcome::Duplicate { version } => {
+                    if version > self.state.version() {
+                        self.catch_up().await?;
+                    }
+                    self.send_to(conn, text(ServerMessage::Ack { seq, version }));
+                    return Ok(());
+                }
+                CommitOutcome::Stale { missed } => {
+                    for r in missed {
+                        self.ingest(r).await?;
+                    }
+                    // Rebase from our previous head to the new one.
+                    op = match self.state.rebase(head, op) {
+                        Ok(op) => op,
+                        Err(e) => {
+                            warn!(error = %e, "rebase after a stale commit failed");
+                            self.send_to(
+                                conn,
+                                refuse(ErrorCode::Internal, "the edit could not be rebased"),
+                            );
+                            return Ok(());
+                        }
+                    };
+                }
+            }
+        }
+        warn!("commit retries exhausted");
+        self.send_to(
+            conn,
+            refuse(
+                ErrorCode::Internal,
+                "the document is too busy; resend the edit",
+            ),
+        );
+        Ok(())
+    }
+
+    fn duplicate_version(&self, client: &str, seq: u64) -> Option<u64> {
+        self.state
+            .records_after(self.state.oldest())?
+            .rev()
+            .find(|r| r.client == client && r.seq == seq)
+            .map(|r| r.version)
+    }
+
+    fn cursor(&mut self, conn: u64, version: u64, anchor: Option<u64>, head: Option<u64>) {
+        let Some(c) = self.conns.iter().find(|c| c.id == conn) else {
+            return;
+        };
+        let (client, user) = (c.client.clone(), c.user.id.clone());
+        if version > self.state.version() {
+            let m = "cursor version is ahead of the document";
+            self.send_to(conn, error_msg(ErrorCode::VersionOutOfRange, m, None));
+            return;
+        }
+        if anchor.is_some() != head.is_some() {
+            let m = "anchor and head must both be set or both be null";
+            self.send_to(conn, error_msg(ErrorCode::BadMessage, m, None));
+            return;
+        }
+        // Too old to transform: drop it; the next one will do.
+        let Some(len) = self.state.len_at(version) else {
+            return;
+        };
+        if anchor.max(head).is_some_and(|i| i > len as u64) {
+            let m = format!("cursor is beyond the document end ({len})");
+            self.send_to(conn, error_msg(ErrorCode::BadMessage, &m, None));
+            return;
+        }
+        let t = |i: Option<u64>| {
+            i.and_then(|i| {
+                self.state
+                    .transform_index(version, i as usize)
+                    .map(|x| x as u64)
+            })
+        };
+        let cursor = CursorInfo {
+            client: client.clone(),
+            user,
+            version: self.state.version(),
+            anchor: t(anchor),
+            head: t(head),
+        };
+        let msg = text(ServerMessage::Cursor(&cursor));
+        self.broadcast(Some(conn), msg);
+        self.publish(BusEvent::Cursor {
+            instance: self.hub.settings.instance_id.clone(),
+            cursor: cursor.clone(),
+        });
+        if cursor.anchor.is_none() {
+            self.cursors.remove(&client);
+        } else {
+            self.cursors.insert(client, cursor);
+        }
+    }
+
+    // ---- bus ----
+
+    async fn handle_bus(&mut self, ev: BusRecv) -> Result<(), HubError> {
+        let ev = match ev {
+            BusRecv::Event(ev) => ev,
+            BusRecv::Lagged => return self.catch_up().await,
+            BusRecv::Closed => {
+                // The bus is gone (shutdown or backend swap): resubscribe.
+                self.sub = self.hub.bus.subscribe(&self.id).await?;
+                return self.catch_up().await;
+            }
+        };
+        let me = &self.hub.settings.instance_id;
+        match &*ev {
+            BusEvent::Committed(rec) => self.ingest(rec.clone()).await?,
+            BusEvent::Joined { instance, presence } if instance != me => {
+                self.remote
+                    .insert(presence.client.clone(), presence.clone());
+                let user = user_of(presence);
+                let msg = text(ServerMessage::UserJoined {
+                    user: &user,
+                    client: &presence.client,
+                });
+                self.broadcast(None, msg);
+            }
+            BusEvent::Left { instance, presence } if instance != me => {
+                self.remote.remove(&presence.client);
+                self.cursors.remove(&presence.client);
+                let user = user_of(presence);
+                let msg = text(ServerMessage::UserLeft {
+                    user: &user,
+                    client: &presence.client,
+                });
+                self.broadcast(None, msg);
+            }
+            BusEvent::Cursor { instance, cursor } if instance != me => {
+                if cursor.anchor.is_none() {
+                    self.cursors.remove(&cursor.client);
+                } else {
+                    self.cursors.insert(cursor.client.clone(), cursor.clone());
+                }
+                self.broadcast(None, text(ServerMessage::Cursor(cursor)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn unregister(hub: &Inner, id: &str, generation: u64) {
+    let mut docs = hub.lock_docs();
+    if docs.get(id).is_some_and(|(g, _)| *g == generation) {
+        docs.remove(id);
+    }
+}

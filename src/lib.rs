@@ -1,0 +1,72 @@
+//! Tandem: a real-time collaborative editing server (server-authoritative OT).
+//!
+//! Layers, inward only: `web` (axum) → `hub` (document tasks) → `bus`
+//! (sequencer + fan-out) and `store` (durable state) → the pure core: `ot`,
+//! `doc`, `protocol`, `client`, `limits`. See ARCHITECTURE.md.
+
+pub mod bus;
+pub mod client;
+pub mod config;
+pub mod doc;
+pub mod hub;
+pub mod limits;
+pub mod ot;
+pub mod persist;
+pub mod protocol;
+pub mod store;
+pub mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::bus::memory::{MemoryBus, MemorySequencer};
+use crate::config::Config;
+use crate::hub::{Hub, HubSettings};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+pub use crate::web::{app, AppState};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Build the application state from the config: pick the store, sequencer
+/// and bus, start the hub.
+pub async fn build(config: Config) -> Result<AppState, StartError> {
+    if config.database_url.is_some() {
+        return Err(StartError::Unsupported(
+            "DATABASE_URL (PostgreSQL) is not supported by this build yet; unset it to use the embedded SQLite store",
+        ));
+    }
+    if config.redis_url.is_some() {
+        return Err(StartError::Unsupported(
+            "REDIS_URL (clustered mode) is not supported by this build yet; unset it to run single-node",
+        ));
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+    let bus = MemoryBus::new();
+    let sequencer = Arc::new(MemorySequencer::new(bus.clone(), config.history_retain));
+    let settings = HubSettings {
+        instance_id: config.instance_id.clone().unwrap_or_else(|| {
+            format!("tandem-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        }),
+        history_retain: config.history_retain,
+        snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(10)),
+        idle_unload: Duration::from_millis(config.idle_unload_ms),
+        outbound_queue: config.outbound_queue.max(128),
+        max_doc_chars: config.max_doc_chars,
+    };
+    let hub = Hub::new(settings, sequencer, bus, store);
+    Ok(AppState {
+        hub,
+        config: Arc::new(config),
+        sessions: TaskTracker::new(),
+    })
+}

@@ -1,0 +1,94 @@
+//! `tandem`: parse config, set up logging, build the app, serve until
+//! SIGTERM/Ctrl-C, then shut down gracefully (close sockets with "going
+//! away", flush snapshots and journal).
+
+use std::time::Duration;
+
+use tandem::config::Config;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::load();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.rust_log)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    if config.allow_anonymous {
+        warn!("ALLOW_ANONYMOUS=true: anyone can open and edit any document. For demos and tests only.");
+    }
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(%addr, error = %e, "cannot listen");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let state = match tandem::build(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    info!(instance = %state.hub.instance_id(), "tandem listening on http://{local}");
+    // Tests and scripts read this line to find the port.
+    println!("listening on http://{local}");
+
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        signal.cancel();
+    });
+
+    let hub = state.hub.clone();
+    let sessions = state.sessions.clone();
+    let server = axum::serve(listener, tandem::app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drain = async {
+        shutdown.cancelled().await;
+        let durable = hub.shutdown().await;
+        sessions.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+        durable
+    };
+    let (served, durable) = tokio::join!(server, drain);
+    if let Err(e) = served {
+        error!(error = %e, "server error");
+        return std::process::ExitCode::FAILURE;
+    }
+    if !durable {
+        error!("some changes could not be written to the store");
+        return std::process::ExitCode::FAILURE;
+    }
+    info!("stopped cleanly");
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

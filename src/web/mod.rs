@@ -1,0 +1,38 @@
+//! The web layer: HTTP routes, WebSocket sessions, and error mapping. Only
+//! this module touches axum.
+//!
+//! Owns: [`AppState`], [`app`] (the router, built the same way by `main` and
+//! tests), identity until auth lands. Must not import: sqlx, redis.
+
+mod api;
+pub mod error;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    /// WebSocket sessions (axum's graceful shutdown does not wait for them).
+    pub sessions: TaskTracker,
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/ws/{id}", get(ws::upgrade))
+        .route("/api/documents/{id}", get(api::get_document))
+        .route("/api/documents/{id}/users", get(api::get_users))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

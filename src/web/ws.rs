@@ -1,0 +1,323 @@
+//! WebSocket sessions: the upgrade (identity, query), then one task per
+//! socket that reads frames (size, rate, parse checks) into the document
+//! task and writes the document task's outbound queue to the socket, with
+//! server pings and an idle timeout.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info_span, Instrument};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::hub::{close, Connection, JoinRequest, Outbound};
+use crate::limits::TokenBucket;
+use crate::ot::{OpError, Operation};
+use crate::protocol::{
+    parse_client, valid_id, ClientMessage, ErrorCode, Role, ServerMessage, UserInfo,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    user_id: Option<String>,
+    name: Option<String>,
+    client: Option<String>,
+    version: Option<String>,
+    token: Option<String>,
+}
+
+/// Frames up to this many times the limit are read and refused with
+/// `too_large`; larger ones end the connection (1009).
+const HARD_LIMIT_FACTOR: usize = 4;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(doc): Path<String>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if state.hub.is_shutting_down() {
+        return Err(ApiError::Unavailable);
+    }
+    if !valid_id(&doc) {
+        return Err(ApiError::BadRequest(
+            "document ids are 1-64 characters of [A-Za-z0-9_.:@-]".into(),
+        ));
+    }
+    let _ = &q.token; // JWT arrives with the auth issue; a token alone is not enough yet.
+    if !state.config.allow_anonymous {
+        return Err(ApiError::Unauthorized);
+    }
+    let user_id = q.user_id.as_deref().ok_or(ApiError::Unauthorized)?;
+    if !valid_id(user_id) {
+        return Err(ApiError::BadRequest(
+            "user_id must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
+        ));
+    }
+    let name = q.name.as_deref().unwrap_or(user_id);
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1-100 printable characters".into(),
+        ));
+    }
+    let client = match q.client {
+        Some(c) if valid_id(&c) => c,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "client must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
+            ))
+        }
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let resume = match q.version.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return Err(ApiError::BadRequest(
+                "version must be a non-negative integer".into(),
+            ))
+        }
+    };
+    let req = JoinRequest {
+        doc: doc.clone(),
+        user: UserInfo::new(user_id, name),
+        client: client.clone(),
+        role: Role::Editor,
+        resume,
+        create: true,
+    };
+    let (conn, outbound) = state.hub.join(req).await?;
+    let max = state.config.max_frame_bytes;
+    let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
+    let sessions = state.sessions.clone();
+    let span = info_span!("ws", doc = %doc, client = %client, user = %user_id);
+    Ok(ws
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| {
+            sessions.track_future(
+                Session::new(state, conn)
+                    .run(socket, outbound)
+                    .instrument(span),
+            )
+        })
+        .into_response())
+}
+
+struct Session {
+    state: AppState,
+    conn: Connection,
+    ops: TokenBucket,
+    cursors: TokenBucket,
+    last_cursor_notice: Option<Instant>,
+}
+
+/// Replies the reader makes itself (pong, refusals of unparsable frames).
+type Local = mpsc::Sender<Outbound>;
+
+fn error_frame(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
+    Outbound::Text(ServerMessage::Error { code, message, seq }.to_text().into())
+}
+
+impl Session {
+    fn new(state: AppState, conn: Connection) -> Self {
+        let now = Instant::now();
+        let c = &state.config;
+        let ops = TokenBucket::new(c.op_rate_per_sec, c.op_rate_burst, now);
+        let cursors = TokenBucket::new(c.cursor_rate_per_sec, c.cursor_rate_per_sec, now);
+        Self {
+            state,
+            conn,
+            ops,
+            cursors,
+            last_cursor_notice: None,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket, outbound: mpsc::Receiver<Outbound>) {
+        let (sink, stream) = socket.split();
+        let (local_tx, local_rx) = mpsc::channel(64);
+        let ping = Duration::from_millis(self.state.config.ping_interval_ms);
+        let writer = write_loop(sink, outbound, local_rx, ping);
+        tokio::pin!(writer);
+        tokio::select! {
+            // The writer closed the socket (shutdown, slow consumer): stop reading.
+            _ = &mut writer => {}
+            // The reader is done; the writer drains its last replies and exits.
+            _ = self.read_loop(stream, local_tx) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            }
+        }
+        debug!("session ended");
+        self.conn.leave().await;
+    }
+
+    /// Reads until the socket ends; dropping `local` tells the writer.
+    async fn read_loop(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        local: Local,
+    ) {
+        let idle = Duration::from_millis(self.state.config.idle_timeout_ms);
+        loop {
+            let frame = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => {
+                    debug!("idle timeout");
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(Err(e))) => {
+                    debug!(error = %e, "read error");
+                    // Most likely a frame over the hard limit.
+                    let _ =
+                        local.try_send(error_frame(ErrorCode::TooLarge, "frame too large", None));
+                    let _ = local.try_send(Outbound::Close(1009, "frame too large"));
+                    return;
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let reply = match frame {
+                Message::Text(t) => self.on_text(&t).await,
+                Message::Binary(_) => Some(error_frame(
+                    ErrorCode::BadMessage,
+                    "binary frames are not accepted",
+                    None,
+                )),
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => None,
+            };
+            if let Some(msg) = reply {
+                let closing = matches!(msg, Outbound::Close(..));
+                if local.send(msg).await.is_err() || closing {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handle one text frame; returns the reply the reader sends itself.
+    async fn on_text(&mut self, text: &str) -> Option<Outbound> {
+        let cfg = &self.state.config;
+        if text.len() > cfg.max_frame_bytes {
+            let m = format!(
+                "frame of {} bytes is over the limit of {}",
+                text.len(),
+                cfg.max_frame_bytes
+            );
+            return Some(error_frame(ErrorCode::TooLarge, &m, None));
+        }
+        let msg = match parse_client(text) {
+            Ok(m) => m,
+            Err(e) => return Some(error_frame(ErrorCode::BadMessage, &e, None)),
+        };
+        let sent = match msg {
+            ClientMessage::Op { version, seq, op } => {
+                if !self.ops.allow(Instant::now()) {
+                    return Some(error_frame(
+                        ErrorCode::RateLimited,
+                        "too many ops; slow down",
+                        Some(seq),
+                    ));
+                }
+                let op = match Operation::from_json(&op, cfg.max_op_components) {
+                    Ok(op) => op,
+                    Err(e @ OpError::TooManyComponents { .. }) => {
+                        return Some(error_frame(ErrorCode::TooLarge, &e.to_string(), Some(seq)))
+                    }
+                    Err(e) => {
+                        return Some(error_frame(ErrorCode::BadOp, &e.to_string(), Some(seq)))
+                    }
+                };
+                self.conn.op(version, seq, op).await
+            }
+            ClientMessage::Cursor {
+                version,
+                anchor,
+                head,
+            } => {
+                let now = Instant::now();
+                if !self.cursors.allow(now) {
+                    // Dropped; say so at most once a second.
+                    if self
+                        .last_cursor_notice
+                        .is_some_and(|t| now - t < Duration::from_secs(1))
+                    {
+                        return None;
+                    }
+                    self.last_cursor_notice = Some(now);
+                    return Some(error_frame(
+                        ErrorCode::RateLimited,
+                        "too many cursor updates; some were dropped",
+                        None,
+                    ));
+                }
+                self.conn.cursor(version, anchor, head).await
+            }
+            ClientMessage::Undo {} | ClientMessage::Redo {} => {
+                return Some(error_frame(
+                    ErrorCode::BadMessage,
+                    "undo/redo are not available on this server yet",
+                    None,
+                ));
+            }
+            ClientMessage::Ping {} => {
+                return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
+            }
+        };
+        // The document task is gone: end the session (the writer closes).
+        sent.err()
+            .map(|_| Outbound::Close(close::TRY_AGAIN, "document unavailable"))
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut local: mpsc::Receiver<Outbound>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            m = outbound.recv() => m.unwrap_or(Outbound::Close(close::TRY_AGAIN, "too far behind; resume")),
+            m = local.recv() => match m {
+                Some(m) => m,
+                // The reader has finished and its replies are written.
+                None => return,
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match msg {
+            Outbound::Text(t) => {
+                if sink
+                    .send(Message::Text(Utf8Bytes::from(&*t)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Outbound::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.flush().await;
+                return;
+            }
+        }
+    }
+}
