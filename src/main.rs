@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::load();
+    // Logs go to stderr; stdout carries only the "listening on" line.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.rust_log)
                 .unwrap_or_else(|_| "info".into()),

@@ -1,0 +1,361 @@
+//! Test harness: the real `tandem` binary on a random port with its own data
+//! directory (killed on Drop), real WebSocket clients, and an editor that
+//! speaks protocol v1 through the pure OT client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tandem::client::{OtClient, Outgoing};
+use tandem::ot::Operation;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running server process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Anonymous mode, fresh data directory, plus `env` overrides.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data directory (for restarts).
+    pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATA_DIR", dir)
+            .env("ALLOW_ANONYMOUS", "true")
+            .env("SNAPSHOT_INTERVAL_MS", "200")
+            .env("RUST_LOG", "error")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tandem");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("listening on http://") {
+                        break a.trim().to_owned();
+                    }
+                }
+                _ => panic!("tandem exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the child never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child: Some(child),
+            addr,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, doc: &str, query: &str) -> String {
+        format!("ws://{}/ws/{}?{}", self.addr, doc, query)
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Take ownership of the temp dir so it outlives this server.
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(self.http(path)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Live content and version of a document, via REST.
+    pub async fn document(&self, doc: &str) -> (String, u64) {
+        let (st, v) = self.get(&format!("/api/documents/{doc}")).await;
+        assert_eq!(st, 200, "{v}");
+        (
+            v["content"].as_str().unwrap().to_owned(),
+            v["version"].as_u64().unwrap(),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw protocol connection.
+pub struct Ws {
+    pub ws: Stream,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Result<(Ws, Value), tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut ws = Ws { ws };
+        let init = ws.recv().await;
+        assert_eq!(init["type"], "init", "{init}");
+        Ok((ws, init))
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::Text(s.into())).await.unwrap();
+    }
+
+    /// Next JSON message (skipping control frames); panics on close/timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.try_recv(TIMEOUT).await {
+            Ok(Some(v)) => v,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Ok(None) on timeout; Err(close frame) when the server closed.
+    pub async fn try_recv(&mut self, wait: Duration) -> Result<Option<Value>, Option<CloseFrame>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) | Ok(Some(Err(_))) => return Err(None),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Ok(Some(serde_json::from_str(&t).unwrap()))
+                }
+                Ok(Some(Ok(Message::Close(f)))) => return Err(f),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Next message of type `ty`, skipping presence and cursor chatter.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+            let t = v["type"].as_str().unwrap_or("");
+            assert!(
+                matches!(t, "user_joined" | "user_left" | "cursor"),
+                "expected {ty}, got {v}"
+            );
+        }
+    }
+
+    /// The connection is open: a ping is answered.
+    pub async fn assert_open(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        self.recv_type("pong").await;
+    }
+
+    /// Wait for the server to close; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.try_recv(TIMEOUT).await {
+                Err(f) => return f.map(|f| u16::from(f.code)),
+                Ok(None) => panic!("connection not closed"),
+                Ok(Some(_)) => continue,
+            }
+        }
+    }
+}
+
+/// A protocol-v1 editor: the pure OT client over a real socket.
+pub struct Editor {
+    pub ws: Ws,
+    pub ot: OtClient,
+    pub init: Value,
+}
+
+impl Editor {
+    pub async fn join(server: &TestServer, doc: &str, user: &str, client: Option<&str>) -> Editor {
+        let q = match client {
+            Some(c) => format!("user_id={user}&name={user}&client={c}"),
+            None => format!("user_id={user}&name={user}"),
+        };
+        let (ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
+        let ot = OtClient::new(
+            init["client"].as_str().unwrap(),
+            init["content"].as_str().unwrap(),
+            init["version"].as_u64().unwrap(),
+            init["seq"].as_u64().unwrap(),
+        );
+        Editor { ws, ot, init }
+    }
+
+    /// Reconnect with `client` and `version` (resume), then resend the
+    /// in-flight op, as a real client does.
+    pub async fn resume(&mut self, server: &TestServer, doc: &str, user: &str) -> Value {
+        let q = format!(
+            "user_id={user}&name={user}&client={}&version={}",
+            self.ot.client_id, self.ot.version
+        );
+        let (ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
+        self.ws = ws;
+        if let Some(out) = self.ot.resend() {
+            self.send_op(&out).await;
+        }
+        init
+    }
+
+    /// Cut the connection abruptly (TCP shutdown, no close frame).
+    pub async fn cut(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let MaybeTlsStream::Plain(s) = self.ws.ws.get_mut() {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    pub async fn send_op(&mut self, out: &Outgoing) {
+        self.ws
+            .send(json!({"type": "op", "version": out.version, "seq": out.seq, "op": out.op}))
+            .await;
+    }
+
+    pub async fn edit(&mut self, op: Operation) {
+        if let Some(out) = self.ot.local_edit(op).unwrap() {
+            self.send_op(&out).await;
+        }
+    }
+
+    /// Apply one server message to the OT client.
+    pub async fn handle(&mut self, m: &Value) {
+        let next = match m["type"].as_str().unwrap() {
+            "ack" => self
+                .ot
+                .on_ack(m["seq"].as_u64().unwrap(), m["version"].as_u64().unwrap())
+                .unwrap(),
+            "op" => {
+                let op = Operation::from_json(&m["op"], usize::MAX).unwrap();
+                self.ot
+                    .on_remote(
+                        m["version"].as_u64().unwrap(),
+                        &op,
+                        m["client"].as_str().unwrap(),
+                        m["seq"].as_u64().unwrap(),
+                    )
+                    .unwrap()
+            }
+            "error" => panic!("server refused: {m}"),
+            _ => None,
+        };
+        if let Some(out) = next {
+            self.send_op(&out).await;
+        }
+    }
+
+    /// Process messages for up to `wait`.
+    pub async fn pump(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.ws.try_recv(left).await {
+                Ok(Some(m)) => self.handle(&m).await,
+                Ok(None) => return,
+                Err(f) => panic!("closed: {f:?}"),
+            }
+        }
+    }
+
+    /// Process messages until nothing is pending and `version` is reached.
+    pub async fn sync_to(&mut self, version: u64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.ot.has_pending() || self.ot.version < version {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sync timed out at {}",
+                self.ot.version
+            );
+            let m = self.ws.recv().await;
+            self.handle(&m).await;
+        }
+    }
+
+    /// Process until no op is pending.
+    pub async fn settle(&mut self) {
+        self.sync_to(0).await;
+    }
+}
+
+pub const EMOJI_ALPHABET: &[&str] = &["a", "b", "c", " ", "\n", "é", "中", "😀", "👍🏽", "𝄞", "🇫🇷"];
+
+/// A random single-splice edit of the editor's current text.
+pub fn random_edit(rng: &mut impl rand::Rng, len: usize) -> Operation {
+    let pos = rng.gen_range(0..=len);
+    let del = if len > pos && rng.gen_bool(0.3) {
+        rng.gen_range(1..=(len - pos).min(4))
+    } else {
+        0
+    };
+    let mut ins: String = (0..rng.gen_range(0..4))
+        .map(|_| EMOJI_ALPHABET[rng.gen_range(0..EMOJI_ALPHABET.len())])
+        .collect();
+    if del == 0 && ins.is_empty() {
+        ins.push('x');
+    }
+    tandem::ot::splice(len, pos, del, &ins)
+}
