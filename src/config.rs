@@ -50,6 +50,16 @@ pub struct Config {
     /// Redis URL; unset: the in-process sequencer and bus (single node).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel (separates deployments).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "tandem")]
+    pub redis_prefix: String,
+    /// Committed ops kept in each document's Redis op log (never trimmed
+    /// past the last durable snapshot).
+    #[arg(long, env = "OPLOG_RETAIN", default_value_t = 10_000)]
+    pub oplog_retain: usize,
+    /// Users of a vanished instance disappear for everyone within this (ms).
+    #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 30_000)]
+    pub presence_ttl_ms: u64,
     /// Directory for the embedded store.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

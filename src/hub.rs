@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::bus::{
-    Bus, BusError, BusEvent, BusRecv, ClientSeq, CommitOutcome, CommitRequest, Seed, Sequencer,
-    Subscription,
+    Bus, BusError, BusEvent, BusRecv, ClientSeq, CommitOutcome, CommitRequest, PresenceEntry, Seed,
+    Sequencer, Subscription,
 };
 use crate::doc::{ApplyOutcome, DocState, RebaseError, Record};
 use crate::ot::Operation;
@@ -37,6 +37,8 @@ pub struct HubSettings {
     pub idle_unload: Duration,
     pub outbound_queue: usize,
     pub max_doc_chars: usize,
+    /// A user of a vanished instance disappears for everyone within this.
+    pub presence_ttl: Duration,
 }
 
 /// What a document task sends a connection.
@@ -141,6 +143,8 @@ impl Cmd {
 const INBOX: usize = 1024;
 /// Rebase-and-retry rounds when another instance commits first.
 const MAX_COMMIT_RETRIES: usize = 16;
+/// Told to a client whose edit could not be committed (backend outage).
+const UNAVAILABLE: &str = "the edit could not be committed right now; keep it and resend it";
 
 struct Inner {
     settings: HubSettings,
@@ -155,6 +159,15 @@ struct Inner {
     cancel: CancellationToken,
     docs_tracker: TaskTracker,
     persist_tracker: TaskTracker,
+    /// Backend tasks (e.g. the pub/sub loop), stopped last.
+    background: Background,
+}
+
+/// Long-lived backend tasks owned by the hub: cancelled and awaited after
+/// documents and the persister have stopped.
+pub struct Background {
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
 }
 
 /// Handle to the document registry; cheap to clone.
@@ -176,6 +189,7 @@ impl Hub {
         sequencer: Arc<dyn Sequencer>,
         bus: Arc<dyn Bus>,
         store: Arc<dyn Store>,
+        background: Background,
     ) -> Self {
         let persist_tracker = TaskTracker::new();
         let persister =
@@ -193,6 +207,7 @@ impl Hub {
                 cancel: CancellationToken::new(),
                 docs_tracker: TaskTracker::new(),
                 persist_tracker,
+                background,
             }),
         }
     }
@@ -319,6 +334,9 @@ impl Hub {
         let ok = self.inner.persister.shutdown().await;
         self.inner.persist_tracker.close();
         self.inner.persist_tracker.wait().await;
+        self.inner.background.cancel.cancel();
+        self.inner.background.tracker.close();
+        self.inner.background.tracker.wait().await;
         self.inner.store.close().await;
         ok
     }
@@ -403,7 +421,9 @@ fn text(msg: ServerMessage<'_>) -> Outbound {
     Outbound::Text(msg.to_text().into())
 }
 
-fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
+/// A refusal, counted by code.
+pub fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
+    metrics::counter!("tandem_refusals_total", "code" => code.as_str()).increment(1);
     text(ServerMessage::Error { code, message, seq })
 }
 
@@ -440,6 +460,45 @@ struct DocTask {
     persisted_version: u64,
     idle_since: Option<Instant>,
     sub: Subscription,
+    /// Presence and cursor writes to the bus, applied in order by a worker.
+    outbox: mpsc::Sender<BusWrite>,
+    /// A refill failed (backend down): retry on the next tick.
+    needs_catch_up: bool,
+}
+
+/// A write to the bus that the document task does not wait for.
+enum BusWrite {
+    Publish(BusEvent),
+    PresencePut(Vec<PresenceEntry>),
+    PresenceRemove(PresenceEntry),
+}
+
+/// Applies a document's bus writes in order; ends when the task drops the
+/// sender. Losses (backend down) are repaired by the next heartbeat.
+async fn bus_writer(hub: Arc<Inner>, doc: String, mut rx: mpsc::Receiver<BusWrite>) {
+    let ttl = hub.settings.presence_ttl.as_millis() as i64;
+    while let Some(w) = rx.recv().await {
+        let r = match w {
+            BusWrite::Publish(ev) => hub.bus.publish(&doc, ev).await,
+            BusWrite::PresencePut(entries) => {
+                hub.bus
+                    .presence_put(&doc, &entries, (hub.clock)(), ttl * 2 / 3)
+                    .await
+            }
+            BusWrite::PresenceRemove(entry) => hub.bus.presence_remove(&doc, &entry).await,
+        };
+        if let Err(e) = r {
+            debug!(error = %e, "bus write failed");
+        }
+    }
+}
+
+/// A backend outage: refuse or retry, but keep the document and its sockets.
+fn is_transient(e: &HubError) -> bool {
+    matches!(
+        e,
+        HubError::Bus(BusError::Unavailable(_)) | HubError::Store(_)
+    )
 }
 
 impl DocTask {
@@ -467,6 +526,9 @@ impl DocTask {
         let snap = hub.store.load(&id).await?.ok_or(HubError::NotFound)?;
         // Subscribe before reading the log, so nothing falls between.
         let sub = hub.bus.subscribe(&id).await?;
+        let (outbox, outbox_rx) = mpsc::channel(1024);
+        hub.docs_tracker
+            .spawn(bus_writer(hub.clone(), id.clone(), outbox_rx));
         let mut task = DocTask {
             state: DocState::new(&snap.content, snap.version, hub.settings.history_retain),
             clients: snap
@@ -485,6 +547,8 @@ impl DocTask {
             unjournaled: Vec::new(),
             idle_since: Some(Instant::now()),
             sub,
+            outbox,
+            needs_catch_up: false,
         };
         // The journal may be ahead of the snapshot.
         loop {
@@ -502,11 +566,19 @@ impl DocTask {
         task.persisted_version = task.state.version();
         let seed = Seed {
             version: task.state.version(),
+            records: Vec::new(),
             clients: task.client_seqs(task.clients.keys()),
         };
         let head = hub.sequencer.seed(&task.id, &seed).await?;
         if head > task.state.version() {
             task.catch_up().await?;
+        }
+        let (live, _) = hub.bus.presence_list(&task.id, (hub.clock)()).await?;
+        for e in live
+            .into_iter()
+            .filter(|e| e.instance != hub.settings.instance_id)
+        {
+            task.remote.insert(e.presence.client.clone(), e.presence);
         }
         info!(
             version = task.state.version(),
@@ -531,6 +603,9 @@ impl DocTask {
         let mut tick = tokio::time::interval(self.hub.settings.snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut heartbeat = tokio::time::interval(self.hub.settings.presence_ttl / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
         let cancel = self.hub.cancel.clone();
         let stop = loop {
             tokio::select! {
@@ -551,9 +626,16 @@ impl DocTask {
                         break Stop::Reset;
                     }
                 }
+                _ = heartbeat.tick() => self.heartbeat().await,
                 _ = tick.tick() => {
                     self.sweep_closed();
                     self.offer_persist();
+                    if self.needs_catch_up {
+                        if let Err(e) = self.refill().await {
+                            error!(error = %e, "document state lost; resetting");
+                            break Stop::Reset;
+                        }
+                    }
                     if self.idle_for() >= self.hub.settings.idle_unload && self.try_unload(&rx).await {
                         break Stop::Unloaded;
                     }
@@ -673,7 +755,11 @@ impl DocTask {
     /// Apply a committed record and fan it out; refill first on a gap.
     async fn ingest(&mut self, rec: Arc<Record>) -> Result<(), HubError> {
         if rec.version > self.state.version() + 1 {
-            self.catch_up().await?;
+            self.refill().await?;
+            if rec.version > self.state.version() + 1 {
+                // Backend down: the record waits for the next refill.
+                return Ok(());
+            }
         }
         if self.apply_quiet(rec.clone())? {
             self.fanout(&rec);
@@ -681,18 +767,43 @@ impl DocTask {
         Ok(())
     }
 
-    /// Pull every record after our head from the sequencer's log.
+    /// [`Self::catch_up`], but a backend outage only marks the document for a
+    /// retry on the next tick. Errors that remain mean the state is lost.
+    async fn refill(&mut self) -> Result<(), HubError> {
+        match self.catch_up().await {
+            Err(e) if is_transient(&e) => {
+                if !self.needs_catch_up {
+                    warn!(error = %e, "refill failed; will retry");
+                }
+                self.needs_catch_up = true;
+                Ok(())
+            }
+            r => {
+                self.needs_catch_up = false;
+                r
+            }
+        }
+    }
+
+    /// Pull every record after our head from the sequencer's log; re-seed
+    /// the sequencer if it lost the document.
     async fn catch_up(&mut self) -> Result<(), HubError> {
         let after = self.state.version();
-        let recs = self
-            .hub
-            .sequencer
-            .ops_since(&self.id, after)
-            .await?
-            .ok_or_else(|| {
-                BusError::Corrupt(format!("op log no longer reaches version {after}"))
-            })?;
+        let recs = match self.hub.sequencer.ops_since(&self.id, after).await {
+            Err(BusError::NotSeeded) => {
+                self.reseed().await?;
+                self.hub
+                    .sequencer
+                    .ops_since(&self.id, self.state.version())
+                    .await?
+            }
+            r => r?,
+        };
+        let recs = recs.ok_or_else(|| {
+            BusError::Corrupt(format!("op log no longer reaches version {after}"))
+        })?;
         if !recs.is_empty() {
+            metrics::counter!("tandem_gap_refills_total").increment(1);
             debug!(from = after, count = recs.len(), "refilled from the op log");
         }
         for r in recs {
@@ -700,6 +811,30 @@ impl DocTask {
                 self.fanout(&r);
             }
         }
+        Ok(())
+    }
+
+    /// The sequencer lost this document (e.g. Redis restarted empty): give it
+    /// everything this instance knows — its history and client seqs.
+    async fn reseed(&mut self) -> Result<(), HubError> {
+        let oldest = self.state.oldest();
+        let seed = Seed {
+            version: oldest,
+            records: self
+                .state
+                .records_after(oldest)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            clients: self.client_seqs(self.clients.keys()),
+        };
+        let head = self.hub.sequencer.seed(&self.id, &seed).await?;
+        warn!(
+            version = self.state.version(),
+            head, "re-seeded the sequencer"
+        );
+        metrics::counter!("tandem_reseeds_total").increment(1);
         Ok(())
     }
 
@@ -770,6 +905,7 @@ impl DocTask {
             client: &c.client,
         });
         self.broadcast(None, msg);
+        self.write_bus(BusWrite::PresenceRemove(self.entry(c)));
         self.publish(BusEvent::Left {
             instance: self.hub.settings.instance_id.clone(),
             presence: c.presence(),
@@ -779,16 +915,102 @@ impl DocTask {
         }
     }
 
-    /// Fire-and-forget publish of presence/cursor events: their loss is
-    /// repaired by the next event, never by blocking the document.
+    /// Queue a bus write; presence and cursors never block the document
+    /// (a full outbox drops the write; the heartbeat repairs presence).
+    fn write_bus(&self, w: BusWrite) {
+        if self.outbox.try_send(w).is_err() {
+            debug!("bus outbox full; dropped a write");
+        }
+    }
+
     fn publish(&self, event: BusEvent) {
-        let bus = self.hub.bus.clone();
-        let id = self.id.clone();
-        self.hub.docs_tracker.spawn(async move {
-            if let Err(e) = bus.publish(&id, event).await {
-                debug!(error = %e, "presence publish failed");
+        self.write_bus(BusWrite::Publish(event));
+    }
+
+    fn entry(&self, c: &Conn) -> PresenceEntry {
+        PresenceEntry {
+            instance: self.hub.settings.instance_id.clone(),
+            presence: c.presence(),
+        }
+    }
+
+    /// Refresh our entries in the shared presence set, reap expired ones
+    /// (announcing each once), and reconcile our view of other instances.
+    async fn heartbeat(&mut self) {
+        let entries: Vec<PresenceEntry> = self.conns.iter().map(|c| self.entry(c)).collect();
+        let now = (self.hub.clock)();
+        let ttl = self.hub.settings.presence_ttl.as_millis() as i64;
+        if let Err(e) = self
+            .hub
+            .bus
+            .presence_put(&self.id, &entries, now, ttl * 2 / 3)
+            .await
+        {
+            debug!(error = %e, "presence heartbeat failed");
+            return;
+        }
+        let (live, reaped) = match self.hub.bus.presence_list(&self.id, now).await {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(error = %e, "presence read failed");
+                return;
             }
+        };
+        for e in reaped {
+            self.publish(BusEvent::Left {
+                instance: e.instance.clone(),
+                presence: e.presence,
+            });
+        }
+        let me = self.hub.settings.instance_id.clone();
+        let now_remote: HashMap<String, Presence> = live
+            .into_iter()
+            .filter(|e| e.instance != me)
+            .map(|e| (e.presence.client.clone(), e.presence))
+            .collect();
+        let gone: Vec<Presence> = self
+            .remote
+            .values()
+            .filter(|p| !now_remote.contains_key(&p.client))
+            .cloned()
+            .collect();
+        let new: Vec<Presence> = now_remote
+            .values()
+            .filter(|p| !self.remote.contains_key(&p.client))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.remote_left(&p);
+        }
+        for p in new {
+            self.remote_joined(p);
+        }
+    }
+
+    fn remote_joined(&mut self, p: Presence) {
+        if self.remote.contains_key(&p.client) {
+            return;
+        }
+        let user = user_of(&p);
+        let msg = text(ServerMessage::UserJoined {
+            user: &user,
+            client: &p.client,
         });
+        self.remote.insert(p.client.clone(), p);
+        self.broadcast(None, msg);
+    }
+
+    fn remote_left(&mut self, p: &Presence) {
+        if self.remote.remove(&p.client).is_none() {
+            return;
+        }
+        self.cursors.remove(&p.client);
+        let user = user_of(p);
+        let msg = text(ServerMessage::UserLeft {
+            user: &user,
+            client: &p.client,
+        });
+        self.broadcast(None, msg);
     }
 
     fn sweep_closed(&mut self) {
@@ -893,14 +1115,14 @@ impl DocTask {
         if let Some(n) = setup.resume {
             if n > self.state.version() {
                 // Another instance may be ahead of us.
-                self.catch_up().await?;
+                self.refill().await?;
             }
             // Leave room in the queue for live traffic after the replay.
             let cap = self.hub.settings.outbound_queue.saturating_sub(64);
             replay = self.records_for_resume(n, cap).await;
         }
         let last_seq = match self.hub.sequencer.last_seq(&self.id, &setup.client).await {
-            Ok(s) => s,
+            Ok(s) => s.map_or(0, |(seq, _)| seq),
             Err(e) => {
                 warn!(error = %e, "last_seq unavailable; using local knowledge");
                 self.clients.get(&setup.client).map_or(0, |c| c.0)
@@ -953,6 +1175,7 @@ impl DocTask {
             client: &conn.client,
         });
         self.broadcast(None, joined);
+        self.write_bus(BusWrite::PresencePut(vec![self.entry(&conn)]));
         self.publish(BusEvent::Joined {
             instance: self.hub.settings.instance_id.clone(),
             presence: conn.presence(),
@@ -1003,30 +1226,46 @@ impl DocTask {
         }
         let (client, user) = (c.client.clone(), c.user.id.clone());
         if base > self.state.version() {
-            self.catch_up().await?;
+            // Another instance may be ahead of us.
+            self.refill().await?;
         }
         // A resubmit of a committed op is answered before any validation:
         // its base may be long gone.
         if let Some(&(last, version)) = self.clients.get(&client) {
             if seq <= last {
-                let version = self.duplicate_version(&client, seq).unwrap_or(version);
-                self.send_to(conn, text(ServerMessage::Ack { seq, version }));
-                return Ok(());
+                return self.ack_duplicate(conn, &client, seq, version).await;
             }
         }
         let mut op = match self.state.rebase(base, op) {
             Ok(op) => op,
-            Err(RebaseError::OutOfRange { base, oldest, head }) => {
-                let m = format!("version {base} is outside {oldest}..={head}; reload the document");
-                self.send_to(conn, refuse(ErrorCode::VersionOutOfRange, &m));
-                return Ok(());
-            }
-            Err(RebaseError::Op(e)) => {
-                self.send_to(conn, refuse(ErrorCode::BadOp, &e.to_string()));
+            Err(e) => {
+                // Committed through another instance we have not heard from?
+                if let Ok(Some((last, version))) =
+                    self.hub.sequencer.last_seq(&self.id, &client).await
+                {
+                    if seq <= last {
+                        return self.ack_duplicate(conn, &client, seq, version).await;
+                    }
+                }
+                let reply = match e {
+                    _ if self.needs_catch_up => refuse(ErrorCode::Internal, UNAVAILABLE),
+                    RebaseError::OutOfRange { base, oldest, head } => {
+                        let m = format!(
+                            "version {base} is outside {oldest}..={head}; reload the document"
+                        );
+                        refuse(ErrorCode::VersionOutOfRange, &m)
+                    }
+                    RebaseError::Op(e) => refuse(ErrorCode::BadOp, &e.to_string()),
+                };
+                self.send_to(conn, reply);
                 return Ok(());
             }
         };
-        for _ in 0..MAX_COMMIT_RETRIES {
+        let mut reseeded = false;
+        for attempt in 0..MAX_COMMIT_RETRIES {
+            if attempt > 0 {
+                metrics::counter!("tandem_commit_retries_total").increment(1);
+            }
             if op.target_len() > self.hub.settings.max_doc_chars && op.target_len() > op.base_len()
             {
                 let m = format!(
@@ -1046,23 +1285,34 @@ impl DocTask {
                 seq,
                 time: (self.hub.clock)(),
             };
+            let started = Instant::now();
             let outcome = match self.hub.sequencer.commit(&self.id, req).await {
                 Ok(o) => o,
+                Err(BusError::NotSeeded) if !reseeded => {
+                    reseeded = true;
+                    match self.reseed().await {
+                        Ok(()) => continue,
+                        Err(e) if is_transient(&e) => {
+                            self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "commit failed");
-                    let m = "the edit could not be committed; resend it";
-                    self.send_to(conn, refuse(ErrorCode::Internal, m));
+                    self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
                     return Ok(());
                 }
             };
+            metrics::histogram!("tandem_commit_seconds").record(started.elapsed().as_secs_f64());
             match outcome {
-                CommitOutcome::Committed(rec) => return self.ingest(rec).await,
+                CommitOutcome::Committed(rec) => {
+                    metrics::counter!("tandem_ops_committed_total").increment(1);
+                    return self.ingest(rec).await;
+                }
                 CommitOutcome::Duplicate { version } => {
-                    if version > self.state.version() {
-                        self.catch_up().await?;
-                    }
-                    self.send_to(conn, text(ServerMessage::Ack { seq, version }));
-                    return Ok(());
+                    return self.ack_duplicate(conn, &client, seq, version).await;
                 }
                 CommitOutcome::Stale { missed } => {
                     for r in missed {
@@ -1073,10 +1323,7 @@ impl DocTask {
                         Ok(op) => op,
                         Err(e) => {
                             warn!(error = %e, "rebase after a stale commit failed");
-                            self.send_to(
-                                conn,
-                                refuse(ErrorCode::Internal, "the edit could not be rebased"),
-                            );
+                            self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
                             return Ok(());
                         }
                     };
@@ -1091,6 +1338,28 @@ impl DocTask {
                 "the document is too busy; resend the edit",
             ),
         );
+        Ok(())
+    }
+
+    /// Answer a resend of a committed op with the version it produced, once
+    /// this connection has every op below that version.
+    async fn ack_duplicate(
+        &mut self,
+        conn: u64,
+        client: &str,
+        seq: u64,
+        version: u64,
+    ) -> Result<(), HubError> {
+        metrics::counter!("tandem_duplicate_resubmits_total").increment(1);
+        if version > self.state.version() {
+            self.refill().await?;
+        }
+        if version > self.state.version() {
+            self.send_to(conn, error_msg(ErrorCode::Internal, UNAVAILABLE, Some(seq)));
+            return Ok(());
+        }
+        let version = self.duplicate_version(client, seq).unwrap_or(version);
+        self.send_to(conn, text(ServerMessage::Ack { seq, version }));
         Ok(())
     }
 
@@ -1158,36 +1427,21 @@ impl DocTask {
     async fn handle_bus(&mut self, ev: BusRecv) -> Result<(), HubError> {
         let ev = match ev {
             BusRecv::Event(ev) => ev,
-            BusRecv::Lagged => return self.catch_up().await,
+            BusRecv::Lagged => return self.refill().await,
             BusRecv::Closed => {
                 // The bus is gone (shutdown or backend swap): resubscribe.
                 self.sub = self.hub.bus.subscribe(&self.id).await?;
-                return self.catch_up().await;
+                return self.refill().await;
             }
         };
         let me = &self.hub.settings.instance_id;
         match &*ev {
             BusEvent::Committed(rec) => self.ingest(rec.clone()).await?,
+            BusEvent::Resync => self.refill().await?,
             BusEvent::Joined { instance, presence } if instance != me => {
-                self.remote
-                    .insert(presence.client.clone(), presence.clone());
-                let user = user_of(presence);
-                let msg = text(ServerMessage::UserJoined {
-                    user: &user,
-                    client: &presence.client,
-                });
-                self.broadcast(None, msg);
+                self.remote_joined(presence.clone())
             }
-            BusEvent::Left { instance, presence } if instance != me => {
-                self.remote.remove(&presence.client);
-                self.cursors.remove(&presence.client);
-                let user = user_of(presence);
-                let msg = text(ServerMessage::UserLeft {
-                    user: &user,
-                    client: &presence.client,
-                });
-                self.broadcast(None, msg);
-            }
+            BusEvent::Left { instance, presence } if instance != me => self.remote_left(presence),
             BusEvent::Cursor { instance, cursor } if instance != me => {
                 if cursor.anchor.is_none() {
                     self.cursors.remove(&cursor.client);

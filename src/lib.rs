@@ -21,9 +21,16 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
 use crate::bus::memory::{MemoryBus, MemorySequencer};
+use crate::bus::redis::{RedisBackend, RedisSettings};
+use crate::bus::{Bus, BusError, Sequencer};
 use crate::config::Config;
-use crate::hub::{Hub, HubSettings};
+use crate::hub::{Background, Hub, HubSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 pub use crate::web::{app, AppState};
@@ -35,6 +42,16 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("redis: {0}")]
+    Redis(#[from] BusError),
+}
+
+/// The process-wide Prometheus recorder (installed once).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
 }
 
 /// Build the application state from the config: pick the store, sequencer
@@ -45,14 +62,27 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
             "DATABASE_URL (PostgreSQL) is not supported by this build yet; unset it to use the embedded SQLite store",
         ));
     }
-    if config.redis_url.is_some() {
-        return Err(StartError::Unsupported(
-            "REDIS_URL (clustered mode) is not supported by this build yet; unset it to run single-node",
-        ));
-    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
-    let bus = MemoryBus::new();
-    let sequencer = Arc::new(MemorySequencer::new(bus.clone(), config.history_retain));
+    let background = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let (sequencer, bus): (Arc<dyn Sequencer>, Arc<dyn Bus>) = match &config.redis_url {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.0.clone(),
+                prefix: config.redis_prefix.clone(),
+                retain: config.oplog_retain,
+            };
+            let redis = RedisBackend::connect(settings, &background, cancel.clone()).await?;
+            (redis.clone(), redis)
+        }
+        None => {
+            let bus = MemoryBus::new();
+            (
+                Arc::new(MemorySequencer::new(bus.clone(), config.history_retain)),
+                bus,
+            )
+        }
+    };
     let settings = HubSettings {
         instance_id: config.instance_id.clone().unwrap_or_else(|| {
             format!("tandem-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
@@ -62,11 +92,22 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         idle_unload: Duration::from_millis(config.idle_unload_ms),
         outbound_queue: config.outbound_queue.max(128),
         max_doc_chars: config.max_doc_chars,
+        presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
     };
-    let hub = Hub::new(settings, sequencer, bus, store);
+    let hub = Hub::new(
+        settings,
+        sequencer,
+        bus,
+        store,
+        Background {
+            tracker: background,
+            cancel,
+        },
+    );
     Ok(AppState {
         hub,
         config: Arc::new(config),
         sessions: TaskTracker::new(),
+        metrics: metrics_handle(),
     })
 }

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, BusEvent, CommitOutcome, CommitRequest, Seed, Sequencer, Subscription};
+use super::{
+    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, PresenceEntry, Seed, Sequencer,
+    Subscription,
+};
 use crate::doc::Record;
 
 const CHANNEL_CAPACITY: usize = 4096;
@@ -77,6 +80,27 @@ impl Bus for MemoryBus {
         };
         Ok(Subscription::new(rx, Some(Box::new(guard))))
     }
+
+    // One instance: its document task already knows every connection.
+    async fn presence_put(
+        &self,
+        _: &str,
+        _: &[PresenceEntry],
+        _: i64,
+        _: i64,
+    ) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn presence_remove(&self, _: &str, _: &PresenceEntry) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn presence_list(
+        &self,
+        _: &str,
+        _: i64,
+    ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError> {
+        Ok((Vec::new(), Vec::new()))
+    }
 }
 
 struct DocLog {
@@ -107,10 +131,6 @@ impl MemorySequencer {
     }
 }
 
-fn not_seeded(doc: &str) -> BusError {
-    BusError::Unavailable(format!("document {doc} is not seeded"))
-}
-
 fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
     let oldest = d.head - d.log.len() as u64;
     if after < oldest || after > d.head {
@@ -132,18 +152,37 @@ impl Sequencer for MemorySequencer {
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
             head: seed.version,
             log: VecDeque::new(),
-            clients: seed
-                .clients
-                .iter()
-                .map(|c| (c.client.clone(), (c.seq, c.version)))
-                .collect(),
+            clients: HashMap::new(),
         });
+        for c in &seed.clients {
+            let e = d.clients.entry(c.client.clone()).or_insert((0, 0));
+            if c.seq > e.0 {
+                *e = (c.seq, c.version);
+            }
+        }
+        for r in &seed.records {
+            if r.version == d.head + 1 {
+                d.head = r.version;
+                d.log.push_back(r.clone());
+            } else if r.version <= d.head {
+                let oldest = d.head - d.log.len() as u64;
+                if r.version > oldest {
+                    let mine = &d.log[(r.version - oldest - 1) as usize];
+                    if (mine.client.as_str(), mine.seq) != (r.client.as_str(), r.seq) {
+                        return Err(BusError::SeedConflict);
+                    }
+                }
+            }
+        }
+        while d.log.len() > self.retain {
+            d.log.pop_front();
+        }
         Ok(d.head)
     }
 
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
         let mut docs = self.lock();
-        let d = docs.get_mut(doc).ok_or_else(|| not_seeded(doc))?;
+        let d = docs.get_mut(doc).ok_or(BusError::NotSeeded)?;
         if let Some(&(seq, version)) = d.clients.get(&req.client) {
             if req.seq <= seq {
                 // The exact version if the log still holds it, else the
@@ -183,14 +222,14 @@ impl Sequencer for MemorySequencer {
 
     async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {
         let docs = self.lock();
-        let d = docs.get(doc).ok_or_else(|| not_seeded(doc))?;
+        let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
         Ok(records_after(d, after))
     }
 
-    async fn last_seq(&self, doc: &str, client: &str) -> Result<u64, BusError> {
+    async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError> {
         let docs = self.lock();
-        let d = docs.get(doc).ok_or_else(|| not_seeded(doc))?;
-        Ok(d.clients.get(client).map_or(0, |c| c.0))
+        let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
+        Ok(d.clients.get(client).copied())
     }
 
     async fn mark_durable(&self, _doc: &str, _version: u64) -> Result<(), BusError> {

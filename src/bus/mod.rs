@@ -8,6 +8,7 @@
 //! Must not import: axum, sqlx.
 
 pub mod memory;
+pub mod redis;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -26,6 +27,14 @@ pub enum BusError {
     Unavailable(String),
     #[error("corrupt record in op log: {0}")]
     Corrupt(String),
+    /// The backend does not know the document (never seeded, or it lost its
+    /// data): seed it again from what this instance knows.
+    #[error("document is not seeded in the sequencer")]
+    NotSeeded,
+    /// Seeding found a different op at a version this instance also has:
+    /// another instance re-seeded and moved on. Reload from the sequencer.
+    #[error("seed conflicts with the sequencer's history")]
+    SeedConflict,
 }
 
 /// A client's highest committed seq and the version it produced.
@@ -36,10 +45,14 @@ pub struct ClientSeq {
     pub version: u64,
 }
 
-/// Initial state for a document the sequencer does not hold yet.
-#[derive(Clone, Debug)]
+/// State for a document the sequencer may not hold: the version the log
+/// starts after, the records from there (contiguous), and client seqs.
+/// Seeding never overwrites: it creates the document if absent and appends
+/// records that continue its head.
+#[derive(Clone, Debug, Default)]
 pub struct Seed {
     pub version: u64,
+    pub records: Vec<Arc<Record>>,
     pub clients: Vec<ClientSeq>,
 }
 
@@ -77,8 +90,8 @@ pub trait Sequencer: Send + Sync + 'static {
     /// Records with version > `after`, oldest first, up to the head; `None`
     /// when the log no longer reaches back that far.
     async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError>;
-    /// Highest committed seq of `client` (0 if none).
-    async fn last_seq(&self, doc: &str, client: &str) -> Result<u64, BusError>;
+    /// Highest committed seq of `client` and the version it produced.
+    async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError>;
     /// The document's last durable snapshot version (the log may be trimmed
     /// below it). The memory sequencer ignores it.
     async fn mark_durable(&self, doc: &str, version: u64) -> Result<(), BusError>;
@@ -102,6 +115,8 @@ pub enum BusEvent {
         instance: String,
         cursor: CursorInfo,
     },
+    /// The channel was down (reconnect): events may be missing. Refill.
+    Resync,
 }
 
 /// What a subscriber receives.
@@ -136,9 +151,33 @@ impl Subscription {
     }
 }
 
-/// Fan-out to every instance serving a document.
+/// A presence entry as seen across instances.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PresenceEntry {
+    pub instance: String,
+    #[serde(flatten)]
+    pub presence: Presence,
+}
+
+/// Fan-out to every instance serving a document, and shared presence.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, doc: &str, event: BusEvent) -> Result<(), BusError>;
     async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError>;
+    /// Add or refresh entries, each valid for `ttl_ms` from `now_ms`.
+    async fn presence_put(
+        &self,
+        doc: &str,
+        entries: &[PresenceEntry],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(), BusError>;
+    async fn presence_remove(&self, doc: &str, entry: &PresenceEntry) -> Result<(), BusError>;
+    /// Live entries, and the expired ones this call removed (exactly one
+    /// caller gets each expired entry, so it alone announces the leave).
+    async fn presence_list(
+        &self,
+        doc: &str,
+        now_ms: i64,
+    ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError>;
 }

@@ -13,6 +13,16 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> String {
+    metrics::gauge!("tandem_open_documents").set(state.hub.open_documents() as f64);
+    state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
+
 /// Until auth lands, documents are readable only in anonymous mode.
 fn check_access(state: &AppState, id: &str) -> Result<(), ApiError> {
     if !valid_id(id) {

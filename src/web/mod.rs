@@ -24,12 +24,15 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// WebSocket sessions (axum's graceful shutdown does not wait for them).
     pub sessions: TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
         .route("/ws/{id}", get(ws::upgrade))
         .route("/api/documents/{id}", get(api::get_document))
         .route("/api/documents/{id}/users", get(api::get_users))

@@ -15,7 +15,7 @@ use tracing::{debug, info_span, Instrument};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::hub::{close, Connection, JoinRequest, Outbound};
+use crate::hub::{close, error_msg, Connection, JoinRequest, Outbound};
 use crate::limits::TokenBucket;
 use crate::ot::{OpError, Operation};
 use crate::protocol::{
@@ -120,10 +120,6 @@ struct Session {
 /// Replies the reader makes itself (pong, refusals of unparsable frames).
 type Local = mpsc::Sender<Outbound>;
 
-fn error_frame(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
-    Outbound::Text(ServerMessage::Error { code, message, seq }.to_text().into())
-}
-
 impl Session {
     fn new(state: AppState, conn: Connection) -> Self {
         let now = Instant::now();
@@ -140,6 +136,7 @@ impl Session {
     }
 
     async fn run(mut self, socket: WebSocket, outbound: mpsc::Receiver<Outbound>) {
+        metrics::gauge!("tandem_connections").increment(1.0);
         let (sink, stream) = socket.split();
         let (local_tx, local_rx) = mpsc::channel(64);
         let ping = Duration::from_millis(self.state.config.ping_interval_ms);
@@ -154,6 +151,7 @@ impl Session {
             }
         }
         debug!("session ended");
+        metrics::gauge!("tandem_connections").decrement(1.0);
         self.conn.leave().await;
     }
 
@@ -174,8 +172,7 @@ impl Session {
                 Ok(Some(Err(e))) => {
                     debug!(error = %e, "read error");
                     // Most likely a frame over the hard limit.
-                    let _ =
-                        local.try_send(error_frame(ErrorCode::TooLarge, "frame too large", None));
+                    let _ = local.try_send(error_msg(ErrorCode::TooLarge, "frame too large", None));
                     let _ = local.try_send(Outbound::Close(1009, "frame too large"));
                     return;
                 }
@@ -183,7 +180,7 @@ impl Session {
             };
             let reply = match frame {
                 Message::Text(t) => self.on_text(&t).await,
-                Message::Binary(_) => Some(error_frame(
+                Message::Binary(_) => Some(error_msg(
                     ErrorCode::BadMessage,
                     "binary frames are not accepted",
                     None,
@@ -209,16 +206,16 @@ impl Session {
                 text.len(),
                 cfg.max_frame_bytes
             );
-            return Some(error_frame(ErrorCode::TooLarge, &m, None));
+            return Some(error_msg(ErrorCode::TooLarge, &m, None));
         }
         let msg = match parse_client(text) {
             Ok(m) => m,
-            Err(e) => return Some(error_frame(ErrorCode::BadMessage, &e, None)),
+            Err(e) => return Some(error_msg(ErrorCode::BadMessage, &e, None)),
         };
         let sent = match msg {
             ClientMessage::Op { version, seq, op } => {
                 if !self.ops.allow(Instant::now()) {
-                    return Some(error_frame(
+                    return Some(error_msg(
                         ErrorCode::RateLimited,
                         "too many ops; slow down",
                         Some(seq),
@@ -227,11 +224,9 @@ impl Session {
                 let op = match Operation::from_json(&op, cfg.max_op_components) {
                     Ok(op) => op,
                     Err(e @ OpError::TooManyComponents { .. }) => {
-                        return Some(error_frame(ErrorCode::TooLarge, &e.to_string(), Some(seq)))
+                        return Some(error_msg(ErrorCode::TooLarge, &e.to_string(), Some(seq)))
                     }
-                    Err(e) => {
-                        return Some(error_frame(ErrorCode::BadOp, &e.to_string(), Some(seq)))
-                    }
+                    Err(e) => return Some(error_msg(ErrorCode::BadOp, &e.to_string(), Some(seq))),
                 };
                 self.conn.op(version, seq, op).await
             }
@@ -250,7 +245,7 @@ impl Session {
                         return None;
                     }
                     self.last_cursor_notice = Some(now);
-                    return Some(error_frame(
+                    return Some(error_msg(
                         ErrorCode::RateLimited,
                         "too many cursor updates; some were dropped",
                         None,
@@ -259,7 +254,7 @@ impl Session {
                 self.conn.cursor(version, anchor, head).await
             }
             ClientMessage::Undo {} | ClientMessage::Redo {} => {
-                return Some(error_frame(
+                return Some(error_msg(
                     ErrorCode::BadMessage,
                     "undo/redo are not available on this server yet",
                     None,

@@ -250,16 +250,39 @@ impl Editor {
     /// Reconnect with `client` and `version` (resume), then resend the
     /// in-flight op, as a real client does.
     pub async fn resume(&mut self, server: &TestServer, doc: &str, user: &str) -> Value {
+        self.resume_at(&server.addr, doc, user).await.unwrap()
+    }
+
+    /// Resume on the server at `addr` (any instance).
+    pub async fn resume_at(
+        &mut self,
+        addr: &str,
+        doc: &str,
+        user: &str,
+    ) -> Result<Value, tokio_tungstenite::tungstenite::Error> {
         let q = format!(
             "user_id={user}&name={user}&client={}&version={}",
             self.ot.client_id, self.ot.version
         );
-        let (ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
+        let (ws, init) = Ws::connect(&format!("ws://{addr}/ws/{doc}?{q}")).await?;
         self.ws = ws;
+        if init["resumed"] == false {
+            // Too far behind to replay: start over from the full state.
+            assert!(
+                !self.ot.has_pending(),
+                "pending edits cannot survive a full reload: {init}"
+            );
+            self.ot = OtClient::new(
+                init["client"].as_str().unwrap(),
+                init["content"].as_str().unwrap(),
+                init["version"].as_u64().unwrap(),
+                init["seq"].as_u64().unwrap(),
+            );
+        }
         if let Some(out) = self.ot.resend() {
             self.send_op(&out).await;
         }
-        init
+        Ok(init)
     }
 
     /// Cut the connection abruptly (TCP shutdown, no close frame).
@@ -282,8 +305,15 @@ impl Editor {
         }
     }
 
-    /// Apply one server message to the OT client.
+    /// Apply one server message to the OT client; panics on `error`.
     pub async fn handle(&mut self, m: &Value) {
+        if let Err(e) = self.try_handle(m).await {
+            panic!("server refused: {e}");
+        }
+    }
+
+    /// Apply one server message; an `error` is returned to the caller.
+    pub async fn try_handle(&mut self, m: &Value) -> Result<(), Value> {
         let next = match m["type"].as_str().unwrap() {
             "ack" => self
                 .ot
@@ -300,12 +330,13 @@ impl Editor {
                     )
                     .unwrap()
             }
-            "error" => panic!("server refused: {m}"),
+            "error" => return Err(m.clone()),
             _ => None,
         };
         if let Some(out) = next {
             self.send_op(&out).await;
         }
+        Ok(())
     }
 
     /// Process messages for up to `wait`.
@@ -358,4 +389,147 @@ pub fn random_edit(rng: &mut impl rand::Rng, len: usize) -> Operation {
         ins.push('x');
     }
     tandem::ot::splice(len, pos, del, &ins)
+}
+
+/// A throwaway `redis-server` on its own port and directory, killed on Drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    aof: bool,
+}
+
+/// Path of a server binary, or a clear message saying what to install.
+pub fn require_binary(name: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+    {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found: these tests start a throwaway {name}. Install it (Debian/Ubuntu: `apt-get install {package}`; macOS: `brew install {package}`).");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    /// No persistence: a restart comes back empty.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `aof`, `appendonly yes` + `appendfsync always`: a restart keeps
+    /// every acknowledged write.
+    pub fn start_with(aof: bool) -> Self {
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            aof,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = require_binary("redis-server", "redis-server");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--dir", self.dir.path().to_str().unwrap()])
+        .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+        .args([
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let start = std::time::Instant::now();
+        while !self.ping() {
+            assert!(start.elapsed() < TIMEOUT, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL, then start again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` instances on one Redis, sharing one data directory (the store).
+pub fn cluster(
+    redis: &RedisServer,
+    n: usize,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, Vec<TestServer>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let servers = (0..n)
+        .map(|i| {
+            let id = format!("inst{i}");
+            let mut e: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("INSTANCE_ID", &id)];
+            e.extend_from_slice(env);
+            TestServer::start_in(dir.path(), &e)
+        })
+        .collect();
+    (dir, servers)
 }

@@ -1,0 +1,47 @@
+-- Seed a document: create it at ARGV[1] if absent, then append the given
+-- records that continue the head. Never overwrites: a record at a version the
+-- log already holds must be the same op (client, seq), else "conflict".
+-- KEYS: 1 head, 2 log, 3 clients, 4 durable
+-- ARGV: 1 version, 2 n (client triples), then n x (client, seq, version),
+--       then record JSON strings in version order
+-- Returns {"ok", head} | {"conflict"}
+local head = tonumber(redis.call('GET', KEYS[1]))
+if not head then
+  head = tonumber(ARGV[1])
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[4], ARGV[1])
+end
+local n = tonumber(ARGV[2])
+local first = 3 + 3 * n
+local len = redis.call('LLEN', KEYS[2])
+-- Check every overlapping record before changing anything.
+for j = first, #ARGV do
+  local rec = cjson.decode(ARGV[j])
+  local oldest = head - len
+  if rec.version <= head and rec.version > oldest then
+    local mine = cjson.decode(redis.call('LINDEX', KEYS[2], rec.version - oldest - 1))
+    if mine.client ~= rec.client or mine.seq ~= rec.seq then
+      return {'conflict'}
+    end
+  end
+end
+for j = first, #ARGV do
+  local rec = cjson.decode(ARGV[j])
+  if rec.version == head + 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[j])
+    head = rec.version
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d', head))
+for i = 3, first - 1, 3 do
+  local c, s = ARGV[i], tonumber(ARGV[i + 1])
+  local v = tonumber(ARGV[i + 2])
+  if v <= head then
+    local cur = redis.call('HGET', KEYS[3], c)
+    if (not cur) or tonumber(string.match(cur, '^(%d+):')) < s then
+      redis.call('HSET', KEYS[3], c, ARGV[i + 1] .. ':' .. ARGV[i + 2])
+    end
+  end
+end
+return {'ok', string.format('%d', head)}
