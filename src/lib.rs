@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::hub::{Background, Hub, HubSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-pub use crate::web::{app, AppState};
+pub use crate::web::{app, serve, AppState};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

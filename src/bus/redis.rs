@@ -177,6 +177,35 @@ impl RedisBackend {
         self.conn.clone()
     }
 
+    /// Delete every key under this backend's prefix (benchmarks, tests).
+    pub async fn delete_all_keys(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// The commit script alone, for benchmarks: returns the committed version.
     pub async fn commit_raw(
         &self,

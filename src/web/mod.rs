@@ -28,6 +28,23 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
+/// Serve `app` on `listener` until `shutdown` resolves. Accepted sockets get
+/// TCP_NODELAY: small frames (acks, ops fanned out to many clients) must not
+/// wait for the peer's delayed ACK (Nagle), which costs ~40 ms per message.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     Router::new()

@@ -1,0 +1,376 @@
+//! `tandem-bench`: load generator and micro-benchmarks for Tandem.
+//!
+//! Loopback only, bounded in time and count. Every workload prints a
+//! readable table and, with `--json FILE`, machine-readable results.
+//! End-to-end workloads verify convergence before reporting.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tandem::bus::redis::{RedisBackend, RedisSettings};
+use tandem::bus::{CommitOutcome, CommitRequest, Seed, Sequencer};
+use tandem::client::OtClient;
+use tandem::config::Config;
+use tandem::ot::{splice, Operation};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(name = "tandem-bench", about = "Benchmarks for Tandem (loopback only)")]
+struct Cli {
+    /// Write results as JSON to this file as well.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// The Redis commit script alone: sequential calls on one document, and
+    /// concurrent callers each on its own document.
+    CommitScript {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 20_000)]
+        ops: usize,
+        /// Concurrent callers (one document each) for the many-documents run.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// W6: clients send as fast as acks allow through a server started in
+    /// this process (embedded, or on Redis with --redis): commits/s on one
+    /// hot document and across many documents.
+    Commits {
+        #[arg(long)]
+        redis: Option<String>,
+        /// Clients on the one hot document.
+        #[arg(long, default_value_t = 8)]
+        hot_clients: usize,
+        /// Documents (one client each) for the many-documents run.
+        #[arg(long, default_value_t = 64)]
+        docs: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(name: &str, count: usize, elapsed: Duration, mut lat_us: Vec<f64>) -> Value {
+    lat_us.sort_by(f64::total_cmp);
+    let rate = count as f64 / elapsed.as_secs_f64();
+    let v = json!({
+        "name": name,
+        "count": count,
+        "seconds": elapsed.as_secs_f64(),
+        "per_second": rate,
+        "latency_us": {
+            "p50": percentile(&lat_us, 0.5),
+            "p90": percentile(&lat_us, 0.9),
+            "p99": percentile(&lat_us, 0.99),
+            "p999": percentile(&lat_us, 0.999),
+        }
+    });
+    println!(
+        "{:<44} {:>9} ops {:>10.0}/s   p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs",
+        name,
+        count,
+        rate,
+        percentile(&lat_us, 0.5),
+        percentile(&lat_us, 0.99),
+        percentile(&lat_us, 0.999)
+    );
+    v
+}
+
+fn insert_op(doc_len: usize) -> Operation {
+    splice(doc_len, doc_len, 0, "x")
+}
+
+async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Value> {
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let prefix = format!("tandem-bench-{}", uuid::Uuid::new_v4().simple());
+    let settings = RedisSettings {
+        url: redis,
+        prefix,
+        retain: 10_000,
+    };
+    let backend = RedisBackend::connect(settings, &tracker, cancel.clone())
+        .await
+        .expect("connect to Redis");
+    let mut results = Vec::new();
+
+    // One document, one caller: the script's cost per call (round trip included).
+    backend.seed("hot", &Seed::default()).await.unwrap();
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops {
+        let req = CommitRequest {
+            base: i as u64,
+            op: insert_op(i),
+            user: "bench".into(),
+            client: "c".into(),
+            seq: i as u64 + 1,
+            time: 0,
+        };
+        let t = Instant::now();
+        match backend.commit_raw("hot", req).await.unwrap() {
+            CommitOutcome::Committed(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    results.push(summary(
+        "commit script, 1 doc, sequential",
+        ops,
+        start.elapsed(),
+        lat,
+    ));
+
+    // Many documents, concurrent callers (pipelined on one connection).
+    for d in 0..concurrency {
+        backend
+            .seed(&format!("d{d}"), &Seed::default())
+            .await
+            .unwrap();
+    }
+    let per = ops / concurrency;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for d in 0..concurrency {
+        let b = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            let doc = format!("d{d}");
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let req = CommitRequest {
+                    base: i as u64,
+                    op: insert_op(i),
+                    user: "bench".into(),
+                    client: "c".into(),
+                    seq: i as u64 + 1,
+                    time: 0,
+                };
+                let t = Instant::now();
+                b.commit_raw(&doc, req).await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let name = format!("commit script, {concurrency} docs, concurrent");
+    results.push(summary(&name, per * concurrency, start.elapsed(), lat));
+
+    cleanup(&backend).await;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    results
+}
+
+async fn cleanup(backend: &RedisBackend) {
+    if let Err(e) = backend.delete_all_keys().await {
+        eprintln!("cleanup failed: {e}");
+    }
+}
+
+/// One client that sends an op as soon as the previous one is acked.
+async fn flood_client(
+    url: String,
+    stop: Arc<AtomicBool>,
+    commits: Arc<AtomicU64>,
+) -> (Vec<f64>, OtClient) {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
+        .await
+        .expect("connect");
+    let init: Value = match ws.next().await {
+        Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
+        other => panic!("no init: {other:?}"),
+    };
+    let mut ot = OtClient::new(
+        init["client"].as_str().unwrap(),
+        init["content"].as_str().unwrap(),
+        init["version"].as_u64().unwrap(),
+        init["seq"].as_u64().unwrap(),
+    );
+    let mut lat = Vec::new();
+    let mut sent_at = Instant::now();
+    let send = |out: tandem::client::Outgoing| {
+        Message::Text(
+            json!({"type":"op","version":out.version,"seq":out.seq,"op":out.op})
+                .to_string()
+                .into(),
+        )
+    };
+    let out = ot.local_edit(insert_op(ot.len_chars())).unwrap().unwrap();
+    ws.send(send(out)).await.unwrap();
+    loop {
+        let Some(Ok(msg)) = ws.next().await else {
+            break;
+        };
+        let Message::Text(t) = msg else { continue };
+        let m: Value = serde_json::from_str(&t).unwrap();
+        match m["type"].as_str() {
+            Some("ack") => {
+                ot.on_ack(m["seq"].as_u64().unwrap(), m["version"].as_u64().unwrap())
+                    .unwrap();
+                lat.push(sent_at.elapsed().as_secs_f64() * 1e6);
+                commits.fetch_add(1, Ordering::Relaxed);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let out = ot.local_edit(insert_op(ot.len_chars())).unwrap().unwrap();
+                sent_at = Instant::now();
+                ws.send(send(out)).await.unwrap();
+            }
+            Some("op") => {
+                let op = Operation::from_json(&m["op"], usize::MAX).unwrap();
+                let next = ot
+                    .on_remote(
+                        m["version"].as_u64().unwrap(),
+                        &op,
+                        m["client"].as_str().unwrap(),
+                        m["seq"].as_u64().unwrap(),
+                    )
+                    .unwrap();
+                assert!(next.is_none());
+            }
+            Some("error") => panic!("server refused: {m}"),
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    (lat, ot)
+}
+
+async fn commits(
+    redis: Option<String>,
+    hot_clients: usize,
+    docs: usize,
+    seconds: u64,
+) -> Vec<Value> {
+    let dir = tempfile_dir();
+    let mut config = Config::defaults();
+    config.allow_anonymous = true;
+    config.data_dir = dir.clone();
+    config.op_rate_per_sec = 1_000_000;
+    config.op_rate_burst = 1_000_000;
+    config.redis_url = redis.map(tandem::config::Secret);
+    config.redis_prefix = format!("tandem-bench-{}", uuid::Uuid::new_v4().simple());
+    let state = tandem::build(config).await.expect("build server");
+    let hub = state.hub.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tandem::serve(
+        listener,
+        tandem::app(state),
+        std::future::pending(),
+    ));
+    let mut results = Vec::new();
+    for (name, docs, per_doc) in [
+        (
+            format!("W6 commits, 1 hot doc x {hot_clients} clients"),
+            1,
+            hot_clients,
+        ),
+        (format!("W6 commits, {docs} docs x 1 client"), docs, 1),
+    ] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let commits = Arc::new(AtomicU64::new(0));
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let mut tasks = Vec::new();
+        for d in 0..docs {
+            for c in 0..per_doc {
+                let url = format!("ws://{addr}/ws/b{}-{d}?user_id=u{c}", &run[..8]);
+                tasks.push(tokio::spawn(flood_client(
+                    url,
+                    stop.clone(),
+                    commits.clone(),
+                )));
+            }
+        }
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = start.elapsed();
+        let mut lat = Vec::new();
+        let mut clients = Vec::new();
+        for t in tasks {
+            let (l, ot) = t.await.unwrap();
+            lat.extend(l);
+            clients.push(ot);
+        }
+        let n = commits.load(Ordering::Relaxed) as usize;
+        // Convergence: each document's final text matches what its clients
+        // saw up to their last version (single-writer docs match exactly).
+        for (d, chunk) in clients.chunks(per_doc).enumerate() {
+            let view = hub.view(&format!("b{}-{d}", &run[..8])).await.unwrap();
+            let total: u64 = chunk
+                .iter()
+                .map(|c| c.inflight_seq().map_or(0, |_| 1))
+                .sum();
+            assert_eq!(total, 0, "clients stopped with ops in flight");
+            if per_doc == 1 {
+                assert_eq!(chunk[0].text(), view.content, "document {d} diverged");
+            }
+            assert_eq!(
+                view.content.chars().count() as u64,
+                view.version,
+                "lost or doubled commits"
+            );
+        }
+        let mut v = summary(&name, n, elapsed, lat);
+        v["converged"] = json!(true);
+        results.push(v);
+    }
+    hub.shutdown().await;
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tandem-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let results = match cli.workload {
+        Workload::CommitScript {
+            redis,
+            ops,
+            concurrency,
+        } => commit_script(redis, ops, concurrency.max(1)).await,
+        Workload::Commits {
+            redis,
+            hot_clients,
+            docs,
+            seconds,
+        } => commits(redis, hot_clients.max(1), docs.max(1), seconds.max(1)).await,
+    };
+    if let Some(path) = cli.json {
+        let out = json!({ "results": results });
+        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).expect("write JSON");
+    }
+}
