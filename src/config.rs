@@ -47,6 +47,12 @@ pub struct Config {
     /// PostgreSQL URL; unset: the embedded SQLite store under DATA_DIR.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<Secret>,
+    /// Most PostgreSQL connections per instance.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// PostgreSQL statement timeout (ms).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_statement_timeout_ms: u64,
     /// Redis URL; unset: the in-process sequencer and bus (single node).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<Secret>,

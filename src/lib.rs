@@ -31,6 +31,7 @@ use crate::bus::redis::{RedisBackend, RedisSettings};
 use crate::bus::{Bus, BusError, Sequencer};
 use crate::config::Config;
 use crate::hub::{Background, Hub, HubSettings};
+use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 pub use crate::web::{app, serve, AppState};
@@ -40,8 +41,6 @@ pub use crate::web::{app, serve, AppState};
 pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Unsupported(&'static str),
     #[error("redis: {0}")]
     Redis(#[from] BusError),
 }
@@ -57,12 +56,25 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 /// Build the application state from the config: pick the store, sequencer
 /// and bus, start the hub.
 pub async fn build(config: Config) -> Result<AppState, StartError> {
-    if config.database_url.is_some() {
-        return Err(StartError::Unsupported(
-            "DATABASE_URL (PostgreSQL) is not supported by this build yet; unset it to use the embedded SQLite store",
-        ));
-    }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            PgStore::connect(&PgSettings {
+                url: url.0.clone(),
+                pool_size: config.db_pool_size,
+                statement_timeout: Duration::from_millis(config.db_statement_timeout_ms.max(100)),
+            })
+            .await?,
+        ),
+        None => {
+            if config.redis_url.is_some() {
+                tracing::warn!(
+                    "REDIS_URL without DATABASE_URL: this instance keeps snapshots in its own SQLite file; \
+                     instances of a cluster should share PostgreSQL"
+                );
+            }
+            Arc::new(SqliteStore::open(&config.data_dir).await?)
+        }
+    };
     let background = TaskTracker::new();
     let cancel = CancellationToken::new();
     let (sequencer, bus): (Arc<dyn Sequencer>, Arc<dyn Bus>) = match &config.redis_url {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::bus::Sequencer;
 use crate::store::{DocPersist, Store};
@@ -47,6 +47,7 @@ impl Persister {
             sequencer,
             clock,
             pending: HashMap::new(),
+            failing: false,
         };
         tracker.spawn(task.run(rx));
         Self { tx }
@@ -80,6 +81,8 @@ struct Task {
     sequencer: Arc<dyn Sequencer>,
     clock: fn() -> i64,
     pending: HashMap<String, DocPersist>,
+    /// The last flush failed (logged once until it succeeds again).
+    failing: bool,
 }
 
 impl Task {
@@ -154,10 +157,22 @@ impl Task {
         }
         let batch: Vec<DocPersist> = self.pending.values().cloned().collect();
         let started = std::time::Instant::now();
+        metrics::gauge!("tandem_persist_pending_docs").set(batch.len() as f64);
         match self.store.persist(&batch, (self.clock)()).await {
             Ok(()) => {
+                let rows: usize = batch.iter().map(|d| d.journal.len()).sum();
+                metrics::histogram!("tandem_snapshot_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("tandem_snapshots_written_total").increment(batch.len() as u64);
+                metrics::counter!("tandem_journal_rows_written_total").increment(rows as u64);
+                metrics::gauge!("tandem_persist_pending_docs").set(0.0);
+                if self.failing {
+                    info!(docs = batch.len(), "persistence caught up");
+                    self.failing = false;
+                }
                 debug!(
                     docs = batch.len(),
+                    rows,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "persisted"
                 );
@@ -171,7 +186,11 @@ impl Task {
                 true
             }
             Err(e) => {
-                warn!(docs = batch.len(), error = %e, "persisting failed; will retry");
+                metrics::counter!("tandem_persist_errors_total").increment(1);
+                if !self.failing {
+                    warn!(docs = batch.len(), error = %e, "persisting failed; live editing continues, will retry");
+                }
+                self.failing = true;
                 false
             }
         }

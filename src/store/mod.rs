@@ -2,9 +2,11 @@
 //! high-water marks.
 //!
 //! Owns: the [`Store`] trait and its implementations (`sqlite.rs`: the
-//! embedded default). Only this module touches sqlx.
+//! embedded default; `postgres.rs`: clustered mode). Only this module
+//! touches sqlx.
 //! Must not import: axum, redis, the hub.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

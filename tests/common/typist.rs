@@ -1,0 +1,203 @@
+//! Token typists: each types unique tokens (`[name:n🙂]`) at token
+//! boundaries, one op in flight, through whichever instance is up, so the
+//! final text shows whether every edit landed exactly once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem::ot::splice;
+
+use super::{Editor, TestServer, Ws};
+
+/// Positions between whole tokens (`[...]`), so inserts never split one.
+fn boundaries(text: &str) -> Vec<usize> {
+    let mut out = vec![0];
+    for (i, c) in text.chars().enumerate() {
+        if c == ']' {
+            out.push(i + 1);
+        }
+    }
+    out
+}
+
+pub fn tokens_in(text: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for piece in text.split_inclusive(']') {
+        assert!(
+            piece.starts_with('[') && piece.ends_with(']'),
+            "torn token {piece:?} in {text:?}"
+        );
+        *counts.entry(piece.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Types unique tokens, one op in flight, through any instance that is up:
+/// reconnects and resumes when cut off, resends when the server says the
+/// edit could not be committed.
+pub struct Typist {
+    pub ed: Editor,
+    pub user: String,
+    pub created: Vec<String>,
+    pub acked: Vec<String>,
+    inflight_token: Option<String>,
+    pub reconnects: usize,
+    pub retries: usize,
+}
+
+impl Typist {
+    async fn new(addr: &str, doc: &str, user: &str) -> Self {
+        let (ws, init) = Ws::connect(&format!(
+            "ws://{addr}/ws/{doc}?user_id={user}&client={user}"
+        ))
+        .await
+        .unwrap();
+        let ot = tandem::client::OtClient::new(
+            user,
+            init["content"].as_str().unwrap(),
+            init["version"].as_u64().unwrap(),
+            0,
+        );
+        Typist {
+            ed: Editor { ws, ot, init },
+            user: user.into(),
+            created: Vec::new(),
+            acked: Vec::new(),
+            inflight_token: None,
+            reconnects: 0,
+            retries: 0,
+        }
+    }
+
+    async fn reconnect(&mut self, addrs: &Mutex<Vec<String>>, doc: &str) {
+        loop {
+            let list = addrs.lock().unwrap().clone();
+            for a in &list {
+                if self.ed.resume_at(a, doc, &self.user).await.is_ok() {
+                    self.reconnects += 1;
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Handle messages for up to `wait`; false if the connection closed.
+    async fn pump(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = match self.ed.ws.try_recv(left).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return true,
+                Err(_) => return false,
+            };
+            let had = self.ed.ot.inflight_seq();
+            match self.ed.try_handle(&m).await {
+                Ok(()) => {
+                    if had.is_some() && self.ed.ot.inflight_seq().is_none() {
+                        self.acked.extend(self.inflight_token.take());
+                    }
+                }
+                Err(e) if e["code"] == "internal" => {
+                    // Not committed (backend trouble): keep it, resend soon.
+                    self.retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(out) = self.ed.ot.resend() {
+                        self.ed.send_op(&out).await;
+                    }
+                }
+                Err(e) => panic!("refused: {e}"),
+            }
+        }
+    }
+
+    async fn type_until(
+        &mut self,
+        stop: &AtomicBool,
+        addrs: &Mutex<Vec<String>>,
+        doc: &str,
+        seed: u64,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut n = 0;
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            if !self.ed.ot.has_pending() {
+                if stopping {
+                    return;
+                }
+                n += 1;
+                let token = format!("[{}:{n}🙂]", self.user);
+                let text = self.ed.ot.text();
+                let b = boundaries(&text);
+                let pos = b[rng.gen_range(0..b.len())];
+                let op = splice(text.chars().count(), pos, 0, &token);
+                self.created.push(token.clone());
+                self.inflight_token = Some(token);
+                self.ed.edit(op).await;
+            }
+            if !self.pump(Duration::from_millis(rng.gen_range(1..10))).await {
+                self.reconnect(addrs, doc).await;
+            }
+        }
+    }
+}
+
+pub async fn run_typists(
+    addrs: Vec<String>,
+    doc: &str,
+    count: usize,
+    typing: Duration,
+    fault: impl std::future::Future<Output = ()>,
+) -> Vec<Typist> {
+    let alive = Arc::new(Mutex::new(addrs.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let mut t = Typist::new(&addrs[i % addrs.len()], doc, &format!("t{i}")).await;
+        let (alive, stop, doc) = (alive.clone(), stop.clone(), doc.to_owned());
+        tasks.push(tokio::spawn(async move {
+            t.type_until(&stop, &alive, &doc, i as u64).await;
+            t
+        }));
+    }
+    fault.await;
+    tokio::time::sleep(typing).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut typists = Vec::new();
+    for t in tasks {
+        typists.push(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("typist stuck")
+                .unwrap(),
+        );
+    }
+    typists
+}
+
+/// Every token typed appears exactly once, every client converged.
+pub async fn check_exactly_once(server: &TestServer, doc: &str, typists: &mut [Typist]) {
+    let (content, version) = server.document(doc).await;
+    let counts = tokens_in(&content);
+    let mut created = 0;
+    for t in typists.iter_mut() {
+        for tok in &t.created {
+            assert_eq!(
+                counts.get(tok),
+                Some(&1),
+                "token {tok} (acked: {})",
+                t.acked.contains(tok)
+            );
+        }
+        created += t.created.len();
+        t.ed.sync_to(version).await;
+        assert_eq!(t.ed.ot.text(), content, "{} diverged", t.user);
+    }
+    assert_eq!(counts.len(), created, "tokens nobody typed");
+}
