@@ -44,6 +44,20 @@ enum Workload {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// W8 (store part): one persistence round of many dirty documents, each
+    /// with new journal rows: snapshots/s, rows/s and the round's cost.
+    Persist {
+        /// PostgreSQL URL; unset: SQLite in a temp directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        docs: usize,
+        /// Journal rows per document per round.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// W6: clients send as fast as acks allow through a server started in
     /// this process (embedded, or on Redis with --redis): commits/s on one
     /// hot document and across many documents.
@@ -347,6 +361,87 @@ async fn commits(
     results
 }
 
+async fn persist(database_url: Option<String>, docs: usize, rows: usize, rounds: usize) -> Vec<Value> {
+    use tandem::doc::Record;
+    use tandem::store::{DocPersist, Store};
+    let dir = tempfile_dir();
+    let (store, backend): (Box<dyn Store>, &str) = match &database_url {
+        Some(url) => {
+            let settings = tandem::store::postgres::PgSettings {
+                url: url.clone(),
+                pool_size: 4,
+                statement_timeout: Duration::from_secs(60),
+            };
+            (Box::new(tandem::store::postgres::PgStore::connect(&settings).await.expect("connect")), "postgres")
+        }
+        None => (Box::new(tandem::store::sqlite::SqliteStore::open(&dir).await.expect("open")), "sqlite"),
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let ids: Vec<String> = (0..docs).map(|i| format!("p{}-{i}", &run[..8])).collect();
+    for id in &ids {
+        store.ensure_document(id, 0).await.unwrap();
+    }
+    let mut texts = vec![String::new(); docs];
+    let mut results = Vec::new();
+    let mut round_ms = Vec::new();
+    for round in 0..rounds {
+        let batch: Vec<DocPersist> = ids
+            .iter()
+            .zip(texts.iter_mut())
+            .map(|(id, text)| {
+                let journal = (0..rows)
+                    .map(|k| {
+                        let len = text.chars().count();
+                        let op = splice(len, len, 0, "x");
+                        text.push('x');
+                        Arc::new(Record {
+                            version: (round * rows + k + 1) as u64,
+                            op,
+                            user: "bench".into(),
+                            client: "c".into(),
+                            seq: (round * rows + k + 1) as u64,
+                            time: 0,
+                        })
+                    })
+                    .collect();
+                DocPersist {
+                    doc: id.clone(),
+                    version: ((round + 1) * rows) as u64,
+                    content: text.clone(),
+                    journal,
+                    clients: vec![tandem::bus::ClientSeq {
+                        client: "c".into(),
+                        seq: ((round + 1) * rows) as u64,
+                        version: ((round + 1) * rows) as u64,
+                    }],
+                }
+            })
+            .collect();
+        let t = Instant::now();
+        store.persist(&batch, 0).await.expect("persist");
+        round_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    round_ms.sort_by(f64::total_cmp);
+    let median = round_ms[round_ms.len() / 2];
+    let v = json!({
+        "name": format!("persist round ({backend})"),
+        "docs": docs,
+        "rows_per_doc": rows,
+        "round_ms_median": median,
+        "snapshots_per_second": docs as f64 / (median / 1e3),
+        "journal_rows_per_second": (docs * rows) as f64 / (median / 1e3),
+    });
+    println!(
+        "persist round ({backend}): {docs} docs x {rows} rows: median {median:.1} ms/round = {:.0} snapshots/s, {:.0} journal rows/s",
+        docs as f64 / (median / 1e3),
+        (docs * rows) as f64 / (median / 1e3)
+    );
+    results.push(v);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("tandem-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
@@ -362,6 +457,12 @@ async fn main() {
             ops,
             concurrency,
         } => commit_script(redis, ops, concurrency.max(1)).await,
+        Workload::Persist {
+            database_url,
+            docs,
+            rows,
+            rounds,
+        } => persist(database_url, docs.max(1), rows.max(1), rounds.max(1)).await,
         Workload::Commits {
             redis,
             hot_clients,
