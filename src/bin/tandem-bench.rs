@@ -361,7 +361,12 @@ async fn commits(
     results
 }
 
-async fn persist(database_url: Option<String>, docs: usize, rows: usize, rounds: usize) -> Vec<Value> {
+async fn persist(
+    database_url: Option<String>,
+    docs: usize,
+    rows: usize,
+    rounds: usize,
+) -> Vec<Value> {
     use tandem::doc::Record;
     use tandem::store::{DocPersist, Store};
     let dir = tempfile_dir();
@@ -372,9 +377,23 @@ async fn persist(database_url: Option<String>, docs: usize, rows: usize, rounds:
                 pool_size: 4,
                 statement_timeout: Duration::from_secs(60),
             };
-            (Box::new(tandem::store::postgres::PgStore::connect(&settings).await.expect("connect")), "postgres")
+            (
+                Box::new(
+                    tandem::store::postgres::PgStore::connect(&settings)
+                        .await
+                        .expect("connect"),
+                ),
+                "postgres",
+            )
         }
-        None => (Box::new(tandem::store::sqlite::SqliteStore::open(&dir).await.expect("open")), "sqlite"),
+        None => (
+            Box::new(
+                tandem::store::sqlite::SqliteStore::open(&dir)
+                    .await
+                    .expect("open"),
+            ),
+            "sqlite",
+        ),
     };
     let run = uuid::Uuid::new_v4().simple().to_string();
     let ids: Vec<String> = (0..docs).map(|i| format!("p{}-{i}", &run[..8])).collect();
