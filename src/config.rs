@@ -78,6 +78,31 @@ pub struct Config {
     /// Accept `?user_id=&name=` instead of a token (demos and tests only).
     #[arg(long, env = "ALLOW_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_anonymous: bool,
+    /// HS256 signing secret for tokens (at least 32 bytes). Unset in
+    /// embedded mode: generated once and kept in DATA_DIR/jwt_secret.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// The previous secret, still accepted after a rotation.
+    #[arg(long, env = "JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<Secret>,
+    #[arg(long, env = "JWT_ISSUER", default_value = "tandem")]
+    pub jwt_issuer: String,
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "tandem")]
+    pub jwt_audience: String,
+    /// Token lifetime in seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub token_ttl_secs: i64,
+    /// Browser origins allowed to open WebSockets (comma-separated), besides
+    /// the server's own origin. Requests without an Origin header (non-browser
+    /// clients) are not affected.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Largest REST request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Login attempts per minute, per username and per client IP.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MIN", default_value_t = 10)]
+    pub login_attempts_per_min: u32,
     /// Largest WebSocket frame accepted, in bytes.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
     pub max_frame_bytes: usize,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+pub use crate::bus::AccessChange;
 use crate::bus::{
     Bus, BusError, BusEvent, BusRecv, ClientSeq, CommitOutcome, CommitRequest, PresenceEntry, Seed,
     Sequencer, Subscription,
@@ -121,6 +122,45 @@ enum Cmd {
     },
     View(oneshot::Sender<Result<DocView, HubError>>),
     Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
+    HttpOp(Box<HttpOp>),
+}
+
+/// An edit submitted over HTTP: `op` on `version`, or (with `replace`) the
+/// whole content replaced by one diff op on the head.
+struct HttpOp {
+    user: String,
+    role: Role,
+    version: u64,
+    op: Operation,
+    replace: Option<String>,
+    reply: oneshot::Sender<Result<u64, Refusal>>,
+}
+
+/// Why an edit was refused; the message is safe to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: &str) -> Self {
+        Self {
+            code,
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// Where the answer to an op goes.
+enum Reply {
+    Conn(u64),
+    Http {
+        client: String,
+        user: String,
+        role: Role,
+        reply: oneshot::Sender<Result<u64, Refusal>>,
+    },
 }
 
 impl Cmd {
@@ -134,6 +174,10 @@ impl Cmd {
             Cmd::Join(_, reply) => drop(reply.send(Err(e))),
             Cmd::View(reply) => drop(reply.send(Err(e))),
             Cmd::Users(reply) => drop(reply.send(Err(e))),
+            Cmd::HttpOp(h) => drop(h.reply.send(Err(Refusal::new(
+                ErrorCode::Internal,
+                "document unavailable",
+            )))),
             Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } => {}
         }
     }
@@ -319,6 +363,48 @@ impl Hub {
         self.ask(doc, Cmd::View).await
     }
 
+    /// Commit an edit made over HTTP (transformed like a socket's op), or,
+    /// with `replace`, replace the content by one diff op. Returns the
+    /// version it produced.
+    pub async fn http_edit(
+        &self,
+        doc: &str,
+        user: &str,
+        role: Role,
+        version: u64,
+        op: Operation,
+        replace: Option<String>,
+    ) -> Result<Result<u64, Refusal>, HubError> {
+        let tx = self.doc_sender(doc)?;
+        let (rtx, rrx) = oneshot::channel();
+        let cmd = HttpOp {
+            user: user.to_owned(),
+            role,
+            version,
+            op,
+            replace,
+            reply: rtx,
+        };
+        tx.send(Cmd::HttpOp(Box::new(cmd)))
+            .await
+            .map_err(|_| HubError::Gone)?;
+        rrx.await.map_err(|_| HubError::Gone)
+    }
+
+    /// Tell every instance that `user`'s access changed (`None`: revoked;
+    /// their sockets are closed) or that the document was deleted.
+    pub async fn notify_access(&self, doc: &str, change: AccessChange) -> Result<(), HubError> {
+        let deleted = change == AccessChange::Deleted;
+        self.inner
+            .bus
+            .publish(doc, BusEvent::Access(change))
+            .await?;
+        if deleted {
+            self.inner.sequencer.purge(doc).await?;
+        }
+        Ok(())
+    }
+
     /// Everyone connected to the document.
     pub async fn users(&self, doc: &str) -> Result<Vec<Presence>, HubError> {
         self.ask(doc, Cmd::Users).await
@@ -442,6 +528,8 @@ enum Stop {
     /// State can no longer be trusted (e.g. the op log lost history we need):
     /// close connections so clients resume against a fresh load.
     Reset,
+    /// The document was deleted: nothing to persist.
+    Deleted,
 }
 
 struct DocTask {
@@ -464,6 +552,8 @@ struct DocTask {
     outbox: mpsc::Sender<BusWrite>,
     /// A refill failed (backend down): retry on the next tick.
     needs_catch_up: bool,
+    /// The document was deleted: stop without persisting.
+    deleted: bool,
 }
 
 /// A write to the bus that the document task does not wait for.
@@ -549,6 +639,7 @@ impl DocTask {
             sub,
             outbox,
             needs_catch_up: false,
+            deleted: false,
         };
         // The journal may be ahead of the snapshot.
         loop {
@@ -625,6 +716,9 @@ impl DocTask {
                         error!(error = %e, "document state lost; resetting");
                         break Stop::Reset;
                     }
+                    if self.deleted {
+                        break Stop::Deleted;
+                    }
                 }
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = tick.tick() => {
@@ -654,6 +748,11 @@ impl DocTask {
             Stop::Reset => {
                 self.close_all(close::TRY_AGAIN, "document reloading; reconnect");
                 unregister(&self.hub, &self.id, self.generation);
+            }
+            Stop::Deleted => {
+                info!("document deleted");
+                unregister(&self.hub, &self.id, self.generation);
+                self.hub.sequencer.evict(&self.id).await;
             }
         }
     }
@@ -1034,7 +1133,33 @@ impl DocTask {
                 version,
                 seq,
                 op,
-            } => self.op(conn, version, seq, op).await?,
+            } => self.op(Reply::Conn(conn), version, seq, op).await?,
+            Cmd::HttpOp(h) => {
+                let HttpOp {
+                    user,
+                    role,
+                    version,
+                    op,
+                    replace,
+                    reply,
+                } = *h;
+                // Each HTTP edit is its own client with one op (seq 1).
+                let client = format!("http-{}", uuid::Uuid::new_v4().simple());
+                let (version, op) = match replace {
+                    Some(content) => (
+                        self.state.version(),
+                        crate::ot::diff(&self.state.content(), &content),
+                    ),
+                    None => (version, op),
+                };
+                let reply = Reply::Http {
+                    client,
+                    user,
+                    role,
+                    reply,
+                };
+                self.op(reply, version, 1, op).await?;
+            }
             Cmd::Cursor {
                 conn,
                 version,
@@ -1211,20 +1336,38 @@ impl DocTask {
             .collect()
     }
 
-    async fn op(&mut self, conn: u64, base: u64, seq: u64, op: Operation) -> Result<(), HubError> {
-        let Some(c) = self.conns.iter().find(|c| c.id == conn) else {
-            return Ok(());
+    async fn op(
+        &mut self,
+        reply: Reply,
+        base: u64,
+        seq: u64,
+        op: Operation,
+    ) -> Result<(), HubError> {
+        let (client, user, role) = match &reply {
+            Reply::Conn(conn) => match self.conns.iter().find(|c| c.id == *conn) {
+                Some(c) => (c.client.clone(), c.user.id.clone(), c.role),
+                None => return Ok(()),
+            },
+            Reply::Http {
+                client, user, role, ..
+            } => (client.clone(), user.clone(), *role),
         };
-        let refuse = |code, message: &str| error_msg(code, message, Some(seq));
-        if !c.role.can_edit() {
-            self.send_to(conn, refuse(ErrorCode::Forbidden, "viewers cannot edit"));
+        if !role.can_edit() {
+            self.answer(
+                reply,
+                seq,
+                Err(Refusal::new(ErrorCode::Forbidden, "viewers cannot edit")),
+            );
             return Ok(());
         }
         if seq == 0 {
-            self.send_to(conn, refuse(ErrorCode::BadMessage, "seq starts at 1"));
+            self.answer(
+                reply,
+                seq,
+                Err(Refusal::new(ErrorCode::BadMessage, "seq starts at 1")),
+            );
             return Ok(());
         }
-        let (client, user) = (c.client.clone(), c.user.id.clone());
         if base > self.state.version() {
             // Another instance may be ahead of us.
             self.refill().await?;
@@ -1233,7 +1376,7 @@ impl DocTask {
         // its base may be long gone.
         if let Some(&(last, version)) = self.clients.get(&client) {
             if seq <= last {
-                return self.ack_duplicate(conn, &client, seq, version).await;
+                return self.ack_duplicate(reply, &client, seq, version).await;
             }
         }
         let mut op = match self.state.rebase(base, op) {
@@ -1244,20 +1387,20 @@ impl DocTask {
                     self.hub.sequencer.last_seq(&self.id, &client).await
                 {
                     if seq <= last {
-                        return self.ack_duplicate(conn, &client, seq, version).await;
+                        return self.ack_duplicate(reply, &client, seq, version).await;
                     }
                 }
-                let reply = match e {
-                    _ if self.needs_catch_up => refuse(ErrorCode::Internal, UNAVAILABLE),
-                    RebaseError::OutOfRange { base, oldest, head } => {
-                        let m = format!(
+                let refusal = match e {
+                    _ if self.needs_catch_up => Refusal::new(ErrorCode::Internal, UNAVAILABLE),
+                    RebaseError::OutOfRange { base, oldest, head } => Refusal::new(
+                        ErrorCode::VersionOutOfRange,
+                        &format!(
                             "version {base} is outside {oldest}..={head}; reload the document"
-                        );
-                        refuse(ErrorCode::VersionOutOfRange, &m)
-                    }
-                    RebaseError::Op(e) => refuse(ErrorCode::BadOp, &e.to_string()),
+                        ),
+                    ),
+                    RebaseError::Op(e) => Refusal::new(ErrorCode::BadOp, &e.to_string()),
                 };
-                self.send_to(conn, reply);
+                self.answer(reply, seq, Err(refusal));
                 return Ok(());
             }
         };
@@ -1273,7 +1416,7 @@ impl DocTask {
                     op.target_len(),
                     self.hub.settings.max_doc_chars
                 );
-                self.send_to(conn, refuse(ErrorCode::DocTooLarge, &m));
+                self.answer(reply, seq, Err(Refusal::new(ErrorCode::DocTooLarge, &m)));
                 return Ok(());
             }
             let head = self.state.version();
@@ -1293,7 +1436,11 @@ impl DocTask {
                     match self.reseed().await {
                         Ok(()) => continue,
                         Err(e) if is_transient(&e) => {
-                            self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
+                            self.answer(
+                                reply,
+                                seq,
+                                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+                            );
                             return Ok(());
                         }
                         Err(e) => return Err(e),
@@ -1301,7 +1448,11 @@ impl DocTask {
                 }
                 Err(e) => {
                     warn!(error = %e, "commit failed");
-                    self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
+                    self.answer(
+                        reply,
+                        seq,
+                        Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+                    );
                     return Ok(());
                 }
             };
@@ -1309,10 +1460,16 @@ impl DocTask {
             match outcome {
                 CommitOutcome::Committed(rec) => {
                     metrics::counter!("tandem_ops_committed_total").increment(1);
-                    return self.ingest(rec).await;
+                    let version = rec.version;
+                    self.ingest(rec).await?;
+                    // A socket got its ack in the fan-out, in order.
+                    if let Reply::Http { reply, .. } = reply {
+                        let _ = reply.send(Ok(version));
+                    }
+                    return Ok(());
                 }
                 CommitOutcome::Duplicate { version } => {
-                    return self.ack_duplicate(conn, &client, seq, version).await;
+                    return self.ack_duplicate(reply, &client, seq, version).await;
                 }
                 CommitOutcome::Stale { missed } => {
                     for r in missed {
@@ -1323,7 +1480,11 @@ impl DocTask {
                         Ok(op) => op,
                         Err(e) => {
                             warn!(error = %e, "rebase after a stale commit failed");
-                            self.send_to(conn, refuse(ErrorCode::Internal, UNAVAILABLE));
+                            self.answer(
+                                reply,
+                                seq,
+                                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+                            );
                             return Ok(());
                         }
                     };
@@ -1331,21 +1492,40 @@ impl DocTask {
             }
         }
         warn!("commit retries exhausted");
-        self.send_to(
-            conn,
-            refuse(
-                ErrorCode::Internal,
-                "the document is too busy; resend the edit",
-            ),
+        let busy = Refusal::new(
+            ErrorCode::Internal,
+            "the document is too busy; resend the edit",
         );
+        self.answer(reply, seq, Err(busy));
         Ok(())
+    }
+
+    /// Answer whoever submitted an op: a socket gets `ack`/`error`, an HTTP
+    /// caller the version or the refusal.
+    fn answer(&mut self, reply: Reply, seq: u64, result: Result<u64, Refusal>) {
+        match reply {
+            Reply::Conn(conn) => {
+                let msg = match result {
+                    Ok(version) => text(ServerMessage::Ack { seq, version }),
+                    Err(r) => error_msg(r.code, &r.message, Some(seq)),
+                };
+                self.send_to(conn, msg);
+            }
+            Reply::Http { reply, .. } => {
+                if let Err(r) = &result {
+                    metrics::counter!("tandem_refusals_total", "code" => r.code.as_str())
+                        .increment(1);
+                }
+                let _ = reply.send(result);
+            }
+        }
     }
 
     /// Answer a resend of a committed op with the version it produced, once
     /// this connection has every op below that version.
     async fn ack_duplicate(
         &mut self,
-        conn: u64,
+        reply: Reply,
         client: &str,
         seq: u64,
         version: u64,
@@ -1355,11 +1535,15 @@ impl DocTask {
             self.refill().await?;
         }
         if version > self.state.version() {
-            self.send_to(conn, error_msg(ErrorCode::Internal, UNAVAILABLE, Some(seq)));
+            self.answer(
+                reply,
+                seq,
+                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+            );
             return Ok(());
         }
         let version = self.duplicate_version(client, seq).unwrap_or(version);
-        self.send_to(conn, text(ServerMessage::Ack { seq, version }));
+        self.answer(reply, seq, Ok(version));
         Ok(())
     }
 
@@ -1438,6 +1622,45 @@ impl DocTask {
         match &*ev {
             BusEvent::Committed(rec) => self.ingest(rec.clone()).await?,
             BusEvent::Resync => self.refill().await?,
+            BusEvent::Access(AccessChange::Member { user, role }) => {
+                let affected: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|c| &c.user.id == user)
+                    .map(|c| c.id)
+                    .collect();
+                match role {
+                    Some(role) => {
+                        for c in self
+                            .conns
+                            .iter_mut()
+                            .filter(|c| &c.user.id == user && c.role != Role::Owner)
+                        {
+                            c.role = *role;
+                        }
+                    }
+                    None => {
+                        for id in &affected {
+                            let m = "your access to this document was revoked";
+                            self.send_to(*id, error_msg(ErrorCode::Forbidden, m, None));
+                            self.send_to(*id, Outbound::Close(close::POLICY, "access revoked"));
+                        }
+                        self.drop_conns(&affected, "access revoked");
+                    }
+                }
+            }
+            BusEvent::Access(AccessChange::Deleted) => {
+                let all: Vec<u64> = self.conns.iter().map(|c| c.id).collect();
+                for id in &all {
+                    self.send_to(
+                        *id,
+                        error_msg(ErrorCode::Forbidden, "this document was deleted", None),
+                    );
+                    self.send_to(*id, Outbound::Close(close::POLICY, "document deleted"));
+                }
+                self.drop_conns(&all, "document deleted");
+                self.deleted = true;
+            }
             BusEvent::Joined { instance, presence } if instance != me => {
                 self.remote_joined(presence.clone())
             }

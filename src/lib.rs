@@ -4,6 +4,7 @@
 //! (sequencer + fan-out) and `store` (durable state) → the pure core: `ot`,
 //! `doc`, `protocol`, `client`, `limits`. See ARCHITECTURE.md.
 
+pub mod auth;
 pub mod bus;
 pub mod client;
 pub mod config;
@@ -26,6 +27,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Keys, MIN_SECRET_BYTES};
 use crate::bus::memory::{MemoryBus, MemorySequencer};
 use crate::bus::redis::{RedisBackend, RedisSettings};
 use crate::bus::{Bus, BusError, Sequencer};
@@ -43,6 +45,63 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("redis: {0}")]
     Redis(#[from] BusError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Token keys: JWT_SECRET if set (required, at least 32 bytes, in clustered
+/// mode, where every instance must share it); otherwise a secret generated
+/// once and kept in DATA_DIR/jwt_secret (embedded mode).
+fn load_keys(config: &Config) -> Result<Keys, StartError> {
+    let weak = |_| {
+        StartError::Config(format!(
+            "JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+        ))
+    };
+    let previous = config.jwt_previous_secret.as_ref().map(|s| s.0.as_bytes());
+    let make = |secret: &[u8]| {
+        Keys::new(
+            secret,
+            previous,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.token_ttl_secs,
+        )
+        .map_err(weak)
+    };
+    if let Some(s) = &config.jwt_secret {
+        return make(s.0.as_bytes());
+    }
+    if config.redis_url.is_some() {
+        return Err(StartError::Config(
+            "JWT_SECRET is required in clustered mode (REDIS_URL set): every instance must share it".into(),
+        ));
+    }
+    let path = config.data_dir.join("jwt_secret");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => s.trim().to_owned(),
+        _ => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let s = hex::encode(bytes);
+            write_private(&path, &s)
+                .map_err(|e| StartError::Config(format!("cannot write {}: {e}", path.display())))?;
+            s
+        }
+    };
+    make(secret.as_bytes())
+}
+
+/// Write a file readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(path)?, contents.as_bytes())
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -106,20 +165,19 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         max_doc_chars: config.max_doc_chars,
         presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
     };
-    let hub = Hub::new(
-        settings,
-        sequencer,
-        bus,
-        store,
-        Background {
-            tracker: background,
-            cancel,
-        },
-    );
+    let keys = load_keys(&config)?;
+    let background = Background {
+        tracker: background,
+        cancel,
+    };
+    let hub = Hub::new(settings, sequencer, bus, store.clone(), background);
     Ok(AppState {
         hub,
+        store,
         config: Arc::new(config),
+        keys: Arc::new(keys),
         sessions: TaskTracker::new(),
         metrics: metrics_handle(),
+        login_limits: Arc::default(),
     })
 }

@@ -24,6 +24,13 @@ impl TokenBucket {
         }
     }
 
+    /// `per_minute` tokens a minute, holding at most `burst`; starts full.
+    pub fn per_minute(per_minute: u32, burst: u32, now: Instant) -> Self {
+        let mut b = Self::new(0, burst, now);
+        b.rate = f64::from(per_minute) / 60.0;
+        b
+    }
+
     /// Take one token if there is one.
     pub fn allow(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();

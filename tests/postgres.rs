@@ -163,6 +163,7 @@ fn pg_env(pg: &PgServer) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", pg.url()),
         ("SNAPSHOT_INTERVAL_MS", "100".into()),
+        ("RUST_LOG", "warn".into()),
     ]
 }
 

@@ -239,4 +239,9 @@ impl Sequencer for MemorySequencer {
     async fn evict(&self, doc: &str) {
         self.lock().remove(doc);
     }
+
+    async fn purge(&self, doc: &str) -> Result<(), BusError> {
+        self.evict(doc).await;
+        Ok(())
+    }
 }

@@ -97,6 +97,8 @@ pub trait Sequencer: Send + Sync + 'static {
     async fn mark_durable(&self, doc: &str, version: u64) -> Result<(), BusError>;
     /// This instance no longer serves the document (memory: free it).
     async fn evict(&self, doc: &str);
+    /// The document was deleted: drop everything the sequencer holds for it.
+    async fn purge(&self, doc: &str) -> Result<(), BusError>;
 }
 
 /// What travels on a document's channel.
@@ -117,6 +119,21 @@ pub enum BusEvent {
     },
     /// The channel was down (reconnect): events may be missing. Refill.
     Resync,
+    /// Access to the document changed (from the REST API, any instance).
+    Access(AccessChange),
+}
+
+/// A change of who may use a document.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AccessChange {
+    /// `user`'s role is now `role`, or revoked (`None`).
+    Member {
+        user: String,
+        role: Option<crate::protocol::Role>,
+    },
+    /// The document was deleted.
+    Deleted,
 }
 
 /// What a subscriber receives.

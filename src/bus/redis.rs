@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{
-    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, PresenceEntry, Seed, Sequencer,
-    Subscription,
+    AccessChange, Bus, BusError, BusEvent, CommitOutcome, CommitRequest, PresenceEntry, Seed,
+    Sequencer, Subscription,
 };
 use crate::doc::{Record, RecordWire};
 use crate::protocol::{CursorInfo, Presence};
@@ -88,6 +88,9 @@ enum EventWire {
         instance: String,
         cursor: CursorInfo,
     },
+    Access {
+        access: AccessChange,
+    },
 }
 
 fn record_json(r: &Record) -> String {
@@ -118,6 +121,7 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Joined { instance, presence } => BusEvent::Joined { instance, presence },
         EventWire::Left { instance, presence } => BusEvent::Left { instance, presence },
         EventWire::Cursor { instance, cursor } => BusEvent::Cursor { instance, cursor },
+        EventWire::Access { access } => BusEvent::Access(access),
     })
 }
 
@@ -128,6 +132,7 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Joined { instance, presence } => EventWire::Joined { instance, presence },
         BusEvent::Left { instance, presence } => EventWire::Left { instance, presence },
         BusEvent::Cursor { instance, cursor } => EventWire::Cursor { instance, cursor },
+        BusEvent::Access(access) => EventWire::Access { access },
     };
     serde_json::to_string(&wire).ok()
 }
@@ -346,6 +351,19 @@ impl Sequencer for RedisBackend {
     }
 
     async fn evict(&self, _doc: &str) {}
+
+    async fn purge(&self, doc: &str) -> Result<(), BusError> {
+        let keys: Vec<String> = ["head", "log", "clients", "durable", "presence"]
+            .iter()
+            .map(|k| self.key(doc, k))
+            .collect();
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }
 
 /// Unsubscribes when the last local subscriber of a channel goes.

@@ -6,6 +6,7 @@
 //! touches sqlx.
 //! Must not import: axum, redis, the hub.
 
+pub mod accounts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -45,7 +46,7 @@ pub struct DocPersist {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: accounts::Accounts + Send + Sync + 'static {
     /// Create the document (empty, version 0) unless it exists.
     async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
     /// The newest snapshot, or `None` if there is no such document.

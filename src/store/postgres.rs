@@ -157,6 +157,16 @@ impl Store for PgStore {
 
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Documents deleted meanwhile are skipped, not an error for the batch.
+        let ids: Vec<&str> = batch.iter().map(|d| d.doc.as_str()).collect();
+        let existing: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT id FROM documents WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let batch: Vec<&DocPersist> = batch.iter().filter(|d| existing.contains(&d.doc)).collect();
         let rows: Vec<_> = batch
             .iter()
             .flat_map(|d| d.journal.iter().map(move |r| (&d.doc, r)))
@@ -215,3 +225,5 @@ impl Store for PgStore {
         self.pool.close().await;
     }
 }
+
+super::accounts::impl_accounts!(PgStore);

@@ -120,6 +120,20 @@ impl Store for SqliteStore {
 
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Documents deleted meanwhile are skipped, not an error for the batch.
+        let mut existing = std::collections::HashSet::new();
+        for chunk in batch.chunks(ROWS_PER_INSERT * 5) {
+            let mut q = QueryBuilder::new("SELECT id FROM documents WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for d in chunk {
+                sep.push_bind(d.doc.as_str());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                existing.insert(row.get::<String, _>("id"));
+            }
+        }
+        let batch: Vec<&DocPersist> = batch.iter().filter(|d| existing.contains(&d.doc)).collect();
         let journal: Vec<_> = batch
             .iter()
             .flat_map(|d| d.journal.iter().map(move |r| (&d.doc, r)))
@@ -159,7 +173,7 @@ impl Store for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
-        for d in batch {
+        for d in &batch {
             sqlx::query(
                 "UPDATE documents SET snapshot_version = ?, snapshot_content = ?, updated_at = ? \
                  WHERE id = ? AND snapshot_version < ?",
@@ -180,3 +194,5 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 }
+
+super::accounts::impl_accounts!(SqliteStore);

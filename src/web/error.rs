@@ -1,5 +1,6 @@
-//! The one table mapping internal errors to HTTP statuses and JSON bodies
-//! `{"error":{"code","message"}}`. Internal error text is logged, never sent.
+//! The one table mapping internal errors and refusals to HTTP statuses and
+//! JSON bodies `{"error":{"code","message"}}`. Internal error text is
+//! logged, never sent.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,33 +8,59 @@ use axum::Json;
 use serde_json::json;
 use tracing::warn;
 
-use crate::hub::HubError;
+use crate::hub::{HubError, Refusal};
+use crate::protocol::ErrorCode;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("authentication required")]
-    Unauthorized,
-    #[error("not allowed")]
-    Forbidden,
-    #[error("no such document")]
-    NotFound,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("too many attempts; try again later")]
+    TooManyRequests,
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// An edit refused by the document (protocol error codes).
+    #[error("{}", .0.message)]
+    Refused(Refusal),
 }
 
 impl ApiError {
     fn status_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Refused(r) => (
+                match r.code {
+                    ErrorCode::BadMessage | ErrorCode::BadOp => StatusCode::BAD_REQUEST,
+                    ErrorCode::VersionOutOfRange => StatusCode::CONFLICT,
+                    ErrorCode::TooLarge | ErrorCode::DocTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                    ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+                    ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+                },
+                r.code.as_str(),
+            ),
         }
     }
 }
@@ -41,13 +68,20 @@ impl ApiError {
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
         match e {
-            HubError::NotFound => ApiError::NotFound,
+            HubError::NotFound => ApiError::NotFound("no such document"),
             HubError::ShuttingDown | HubError::Gone => ApiError::Unavailable,
             HubError::Bus(_) | HubError::Store(_) => {
                 warn!(error = %e, "backend error");
                 ApiError::Unavailable
             }
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        warn!(error = %e, "store error");
+        ApiError::Unavailable
     }
 }
 

@@ -1,31 +1,45 @@
-//! The web layer: HTTP routes, WebSocket sessions, and error mapping. Only
-//! this module touches axum.
+//! The web layer: HTTP routes, WebSocket sessions, identity, and error
+//! mapping. Only this module touches axum.
 //!
 //! Owns: [`AppState`], [`app`] (the router, built the same way by `main` and
-//! tests), identity until auth lands. Must not import: sqlx, redis.
+//! tests), [`serve`]. Must not import: sqlx, redis (it reaches storage
+//! through the `Store` trait and documents through the hub).
 
 mod api;
 pub mod error;
+mod identity;
 mod ws;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
 
+use crate::auth::Keys;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::TokenBucket;
+use crate::store::Store;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,
+    pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    pub keys: Arc<Keys>,
     /// WebSocket sessions (axum's graceful shutdown does not wait for them).
     pub sessions: TaskTracker,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Login attempts per username and per IP.
+    pub login_limits: Arc<Mutex<HashMap<String, TokenBucket>>>,
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves. Accepted sockets get
@@ -40,19 +54,45 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
+    let docs = Router::new()
+        .route("/api/auth/register", post(api::register))
+        .route("/api/auth/login", post(api::login))
+        .route(
+            "/api/documents",
+            post(api::create_document).get(api::list_documents),
+        )
+        .route(
+            "/api/documents/{id}",
+            get(api::get_document)
+                .put(api::update_document)
+                .delete(api::delete_document),
+        )
+        .route("/api/documents/{id}/ops", post(api::post_ops))
+        .route("/api/documents/{id}/users", get(api::get_users))
+        .route(
+            "/api/documents/{id}/members/{username}",
+            put(api::put_member).delete(api::delete_member),
+        )
+        .route("/api/openapi.json", get(api::openapi))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/ws/{id}", get(ws::upgrade))
-        .route("/api/documents/{id}", get(api::get_document))
-        .route("/api/documents/{id}/users", get(api::get_users))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .merge(docs)
+        // Spans name the path only: query strings may carry tokens.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .with_state(state)
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info_span, Instrument};
 
 use super::error::ApiError;
+use super::identity::{identify, origin_allowed, role_for, Identity};
 use super::AppState;
 use crate::hub::{close, error_msg, Connection, JoinRequest, Outbound};
 use crate::limits::TokenBucket;
@@ -39,32 +41,21 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Path(doc): Path<String>,
     Query(q): Query<WsQuery>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if state.hub.is_shutting_down() {
         return Err(ApiError::Unavailable);
+    }
+    if !origin_allowed(&state, &headers) {
+        return Err(ApiError::Forbidden("origin not allowed"));
     }
     if !valid_id(&doc) {
         return Err(ApiError::BadRequest(
             "document ids are 1-64 characters of [A-Za-z0-9_.:@-]".into(),
         ));
     }
-    let _ = &q.token; // JWT arrives with the auth issue; a token alone is not enough yet.
-    if !state.config.allow_anonymous {
-        return Err(ApiError::Unauthorized);
-    }
-    let user_id = q.user_id.as_deref().ok_or(ApiError::Unauthorized)?;
-    if !valid_id(user_id) {
-        return Err(ApiError::BadRequest(
-            "user_id must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
-        ));
-    }
-    let name = q.name.as_deref().unwrap_or(user_id);
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "name must be 1-100 printable characters".into(),
-        ));
-    }
+    let who = identify(&state, &headers, q.token.as_deref())?;
     let client = match q.client {
         Some(c) if valid_id(&c) => c,
         Some(_) => {
@@ -83,19 +74,49 @@ pub async fn upgrade(
             ))
         }
     };
+    let (user, role, create) = match &who {
+        Identity::User(c) => (
+            UserInfo::new(&c.sub, &c.name),
+            role_for(&state, &doc, &who).await?,
+            false,
+        ),
+        Identity::Anonymous => {
+            let user_id = q
+                .user_id
+                .as_deref()
+                .ok_or(ApiError::Unauthorized("authentication required"))?;
+            if !valid_id(user_id) {
+                return Err(ApiError::BadRequest(
+                    "user_id must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
+                ));
+            }
+            let name = q.name.as_deref().unwrap_or(user_id);
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(
+                    "name must be 1-100 printable characters".into(),
+                ));
+            }
+            // Anonymous users may open (and so create) documents nobody owns.
+            let role = match role_for(&state, &doc, &who).await {
+                Err(ApiError::NotFound(_)) => Role::Editor,
+                r => r?,
+            };
+            (UserInfo::new(user_id, name), role, true)
+        }
+    };
+    let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
     let req = JoinRequest {
-        doc: doc.clone(),
-        user: UserInfo::new(user_id, name),
-        client: client.clone(),
-        role: Role::Editor,
+        doc,
+        user,
+        client,
+        role,
         resume,
-        create: true,
+        create,
     };
     let (conn, outbound) = state.hub.join(req).await?;
     let max = state.config.max_frame_bytes;
     let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
     let sessions = state.sessions.clone();
-    let span = info_span!("ws", doc = %doc, client = %client, user = %user_id);
     Ok(ws
         .max_message_size(hard)
         .max_frame_size(hard)

@@ -21,6 +21,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Shared by every instance a test starts (clustered mode requires one).
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
 /// A running server process.
 pub struct TestServer {
     child: Option<Child>,
@@ -50,6 +53,7 @@ impl TestServer {
             .env("ALLOW_ANONYMOUS", "true")
             .env("SNAPSHOT_INTERVAL_MS", "200")
             .env("RUST_LOG", "error")
+            .env("JWT_SECRET", TEST_JWT_SECRET)
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -1,0 +1,310 @@
+//! Authentication: JWT issue/verify (HS256 pinned, `exp`/`iat`/`iss`/`aud`
+//! required, key rotation by `kid`), Argon2id password hashing, and
+//! username/password rules.
+//!
+//! Owns: [`Keys`], [`Claims`], [`AuthError`]. The clock is an argument, so
+//! verification is deterministic in tests. Password hashing is CPU-heavy:
+//! callers run it off the async runtime (`spawn_blocking`).
+//! Must not import: tokio, axum, redis, sqlx.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    pub name: String,
+    pub username: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("JWT_SECRET must be at least 32 bytes")]
+    WeakSecret,
+}
+
+/// One signing secret with its key id.
+#[derive(Clone)]
+struct Key {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Key {
+    fn new(secret: &[u8]) -> Self {
+        // The kid names the secret without revealing it.
+        let kid = hex::encode(&Sha256::digest(secret)[..6]);
+        Self {
+            kid,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+/// Signing keys: tokens are issued with `current`; tokens signed with
+/// `previous` (a rotated-out secret) are still accepted.
+#[derive(Clone)]
+pub struct Keys {
+    current: Key,
+    previous: Option<Key>,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("kid", &self.current.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Keys {
+    pub fn new(
+        secret: &[u8],
+        previous: Option<&[u8]>,
+        issuer: &str,
+        audience: &str,
+        ttl_secs: i64,
+    ) -> Result<Self, AuthError> {
+        if secret.len() < MIN_SECRET_BYTES || previous.is_some_and(|p| p.len() < MIN_SECRET_BYTES) {
+            return Err(AuthError::WeakSecret);
+        }
+        Ok(Self {
+            current: Key::new(secret),
+            previous: previous.map(Key::new),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl_secs,
+        })
+    }
+
+    /// A token for this user, valid from `now` (seconds since the epoch).
+    pub fn issue(&self, user_id: &str, username: &str, name: &str, now: i64) -> String {
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            name: name.to_owned(),
+            username: username.to_owned(),
+            iat: now,
+            exp: now + self.ttl_secs,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current.kid.clone());
+        // HMAC signing of a serialisable struct cannot fail.
+        jsonwebtoken::encode(&header, &claims, &self.current.encoding).unwrap_or_default()
+    }
+
+    /// Verify signature (HS256 only, by `kid`), issuer, audience, and the
+    /// time claims against `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Invalid);
+        }
+        let key = match header.kid.as_deref() {
+            Some(k) if k == self.current.kid => &self.current,
+            Some(k) => self
+                .previous
+                .as_ref()
+                .filter(|p| p.kid == k)
+                .ok_or(AuthError::Invalid)?,
+            None => &self.current,
+        };
+        let mut v = Validation::new(Algorithm::HS256);
+        v.algorithms = vec![Algorithm::HS256];
+        v.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        // Time is checked below against the caller's clock.
+        v.validate_exp = false;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
+            .map_err(|_| AuthError::Invalid)?;
+        let c = data.claims;
+        const LEEWAY: i64 = 30;
+        if c.iat > now + LEEWAY {
+            return Err(AuthError::Invalid);
+        }
+        if c.exp + LEEWAY < now {
+            return Err(AuthError::Expired);
+        }
+        Ok(c)
+    }
+}
+
+/// Argon2id hash in PHC string form.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist, so an unknown
+/// user costs the same time as a wrong password.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a real password"))
+}
+
+/// Usernames: 3–32 of `[a-z0-9_.-]`, starting with a letter or digit.
+pub fn valid_username(u: &str) -> bool {
+    (3..=32).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        && u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// Passwords: 8–256 bytes.
+pub fn valid_password(p: &str) -> bool {
+    (8..=256).contains(&p.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const OTHER: &[u8] = b"fedcba9876543210fedcba9876543210";
+    const NOW: i64 = 1_800_000_000;
+
+    fn keys(secret: &[u8], previous: Option<&[u8]>) -> Keys {
+        Keys::new(secret, previous, "tandem", "tandem", 3600).unwrap()
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn round_trip_and_expiry() {
+        let k = keys(SECRET, None);
+        let t = k.issue("u1", "alice", "Alice", NOW);
+        let c = k.verify(&t, NOW + 10).unwrap();
+        assert_eq!((c.sub.as_str(), c.username.as_str()), ("u1", "alice"));
+        assert_eq!(k.verify(&t, NOW + 3600 + 31), Err(AuthError::Expired));
+        // issued in the future
+        assert_eq!(k.verify(&t, NOW - 100), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn refuses_weak_secrets() {
+        assert!(matches!(
+            Keys::new(b"short", None, "i", "a", 1),
+            Err(AuthError::WeakSecret)
+        ));
+        assert!(matches!(
+            Keys::new(SECRET, Some(b"short"), "i", "a", 1),
+            Err(AuthError::WeakSecret)
+        ));
+    }
+
+    #[test]
+    fn tampered_wrong_audience_wrong_issuer_and_alg_none_are_refused() {
+        let k = keys(SECRET, None);
+        let t = k.issue("u1", "alice", "Alice", NOW);
+        // tampered payload, original signature
+        let parts: Vec<&str> = t.split('.').collect();
+        let evil = serde_json::json!({"sub":"admin","name":"x","username":"x","iat":NOW,"exp":NOW+100,"iss":"tandem","aud":"tandem"});
+        let tampered = format!("{}.{}.{}", parts[0], b64(&evil), parts[2]);
+        assert_eq!(k.verify(&tampered, NOW), Err(AuthError::Invalid));
+        // alg: none
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg":"none","typ":"JWT"})),
+            b64(&evil)
+        );
+        assert_eq!(k.verify(&none, NOW), Err(AuthError::Invalid));
+        // another secret, wrong audience, wrong issuer
+        let other = keys(OTHER, None).issue("u1", "a", "A", NOW);
+        assert_eq!(k.verify(&other, NOW), Err(AuthError::Invalid));
+        let aud = Keys::new(SECRET, None, "tandem", "elsewhere", 60)
+            .unwrap()
+            .issue("u1", "a", "A", NOW);
+        assert_eq!(k.verify(&aud, NOW), Err(AuthError::Invalid));
+        let iss = Keys::new(SECRET, None, "mallory", "tandem", 60)
+            .unwrap()
+            .issue("u1", "a", "A", NOW);
+        assert_eq!(k.verify(&iss, NOW), Err(AuthError::Invalid));
+        assert_eq!(k.verify("garbage", NOW), Err(AuthError::Invalid));
+        // missing exp
+        let header = b64(&serde_json::json!({"alg":"HS256","typ":"JWT"}));
+        let no_exp = b64(
+            &serde_json::json!({"sub":"u","name":"n","username":"u","iat":NOW,"iss":"tandem","aud":"tandem"}),
+        );
+        let unsigned = format!("{header}.{no_exp}");
+        let sig = {
+            use hmac::{Hmac, Mac};
+            let mut m = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+            m.update(unsigned.as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        };
+        assert_eq!(
+            k.verify(&format!("{unsigned}.{sig}"), NOW),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_key() {
+        let old = keys(OTHER, None).issue("u1", "alice", "Alice", NOW);
+        let rotated = keys(SECRET, Some(OTHER));
+        assert!(rotated.verify(&old, NOW).is_ok());
+        assert!(rotated
+            .verify(&rotated.issue("u1", "a", "A", NOW), NOW)
+            .is_ok());
+        // once the previous key is dropped, old tokens stop working
+        assert_eq!(
+            keys(SECRET, None).verify(&old, NOW),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn passwords_and_usernames() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("x", "not a hash"));
+        assert!(
+            valid_username("alice_01")
+                && !valid_username("Al")
+                && !valid_username("_x1")
+                && !valid_username("a b c")
+        );
+        assert!(valid_password("12345678") && !valid_password("short"));
+    }
+}

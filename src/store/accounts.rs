@@ -1,0 +1,263 @@
+//! Users, document metadata and members: the same SQL on SQLite and
+//! PostgreSQL (placeholders `$1..$n`, numbered in order of appearance, which
+//! both accept), written once in [`impl_accounts!`] and expanded per backend.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::protocol::Role;
+
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub name: String,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DocMeta {
+    pub id: String,
+    pub title: String,
+    pub owner: Option<String>,
+    pub owner_username: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct DocListItem {
+    pub id: String,
+    pub title: String,
+    pub version: u64,
+    pub updated_at: i64,
+    pub role: Role,
+}
+
+pub fn role_from_str(s: &str) -> Option<Role> {
+    match s {
+        "owner" => Some(Role::Owner),
+        "editor" => Some(Role::Editor),
+        "viewer" => Some(Role::Viewer),
+        _ => None,
+    }
+}
+
+pub fn role_str(r: Role) -> &'static str {
+    match r {
+        Role::Owner => "owner",
+        Role::Editor => "editor",
+        Role::Viewer => "viewer",
+    }
+}
+
+#[async_trait]
+pub trait Accounts: Send + Sync {
+    /// False if the username is taken.
+    async fn create_user(&self, u: &UserRow, now_ms: i64) -> Result<bool, StoreError>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+    /// A new document owned by `owner`; false if the id exists.
+    async fn create_document(
+        &self,
+        id: &str,
+        title: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    async fn document_meta(&self, id: &str) -> Result<Option<DocMeta>, StoreError>;
+    /// The user's role on the document (owner, or member role), if any.
+    async fn role_of(&self, doc: &str, user_id: &str) -> Result<Option<Role>, StoreError>;
+    /// Documents the user owns or is a member of, newest first.
+    async fn list_documents(
+        &self,
+        user_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DocListItem>, StoreError>;
+    async fn set_title(&self, id: &str, title: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// False if there was no such document.
+    async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
+    async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError>;
+    async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
+}
+
+/// Implements [`Accounts`] for a store type with a `pool` field.
+macro_rules! impl_accounts {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::accounts::Accounts for $store {
+            async fn create_user(
+                &self,
+                u: &$crate::store::accounts::UserRow,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "INSERT INTO users (id, username, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (username) DO NOTHING",
+                )
+                .bind(&u.id)
+                .bind(&u.username)
+                .bind(&u.name)
+                .bind(&u.password_hash)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn user_by_username(
+                &self,
+                username: &str,
+            ) -> Result<Option<$crate::store::accounts::UserRow>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT id, username, name, password_hash FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| $crate::store::accounts::UserRow {
+                    id: r.get("id"),
+                    username: r.get("username"),
+                    name: r.get("name"),
+                    password_hash: r.get("password_hash"),
+                }))
+            }
+
+            async fn create_document(
+                &self,
+                id: &str,
+                title: &str,
+                owner: &str,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "INSERT INTO documents (id, title, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(title)
+                .bind(owner)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn document_meta(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::accounts::DocMeta>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT d.id, d.title, d.owner, u.username AS owner_username, d.created_at, d.updated_at \
+                     FROM documents d LEFT JOIN users u ON u.id = d.owner WHERE d.id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|r| $crate::store::accounts::DocMeta {
+                    id: r.get("id"),
+                    title: r.get("title"),
+                    owner: r.get("owner"),
+                    owner_username: r.get("owner_username"),
+                    created_at: r.get("created_at"),
+                    updated_at: r.get("updated_at"),
+                }))
+            }
+
+            async fn role_of(
+                &self,
+                doc: &str,
+                user_id: &str,
+            ) -> Result<Option<$crate::protocol::Role>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
+                     LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 WHERE d.id = $2",
+                )
+                .bind(user_id)
+                .bind(doc)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row
+                    .and_then(|r| r.get::<Option<String>, _>("role"))
+                    .and_then(|s| $crate::store::accounts::role_from_str(&s)))
+            }
+
+            async fn list_documents(
+                &self,
+                user_id: &str,
+                limit: i64,
+                offset: i64,
+            ) -> Result<Vec<$crate::store::accounts::DocListItem>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT d.id, d.title, d.snapshot_version, d.updated_at, \
+                     CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
+                     LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 \
+                     WHERE d.owner = $1 OR m.user_id IS NOT NULL \
+                     ORDER BY d.updated_at DESC, d.id LIMIT $2 OFFSET $3",
+                )
+                .bind(user_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some($crate::store::accounts::DocListItem {
+                            id: r.get("id"),
+                            title: r.get("title"),
+                            version: r.get::<i64, _>("snapshot_version") as u64,
+                            updated_at: r.get("updated_at"),
+                            role: $crate::store::accounts::role_from_str(&r.get::<String, _>("role"))?,
+                        })
+                    })
+                    .collect())
+            }
+
+            async fn set_title(&self, id: &str, title: &str, now_ms: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE documents SET title = $1, updated_at = $2 WHERE id = $3")
+                    .bind(title)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_document(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM documents WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_member(
+                &self,
+                doc: &str,
+                user_id: &str,
+                role: $crate::protocol::Role,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO document_members (document_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(doc)
+                .bind(user_id)
+                .bind($crate::store::accounts::role_str(role))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM document_members WHERE document_id = $1 AND user_id = $2")
+                    .bind(doc)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use impl_accounts;
