@@ -52,8 +52,11 @@ async fn main() -> std::process::ExitCode {
 
     let hub = state.hub.clone();
     let sessions = state.sessions.clone();
-    let server = axum::serve(listener, tandem::app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tandem::serve(
+        listener,
+        tandem::app(state),
+        shutdown.clone().cancelled_owned(),
+    );
     let drain = async {
         shutdown.cancelled().await;
         let durable = hub.shutdown().await;

@@ -42,8 +42,21 @@ impl TestServer {
         s
     }
 
+    /// Like [`TestServer::start`], with the server's log written to `log`.
+    pub fn start_logged(env: &[(&str, &str)], log: &Path) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::spawn(&dir, env, Some(log));
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// A server on an existing data directory (for restarts).
     pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, env, None)
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -56,7 +69,10 @@ impl TestServer {
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .current_dir(dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::inherit(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }

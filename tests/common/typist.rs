@@ -103,8 +103,9 @@ impl Typist {
                         self.acked.extend(self.inflight_token.take());
                     }
                 }
-                Err(e) if e["code"] == "internal" => {
-                    // Not committed (backend trouble): keep it, resend soon.
+                Err(e) if e["code"] == "internal" || e["code"] == "rate_limited" => {
+                    // Not committed (backend trouble, or too fast): keep it,
+                    // resend soon.
                     self.retries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     if let Some(out) = self.ed.ot.resend() {

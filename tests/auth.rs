@@ -1,0 +1,665 @@
+//! Accounts, tokens, documents over REST, per-document permissions on REST
+//! and WebSocket, and their effect on live sockets (also across instances).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, RedisServer, TestServer, Ws, TEST_JWT_SECRET};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use tandem::auth::Keys;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const PRIVATE: &[(&str, &str)] = &[("ALLOW_ANONYMOUS", "false")];
+
+struct Api<'a> {
+    server: &'a TestServer,
+    http: Client,
+}
+
+impl<'a> Api<'a> {
+    fn new(server: &'a TestServer) -> Self {
+        Api {
+            server,
+            http: Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.server.http(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Register and return (token, user id).
+    async fn user(&self, name: &str) -> (String, String) {
+        let body = json!({"username": name, "password": "correct horse battery", "name": name.to_uppercase()});
+        let (st, v) = self
+            .call(Method::POST, "/api/auth/register", None, Some(body))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        (
+            v["token"].as_str().unwrap().into(),
+            v["user"]["id"].as_str().unwrap().into(),
+        )
+    }
+
+    async fn create(&self, token: &str, title: &str, content: &str) -> Value {
+        let body = json!({"title": title, "content": content});
+        let (st, v) = self
+            .call(Method::POST, "/api/documents", Some(token), Some(body))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        v
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn ws_with(
+    server: &TestServer,
+    doc: &str,
+    query: &str,
+    header: Option<(&str, &str)>,
+) -> Result<(Ws, Value), u16> {
+    let mut req = server.ws_url(doc, query).into_client_request().unwrap();
+    if let Some((k, v)) = header {
+        let name =
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut()
+            .insert(name, HeaderValue::from_str(v).unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => {
+            let mut ws = Ws { ws };
+            let init = ws.recv().await;
+            Ok((ws, init))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_register_login_and_rate_limits() {
+    let server = TestServer::start(&[
+        ("ALLOW_ANONYMOUS", "false"),
+        ("LOGIN_ATTEMPTS_PER_MIN", "4"),
+    ]);
+    let api = Api::new(&server);
+    let (token, _) = api.user("alice").await;
+    let (st, _) = api
+        .call(Method::GET, "/api/documents", Some(&token), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // duplicate username, bad username, short password, missing fields
+    let dup = json!({"username": "alice", "password": "another password"});
+    let (st, v) = api
+        .call(Method::POST, "/api/auth/register", None, Some(dup))
+        .await;
+    assert_eq!((st, error_code(&v)), (StatusCode::CONFLICT, "conflict"));
+    for body in [
+        json!({"username": "A!", "password": "long enough pw"}),
+        json!({"username": "bob", "password": "short"}),
+        json!({"username": "bob"}),
+    ] {
+        let (st, v) = api
+            .call(Method::POST, "/api/auth/register", None, Some(body))
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{v}"
+        );
+    }
+    // wrong password and unknown user: same status, same message
+    let login = |u: &str, p: &str| json!({"username": u, "password": p});
+    let (st1, v1) = api
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(login("alice", "wrong password")),
+        )
+        .await;
+    let (st2, v2) = api
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(login("nobody", "wrong password")),
+        )
+        .await;
+    assert_eq!(
+        (st1, st2),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(v1, v2);
+    let (st, v) = api
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(login("alice", "correct horse battery")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["user"]["username"], "alice");
+    // From distinct client IPs (127.0.0.x), so only the per-username limit
+    // (4 a minute; alice used 2 above) applies: the fifth is refused, even
+    // with the right password.
+    let from = |ip: u8| {
+        Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, ip]))
+            .build()
+            .unwrap()
+    };
+    let post = |c: Client, body: Value| {
+        let url = server.http("/api/auth/login");
+        async move { c.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(
+        post(from(2), login("alice", "correct horse battery")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(from(3), login("alice", "correct horse battery")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(from(4), login("alice", "correct horse battery")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // One IP trying many usernames hits the per-IP limit.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(post(from(9), login(&format!("user{i}"), "whatever pw")).await);
+    }
+    assert_eq!(&statuses[..4], &[StatusCode::UNAUTHORIZED; 4]);
+    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_on_rest_and_websocket() {
+    let server = TestServer::start(PRIVATE);
+    let api = Api::new(&server);
+    let (token, _) = api.user("alice").await;
+    let doc = api.create(&token, "t", "hi").await;
+    let id = doc["id"].as_str().unwrap();
+    let now = tandem::hub::now_ms() / 1000;
+    let keys = |aud: &str, secret: &str, ttl| {
+        Keys::new(secret.as_bytes(), None, "tandem", aud, ttl).unwrap()
+    };
+    let user_id = {
+        let k = keys("tandem", TEST_JWT_SECRET, 60);
+        k.verify(&token, now).unwrap().sub
+    };
+    let expired = keys("tandem", TEST_JWT_SECRET, 10).issue(&user_id, "alice", "A", now - 3600);
+    let wrong_aud = keys("other", TEST_JWT_SECRET, 600).issue(&user_id, "alice", "A", now);
+    let wrong_key = keys("tandem", "another-secret-0123456789abcdef012345", 600)
+        .issue(&user_id, "alice", "A", now);
+    let mut tampered = token.clone().into_bytes();
+    let mid = token.find('.').unwrap() + 5;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let none = {
+        use base64::Engine;
+        let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"sub": user_id, "name": "A", "username": "alice", "iat": now, "exp": now + 600, "iss": "tandem", "aud": "tandem"});
+        format!("{}.{}.", e(json!({"alg": "none", "typ": "JWT"})), e(claims))
+    };
+    for (what, bad) in [
+        ("expired", &expired),
+        ("audience", &wrong_aud),
+        ("key", &wrong_key),
+        ("tampered", &tampered),
+        ("alg none", &none),
+    ] {
+        let (st, v) = api
+            .call(
+                Method::GET,
+                &format!("/api/documents/{id}"),
+                Some(bad),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{what}"
+        );
+        assert_eq!(
+            ws_with(&server, id, &format!("token={bad}"), None)
+                .await
+                .err(),
+            Some(401),
+            "{what}"
+        );
+    }
+    // no token at all
+    assert_eq!(ws_with(&server, id, "", None).await.err(), Some(401));
+    // the real token works as ?token= and as a header
+    let (_ws, init) = ws_with(&server, id, &format!("token={token}"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (init["content"].as_str(), init["role"].as_str()),
+        (Some("hi"), Some("owner"))
+    );
+    let bearer = format!("Bearer {token}");
+    assert!(ws_with(&server, id, "", Some(("authorization", &bearer)))
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_over_rest_and_live_clients_converge() {
+    let server = TestServer::start(PRIVATE);
+    let api = Api::new(&server);
+    let (token, _) = api.user("alice").await;
+    let doc = api.create(&token, "Notes", "hello world").await;
+    assert_eq!(
+        (
+            doc["content"].as_str(),
+            doc["version"].as_u64(),
+            doc["role"].as_str()
+        ),
+        (Some("hello world"), Some(1), Some("owner"))
+    );
+    assert_eq!(doc["owner"], "alice");
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let (mut live, _) = ws_with(&server, &id, &format!("token={token}"), None)
+        .await
+        .unwrap();
+
+    // HTTP op, based on an old version: transformed like a socket's op.
+    let (st, v) = api
+        .call(
+            Method::POST,
+            &format!("/api/documents/{id}/ops"),
+            Some(&token),
+            Some(json!({"version": 1, "op": [5, ",", 6]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["version"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (st, v) = api
+        .call(
+            Method::POST,
+            &format!("/api/documents/{id}/ops"),
+            Some(&token),
+            Some(json!({"version": 1, "op": [11, "!"]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["version"].as_u64()),
+        (StatusCode::OK, Some(3)),
+        "{v}"
+    );
+    for (body, status, code) in [
+        (
+            json!({"version": 3, "op": [99]}),
+            StatusCode::BAD_REQUEST,
+            "bad_op",
+        ),
+        (
+            json!({"version": 3, "op": [0]}),
+            StatusCode::BAD_REQUEST,
+            "bad_op",
+        ),
+        (
+            json!({"version": 9, "op": [13, "x"]}),
+            StatusCode::CONFLICT,
+            "version_out_of_range",
+        ),
+        (json!({"op": [13]}), StatusCode::BAD_REQUEST, "bad_request"),
+    ] {
+        let (st, v) = api
+            .call(
+                Method::POST,
+                &format!("/api/documents/{id}/ops"),
+                Some(&token),
+                Some(body),
+            )
+            .await;
+        assert_eq!((st, error_code(&v)), (status, code), "{v}");
+    }
+    // Replace content and title: one op, live clients converge.
+    let body = json!({"title": "Renamed", "content": "hello, brave new world! 🌍"});
+    let (st, v) = api
+        .call(
+            Method::PUT,
+            &format!("/api/documents/{id}"),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["title"].as_str(),
+            v["content"].as_str(),
+            v["version"].as_u64()
+        ),
+        (Some("Renamed"), Some("hello, brave new world! 🌍"), Some(4))
+    );
+    let mut text = "hello world".to_owned();
+    while text != "hello, brave new world! 🌍" {
+        let m = live.recv_type("op").await;
+        let op = tandem::ot::Operation::from_json(&m["op"], usize::MAX).unwrap();
+        text = op.apply(&text).unwrap();
+    }
+    // Listing, paginated, newest first.
+    for i in 0..3 {
+        api.create(&token, &format!("doc {i}"), "").await;
+    }
+    let (_, page1) = api
+        .call(Method::GET, "/api/documents?limit=2", Some(&token), None)
+        .await;
+    let (_, page2) = api
+        .call(
+            Method::GET,
+            "/api/documents?limit=2&offset=2",
+            Some(&token),
+            None,
+        )
+        .await;
+    let titles: Vec<&str> = page1
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2.as_array().unwrap())
+        .map(|d| d["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles.len(), 4);
+    assert!(titles.contains(&"Renamed"));
+    // The OpenAPI document covers every route.
+    let (st, spec) = api.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/documents",
+        "/api/documents/{id}",
+        "/api/documents/{id}/ops",
+        "/api/documents/{id}/users",
+        "/api/documents/{id}/members/{username}",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_enforced_and_changes_reach_live_sockets() {
+    let server = TestServer::start(PRIVATE);
+    let api = Api::new(&server);
+    let (alice, _) = api.user("alice").await;
+    let (bob, _) = api.user("bob").await;
+    let id = api.create(&alice, "private", "secret").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/documents/{id}");
+    // a stranger: REST and WebSocket
+    let (st, v) = api.call(Method::GET, &path, Some(&bob), None).await;
+    assert_eq!((st, error_code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(
+        ws_with(&server, &id, &format!("token={bob}"), None)
+            .await
+            .err(),
+        Some(403)
+    );
+    let (st, _) = api
+        .call(Method::GET, &format!("{path}/users"), Some(&bob), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // only the owner manages members
+    let member = |r: &str| json!({"role": r});
+    let (st, _) = api
+        .call(
+            Method::PUT,
+            &format!("{path}/members/alice"),
+            Some(&bob),
+            Some(member("editor")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = api
+        .call(
+            Method::PUT,
+            &format!("{path}/members/nobody"),
+            Some(&alice),
+            Some(member("editor")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = api
+        .call(
+            Method::PUT,
+            &format!("{path}/members/bob"),
+            Some(&alice),
+            Some(member("admin")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // bob as viewer: reads everything live, cannot edit
+    let (st, _) = api
+        .call(
+            Method::PUT,
+            &format!("{path}/members/bob"),
+            Some(&alice),
+            Some(member("viewer")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = api.call(Method::GET, &path, Some(&bob), None).await;
+    assert_eq!(
+        (st, v["role"].as_str(), v["content"].as_str()),
+        (StatusCode::OK, Some("viewer"), Some("secret"))
+    );
+    let (mut bws, init) = ws_with(&server, &id, &format!("token={bob}&client=bob1"), None)
+        .await
+        .unwrap();
+    assert_eq!(init["role"], "viewer");
+    bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
+        .await;
+    let e = bws.recv_type("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["seq"].as_u64()),
+        (Some("forbidden"), Some(1))
+    );
+    let (st, _) = api
+        .call(
+            Method::POST,
+            &format!("{path}/ops"),
+            Some(&bob),
+            Some(json!({"version": 1, "op": [6, "!"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(&bob),
+            Some(json!({"content": "mine"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.call(Method::GET, &path, Some(&alice), None).await.1["content"],
+        "secret"
+    );
+    // promoted while connected: the same socket may now edit
+    api.call(
+        Method::PUT,
+        &format!("{path}/members/bob"),
+        Some(&alice),
+        Some(member("editor")),
+    )
+    .await;
+    let mut acked = false;
+    for _ in 0..50 {
+        bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
+            .await;
+        let m = bws.recv().await;
+        if m["type"] == "ack" {
+            acked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(acked, "promotion did not reach the live socket");
+    // revoked: the live socket is told and closed
+    let (st, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{path}/members/bob"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let e = bws.recv_type("error").await;
+    assert_eq!(e["code"], "forbidden");
+    assert_eq!(bws.closed().await, Some(1008));
+    assert_eq!(
+        api.call(Method::GET, &path, Some(&bob), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // delete: not by others; by the owner, live sockets closed, then 404
+    let (st, _) = api.call(Method::DELETE, &path, Some(&bob), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (mut aws, _) = ws_with(&server, &id, &format!("token={alice}"), None)
+        .await
+        .unwrap();
+    let (st, _) = api.call(Method::DELETE, &path, Some(&alice), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(aws.recv_type("error").await["code"], "forbidden");
+    assert_eq!(aws.closed().await, Some(1008));
+    assert_eq!(
+        api.call(Method::GET, &path, Some(&alice), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_foreign_origins_and_token_redaction() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let env = [
+        ("ALLOW_ANONYMOUS", "false"),
+        ("MAX_BODY_BYTES", "4096"),
+        ("ALLOWED_ORIGINS", "https://app.example"),
+        ("RUST_LOG", "debug"),
+    ];
+    let server = TestServer::start_logged(&env, log.path());
+    let api = Api::new(&server);
+    let (token, _) = api.user("alice").await;
+    let big = json!({"title": "t", "content": "x".repeat(10_000)});
+    let (st, v) = api
+        .call(Method::POST, "/api/documents", Some(&token), Some(big))
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        "{v}"
+    );
+    let (st, v) = api
+        .call(Method::POST, "/api/documents", Some(&token), None)
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    let id = api.create(&token, "t", "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = format!("token={token}");
+    assert_eq!(
+        ws_with(&server, &id, &q, Some(("origin", "https://evil.example")))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        ws_with(&server, &id, &q, Some(("origin", "https://app.example")))
+            .await
+            .is_ok()
+    );
+    let same = format!("http://{}", server.addr);
+    assert!(ws_with(&server, &id, &q, Some(("origin", &same)))
+        .await
+        .is_ok());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    assert!(logs.contains("/ws/"), "debug logs were not written");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!logs.contains(signature), "a token reached the logs");
+    assert!(
+        !logs.contains("correct horse"),
+        "a password reached the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_on_one_instance_closes_the_socket_on_another() {
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(&redis, 2, PRIVATE);
+    // A cluster shares one store: use the first instance for REST.
+    let api = Api::new(&servers[0]);
+    let (alice, _) = api.user("alice").await;
+    let (bob, _) = api.user("bob").await;
+    let id = api.create(&alice, "shared", "x").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/documents/{id}");
+    api.call(
+        Method::PUT,
+        &format!("{path}/members/bob"),
+        Some(&alice),
+        Some(json!({"role": "editor"})),
+    )
+    .await;
+    let (mut bws, _) = ws_with(&servers[1], &id, &format!("token={bob}"), None)
+        .await
+        .unwrap();
+    let (st, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{path}/members/bob"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(bws.recv_type("error").await["code"], "forbidden");
+    assert_eq!(bws.closed().await, Some(1008));
+}
