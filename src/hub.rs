@@ -264,6 +264,23 @@ impl Hub {
         self.inner.cancel.is_cancelled()
     }
 
+    /// Ready for traffic: not draining, Redis (if any) and the database
+    /// answer. The error says which part is not ready.
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        if self.is_shutting_down() {
+            return Err("draining");
+        }
+        let timeout = Duration::from_secs(2);
+        match tokio::time::timeout(timeout, self.inner.bus.ping()).await {
+            Ok(Ok(())) => {}
+            _ => return Err("redis unreachable"),
+        }
+        match tokio::time::timeout(timeout, self.inner.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("database unreachable"),
+        }
+    }
+
     /// Number of documents loaded on this instance.
     pub fn open_documents(&self) -> usize {
         self.inner.lock_docs().len()
@@ -816,6 +833,8 @@ impl DocTask {
     }
 
     fn offer_persist(&mut self) {
+        let lag = self.state.version().saturating_sub(self.persisted_version);
+        metrics::histogram!("tandem_snapshot_lag_versions").record(lag as f64);
         if let Some(job) = self.persist_job() {
             if self.hub.persister.offer(job) {
                 self.mark_persisted();
@@ -939,6 +958,8 @@ impl DocTask {
 
     /// Tell every local connection: its own op becomes an ack, others an op.
     fn fanout(&mut self, rec: &Record) {
+        let lag_ms = (self.hub.clock)().saturating_sub(rec.time).max(0);
+        metrics::histogram!("tandem_fanout_lag_seconds").record(lag_ms as f64 / 1000.0);
         let op_msg = text(ServerMessage::Op {
             version: rec.version,
             op: &rec.op,
@@ -1379,6 +1400,8 @@ impl DocTask {
                 return self.ack_duplicate(reply, &client, seq, version).await;
             }
         }
+        metrics::histogram!("tandem_rebase_depth")
+            .record(self.state.version().saturating_sub(base) as f64);
         let mut op = match self.state.rebase(base, op) {
             Ok(op) => op,
             Err(e) => {

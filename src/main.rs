@@ -12,13 +12,16 @@ use tracing::{error, info, warn};
 async fn main() -> std::process::ExitCode {
     let config = Config::load();
     // Logs go to stderr; stdout carries only the "listening on" line.
-    tracing_subscriber::fmt()
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.rust_log).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.rust_log)
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    if config.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     if config.allow_anonymous {
         warn!("ALLOW_ANONYMOUS=true: anyone can open and edit any document. For demos and tests only.");
     }
@@ -52,22 +55,48 @@ async fn main() -> std::process::ExitCode {
 
     let hub = state.hub.clone();
     let sessions = state.sessions.clone();
+    let grace_ms = state.config.shutdown_grace_ms;
     let server = tandem::serve(
         listener,
         tandem::app(state),
         shutdown.clone().cancelled_owned(),
     );
+    let grace = Duration::from_millis(grace_ms);
     let drain = async {
         shutdown.cancelled().await;
-        let durable = hub.shutdown().await;
+        // Documents flush and close their sockets (1001: reconnect elsewhere);
+        // then sessions finish writing. All within the grace period.
+        let durable = match tokio::time::timeout(grace, hub.shutdown()).await {
+            Ok(d) => d,
+            Err(_) => {
+                error!("shutdown grace period exceeded");
+                false
+            }
+        };
         sessions.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sessions.wait()).await;
         durable
     };
-    let (served, durable) = tokio::join!(server, drain);
-    if let Err(e) = served {
-        error!(error = %e, "server error");
-        return std::process::ExitCode::FAILURE;
+    tokio::pin!(server);
+    tokio::pin!(drain);
+    let mut server_done = false;
+    let durable = tokio::select! {
+        served = &mut server => {
+            server_done = true;
+            if !shutdown.is_cancelled() {
+                error!(result = ?served, "server stopped unexpectedly");
+                return std::process::ExitCode::FAILURE;
+            }
+            // Stopped accepting because of the signal: finish draining.
+            (&mut drain).await
+        }
+        durable = &mut drain => durable,
+    };
+    // Give plain HTTP connections a moment to finish, never more.
+    if !server_done {
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), server).await {
+            error!(error = %e, "server error");
+        }
     }
     if !durable {
         error!("some changes could not be written to the store");

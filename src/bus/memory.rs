@@ -81,6 +81,10 @@ impl Bus for MemoryBus {
         Ok(Subscription::new(rx, Some(Box::new(guard))))
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     // One instance: its document task already knows every connection.
     async fn presence_put(
         &self,

@@ -181,6 +181,8 @@ pub struct PresenceEntry {
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, doc: &str, event: BusEvent) -> Result<(), BusError>;
     async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError>;
+    /// The backend answers (readiness).
+    async fn ping(&self) -> Result<(), BusError>;
     /// Add or refresh entries, each valid for `ttl_ms` from `now_ms`.
     async fn presence_put(
         &self,

@@ -434,6 +434,14 @@ impl Bus for RedisBackend {
         Ok(sub)
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn presence_put(
         &self,
         doc: &str,

@@ -62,4 +62,6 @@ pub trait Store: accounts::Accounts + Send + Sync + 'static {
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;
     async fn close(&self);
+    /// The database answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 }

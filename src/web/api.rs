@@ -30,6 +30,7 @@ use crate::store::accounts::UserRow;
     ),
     paths(
         healthz,
+        readyz,
         metrics,
         register,
         login,
@@ -87,6 +88,17 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Ready for traffic: not draining, Redis and the database reachable.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state
+        .hub
+        .ready()
+        .await
+        .map(|()| "ready")
+        .map_err(ApiError::NotReady)
 }
 
 /// Prometheus metrics.

@@ -30,6 +30,8 @@ pub enum ApiError {
     TooManyRequests,
     #[error("service unavailable")]
     Unavailable,
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
     #[error("internal error")]
     Internal,
     /// An edit refused by the document (protocol error codes).
@@ -47,7 +49,9 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable | ApiError::NotReady(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Refused(r) => (
                 match r.code {
