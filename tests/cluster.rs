@@ -7,9 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::typist::{check_exactly_once, run_typists};
-use common::{cluster, random_edit, Editor, RedisServer, Ws, TIMEOUT};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use common::{cluster, type_concurrently, Editor, RedisServer, Ws, TIMEOUT};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,27 +19,7 @@ async fn random_editing_across_three_instances_converges() {
     for i in 0..9 {
         editors.push(Editor::join(&servers[i % 3], doc, &format!("u{i}"), None).await);
     }
-    let tasks: Vec<_> = editors
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut ed)| {
-            tokio::spawn(async move {
-                let mut rng = ChaCha8Rng::seed_from_u64(100 + i as u64);
-                for _ in 0..60 {
-                    let op = random_edit(&mut rng, ed.ot.len_chars());
-                    ed.edit(op).await;
-                    let pause = rng.gen_range(0..6);
-                    ed.pump(Duration::from_millis(pause)).await;
-                }
-                ed.settle().await;
-                ed
-            })
-        })
-        .collect();
-    let mut editors = Vec::new();
-    for t in tasks {
-        editors.push(t.await.unwrap());
-    }
+    let mut editors = type_concurrently(editors, 100, 60, 6).await;
     let (content, version) = servers[0].document(doc).await;
     // Edits made while an op is in flight compose into one commit.
     assert!(version >= 30, "only {version} commits");

@@ -16,7 +16,7 @@ use tandem::doc::Record;
 use tandem::ot::splice;
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
-use tandem::store::{DocPersist, Store};
+use tandem::store::{DocPersist, Documents, Store};
 
 fn rec(version: u64, op: tandem::ot::Operation, client: &str, seq: u64) -> Arc<Record> {
     Arc::new(Record {

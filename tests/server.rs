@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{random_edit, Editor, TestServer, Ws, TIMEOUT};
+use common::{random_edit, type_concurrently, Editor, TestServer, Ws, TIMEOUT};
 use futures_util::SinkExt;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use tandem::ot::splice;
@@ -21,27 +21,7 @@ async fn eight_clients_typing_concurrently_converge() {
     for i in 0..8 {
         editors.push(Editor::join(&server, doc, &format!("user{i}"), None).await);
     }
-    let tasks: Vec<_> = editors
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut ed)| {
-            tokio::spawn(async move {
-                let mut rng = ChaCha8Rng::seed_from_u64(42 + i as u64);
-                for _ in 0..80 {
-                    let op = random_edit(&mut rng, ed.ot.len_chars());
-                    ed.edit(op).await;
-                    let pause = rng.gen_range(0..8);
-                    ed.pump(Duration::from_millis(pause)).await;
-                }
-                ed.settle().await;
-                ed
-            })
-        })
-        .collect();
-    let mut editors = Vec::new();
-    for t in tasks {
-        editors.push(t.await.unwrap());
-    }
+    let mut editors = type_concurrently(editors, 42, 80, 8).await;
     let (content, version) = server.document(doc).await;
     assert!(version >= 8 * 10, "only {version} commits");
     assert!(

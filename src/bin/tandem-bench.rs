@@ -114,6 +114,18 @@ fn insert_op(doc_len: usize) -> Operation {
     splice(doc_len, doc_len, 0, "x")
 }
 
+/// The `i`th commit of one client appending to a document at version `i`.
+fn nth_commit(i: usize) -> CommitRequest {
+    CommitRequest {
+        base: i as u64,
+        op: insert_op(i),
+        user: "bench".into(),
+        client: "c".into(),
+        seq: i as u64 + 1,
+        time: 0,
+    }
+}
+
 async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Value> {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -133,14 +145,7 @@ async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Val
     let mut lat = Vec::with_capacity(ops);
     let start = Instant::now();
     for i in 0..ops {
-        let req = CommitRequest {
-            base: i as u64,
-            op: insert_op(i),
-            user: "bench".into(),
-            client: "c".into(),
-            seq: i as u64 + 1,
-            time: 0,
-        };
+        let req = nth_commit(i);
         let t = Instant::now();
         match backend.commit_raw("hot", req).await.unwrap() {
             CommitOutcome::Committed(_) => {}
@@ -171,14 +176,7 @@ async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Val
             let doc = format!("d{d}");
             let mut lat = Vec::with_capacity(per);
             for i in 0..per {
-                let req = CommitRequest {
-                    base: i as u64,
-                    op: insert_op(i),
-                    user: "bench".into(),
-                    client: "c".into(),
-                    seq: i as u64 + 1,
-                    time: 0,
-                };
+                let req = nth_commit(i);
                 let t = Instant::now();
                 b.commit_raw(&doc, req).await.unwrap();
                 lat.push(t.elapsed().as_secs_f64() * 1e6);

@@ -1,6 +1,7 @@
-//! Users, document metadata and members: the same SQL on SQLite and
-//! PostgreSQL (placeholders `$1..$n`, numbered in order of appearance, which
-//! both accept), written once in [`impl_accounts!`] and expanded per backend.
+//! Queries that are the same on SQLite and PostgreSQL — users, document
+//! metadata, members, and reading snapshots and the journal — written once
+//! in [`impl_accounts!`] and expanded per backend (placeholders `$1..$n`,
+//! numbered in order of appearance, which both accept).
 
 use async_trait::async_trait;
 
@@ -81,9 +82,110 @@ pub trait Accounts: Send + Sync {
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
 }
 
-/// Implements [`Accounts`] for a store type with a `pool` field.
+/// Reads of documents' durable state.
+#[async_trait]
+pub trait Documents: Send + Sync {
+    /// Create the document (empty, version 0, no owner) unless it exists.
+    async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// The newest snapshot, or `None` if there is no such document.
+    async fn load(&self, doc: &str) -> Result<Option<super::Snapshot>, StoreError>;
+    /// Journal records with version > `after`, oldest first, at most `limit`.
+    async fn journal_after(
+        &self,
+        doc: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::doc::Record>, StoreError>;
+}
+
+/// Implements [`Accounts`] and [`Documents`] for a store type with a `pool`
+/// field. Reads retry transient connection errors.
 macro_rules! impl_accounts {
     ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::accounts::Documents for $store {
+            async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), $crate::store::StoreError> {
+                $crate::store::retry(|| {
+                    sqlx::query(
+                        "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(doc)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                })
+                .await?;
+                Ok(())
+            }
+
+            async fn load(&self, doc: &str) -> Result<Option<$crate::store::Snapshot>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = $crate::store::retry(|| {
+                    sqlx::query("SELECT snapshot_version, snapshot_content FROM documents WHERE id = $1")
+                        .bind(doc)
+                        .fetch_optional(&self.pool)
+                })
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let clients = $crate::store::retry(|| {
+                    sqlx::query("SELECT client, seq, version FROM client_seqs WHERE document_id = $1")
+                        .bind(doc)
+                        .fetch_all(&self.pool)
+                })
+                .await?
+                .into_iter()
+                .map(|r| $crate::bus::ClientSeq {
+                    client: r.get("client"),
+                    seq: r.get::<i64, _>("seq") as u64,
+                    version: r.get::<i64, _>("version") as u64,
+                })
+                .collect();
+                Ok(Some($crate::store::Snapshot {
+                    version: row.get::<i64, _>("snapshot_version") as u64,
+                    content: row.get("snapshot_content"),
+                    clients,
+                }))
+            }
+
+            async fn journal_after(
+                &self,
+                doc: &str,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<$crate::doc::Record>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let after = i64::try_from(after).unwrap_or(i64::MAX);
+                let rows = $crate::store::retry(|| {
+                    sqlx::query(
+                        "SELECT version, op, user_id, client, seq, committed_at FROM op_journal \
+                         WHERE document_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+                    )
+                    .bind(doc)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                })
+                .await?;
+                let corrupt = |e: String| $crate::store::StoreError::Corrupt(e);
+                rows.into_iter()
+                    .map(|r| {
+                        let op: String = r.get("op");
+                        let wire = $crate::doc::RecordWire {
+                            version: r.get::<i64, _>("version") as u64,
+                            op: serde_json::from_str(&op).map_err(|e| corrupt(e.to_string()))?,
+                            user: r.get("user_id"),
+                            client: r.get("client"),
+                            seq: r.get::<i64, _>("seq") as u64,
+                            time: r.get("committed_at"),
+                        };
+                        $crate::doc::Record::from_wire(wire).map_err(|e| corrupt(e.to_string()))
+                    })
+                    .collect()
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::accounts::Accounts for $store {
             async fn create_user(

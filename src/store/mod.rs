@@ -11,11 +11,14 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::bus::ClientSeq;
 use crate::doc::Record;
+
+pub use accounts::{Accounts, Documents};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,22 +49,41 @@ pub struct DocPersist {
 }
 
 #[async_trait]
-pub trait Store: accounts::Accounts + Send + Sync + 'static {
-    /// Create the document (empty, version 0) unless it exists.
-    async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
-    /// The newest snapshot, or `None` if there is no such document.
-    async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError>;
-    /// Journal records with version > `after`, oldest first, at most `limit`.
-    async fn journal_after(
-        &self,
-        doc: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<Record>, StoreError>;
+pub trait Store: accounts::Accounts + accounts::Documents + Send + Sync + 'static {
     /// Write a batch in one transaction: journal rows (idempotent), client
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;
     async fn close(&self);
     /// The database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Errors worth retrying: the connection or the pool, not the query.
+pub(crate) fn transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")))
+}
+
+/// Run a read up to three times on transient errors.
+pub(crate) async fn retry<T, F, Fut>(mut f: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..2 {
+        match f().await {
+            Err(e) if transient(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 3;
+            }
+            r => return r,
+        }
+    }
+    f().await
 }

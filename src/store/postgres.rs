@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::Row;
 
-use super::{DocPersist, Snapshot, Store, StoreError};
-use crate::bus::ClientSeq;
-use crate::doc::{Record, RecordWire};
+use super::{DocPersist, Store, StoreError};
 
 /// Pool and timeout settings.
 #[derive(Clone, Debug)]
@@ -27,36 +24,6 @@ pub struct PgStore {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Errors worth retrying: the connection or the pool, not the query.
-fn transient(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Protocol(_)
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")))
-}
-
-/// Run a read up to three times on transient errors.
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for _ in 0..2 {
-        match f().await {
-            Err(e) if transient(&e) => {
-                tokio::time::sleep(delay).await;
-                delay *= 3;
-            }
-            r => return r,
-        }
-    }
-    f().await
 }
 
 impl PgStore {
@@ -78,83 +45,6 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError> {
-        retry(|| {
-            sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(doc)
-            .bind(now_ms)
-            .execute(&self.pool)
-        })
-        .await?;
-        Ok(())
-    }
-
-    async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError> {
-        let row = retry(|| {
-            sqlx::query("SELECT snapshot_version, snapshot_content FROM documents WHERE id = $1")
-                .bind(doc)
-                .fetch_optional(&self.pool)
-        })
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let clients = retry(|| {
-            sqlx::query("SELECT client, seq, version FROM client_seqs WHERE document_id = $1")
-                .bind(doc)
-                .fetch_all(&self.pool)
-        })
-        .await?
-        .into_iter()
-        .map(|r| ClientSeq {
-            client: r.get("client"),
-            seq: r.get::<i64, _>("seq") as u64,
-            version: r.get::<i64, _>("version") as u64,
-        })
-        .collect();
-        Ok(Some(Snapshot {
-            version: row.get::<i64, _>("snapshot_version") as u64,
-            content: row.get("snapshot_content"),
-            clients,
-        }))
-    }
-
-    async fn journal_after(
-        &self,
-        doc: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<Record>, StoreError> {
-        let rows = retry(|| {
-            sqlx::query(
-                "SELECT version, op, user_id, client, seq, committed_at FROM op_journal \
-                 WHERE document_id = $1 AND version > $2 ORDER BY version LIMIT $3",
-            )
-            .bind(doc)
-            .bind(to_i64(after))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-        })
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let op: String = r.get("op");
-                let wire = RecordWire {
-                    version: r.get::<i64, _>("version") as u64,
-                    op: serde_json::from_str(&op)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    user: r.get("user_id"),
-                    client: r.get("client"),
-                    seq: r.get::<i64, _>("seq") as u64,
-                    time: r.get("committed_at"),
-                };
-                Record::from_wire(wire).map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
-    }
-
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // Documents deleted meanwhile are skipped, not an error for the batch.

@@ -10,9 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::{DocPersist, Snapshot, Store, StoreError};
-use crate::bus::ClientSeq;
-use crate::doc::{Record, RecordWire};
+use super::{DocPersist, Store, StoreError};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -48,76 +46,6 @@ fn to_i64(v: u64) -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO documents (id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING")
-            .bind(doc)
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError> {
-        let Some(row) =
-            sqlx::query("SELECT snapshot_version, snapshot_content FROM documents WHERE id = ?")
-                .bind(doc)
-                .fetch_optional(&self.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let clients =
-            sqlx::query("SELECT client, seq, version FROM client_seqs WHERE document_id = ?")
-                .bind(doc)
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|r| ClientSeq {
-                    client: r.get("client"),
-                    seq: r.get::<i64, _>("seq") as u64,
-                    version: r.get::<i64, _>("version") as u64,
-                })
-                .collect();
-        Ok(Some(Snapshot {
-            version: row.get::<i64, _>("snapshot_version") as u64,
-            content: row.get("snapshot_content"),
-            clients,
-        }))
-    }
-
-    async fn journal_after(
-        &self,
-        doc: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT version, op, user_id, client, seq, committed_at FROM op_journal \
-             WHERE document_id = ? AND version > ? ORDER BY version LIMIT ?",
-        )
-        .bind(doc)
-        .bind(to_i64(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let op: String = r.get("op");
-                let wire = RecordWire {
-                    version: r.get::<i64, _>("version") as u64,
-                    op: serde_json::from_str(&op)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    user: r.get("user_id"),
-                    client: r.get("client"),
-                    seq: r.get::<i64, _>("seq") as u64,
-                    time: r.get("committed_at"),
-                };
-                Record::from_wire(wire).map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
-    }
-
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // Documents deleted meanwhile are skipped, not an error for the batch.

@@ -830,3 +830,37 @@ impl Drop for NginxServer {
         }
     }
 }
+
+/// Each editor, concurrently, makes `edits` random edits (with emoji),
+/// pausing up to `max_pause_ms` between them while handling what arrives,
+/// then waits until nothing is pending. Seeded per editor.
+pub async fn type_concurrently(
+    editors: Vec<Editor>,
+    seed: u64,
+    edits: usize,
+    max_pause_ms: u64,
+) -> Vec<Editor> {
+    use rand::{Rng, SeedableRng};
+    let tasks: Vec<_> = editors
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ed)| {
+            tokio::spawn(async move {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + i as u64);
+                for _ in 0..edits {
+                    let op = random_edit(&mut rng, ed.ot.len_chars());
+                    ed.edit(op).await;
+                    let pause = rng.gen_range(0..max_pause_ms);
+                    ed.pump(Duration::from_millis(pause)).await;
+                }
+                ed.settle().await;
+                ed
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
