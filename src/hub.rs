@@ -128,12 +128,14 @@ enum Cmd {
 /// An edit submitted over HTTP: `op` on `version`, or (with `replace`) the
 /// whole content replaced by one diff op on the head.
 struct HttpOp {
+    /// One id per HTTP edit, kept across retries so a retry is deduplicated.
+    client: String,
     user: String,
     role: Role,
     version: u64,
     op: Operation,
     replace: Option<String>,
-    reply: oneshot::Sender<Result<u64, Refusal>>,
+    reply: oneshot::Sender<Result<Result<u64, Refusal>, HubError>>,
 }
 
 /// Why an edit was refused; the message is safe to show.
@@ -159,7 +161,7 @@ enum Reply {
         client: String,
         user: String,
         role: Role,
-        reply: oneshot::Sender<Result<u64, Refusal>>,
+        reply: oneshot::Sender<Result<Result<u64, Refusal>, HubError>>,
     },
 }
 
@@ -174,10 +176,7 @@ impl Cmd {
             Cmd::Join(_, reply) => drop(reply.send(Err(e))),
             Cmd::View(reply) => drop(reply.send(Err(e))),
             Cmd::Users(reply) => drop(reply.send(Err(e))),
-            Cmd::HttpOp(h) => drop(h.reply.send(Err(Refusal::new(
-                ErrorCode::Internal,
-                "document unavailable",
-            )))),
+            Cmd::HttpOp(h) => drop(h.reply.send(Err(e))),
             Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } => {}
         }
     }
@@ -392,20 +391,19 @@ impl Hub {
         op: Operation,
         replace: Option<String>,
     ) -> Result<Result<u64, Refusal>, HubError> {
-        let tx = self.doc_sender(doc)?;
-        let (rtx, rrx) = oneshot::channel();
-        let cmd = HttpOp {
-            user: user.to_owned(),
-            role,
-            version,
-            op,
-            replace,
-            reply: rtx,
-        };
-        tx.send(Cmd::HttpOp(Box::new(cmd)))
-            .await
-            .map_err(|_| HubError::Gone)?;
-        rrx.await.map_err(|_| HubError::Gone)
+        let client = format!("http-{}", uuid::Uuid::new_v4().simple());
+        self.ask(doc, |reply| {
+            Cmd::HttpOp(Box::new(HttpOp {
+                client: client.clone(),
+                user: user.to_owned(),
+                role,
+                version,
+                op: op.clone(),
+                replace: replace.clone(),
+                reply,
+            }))
+        })
+        .await
     }
 
     /// Tell every instance that `user`'s access changed (`None`: revoked;
@@ -1157,6 +1155,7 @@ impl DocTask {
             } => self.op(Reply::Conn(conn), version, seq, op).await?,
             Cmd::HttpOp(h) => {
                 let HttpOp {
+                    client,
                     user,
                     role,
                     version,
@@ -1165,7 +1164,6 @@ impl DocTask {
                     reply,
                 } = *h;
                 // Each HTTP edit is its own client with one op (seq 1).
-                let client = format!("http-{}", uuid::Uuid::new_v4().simple());
                 let (version, op) = match replace {
                     Some(content) => (
                         self.state.version(),
@@ -1487,7 +1485,7 @@ impl DocTask {
                     self.ingest(rec).await?;
                     // A socket got its ack in the fan-out, in order.
                     if let Reply::Http { reply, .. } = reply {
-                        let _ = reply.send(Ok(version));
+                        let _ = reply.send(Ok(Ok(version)));
                     }
                     return Ok(());
                 }
@@ -1539,7 +1537,7 @@ impl DocTask {
                     metrics::counter!("tandem_refusals_total", "code" => r.code.as_str())
                         .increment(1);
                 }
-                let _ = reply.send(result);
+                let _ = reply.send(Ok(result));
             }
         }
     }
