@@ -120,6 +120,8 @@ enum Cmd {
         anchor: Option<u64>,
         head: Option<u64>,
     },
+    /// `undo` / `redo` from a socket.
+    History(u64),
     View(oneshot::Sender<Result<DocView, HubError>>),
     Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
     HttpOp(Box<HttpOp>),
@@ -177,7 +179,7 @@ impl Cmd {
             Cmd::View(reply) => drop(reply.send(Err(e))),
             Cmd::Users(reply) => drop(reply.send(Err(e))),
             Cmd::HttpOp(h) => drop(h.reply.send(Err(e))),
-            Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } => {}
+            Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } | Cmd::History(_) => {}
         }
     }
 }
@@ -481,6 +483,14 @@ impl Connection {
             head,
         };
         self.tx.send(cmd).await.map_err(|_| HubError::Gone)
+    }
+
+    /// `undo` or `redo`.
+    pub async fn history(&self) -> Result<(), HubError> {
+        self.tx
+            .send(Cmd::History(self.id))
+            .await
+            .map_err(|_| HubError::Gone)
     }
 
     pub async fn leave(mut self) {
@@ -1185,6 +1195,18 @@ impl DocTask {
                 anchor,
                 head,
             } => self.cursor(conn, version, anchor, head),
+            Cmd::History(conn) => {
+                // Authorised like an edit; server-side undo is not built yet.
+                let (code, m) = match self.conns.iter().find(|c| c.id == conn) {
+                    Some(c) if !c.role.can_edit() => (ErrorCode::Forbidden, "viewers cannot edit"),
+                    Some(_) => (
+                        ErrorCode::BadMessage,
+                        "undo/redo are not available on this server yet",
+                    ),
+                    None => return Ok(()),
+                };
+                self.send_to(conn, error_msg(code, m, None));
+            }
             Cmd::View(reply) => {
                 let _ = reply.send(Ok(DocView {
                     content: self.state.content(),

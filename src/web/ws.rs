@@ -274,13 +274,7 @@ impl Session {
                 }
                 self.conn.cursor(version, anchor, head).await
             }
-            ClientMessage::Undo {} | ClientMessage::Redo {} => {
-                return Some(error_msg(
-                    ErrorCode::BadMessage,
-                    "undo/redo are not available on this server yet",
-                    None,
-                ));
-            }
+            ClientMessage::Undo {} | ClientMessage::Redo {} => self.conn.history().await,
             ClientMessage::Ping {} => {
                 return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
             }
