@@ -186,8 +186,10 @@ impl Cmd {
 
 /// Capacity of each document task's inbox.
 const INBOX: usize = 1024;
-/// Rebase-and-retry rounds when another instance commits first.
-const MAX_COMMIT_RETRIES: usize = 16;
+/// Rebase-and-retry rounds when another instance commits first. From the
+/// third round on, a short random pause breaks lockstep between instances
+/// racing on one hot document (otherwise the busiest one can starve).
+const MAX_COMMIT_RETRIES: usize = 64;
 /// Told to a client whose edit could not be committed (backend outage).
 const UNAVAILABLE: &str = "the edit could not be committed right now; keep it and resend it";
 
@@ -1451,6 +1453,28 @@ impl DocTask {
         for attempt in 0..MAX_COMMIT_RETRIES {
             if attempt > 0 {
                 metrics::counter!("tandem_commit_retries_total").increment(1);
+            }
+            if attempt >= 2 {
+                let max_us = 200 * attempt as u64;
+                let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=max_us);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+                // Others committed meanwhile: catch up before trying again.
+                let head = self.state.version();
+                self.refill().await?;
+                if self.state.version() > head {
+                    op = match self.state.rebase(head, op) {
+                        Ok(op) => op,
+                        Err(e) => {
+                            warn!(error = %e, "rebase after a pause failed");
+                            self.answer(
+                                reply,
+                                seq,
+                                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+                            );
+                            return Ok(());
+                        }
+                    };
+                }
             }
             if op.target_len() > self.hub.settings.max_doc_chars && op.target_len() > op.base_len()
             {

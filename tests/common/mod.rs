@@ -327,10 +327,23 @@ impl Editor {
         }
     }
 
-    /// Apply one server message to the OT client; panics on `error`.
+    /// Apply one server message to the OT client. As the contract asks of
+    /// a client, an op refused with `internal` (not committed: backend
+    /// trouble or contention) or `rate_limited` is kept and resent; any
+    /// other refusal fails the test.
     pub async fn handle(&mut self, m: &Value) {
-        if let Err(e) = self.try_handle(m).await {
-            panic!("server refused: {e}");
+        match self.try_handle(m).await {
+            Ok(()) => {}
+            Err(e)
+                if (e["code"] == "internal" || e["code"] == "rate_limited")
+                    && e["seq"].as_u64() == self.ot.inflight_seq() =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(out) = self.ot.resend() {
+                    self.send_op(&out).await;
+                }
+            }
+            Err(e) => panic!("server refused: {e}"),
         }
     }
 
