@@ -3,6 +3,7 @@
 //! speaks protocol v1 through the pure OT client.
 #![allow(dead_code)]
 
+pub mod traces;
 pub mod typist;
 
 use std::io::{BufRead, BufReader};
