@@ -96,6 +96,10 @@ pub trait Documents: Send + Sync {
         after: u64,
         limit: u32,
     ) -> Result<Vec<crate::doc::Record>, StoreError>;
+    /// The database answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Close the pool (shutdown).
+    async fn close(&self);
 }
 
 /// Implements [`Accounts`] and [`Documents`] for a store type with a `pool`
@@ -183,6 +187,15 @@ macro_rules! impl_accounts {
                         $crate::doc::Record::from_wire(wire).map_err(|e| corrupt(e.to_string()))
                     })
                     .collect()
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
             }
         }
 

@@ -53,9 +53,6 @@ pub trait Store: accounts::Accounts + accounts::Documents + Send + Sync + 'stati
     /// Write a batch in one transaction: journal rows (idempotent), client
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;
-    async fn close(&self);
-    /// The database answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Errors worth retrying: the connection or the pool, not the query.

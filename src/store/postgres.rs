@@ -110,15 +110,6 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(())
     }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 super::accounts::impl_accounts!(PgStore);

@@ -117,15 +117,6 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 super::accounts::impl_accounts!(SqliteStore);
