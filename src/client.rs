@@ -150,17 +150,4 @@ impl OtClient {
         self.version = version;
         Ok(None)
     }
-
-    /// Transform a local caret index through pending local ops is not needed
-    /// server-side; this maps a remote caret at the server version to local text.
-    pub fn remote_index_to_local(&self, index: usize) -> usize {
-        let mut i = index;
-        if let Some((_, op)) = &self.inflight {
-            i = op.transform_index(i);
-        }
-        if let Some(op) = &self.buffer {
-            i = op.transform_index(i);
-        }
-        i
-    }
 }

@@ -536,8 +536,12 @@ fn text(msg: ServerMessage<'_>) -> Outbound {
 
 /// A refusal, counted by code.
 pub fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
-    metrics::counter!("tandem_refusals_total", "code" => code.as_str()).increment(1);
+    count_refusal(code);
     text(ServerMessage::Error { code, message, seq })
+}
+
+fn count_refusal(code: ErrorCode) {
+    metrics::counter!("tandem_refusals_total", "code" => code.as_str()).increment(1);
 }
 
 fn user_of(p: &Presence) -> UserInfo {
@@ -1449,6 +1453,9 @@ impl DocTask {
                 return Ok(());
             }
         };
+        // The version `op` applies to; when the document moves past it
+        // (missed commits, or a pause), the op is rebased once, here.
+        let mut based_on = self.state.version();
         let mut reseeded = false;
         for attempt in 0..MAX_COMMIT_RETRIES {
             if attempt > 0 {
@@ -1459,22 +1466,22 @@ impl DocTask {
                 let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=max_us);
                 tokio::time::sleep(Duration::from_micros(pause)).await;
                 // Others committed meanwhile: catch up before trying again.
-                let head = self.state.version();
                 self.refill().await?;
-                if self.state.version() > head {
-                    op = match self.state.rebase(head, op) {
-                        Ok(op) => op,
-                        Err(e) => {
-                            warn!(error = %e, "rebase after a pause failed");
-                            self.answer(
-                                reply,
-                                seq,
-                                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
-                            );
-                            return Ok(());
-                        }
-                    };
-                }
+            }
+            if self.state.version() > based_on {
+                op = match self.state.rebase(based_on, op) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        warn!(error = %e, "rebase onto newer commits failed");
+                        self.answer(
+                            reply,
+                            seq,
+                            Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
+                        );
+                        return Ok(());
+                    }
+                };
+                based_on = self.state.version();
             }
             if op.target_len() > self.hub.settings.max_doc_chars && op.target_len() > op.base_len()
             {
@@ -1486,9 +1493,8 @@ impl DocTask {
                 self.answer(reply, seq, Err(Refusal::new(ErrorCode::DocTooLarge, &m)));
                 return Ok(());
             }
-            let head = self.state.version();
             let req = CommitRequest {
-                base: head,
+                base: based_on,
                 op: op.clone(),
                 user: user.clone(),
                 client: client.clone(),
@@ -1539,22 +1545,10 @@ impl DocTask {
                     return self.ack_duplicate(reply, &client, seq, version).await;
                 }
                 CommitOutcome::Stale { missed } => {
+                    // Rebased at the top of the next round.
                     for r in missed {
                         self.ingest(r).await?;
                     }
-                    // Rebase from our previous head to the new one.
-                    op = match self.state.rebase(head, op) {
-                        Ok(op) => op,
-                        Err(e) => {
-                            warn!(error = %e, "rebase after a stale commit failed");
-                            self.answer(
-                                reply,
-                                seq,
-                                Err(Refusal::new(ErrorCode::Internal, UNAVAILABLE)),
-                            );
-                            return Ok(());
-                        }
-                    };
                 }
             }
         }
@@ -1580,8 +1574,7 @@ impl DocTask {
             }
             Reply::Http { reply, .. } => {
                 if let Err(r) = &result {
-                    metrics::counter!("tandem_refusals_total", "code" => r.code.as_str())
-                        .increment(1);
+                    count_refusal(r.code);
                 }
                 let _ = reply.send(Ok(result));
             }

@@ -158,10 +158,6 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Fatal codes close the connection after the error is sent.
-    pub fn is_fatal(self) -> bool {
-        matches!(self, ErrorCode::Unauthorized)
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadMessage => "bad_message",

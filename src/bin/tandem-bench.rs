@@ -147,7 +147,7 @@ async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Val
     for i in 0..ops {
         let req = nth_commit(i);
         let t = Instant::now();
-        match backend.commit_raw("hot", req).await.unwrap() {
+        match backend.commit("hot", req).await.unwrap() {
             CommitOutcome::Committed(_) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -178,7 +178,7 @@ async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Val
             for i in 0..per {
                 let req = nth_commit(i);
                 let t = Instant::now();
-                b.commit_raw(&doc, req).await.unwrap();
+                b.commit(&doc, req).await.unwrap();
                 lat.push(t.elapsed().as_secs_f64() * 1e6);
             }
             lat

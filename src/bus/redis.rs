@@ -210,15 +210,6 @@ impl RedisBackend {
             cursor = next;
         }
     }
-
-    /// The commit script alone, for benchmarks: returns the committed version.
-    pub async fn commit_raw(
-        &self,
-        doc: &str,
-        req: CommitRequest,
-    ) -> Result<CommitOutcome, BusError> {
-        Sequencer::commit(self, doc, req).await
-    }
 }
 
 #[async_trait]
