@@ -1659,10 +1659,15 @@ impl DocTask {
             instance: self.hub.settings.instance_id.clone(),
             cursor: cursor.clone(),
         });
+        self.keep_cursor(cursor);
+    }
+
+    /// Remember a caret for later joiners; a null one is a removal.
+    fn keep_cursor(&mut self, cursor: CursorInfo) {
         if cursor.anchor.is_none() {
-            self.cursors.remove(&client);
+            self.cursors.remove(&cursor.client);
         } else {
-            self.cursors.insert(client, cursor);
+            self.cursors.insert(cursor.client.clone(), cursor);
         }
     }
 
@@ -1726,12 +1731,8 @@ impl DocTask {
             }
             BusEvent::Left { instance, presence } if instance != me => self.remote_left(presence),
             BusEvent::Cursor { instance, cursor } if instance != me => {
-                if cursor.anchor.is_none() {
-                    self.cursors.remove(&cursor.client);
-                } else {
-                    self.cursors.insert(cursor.client.clone(), cursor.clone());
-                }
                 self.broadcast(None, text(ServerMessage::Cursor(cursor)));
+                self.keep_cursor(cursor.clone());
             }
             _ => {}
         }

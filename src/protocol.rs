@@ -208,6 +208,11 @@ pub fn color_for(user_id: &str) -> String {
     format!("#{:02x}{:02x}{:02x}", to(r), to(g), to(b))
 }
 
+/// Display names: 1–100 characters, not all blank, no control characters.
+pub fn valid_name(n: &str) -> bool {
+    !n.trim().is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control)
+}
+
 /// Ids (document, client, user) on the wire: 1–64 chars of `[A-Za-z0-9_.:@-]`.
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()

@@ -19,7 +19,7 @@ use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, ver
 use crate::hub::{now_ms, AccessChange};
 use crate::limits::TokenBucket;
 use crate::ot::{splice, Operation};
-use crate::protocol::{color_for, Presence, Role};
+use crate::protocol::{color_for, valid_name, Presence, Role};
 use crate::store::accounts::UserRow;
 
 #[derive(OpenApi)]
@@ -148,10 +148,6 @@ fn user_out(u: &UserRow) -> UserOut {
         name: u.name.clone(),
         color: color_for(&u.id),
     }
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.trim().is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control)
 }
 
 /// Create an account.

@@ -21,7 +21,7 @@ use crate::hub::{close, error_msg, Connection, JoinRequest, Outbound};
 use crate::limits::TokenBucket;
 use crate::ot::{OpError, Operation};
 use crate::protocol::{
-    parse_client, valid_id, ClientMessage, ErrorCode, Role, ServerMessage, UserInfo,
+    parse_client, valid_id, valid_name, ClientMessage, ErrorCode, Role, ServerMessage, UserInfo,
 };
 
 #[derive(Debug, Deserialize)]
@@ -50,11 +50,7 @@ pub async fn upgrade(
     if !origin_allowed(&state, &headers) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
-    if !valid_id(&doc) {
-        return Err(ApiError::BadRequest(
-            "document ids are 1-64 characters of [A-Za-z0-9_.:@-]".into(),
-        ));
-    }
+    // The document id is checked by `role_for` below, on every path.
     let who = identify(&state, &headers, q.token.as_deref())?;
     let client = match q.client {
         Some(c) if valid_id(&c) => c,
@@ -91,7 +87,7 @@ pub async fn upgrade(
                 ));
             }
             let name = q.name.as_deref().unwrap_or(user_id);
-            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            if !valid_name(name) {
                 return Err(ApiError::BadRequest(
                     "name must be 1-100 printable characters".into(),
                 ));
