@@ -1033,12 +1033,7 @@ impl DocTask {
     }
 
     fn leave_presence(&mut self, c: &Conn) {
-        self.cursors.remove(&c.client);
-        let msg = text(ServerMessage::UserLeft {
-            user: &c.user,
-            client: &c.client,
-        });
-        self.broadcast(None, msg);
+        self.announce_left(&c.user, &c.client);
         self.write_bus(BusWrite::PresenceRemove(self.entry(c)));
         self.publish(BusEvent::Left {
             instance: self.hub.settings.instance_id.clone(),
@@ -1138,13 +1133,14 @@ impl DocTask {
         if self.remote.remove(&p.client).is_none() {
             return;
         }
-        self.cursors.remove(&p.client);
-        let user = user_of(p);
-        let msg = text(ServerMessage::UserLeft {
-            user: &user,
-            client: &p.client,
-        });
-        self.broadcast(None, msg);
+        self.announce_left(&user_of(p), &p.client);
+    }
+
+    /// Someone (here or on another instance) left: forget their caret and
+    /// tell the local sockets.
+    fn announce_left(&mut self, user: &UserInfo, client: &str) {
+        self.cursors.remove(client);
+        self.broadcast(None, text(ServerMessage::UserLeft { user, client }));
     }
 
     fn sweep_closed(&mut self) {
