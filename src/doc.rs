@@ -85,28 +85,90 @@ pub enum ApplyOutcome {
     },
 }
 
+/// A bounded run of committed records ending at `head`, oldest first:
+/// `records[i].version == oldest() + i + 1`. Used by document state and by
+/// the in-process sequencer's op log.
+#[derive(Clone, Debug)]
+pub struct History {
+    head: u64,
+    records: VecDeque<Arc<Record>>,
+    cap: usize,
+}
+
+impl History {
+    /// Empty, at `head`, keeping at most `cap` records.
+    pub fn new(head: u64, cap: usize) -> Self {
+        Self {
+            head,
+            records: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The version just before the first record held.
+    pub fn oldest(&self) -> u64 {
+        self.head - self.records.len() as u64
+    }
+
+    /// Append the record following the head (`rec.version == head + 1`),
+    /// dropping the oldest beyond the cap.
+    pub fn push(&mut self, rec: Arc<Record>) {
+        debug_assert_eq!(rec.version, self.head + 1);
+        self.head = rec.version;
+        self.records.push_back(rec);
+        while self.records.len() > self.cap {
+            self.records.pop_front();
+        }
+    }
+
+    /// Records with version > `after`, if still held.
+    pub fn after(&self, after: u64) -> Option<impl DoubleEndedIterator<Item = &Arc<Record>>> {
+        if after < self.oldest() || after > self.head {
+            return None;
+        }
+        Some(self.records.iter().skip((after - self.oldest()) as usize))
+    }
+
+    /// The record that produced `version`, if held.
+    pub fn get(&self, version: u64) -> Option<&Arc<Record>> {
+        let i = version.checked_sub(self.oldest() + 1)?;
+        self.records.get(i as usize)
+    }
+
+    /// The version `(client, seq)` produced, if its record is still held.
+    pub fn version_of(&self, client: &str, seq: u64) -> Option<u64> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.client == client && r.seq == seq)
+            .map(|r| r.version)
+    }
+}
+
 /// Text, version and recent history of one document.
 #[derive(Debug)]
 pub struct DocState {
     text: Rope,
-    version: u64,
-    /// Committed records, oldest first; `history[i].version == oldest + i + 1`.
-    history: VecDeque<Arc<Record>>,
-    max_history: usize,
+    history: History,
 }
 
 impl DocState {
     pub fn new(content: &str, version: u64, max_history: usize) -> Self {
         Self {
             text: Rope::from_str(content),
-            version,
-            history: VecDeque::new(),
-            max_history: max_history.max(1),
+            history: History::new(version, max_history),
         }
     }
 
     pub fn version(&self) -> u64 {
-        self.version
+        self.history.head()
+    }
+    pub fn history(&self) -> &History {
+        &self.history
     }
     pub fn len_chars(&self) -> usize {
         self.text.len_chars()
@@ -119,7 +181,7 @@ impl DocState {
     }
     /// Oldest version an op may be based on (rebasable from history).
     pub fn oldest(&self) -> u64 {
-        self.version - self.history.len() as u64
+        self.history.oldest()
     }
 
     /// Committed records with version > `after`, if history still holds them.
@@ -127,15 +189,12 @@ impl DocState {
         &self,
         after: u64,
     ) -> Option<impl DoubleEndedIterator<Item = &Arc<Record>>> {
-        if after < self.oldest() || after > self.version {
-            return None;
-        }
-        Some(self.history.iter().skip((after - self.oldest()) as usize))
+        self.history.after(after)
     }
 
     /// Document length at version `v` (from history), if known.
     pub fn len_at(&self, v: u64) -> Option<usize> {
-        if v == self.version {
+        if v == self.version() {
             return Some(self.text.len_chars());
         }
         self.records_after(v)?.next().map(|r| r.op.base_len())
@@ -148,7 +207,7 @@ impl DocState {
         let out_of_range = RebaseError::OutOfRange {
             base,
             oldest: self.oldest(),
-            head: self.version,
+            head: self.version(),
         };
         let mut op = op;
         let records = self.records_after(base).ok_or(out_of_range)?;
@@ -167,18 +226,15 @@ impl DocState {
 
     /// Apply a committed record in version order.
     pub fn apply(&mut self, rec: Arc<Record>) -> Result<ApplyOutcome, OpError> {
-        if rec.version <= self.version {
+        let head = self.version();
+        if rec.version <= head {
             return Ok(ApplyOutcome::Old);
         }
-        if rec.version > self.version + 1 {
-            return Ok(ApplyOutcome::Gap { head: self.version });
+        if rec.version > head + 1 {
+            return Ok(ApplyOutcome::Gap { head });
         }
         rec.op.apply_rope(&mut self.text)?;
-        self.version = rec.version;
-        self.history.push_back(rec);
-        while self.history.len() > self.max_history {
-            self.history.pop_front();
-        }
+        self.history.push(rec);
         Ok(ApplyOutcome::Applied)
     }
 
@@ -206,6 +262,27 @@ mod tests {
             seq: version,
             time: 0,
         })
+    }
+
+    #[test]
+    fn history_keeps_a_bounded_tail_ending_at_head() {
+        let mut h = History::new(10, 3);
+        assert_eq!((h.oldest(), h.head()), (10, 10));
+        assert_eq!(h.after(10).map(|i| i.count()), Some(0));
+        for v in 11..=15 {
+            let mut r = (*rec(v, splice(0, 0, 0, "x"))).clone();
+            r.client = format!("c{v}");
+            h.push(Arc::new(r));
+        }
+        // capped at 3: versions 13..=15 held
+        assert_eq!((h.oldest(), h.head()), (12, 15));
+        assert!(h.after(11).is_none() && h.after(16).is_none());
+        let versions: Vec<u64> = h.after(13).unwrap().map(|r| r.version).collect();
+        assert_eq!(versions, [14, 15]);
+        assert_eq!(h.get(13).map(|r| r.version), Some(13));
+        assert!(h.get(12).is_none() && h.get(16).is_none());
+        assert_eq!(h.version_of("c14", 14), Some(14));
+        assert_eq!(h.version_of("c11", 11), None); // trimmed
     }
 
     #[test]

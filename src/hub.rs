@@ -1598,17 +1598,13 @@ impl DocTask {
             );
             return Ok(());
         }
-        let version = self.duplicate_version(client, seq).unwrap_or(version);
+        let version = self
+            .state
+            .history()
+            .version_of(client, seq)
+            .unwrap_or(version);
         self.answer(reply, seq, Ok(version));
         Ok(())
-    }
-
-    fn duplicate_version(&self, client: &str, seq: u64) -> Option<u64> {
-        self.state
-            .records_after(self.state.oldest())?
-            .rev()
-            .find(|r| r.client == client && r.seq == seq)
-            .map(|r| r.version)
     }
 
     fn cursor(&mut self, conn: u64, version: u64, anchor: Option<u64>, head: Option<u64>) {

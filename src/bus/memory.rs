@@ -2,7 +2,7 @@
 //! Same contract as the Redis implementations, so the document task cannot
 //! tell them apart. Must not import: axum, sqlx, redis.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use super::{
     Bus, BusError, BusEvent, CommitOutcome, CommitRequest, PresenceEntry, Seed, Sequencer,
     Subscription,
 };
-use crate::doc::Record;
+use crate::doc::{History, Record};
 
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -108,8 +108,7 @@ impl Bus for MemoryBus {
 }
 
 struct DocLog {
-    head: u64,
-    log: VecDeque<Arc<Record>>,
+    log: History,
     clients: HashMap<String, (u64, u64)>,
 }
 
@@ -136,17 +135,7 @@ impl MemorySequencer {
 }
 
 fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
-    let oldest = d.head - d.log.len() as u64;
-    if after < oldest || after > d.head {
-        return None;
-    }
-    Some(
-        d.log
-            .iter()
-            .skip((after - oldest) as usize)
-            .cloned()
-            .collect(),
-    )
+    Some(d.log.after(after)?.cloned().collect())
 }
 
 #[async_trait]
@@ -154,8 +143,7 @@ impl Sequencer for MemorySequencer {
     async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
         let mut docs = self.lock();
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
-            head: seed.version,
-            log: VecDeque::new(),
+            log: History::new(seed.version, self.retain),
             clients: HashMap::new(),
         });
         for c in &seed.clients {
@@ -165,23 +153,15 @@ impl Sequencer for MemorySequencer {
             }
         }
         for r in &seed.records {
-            if r.version == d.head + 1 {
-                d.head = r.version;
-                d.log.push_back(r.clone());
-            } else if r.version <= d.head {
-                let oldest = d.head - d.log.len() as u64;
-                if r.version > oldest {
-                    let mine = &d.log[(r.version - oldest - 1) as usize];
-                    if (mine.client.as_str(), mine.seq) != (r.client.as_str(), r.seq) {
-                        return Err(BusError::SeedConflict);
-                    }
+            if r.version == d.log.head() + 1 {
+                d.log.push(r.clone());
+            } else if let Some(mine) = d.log.get(r.version) {
+                if (mine.client.as_str(), mine.seq) != (r.client.as_str(), r.seq) {
+                    return Err(BusError::SeedConflict);
                 }
             }
         }
-        while d.log.len() > self.retain {
-            d.log.pop_front();
-        }
-        Ok(d.head)
+        Ok(d.log.head())
     }
 
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
@@ -191,35 +171,26 @@ impl Sequencer for MemorySequencer {
             if req.seq <= seq {
                 // The exact version if the log still holds it, else the
                 // client's latest (with one op in flight, that is the one).
-                let exact = d
-                    .log
-                    .iter()
-                    .rev()
-                    .find(|r| r.client == req.client && r.seq == req.seq)
-                    .map_or(version, |r| r.version);
+                let exact = d.log.version_of(&req.client, req.seq).unwrap_or(version);
                 return Ok(CommitOutcome::Duplicate { version: exact });
             }
         }
-        if req.base != d.head {
+        if req.base != d.log.head() {
             let missed = records_after(d, req.base).ok_or_else(|| {
                 BusError::Unavailable(format!("base {} outside the op log", req.base))
             })?;
             return Ok(CommitOutcome::Stale { missed });
         }
         let rec = Arc::new(Record {
-            version: d.head + 1,
+            version: d.log.head() + 1,
             op: req.op,
             user: req.user,
             client: req.client,
             seq: req.seq,
             time: req.time,
         });
-        d.head = rec.version;
         d.clients.insert(rec.client.clone(), (rec.seq, rec.version));
-        d.log.push_back(rec.clone());
-        while d.log.len() > self.retain {
-            d.log.pop_front();
-        }
+        d.log.push(rec.clone());
         self.bus.send(doc, BusEvent::Committed(rec.clone()));
         Ok(CommitOutcome::Committed(rec))
     }
