@@ -1688,12 +1688,20 @@ impl DocTask {
                     .collect();
                 match role {
                     Some(role) => {
+                        let mut told = Vec::new();
                         for c in self
                             .conns
                             .iter_mut()
                             .filter(|c| &c.user.id == user && c.role != Role::Owner)
                         {
+                            if c.role != *role {
+                                told.push(c.id);
+                            }
                             c.role = *role;
+                        }
+                        let msg = text(ServerMessage::Role { role: *role });
+                        for id in told {
+                            self.send_to(id, msg.clone());
                         }
                     }
                     None => {

@@ -126,6 +126,11 @@ pub enum ServerMessage<'a> {
         client: &'a str,
     },
     Pong,
+    /// Extension: this connection's role changed (the owner shared or
+    /// unshared); a viewer's `op` is refused from now on.
+    Role {
+        role: Role,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,

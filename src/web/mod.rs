@@ -2,10 +2,11 @@
 //! mapping. Only this module touches axum.
 //!
 //! Owns: [`AppState`], [`app`] (the router, built the same way by `main` and
-//! tests), [`serve`]. Must not import: sqlx, redis (it reaches storage
+//! tests), [`serve`], and the embedded browser client (`assets`). Must not import: sqlx, redis (it reaches storage
 //! through the `Store` trait and documents through the hub).
 
 mod api;
+mod assets;
 pub mod error;
 mod identity;
 mod ws;
@@ -90,6 +91,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/ws/{id}", get(ws::upgrade))
+        .route("/", get(assets::page))
+        .route("/login", get(assets::page))
+        .route("/d/{id}", get(assets::page))
+        .route("/assets/{*path}", get(assets::asset))
         .merge(docs)
         // Spans name the path only: query strings may carry tokens.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

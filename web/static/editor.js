@@ -1,0 +1,355 @@
+// The editor page: CodeMirror 6 bound to a TandemClient. Converts between
+// CodeMirror's UTF-16 offsets and the protocol's code points at this edge, draws
+// remote carets and selections in each user's colour with a name label, shows
+// who is here and the connection state ("saved", "saving…", "offline — N edits
+// pending"), and turns read-only for viewers.
+import {
+  EditorState,
+  EditorView,
+  StateField,
+  StateEffect,
+  Annotation,
+  Transaction,
+  Compartment,
+  Decoration,
+  WidgetType,
+  keymap,
+  lineNumbers,
+  highlightActiveLine,
+  highlightActiveLineGutter,
+  drawSelection,
+  placeholder,
+  defaultKeymap,
+  history,
+  historyKeymap,
+  indentWithTab,
+} from "./vendor/codemirror.js";
+import { TandemClient, cpLength, cpToUtf16 } from "./tandem-client.js";
+
+const remote = Annotation.define();
+const setCursors = StateEffect.define();
+
+class CaretWidget extends WidgetType {
+  constructor(name, color) {
+    super();
+    this.name = name;
+    this.color = color;
+  }
+  eq(o) {
+    return o.name === this.name && o.color === this.color;
+  }
+  toDOM() {
+    const el = document.createElement("span");
+    el.className = "cm-remote-caret";
+    el.style.setProperty("--c", this.color);
+    const label = document.createElement("span");
+    label.className = "cm-remote-label";
+    label.textContent = this.name;
+    el.append(label);
+    return el;
+  }
+  ignoreEvent() {
+    return true;
+  }
+}
+
+// Remote carets, in UTF-16 offsets of the current document.
+const cursorField = StateField.define({
+  create: () => Decoration.none,
+  update(deco, tr) {
+    deco = deco.map(tr.changes);
+    for (const e of tr.effects) if (e.is(setCursors)) deco = e.value;
+    return deco;
+  },
+  provide: (f) => EditorView.decorations.from(f),
+});
+
+function cursorDecorations(doc, cursors) {
+  const ranges = [];
+  const len = doc.length;
+  for (const c of cursors) {
+    const a = Math.min(len, cpToUtf16(doc, c.anchor));
+    const hd = Math.min(len, cpToUtf16(doc, c.head));
+    const from = Math.min(a, hd);
+    const to = Math.max(a, hd);
+    if (from < to) {
+      ranges.push(Decoration.mark({ attributes: { style: `background-color: ${c.color}33`, "data-remote-selection": c.user } }).range(from, to));
+    }
+    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color), side: 1 }).range(hd));
+  }
+  return Decoration.set(ranges, true);
+}
+
+/** A CodeMirror transaction's changes as one code-point op on its start document. */
+function toOp(tr) {
+  const old = tr.startState.doc.toString();
+  const op = [];
+  let u = 0; // UTF-16 position in old
+  let cp = 0; // code points consumed
+  const retain = (n) => {
+    if (n <= 0) return;
+    if (typeof op[op.length - 1] === "number" && op[op.length - 1] > 0) op[op.length - 1] += n;
+    else op.push(n);
+  };
+  tr.changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
+    const keep = cpLength(old.slice(u, fromA));
+    retain(keep);
+    const del = cpLength(old.slice(fromA, toA));
+    const text = inserted.toString();
+    if (text) op.push(text);
+    if (del) op.push(-del);
+    cp += keep + del;
+    u = toA;
+  });
+  retain(cpLength(old) - cp);
+  return op;
+}
+
+/** A code-point op as CodeMirror changes on `doc` (all in `doc`'s coordinates). */
+function toChanges(doc, op) {
+  const changes = [];
+  let u = 0;
+  for (const c of op) {
+    if (typeof c === "string") changes.push({ from: u, insert: c });
+    else if (c > 0) u = cpToUtf16(doc, c, u);
+    else {
+      const to = cpToUtf16(doc, -c, u);
+      changes.push({ from: u, to });
+      u = to;
+    }
+  }
+  return changes;
+}
+
+function initials(name) {
+  const parts = String(name || "?").trim().split(/\s+/);
+  const chars = parts.length > 1 ? [parts[0], parts[parts.length - 1]] : [parts[0]];
+  return chars.map((p) => Array.from(p)[0] || "").join("").toUpperCase().slice(0, 4);
+}
+
+export function openEditor({ main, topSlot, id, h, api, session, go }) {
+  const status = h("span.status.saving", { "data-status": "connecting", text: "connecting…", role: "status" });
+  const presence = h("div.presence", { "aria-label": "People here" });
+  const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200 });
+  const back = h("a", { href: "/", "data-nav": true, text: "← Documents" });
+  topSlot.append(back, title, presence, status);
+  const banner = h("div.banner", { hidden: true, role: "alert" });
+  const host = h("div.editor-host");
+  const foot = h("div.foot", {}, h("span", { id: "doc-info" }), h("span.muted", { text: "Positions count code points; edits sync live." }));
+  main.append(h("section.editor-page", {}, banner, host, foot));
+
+  const editable = new Compartment();
+  let view = null;
+  let applyingRemote = false;
+  let closed = false;
+  let lastUsers = [];
+
+  const client = new TandemClient({
+    url: location.origin.replace(/^http/, "ws"),
+    document: id,
+    token: session.token,
+    clientId: tabClientId(id),
+  });
+
+  function showBanner(kind, text) {
+    banner.className = `banner ${kind}`;
+    banner.textContent = text;
+    banner.hidden = !text;
+  }
+
+  function setContent(content) {
+    if (!view) {
+      view = new EditorView({
+        parent: host,
+        state: EditorState.create({
+          doc: content,
+          extensions: [
+            lineNumbers(),
+            highlightActiveLineGutter(),
+            highlightActiveLine(),
+            drawSelection(),
+            history(),
+            EditorView.lineWrapping,
+            placeholder("Start typing…"),
+            keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
+            cursorField,
+            editable.of(editableExt(client.role)),
+            EditorView.updateListener.of(onUpdate),
+          ],
+        }),
+      });
+      view.focus();
+    } else {
+      applyingRemote = true;
+      view.dispatch({
+        changes: { from: 0, to: view.state.doc.length, insert: content },
+        annotations: [remote.of(true), Transaction.addToHistory.of(false)],
+      });
+      applyingRemote = false;
+    }
+    drawCursors();
+  }
+
+  function onUpdate(u) {
+    if (u.docChanged && !applyingRemote) {
+      for (const tr of u.transactions) {
+        if (!tr.docChanged || tr.annotation(remote)) continue;
+        client.edit(toOp(tr));
+      }
+    }
+    if ((u.selectionSet || u.docChanged) && !applyingRemote && client.role !== "viewer") {
+      const sel = u.state.selection.main;
+      const doc = u.state.doc;
+      const cp = (pos) => cpLength(doc.sliceString(0, pos));
+      client.setCursor(cp(sel.anchor), cp(sel.head));
+    }
+  }
+
+  function drawCursors() {
+    if (!view) return;
+    const doc = view.state.doc.toString();
+    view.dispatch({ effects: setCursors.of(cursorDecorations(doc, client.cursorList())) });
+  }
+
+  function editableExt(role) {
+    const ro = role === "viewer" || closed;
+    return [EditorState.readOnly.of(ro), EditorView.editable.of(!ro)];
+  }
+
+  function renderStatus({ state }) {
+    let cls;
+    let text;
+    const n = client.pendingEdits;
+    if (closed) {
+      cls = "closed";
+      text = "disconnected";
+    } else if (state === "online") {
+      cls = client.pending ? "saving" : "saved";
+      text = client.pending ? "saving…" : "saved";
+    } else if (state === "connecting" && !client.state) {
+      cls = "saving";
+      text = "connecting…";
+    } else {
+      cls = "offline";
+      text = n > 0 ? `offline — ${n} edit${n === 1 ? "" : "s"} pending` : "offline — reconnecting";
+    }
+    status.className = `status ${cls}`;
+    status.textContent = text;
+    status.dataset.status = cls;
+    status.dataset.pending = String(n);
+    showVersion();
+  }
+
+  function showVersion() {
+    if (client.state) document.getElementById("doc-info").textContent = `version ${client.version}`;
+  }
+
+  function renderUsers(users) {
+    lastUsers = users;
+    const me = client.user && client.user.id;
+    const seen = new Map();
+    for (const u of users) if (!seen.has(u.id)) seen.set(u.id, u);
+    presence.replaceChildren(
+      ...[...seen.values()].map((u) =>
+        h("span.avatar", {
+          style: `background:${u.color}`,
+          title: u.id === me ? `${u.name} (you)` : u.name,
+          "data-user": u.id,
+          text: initials(u.name),
+        }),
+      ),
+    );
+  }
+
+  client
+    .on("ready", ({ content }) => {
+      setContent(content);
+      showBanner(client.role === "viewer" ? "info" : "", client.role === "viewer" ? "You can view this document. Only its owner and editors can change it." : "");
+    })
+    .on("reset", ({ content }) => setContent(content))
+    .on("remote", ({ op }) => {
+      if (!view) return;
+      showVersion();
+      applyingRemote = true;
+      view.dispatch({
+        changes: toChanges(view.state.doc.toString(), op),
+        annotations: [remote.of(true), Transaction.addToHistory.of(false)],
+      });
+      applyingRemote = false;
+    })
+    .on("cursors", () => drawCursors())
+    .on("users", renderUsers)
+    .on("status", renderStatus)
+    .on("role", (role) => {
+      if (view) view.dispatch({ effects: editable.reconfigure(editableExt(role)) });
+      title.readOnly = role === "viewer";
+    })
+    .on("error", ({ code, message }) => {
+      if (code === "rate_limited" || code === "internal") return; // retried by the client
+      showBanner("bad", `The server refused a change (${code}): ${message}`);
+    })
+    .on("closed", ({ code, reason }) => {
+      closed = true;
+      if (view) view.dispatch({ effects: editable.reconfigure(editableExt("viewer")) });
+      const why =
+        code === 4001
+          ? "This document was opened in another tab with the same session; this tab stopped syncing."
+          : `You no longer have access to this document${reason ? ` (${reason})` : ""}. It may have been deleted or unshared.`;
+      showBanner("bad", why);
+      renderStatus({ state: "offline" });
+    });
+
+  api("GET", `/api/documents/${id}`)
+    .then((d) => {
+      title.value = d.title;
+      document.title = `${d.title} — Tandem`;
+      title.readOnly = d.role === "viewer";
+    })
+    .catch((e) => {
+      if (e.status === 404 || e.status === 403) {
+        closed = true;
+        showBanner("bad", e.status === 404 ? "This document does not exist (or was deleted)." : "You do not have access to this document. Ask its owner to share it with you.");
+        client.close();
+        renderStatus({ state: "offline" });
+      }
+    });
+
+  title.addEventListener("change", async () => {
+    try {
+      const d = await api("PUT", `/api/documents/${id}`, { title: title.value.trim() || "Untitled document" });
+      title.value = d.title;
+      document.title = `${d.title} — Tandem`;
+    } catch (e) {
+      showBanner("bad", e.message);
+    }
+  });
+
+  const beforeUnload = (e) => {
+    if (client.pending) {
+      e.preventDefault();
+      e.returnValue = "";
+    }
+  };
+  window.addEventListener("beforeunload", beforeUnload);
+  client.connect();
+  // For tests and debugging.
+  window.tandem = { client, get view() { return view; }, get users() { return lastUsers; } };
+
+  return () => {
+    window.removeEventListener("beforeunload", beforeUnload);
+    client.close();
+    if (view) view.destroy();
+  };
+}
+
+/** One client id per tab and document, kept across reloads of that tab. */
+function tabClientId(doc) {
+  const key = `tandem.client.${doc}`;
+  let id = sessionStorage.getItem(key);
+  if (!id) {
+    const rnd = crypto.getRandomValues(new Uint8Array(9));
+    id = "w-" + Array.from(rnd, (b) => b.toString(16).padStart(2, "0")).join("");
+    sessionStorage.setItem(key, id);
+  }
+  return id;
+}

@@ -1,0 +1,855 @@
+// tandem-client.js — Tandem's protocol-v1 client as one dependency-free ES module.
+//
+// Owns: the text-operation algebra over Unicode code points (the same rules as the
+// server's Rust `ot` module, checked against it by shared test vectors), the
+// one-op-in-flight client state machine (`OtState`, the twin of `src/client.rs`),
+// and `TandemClient`: a WebSocket session with resume, jittered reconnect,
+// presence and remote cursors. Editor-agnostic: an editor feeds local edits in as
+// code-point ops and applies the ops it is handed. Runs in browsers and in Node
+// (pass `WebSocket` in options where there is no global one).
+//
+// Positions count code points; JavaScript strings count UTF-16 units, so the
+// editor edge converts with `cpToUtf16` / `utf16ToCp`.
+
+// ---------------------------------------------------------------- code points
+
+/** Number of code points in `s`. */
+export function cpLength(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    n++;
+  }
+  return n;
+}
+
+/** UTF-16 offset in `s` of code point index `cp` (clamped to the end). */
+export function cpToUtf16(s, cp, from16 = 0) {
+  let i = from16;
+  while (cp > 0 && i < s.length) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    i++;
+    cp--;
+  }
+  return i;
+}
+
+/** Code point index of UTF-16 offset `u` in `s` (an offset inside a pair counts as after it). */
+export function utf16ToCp(s, u) {
+  return cpLength(s.slice(0, u));
+}
+
+function cpSlice(s, from, to) {
+  const a = cpToUtf16(s, from);
+  return to === undefined ? s.slice(a) : s.slice(a, cpToUtf16(s, to - from, a));
+}
+
+// ---------------------------------------------------------------- operations
+
+const isRetain = (c) => typeof c === "number" && c > 0;
+const isDelete = (c) => typeof c === "number" && c < 0;
+const isInsert = (c) => typeof c === "string";
+
+/** Builds normalised ops: adjacent components merged, inserts before deletes. */
+export class OpBuilder {
+  constructor() {
+    this.ops = [];
+  }
+  retain(n) {
+    if (n <= 0) return this;
+    const last = this.ops.length - 1;
+    if (last >= 0 && isRetain(this.ops[last])) this.ops[last] += n;
+    else this.ops.push(n);
+    return this;
+  }
+  insert(s) {
+    if (s === "") return this;
+    const o = this.ops;
+    const n = o.length;
+    if (n > 0 && isInsert(o[n - 1])) o[n - 1] += s;
+    else if (n > 1 && isDelete(o[n - 1]) && isInsert(o[n - 2])) o[n - 2] += s;
+    else if (n > 0 && isDelete(o[n - 1])) o.splice(n - 1, 0, s);
+    else o.push(s);
+    return this;
+  }
+  delete(n) {
+    if (n <= 0) return this;
+    const last = this.ops.length - 1;
+    if (last >= 0 && isDelete(this.ops[last])) this.ops[last] -= n;
+    else this.ops.push(-n);
+    return this;
+  }
+  build() {
+    return this.ops;
+  }
+}
+
+/** Input length of `op` (code points it spans in the document it applies to). */
+export function baseLen(op) {
+  let n = 0;
+  for (const c of op) if (typeof c === "number") n += Math.abs(c);
+  return n;
+}
+
+/** Output length of `op`. */
+export function targetLen(op) {
+  let n = 0;
+  for (const c of op) n += isRetain(c) ? c : isInsert(c) ? cpLength(c) : 0;
+  return n;
+}
+
+/** True when `op` changes nothing. */
+export function isNoop(op) {
+  return op.every(isRetain);
+}
+
+/** Re-normalise any valid op (e.g. one received from the server). */
+export function normalize(op) {
+  const b = new OpBuilder();
+  for (const c of op) {
+    if (isRetain(c)) b.retain(c);
+    else if (isDelete(c)) b.delete(-c);
+    else b.insert(c);
+  }
+  return b.build();
+}
+
+/** Apply `op` to `doc`; throws if the lengths disagree. */
+export function apply(doc, op) {
+  const docLen = cpLength(doc);
+  if (baseLen(op) !== docLen) {
+    throw new Error(`op base length ${baseLen(op)} != document length ${docLen}`);
+  }
+  const out = [];
+  let u = 0; // UTF-16 position in doc
+  for (const c of op) {
+    if (isRetain(c)) {
+      const next = cpToUtf16(doc, c, u);
+      out.push(doc.slice(u, next));
+      u = next;
+    } else if (isInsert(c)) {
+      out.push(c);
+    } else {
+      u = cpToUtf16(doc, -c, u);
+    }
+  }
+  return out.join("");
+}
+
+// Walks an op piece by piece, consuming parts of components.
+class Pieces {
+  constructor(op) {
+    this.op = op;
+    this.i = 0;
+    this.offset = 0; // code points of op[i] already taken
+  }
+  peek() {
+    if (this.i >= this.op.length) return null;
+    const c = this.op[this.i];
+    if (isInsert(c)) return this.offset ? cpSlice(c, this.offset) : c;
+    if (isRetain(c)) return c - this.offset;
+    return c + this.offset;
+  }
+  take(n) {
+    const c = this.op[this.i];
+    const len = isInsert(c) ? cpLength(c) : Math.abs(c);
+    if (this.offset + n >= len) {
+      this.i++;
+      this.offset = 0;
+    } else this.offset += n;
+  }
+}
+
+const pieceLen = (p) => (isInsert(p) ? cpLength(p) : Math.abs(p));
+
+/** One op with the effect of `a` then `b`. */
+export function compose(a, b) {
+  if (targetLen(a) !== baseLen(b)) {
+    throw new Error(`compose: first op's target length ${targetLen(a)} != second op's base length ${baseLen(b)}`);
+  }
+  const out = new OpBuilder();
+  const p1 = new Pieces(a);
+  const p2 = new Pieces(b);
+  for (;;) {
+    const x = p1.peek();
+    const y = p2.peek();
+    if (x === null && y === null) break;
+    if (x !== null && isDelete(x)) {
+      out.delete(-x);
+      p1.take(-x);
+      continue;
+    }
+    if (y !== null && isInsert(y)) {
+      out.insert(y);
+      p2.take(cpLength(y));
+      continue;
+    }
+    if (x === null || y === null) throw new Error("compose: ops have different lengths");
+    const n = Math.min(pieceLen(x), pieceLen(y));
+    if (isRetain(x) && isRetain(y)) out.retain(n);
+    else if (isInsert(x) && isRetain(y)) out.insert(cpSlice(x, 0, n));
+    else if (isRetain(x) && isDelete(y)) out.delete(n);
+    // insert then delete: cancels out.
+    p1.take(n);
+    p2.take(n);
+  }
+  return out.build();
+}
+
+/**
+ * ot.js `transform(a, b)`: returns `[a', b']` with `compose(b, a') == compose(a, b')`.
+ * When both insert at one position, `a`'s text goes first (the server's rule).
+ */
+export function transform(a, b) {
+  if (baseLen(a) !== baseLen(b)) {
+    throw new Error(`transform: base lengths differ (${baseLen(a)} vs ${baseLen(b)})`);
+  }
+  const a2 = new OpBuilder();
+  const b2 = new OpBuilder();
+  const p1 = new Pieces(a);
+  const p2 = new Pieces(b);
+  for (;;) {
+    const x = p1.peek();
+    const y = p2.peek();
+    if (x === null && y === null) break;
+    if (x !== null && isInsert(x)) {
+      const n = cpLength(x);
+      a2.insert(x);
+      b2.retain(n);
+      p1.take(n);
+      continue;
+    }
+    if (y !== null && isInsert(y)) {
+      const n = cpLength(y);
+      a2.retain(n);
+      b2.insert(y);
+      p2.take(n);
+      continue;
+    }
+    if (x === null || y === null) throw new Error("transform: ops have different lengths");
+    const n = Math.min(pieceLen(x), pieceLen(y));
+    if (isRetain(x) && isRetain(y)) {
+      a2.retain(n);
+      b2.retain(n);
+    } else if (isDelete(x) && isRetain(y)) a2.delete(n);
+    else if (isRetain(x) && isDelete(y)) b2.delete(n);
+    p1.take(n);
+    p2.take(n);
+  }
+  return [a2.build(), b2.build()];
+}
+
+/** Where a caret at `index` lands after `op`; an insert at the caret pushes it right. */
+export function transformIndex(op, index) {
+  let remaining = index;
+  let out = index;
+  for (const c of op) {
+    if (isRetain(c)) remaining -= c;
+    else if (isInsert(c)) out += cpLength(c);
+    else {
+      out -= Math.max(0, Math.min(remaining, -c));
+      remaining += c;
+    }
+    if (remaining < 0) break;
+  }
+  return Math.max(0, out);
+}
+
+/** The op undoing `op`, given the document `doc` it applied to. */
+export function invert(op, doc) {
+  const out = new OpBuilder();
+  let u = 0;
+  for (const c of op) {
+    if (isRetain(c)) {
+      out.retain(c);
+      u = cpToUtf16(doc, c, u);
+    } else if (isInsert(c)) out.delete(cpLength(c));
+    else {
+      const next = cpToUtf16(doc, -c, u);
+      out.insert(doc.slice(u, next));
+      u = next;
+    }
+  }
+  return out.build();
+}
+
+/** The single-splice op turning `a` into `b` (common prefix and suffix kept). */
+export function diff(a, b) {
+  const x = Array.from(a);
+  const y = Array.from(b);
+  let pre = 0;
+  while (pre < x.length && pre < y.length && x[pre] === y[pre]) pre++;
+  let suf = 0;
+  while (suf < x.length - pre && suf < y.length - pre && x[x.length - 1 - suf] === y[y.length - 1 - suf]) suf++;
+  return new OpBuilder()
+    .retain(pre)
+    .delete(x.length - pre - suf)
+    .insert(y.slice(pre, y.length - suf).join(""))
+    .retain(suf)
+    .build();
+}
+
+/** An op replacing code points `[from, to)` of a `len`-long document with `text`. */
+export function splice(len, from, to, text) {
+  return new OpBuilder().retain(from).delete(to - from).insert(text).retain(len - to).build();
+}
+
+// ---------------------------------------------------------------- client state
+
+/**
+ * The client side of OT with at most one op in flight (ot.js / Jupiter), as a pure
+ * state machine: messages in, messages out. Mirrors `src/client.rs`.
+ */
+export class OtState {
+  constructor(content, version, lastSeq = 0) {
+    this.text = content; // with our pending edits
+    this.serverText = content; // at `version`
+    this.version = version;
+    this.nextSeq = lastSeq + 1;
+    this.inflight = null; // {seq, op}
+    this.buffer = null; // op
+  }
+  get hasPending() {
+    return this.inflight !== null || this.buffer !== null;
+  }
+  /** A local edit on the current text: returns the `op` message to send, if idle. */
+  localEdit(op) {
+    this.text = apply(this.text, op);
+    if (this.inflight) {
+      this.buffer = this.buffer ? compose(this.buffer, op) : op;
+      return null;
+    }
+    return this.#sendNew(op);
+  }
+  #sendNew(op) {
+    const seq = this.nextSeq++;
+    this.inflight = { seq, op };
+    return { type: "op", version: this.version, seq, op };
+  }
+  /** The in-flight op again (same seq: the server dedupes). */
+  resend() {
+    return this.inflight ? { type: "op", version: this.version, seq: this.inflight.seq, op: this.inflight.op } : null;
+  }
+  /**
+   * An ack. One for a seq not in flight (a resend answered twice) is ignored.
+   * Returns `{acked, send}`: the committed op (server form), the next message.
+   */
+  onAck(seq, version) {
+    if (!this.inflight || this.inflight.seq !== seq) return { acked: null, send: null };
+    if (version !== this.version + 1) throw new VersionGap(this.version + 1, version);
+    const acked = this.inflight.op;
+    this.serverText = apply(this.serverText, acked);
+    this.version = version;
+    this.inflight = null;
+    const b = this.buffer;
+    this.buffer = null;
+    return { acked, send: b ? this.#sendNew(b) : null };
+  }
+  /**
+   * A remote op at `version`. Returns `{apply, ack}`: the op to apply to the local
+   * text (null when it was this client's own op seen after a resume).
+   */
+  onRemote(version, op, client, seq, myClient) {
+    if (client === myClient && this.inflight && this.inflight.seq === seq) {
+      return { apply: null, ...this.onAck(seq, version) };
+    }
+    if (version !== this.version + 1) throw new VersionGap(this.version + 1, version);
+    this.serverText = apply(this.serverText, op);
+    let remote = op;
+    if (this.inflight) {
+      const [i2, r2] = transform(this.inflight.op, remote);
+      this.inflight.op = i2;
+      remote = r2;
+    }
+    if (this.buffer) {
+      const [b2, r2] = transform(this.buffer, remote);
+      this.buffer = b2;
+      remote = r2;
+    }
+    this.text = apply(this.text, remote);
+    this.version = version;
+    return { apply: remote, acked: null, send: null };
+  }
+  /** Local (pending) edits as one op on the last server text. */
+  pendingOp() {
+    if (this.inflight && this.buffer) return compose(this.inflight.op, this.buffer);
+    return this.inflight ? this.inflight.op : this.buffer;
+  }
+}
+
+export class VersionGap extends Error {
+  constructor(expected, got) {
+    super(`out-of-order message: expected version ${expected}, got ${got}`);
+    this.expected = expected;
+    this.got = got;
+  }
+}
+
+// ---------------------------------------------------------------- session
+
+const FATAL_CLOSE = new Set([1008, 1009, 4001]);
+const REFUSED_OP = new Set(["bad_op", "too_large", "doc_too_large", "forbidden", "bad_message"]);
+const RETRY_OP = new Set(["internal", "rate_limited"]);
+const HISTORY_KEEP = 256;
+
+function randomId() {
+  const c = globalThis.crypto;
+  if (c && c.randomUUID) return "c-" + c.randomUUID().replace(/-/g, "").slice(0, 20);
+  return "c-" + Math.random().toString(36).slice(2) + Date.now().toString(36);
+}
+
+/**
+ * A live session on one document.
+ *
+ * Options: `url` (ws(s)://host), `document`, and `token`, or `userId` + `name` on an
+ * anonymous server; `clientId` (kept across reconnects; made up if absent);
+ * `WebSocket` (a constructor, where there is no global one); `cursorThrottleMs` (50);
+ * `backoff` {min, max} in ms; `random` (a 0..1 source, for tests).
+ *
+ * Events (`on(name, fn)`): `ready` (first init), `reset` {content} (the text was
+ * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
+ * to the editor), `status` {state: "connecting"|"online"|"offline", pending,
+ * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `error`
+ * {code, message}, `closed` {code, reason} (fatal: access revoked, document
+ * deleted, replaced by another tab).
+ */
+export class TandemClient {
+  constructor(opts) {
+    this.opts = opts;
+    this.clientId = opts.clientId || randomId();
+    this.WS = opts.WebSocket || globalThis.WebSocket;
+    if (!this.WS) throw new Error("no WebSocket: pass options.WebSocket");
+    this.handlers = new Map();
+    this.state = null; // OtState after the first init
+    this.status = "connecting";
+    this.pendingEdits = 0; // local edits not yet acknowledged
+    this.users = new Map(); // client -> {id, name, color, client}
+    this.cursors = new Map(); // client -> {user, anchor, head} in server coords at state.version
+    this.futureCursors = new Map(); // client -> cursor message ahead of us
+    this.history = []; // [{version, op}] the last server ops, for old cursors
+    this.role = null;
+    this.user = null;
+    this.attempt = 0;
+    this.closedForGood = false;
+    this.ws = null;
+    this.myCursor = null; // {anchor, head} in local code points
+    this.cursorTimer = null;
+    this.lastCursorSent = 0;
+    this.retryTimer = null;
+    this.reconnectTimer = null;
+  }
+
+  on(name, fn) {
+    if (!this.handlers.has(name)) this.handlers.set(name, []);
+    this.handlers.get(name).push(fn);
+    return this;
+  }
+  emit(name, arg) {
+    for (const fn of this.handlers.get(name) || []) fn(arg);
+  }
+
+  get text() {
+    return this.state ? this.state.text : "";
+  }
+  get version() {
+    return this.state ? this.state.version : 0;
+  }
+  get pending() {
+    return this.state ? this.state.hasPending : false;
+  }
+
+  connect() {
+    this.closedForGood = false;
+    this.#open();
+    return this;
+  }
+
+  /** Stop for good (no reconnect). */
+  close() {
+    this.closedForGood = true;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.cursorTimer);
+    if (this.ws) this.ws.close(1000);
+    this.#setStatus("offline");
+  }
+
+  /** Drop the connection as if the network failed (tests, "go offline" buttons). */
+  disconnect() {
+    if (this.ws) this.ws.close(4000, "client disconnect");
+  }
+
+  #url() {
+    const o = this.opts;
+    const q = new URLSearchParams();
+    q.set("client", this.clientId);
+    if (o.token) q.set("token", o.token);
+    if (o.userId) q.set("user_id", o.userId);
+    if (o.name) q.set("name", o.name);
+    if (this.state) q.set("version", String(this.state.version));
+    const base = o.url.replace(/\/$/, "");
+    return `${base}/ws/${encodeURIComponent(o.document)}?${q}`;
+  }
+
+  #open() {
+    clearTimeout(this.reconnectTimer);
+    this.#setStatus("connecting");
+    let ws;
+    try {
+      ws = new this.WS(this.#url());
+    } catch (e) {
+      this.#scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      let msg;
+      try {
+        msg = JSON.parse(typeof ev.data === "string" ? ev.data : String(ev.data));
+      } catch {
+        return;
+      }
+      try {
+        this.#handle(msg);
+      } catch (e) {
+        if (e instanceof VersionGap) this.#reconnectNow();
+        else throw e;
+      }
+    };
+    const lost = (code, reason) => {
+      clearTimeout(handshake);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.live = false;
+      clearTimeout(this.retryTimer);
+      if (FATAL_CLOSE.has(code)) {
+        this.closedForGood = true;
+        this.#setStatus("offline");
+        this.emit("closed", { code, reason: reason || this.lastError || "" });
+        return;
+      }
+      if (!this.closedForGood) this.#scheduleReconnect();
+    };
+    // A handshake that hangs is given up and retried.
+    const handshake = setTimeout(() => {
+      if (ws.readyState !== 1) {
+        lost(1006, "handshake timed out");
+        try {
+          ws.close();
+        } catch {}
+      }
+    }, this.opts.connectTimeoutMs ?? 10000);
+    ws.onopen = () => clearTimeout(handshake);
+    ws.onclose = (ev) => lost(ev.code, ev.reason);
+    // Some WebSocket implementations (Node 20's) report a refused connection
+    // with an error and no close event.
+    ws.onerror = () => {
+      if (ws.readyState !== 1) lost(1006, "");
+    };
+  }
+
+  #reconnectNow() {
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      this.live = false;
+      ws.close(4000, "resync");
+    }
+    this.#scheduleReconnect(true);
+  }
+
+  #scheduleReconnect(immediate = false) {
+    this.#setStatus("offline");
+    if (this.closedForGood) return;
+    const { min = 250, max = 10000 } = this.opts.backoff || {};
+    const rnd = this.opts.random || Math.random;
+    const ceiling = Math.min(max, min * 2 ** this.attempt);
+    const delay = immediate ? 0 : ceiling / 2 + (rnd() * ceiling) / 2;
+    this.attempt++;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  #send(msg) {
+    if (this.ws && this.live && this.ws.readyState === 1) {
+      this.ws.send(JSON.stringify(msg));
+      return true;
+    }
+    return false;
+  }
+
+  #setStatus(state) {
+    this.status = state;
+    this.emit("status", { state, pending: this.pendingEdits, saved: !this.pending });
+  }
+
+  // ---- incoming
+
+  #handle(msg) {
+    switch (msg.type) {
+      case "init":
+        return this.#onInit(msg);
+      case "ack": {
+        const { acked, send } = this.state.onAck(msg.seq, msg.version);
+        if (acked) this.#committed(msg.version, acked);
+        if (send) this.#send(send);
+        this.#afterAck(acked);
+        return;
+      }
+      case "op": {
+        const r = this.state.onRemote(msg.version, msg.op, msg.client, msg.seq, this.clientId);
+        if (r.apply) {
+          this.#committed(msg.version, msg.op);
+          this.emit("remote", { op: r.apply, user: msg.user, client: msg.client });
+          this.#emitCursors();
+        } else if (r.acked) {
+          this.#committed(msg.version, r.acked);
+          if (r.send) this.#send(r.send);
+          this.#afterAck(r.acked);
+        }
+        return;
+      }
+      case "cursor":
+        return this.#onCursor(msg);
+      case "user_joined":
+        this.users.set(msg.client, { ...msg.user, client: msg.client });
+        this.emit("users", this.userList());
+        return;
+      case "user_left":
+        this.users.delete(msg.client);
+        this.cursors.delete(msg.client);
+        this.emit("users", this.userList());
+        this.#emitCursors();
+        return;
+      case "role":
+        this.role = msg.role;
+        this.emit("role", msg.role);
+        return;
+      case "error":
+        return this.#onError(msg);
+      default:
+        return;
+    }
+  }
+
+  #onInit(msg) {
+    this.live = true;
+    this.attempt = 0;
+    this.user = msg.user;
+    this.role = msg.role;
+    this.emit("role", msg.role);
+    this.users = new Map(msg.users.map((u) => [u.client, u]));
+    this.cursors.clear();
+    this.futureCursors.clear();
+    const first = this.state === null;
+    if (msg.resumed) {
+      // The ops after our version follow; then re-send what is in flight.
+      const again = this.state.resend();
+      if (again) this.#send(again);
+    } else if (first) {
+      this.state = new OtState(msg.content, msg.version, msg.seq || 0);
+      this.history = [];
+      this.emit("ready", { content: msg.content, version: msg.version, role: msg.role, user: msg.user });
+    } else {
+      this.#rebaseOnto(msg);
+    }
+    for (const c of msg.cursors || []) this.#onCursor({ type: "cursor", ...c });
+    this.emit("users", this.userList());
+    this.#setStatus("online");
+    this.#emitCursors();
+    this.#flushCursor();
+  }
+
+  /**
+   * A full init after we had state (the server could not replay the ops we
+   * missed). Our unacknowledged edits are kept: the others' changes since our
+   * version are taken as one diff op, and our pending op is transformed past it.
+   */
+  #rebaseOnto(msg) {
+    const old = this.state;
+    let base = old.serverText;
+    let pending = old.pendingOp();
+    if (old.inflight && (msg.seq || 0) >= old.inflight.seq) {
+      // Our in-flight op was committed: it is in msg.content already.
+      base = apply(base, old.inflight.op);
+      pending = old.buffer;
+    }
+    const theirs = diff(base, msg.content);
+    const next = new OtState(msg.content, msg.version, msg.seq || 0);
+    this.history = [];
+    let local = msg.content;
+    if (pending && !isNoop(pending)) {
+      const [mine] = transform(pending, theirs);
+      local = apply(msg.content, mine);
+      this.state = next;
+      this.pendingEdits = Math.max(1, this.pendingEdits);
+      this.emit("reset", { content: local });
+      const out = next.localEdit(mine);
+      if (out) this.#send(out);
+      return;
+    }
+    this.state = next;
+    this.pendingEdits = 0;
+    this.emit("reset", { content: local });
+  }
+
+  #committed(version, op) {
+    this.history.push({ version, op });
+    if (this.history.length > HISTORY_KEEP) this.history.shift();
+    for (const [client, c] of this.cursors) {
+      this.cursors.set(client, { ...c, anchor: transformIndex(op, c.anchor), head: transformIndex(op, c.head) });
+    }
+    for (const [client, c] of this.futureCursors) {
+      if (c.version === version) {
+        this.futureCursors.delete(client);
+        this.cursors.set(client, { user: c.user, anchor: c.anchor, head: c.head });
+      }
+    }
+  }
+
+  #afterAck(acked) {
+    if (!acked) return;
+    if (!this.pending) this.pendingEdits = 0;
+    this.#setStatus("online");
+    this.#emitCursors();
+    this.#flushCursor();
+  }
+
+  #onCursor(msg) {
+    if (msg.client === this.clientId) return;
+    if (msg.anchor === null || msg.anchor === undefined) {
+      this.cursors.delete(msg.client);
+      this.futureCursors.delete(msg.client);
+      this.#emitCursors();
+      return;
+    }
+    const v = this.state.version;
+    if (msg.version > v) {
+      this.futureCursors.set(msg.client, msg);
+      return;
+    }
+    let { anchor, head } = msg;
+    if (msg.version < v) {
+      const later = this.history.filter((h) => h.version > msg.version);
+      if (later.length !== v - msg.version) return; // too old to place
+      for (const h of later) {
+        anchor = transformIndex(h.op, anchor);
+        head = transformIndex(h.op, head);
+      }
+    }
+    this.cursors.set(msg.client, { user: msg.user, anchor, head });
+    this.#emitCursors();
+  }
+
+  #onError(msg) {
+    this.lastError = msg.message;
+    this.emit("error", { code: msg.code, message: msg.message, seq: msg.seq });
+    const inflight = this.state && this.state.inflight;
+    if (msg.seq === undefined || msg.seq === null || !inflight || msg.seq !== inflight.seq) return;
+    if (RETRY_OP.has(msg.code)) {
+      // Keep it and send the same seq again later.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => {
+        const again = this.state.resend();
+        if (again) this.#send(again);
+      }, 300 + Math.random() * 700);
+    } else if (msg.code === "version_out_of_range") {
+      this.#reconnectNow();
+    } else if (REFUSED_OP.has(msg.code)) {
+      // The server will never take it: drop our pending edits and reload.
+      this.state = null;
+      this.pendingEdits = 0;
+      this.#reconnectNow();
+    }
+  }
+
+  // ---- outgoing
+
+  /** Apply a local edit (a code-point op on `text`) and send it when its turn comes. */
+  edit(op) {
+    if (!this.state) throw new Error("not ready");
+    if (isNoop(op)) return;
+    const out = this.state.localEdit(normalize(op));
+    this.pendingEdits++;
+    if (this.myCursor) {
+      this.myCursor = { anchor: transformIndex(op, this.myCursor.anchor), head: transformIndex(op, this.myCursor.head) };
+    }
+    if (out) this.#send(out);
+    this.#setStatus(this.live ? "online" : "offline");
+    this.#emitCursors();
+  }
+
+  /**
+   * Our caret/selection in local code points. Sent throttled, and only when no
+   * edit is pending (the server reads cursors at a server version).
+   */
+  setCursor(anchor, head = anchor) {
+    this.myCursor = { anchor, head };
+    this.#flushCursor();
+  }
+
+  #flushCursor() {
+    if (!this.myCursor || !this.state || this.pending || !this.live) return;
+    if (this.role === "viewer") return;
+    const wait = (this.opts.cursorThrottleMs ?? 50) - (Date.now() - this.lastCursorSent);
+    if (wait > 0) {
+      if (!this.cursorTimer) {
+        this.cursorTimer = setTimeout(() => {
+          this.cursorTimer = null;
+          this.#flushCursor();
+        }, wait);
+      }
+      return;
+    }
+    const c = this.myCursor;
+    if (this.sentCursor && this.sentCursor.anchor === c.anchor && this.sentCursor.head === c.head && this.sentCursor.version === this.state.version) return;
+    const msg = { type: "cursor", version: this.state.version, anchor: c.anchor, head: c.head };
+    if (this.#send(msg)) {
+      this.lastCursorSent = Date.now();
+      this.sentCursor = msg;
+    }
+  }
+
+  /** Ask the server to undo / redo this user's last edit. */
+  undo() {
+    this.#send({ type: "undo" });
+  }
+  redo() {
+    this.#send({ type: "redo" });
+  }
+
+  // ---- views
+
+  userList() {
+    return [...this.users.values()];
+  }
+
+  /** Remote cursors in local code points (past our pending edits). */
+  cursorList() {
+    const pend = this.state ? this.state.pendingOp() : null;
+    const out = [];
+    for (const [client, c] of this.cursors) {
+      const u = this.users.get(client);
+      let { anchor, head } = c;
+      if (pend) {
+        anchor = transformIndex(pend, anchor);
+        head = transformIndex(pend, head);
+      }
+      out.push({ client, user: c.user, name: u ? u.name : c.user, color: u ? u.color : "#888", anchor, head });
+    }
+    return out;
+  }
+
+  #emitCursors() {
+    this.emit("cursors", this.cursorList());
+  }
+}
