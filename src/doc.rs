@@ -149,6 +149,14 @@ impl History {
     }
 }
 
+/// Whose text goes first when a rebased op and a committed one insert at
+/// the same position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tie {
+    RebasedFirst,
+    CommittedFirst,
+}
+
 /// Text, version and recent history of one document.
 #[derive(Debug)]
 pub struct DocState {
@@ -202,8 +210,23 @@ impl DocState {
 
     /// Transform `op`, based on `base`, past every op committed since, so it
     /// applies to the head. Checks the op's length against the document at
-    /// `base`.
+    /// `base`. Where both insert at one position, `op`'s text goes first (the
+    /// protocol's rule).
     pub fn rebase(&self, base: u64, op: Operation) -> Result<Operation, RebaseError> {
+        self.rebase_with(base, op, Tie::RebasedFirst)
+    }
+
+    /// [`DocState::rebase`] with a choice of tie-break. Undo uses
+    /// [`Tie::CommittedFirst`]: text it restores goes after text inserted at
+    /// the same place since, so undo-then-redo of several steps puts each
+    /// back where it was. (Any rule converges: the result is committed as a
+    /// new op that every client applies as is.)
+    pub fn rebase_with(
+        &self,
+        base: u64,
+        op: Operation,
+        tie: Tie,
+    ) -> Result<Operation, RebaseError> {
         let out_of_range = RebaseError::OutOfRange {
             base,
             oldest: self.oldest(),
@@ -212,7 +235,10 @@ impl DocState {
         let mut op = op;
         let records = self.records_after(base).ok_or(out_of_range)?;
         for r in records {
-            op = op.transform(&r.op)?.0;
+            op = match tie {
+                Tie::RebasedFirst => op.transform(&r.op)?.0,
+                Tie::CommittedFirst => r.op.transform(&op)?.1,
+            };
         }
         if op.base_len() != self.text.len_chars() {
             return Err(OpError::BaseLength {

@@ -23,11 +23,13 @@ use crate::bus::{
     Bus, BusError, BusEvent, BusRecv, ClientSeq, CommitOutcome, CommitRequest, PresenceEntry, Seed,
     Sequencer, Subscription,
 };
-use crate::doc::{ApplyOutcome, DocState, RebaseError, Record};
+use crate::doc::{ApplyOutcome, DocState, RebaseError, Record, Tie};
+use crate::meta::{DocMeta, MetaView};
 use crate::ot::Operation;
 use crate::persist::Persister;
 use crate::protocol::{CursorInfo, ErrorCode, Presence, Role, ServerMessage, UserInfo};
 use crate::store::{DocPersist, Store, StoreError};
+use crate::undo::{merge_run, Stack, StackPush, UndoEntry};
 
 /// Tuning for document tasks.
 #[derive(Clone, Debug)]
@@ -120,9 +122,20 @@ enum Cmd {
         anchor: Option<u64>,
         head: Option<u64>,
     },
-    /// `undo` / `redo` from a socket.
-    History(u64),
+    /// `undo` (or with `redo`, `redo`) from a socket.
+    History {
+        conn: u64,
+        redo: bool,
+    },
     View(oneshot::Sender<Result<DocView, HubError>>),
+    /// Read or change the replicated metadata.
+    Meta(MetaChange, oneshot::Sender<Result<MetaView, HubError>>),
+    /// Committed records after a version, oldest first (memory, else journal).
+    Records {
+        since: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<HistoryPage, HubError>>,
+    },
     Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
     HttpOp(Box<HttpOp>),
 }
@@ -164,7 +177,31 @@ enum Reply {
         user: String,
         role: Role,
         reply: oneshot::Sender<Result<Result<u64, Refusal>, HubError>>,
+        kind: EditKind,
     },
+}
+
+/// The head version and a page of committed records.
+pub type HistoryPage = (u64, Vec<Arc<Record>>);
+
+/// A change to a document's metadata (or `Get`: none).
+#[derive(Clone, Debug)]
+pub enum MetaChange {
+    Get,
+    Title(String),
+    AddTag(String),
+    RemoveTag(String),
+}
+
+/// What a committed edit means for its user's undo/redo stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EditKind {
+    /// A new edit: undoable (joining the typing run on top), and it clears redo.
+    Edit,
+    /// An undo: redoable.
+    Undo,
+    /// A redo: undoable again; the rest of the redo stack stays.
+    Redo,
 }
 
 impl Cmd {
@@ -177,9 +214,11 @@ impl Cmd {
         match self {
             Cmd::Join(_, reply) => drop(reply.send(Err(e))),
             Cmd::View(reply) => drop(reply.send(Err(e))),
+            Cmd::Records { reply, .. } => drop(reply.send(Err(e))),
+            Cmd::Meta(_, reply) => drop(reply.send(Err(e))),
             Cmd::Users(reply) => drop(reply.send(Err(e))),
             Cmd::HttpOp(h) => drop(h.reply.send(Err(e))),
-            Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } | Cmd::History(_) => {}
+            Cmd::Leave(_) | Cmd::Op { .. } | Cmd::Cursor { .. } | Cmd::History { .. } => {}
         }
     }
 }
@@ -383,6 +422,53 @@ impl Hub {
         self.ask(doc, Cmd::View).await
     }
 
+    /// The document's metadata after `change`, replicated to every instance.
+    pub async fn meta(&self, doc: &str, change: MetaChange) -> Result<MetaView, HubError> {
+        self.ask(doc, |reply| Cmd::Meta(change.clone(), reply))
+            .await
+    }
+
+    /// Up to `limit` committed records after version `since`, oldest first,
+    /// and the head version.
+    pub async fn history(
+        &self,
+        doc: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        self.ask(doc, |reply| Cmd::Records {
+            since,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// The document's content at `version` (replayed from version 0 outside
+    /// the document task, a page of records at a time); `None` past the head.
+    pub async fn content_at(&self, doc: &str, version: u64) -> Result<Option<String>, HubError> {
+        let mut text = ropey::Rope::new();
+        let mut at = 0;
+        while at < version {
+            let (head, page) = self.history(doc, at, 2000).await?;
+            if version > head {
+                return Ok(None);
+            }
+            if page.first().is_none_or(|r| r.version != at + 1) {
+                return Err(HubError::Bus(BusError::Corrupt(format!(
+                    "history has a gap after {at}"
+                ))));
+            }
+            for r in page.iter().take_while(|r| r.version <= version) {
+                r.op.apply_rope(&mut text).map_err(|e| {
+                    HubError::Bus(BusError::Corrupt(format!("replay at {}: {e}", r.version)))
+                })?;
+                at = r.version;
+            }
+        }
+        Ok(Some(text.to_string()))
+    }
+
     /// Commit an edit made over HTTP (transformed like a socket's op), or,
     /// with `replace`, replace the content by one diff op. Returns the
     /// version it produced.
@@ -487,10 +573,13 @@ impl Connection {
         self.tx.send(cmd).await.map_err(|_| HubError::Gone)
     }
 
-    /// `undo` or `redo`.
-    pub async fn history(&self) -> Result<(), HubError> {
+    /// `undo`, or with `redo` true, `redo`.
+    pub async fn history(&self, redo: bool) -> Result<(), HubError> {
         self.tx
-            .send(Cmd::History(self.id))
+            .send(Cmd::History {
+                conn: self.id,
+                redo,
+            })
             .await
             .map_err(|_| HubError::Gone)
     }
@@ -585,6 +674,8 @@ struct DocTask {
     needs_catch_up: bool,
     /// The document was deleted: stop without persisting.
     deleted: bool,
+    /// Replicated metadata: this instance's view of the merged state.
+    meta: DocMeta,
 }
 
 /// A write to the bus that the document task does not wait for.
@@ -592,6 +683,17 @@ enum BusWrite {
     Publish(BusEvent),
     PresencePut(Vec<PresenceEntry>),
     PresenceRemove(PresenceEntry),
+    /// Push onto a user's undo or redo stack; `run`: join the typing run on
+    /// top when it continues it.
+    Stack {
+        user: String,
+        push: StackPush,
+        run: bool,
+    },
+    /// Answered once every write queued before it is done.
+    Barrier(oneshot::Sender<()>),
+    /// This instance's metadata state (JSON).
+    MetaPut(String),
 }
 
 /// Applies a document's bus writes in order; ends when the task drops the
@@ -607,11 +709,39 @@ async fn bus_writer(hub: Arc<Inner>, doc: String, mut rx: mpsc::Receiver<BusWrit
                     .await
             }
             BusWrite::PresenceRemove(entry) => hub.bus.presence_remove(&doc, &entry).await,
+            BusWrite::Stack { user, push, run } => stack_push(&hub, &doc, &user, push, run).await,
+            BusWrite::MetaPut(state) => {
+                hub.bus
+                    .meta_put(&doc, &hub.settings.instance_id, &state)
+                    .await
+            }
+            BusWrite::Barrier(done) => {
+                let _ = done.send(());
+                Ok(())
+            }
         };
         if let Err(e) = r {
             debug!(error = %e, "bus write failed");
         }
     }
+}
+
+async fn stack_push(
+    hub: &Inner,
+    doc: &str,
+    user: &str,
+    mut push: StackPush,
+    run: bool,
+) -> Result<(), BusError> {
+    if run {
+        if let Some(top) = hub.sequencer.stack_top(doc, user, push.stack).await? {
+            if let Ok(Some(merged)) = merge_run(&top, &push.entry) {
+                push.entry = merged;
+                push.replace_top_at = Some(top.version);
+            }
+        }
+    }
+    hub.sequencer.stack_push(doc, user, &push).await
 }
 
 /// A backend outage: refuse or retry, but keep the document and its sockets.
@@ -671,7 +801,9 @@ impl DocTask {
             outbox,
             needs_catch_up: false,
             deleted: false,
+            meta: DocMeta::default(),
         };
+        task.meta = task.load_meta().await?;
         // The journal may be ahead of the snapshot.
         loop {
             let recs = hub
@@ -1188,6 +1320,7 @@ impl DocTask {
                     user,
                     role,
                     reply,
+                    kind: EditKind::Edit,
                 };
                 self.op(reply, version, 1, op).await?;
             }
@@ -1197,17 +1330,18 @@ impl DocTask {
                 anchor,
                 head,
             } => self.cursor(conn, version, anchor, head),
-            Cmd::History(conn) => {
-                // Authorised like an edit; server-side undo is not built yet.
-                let (code, m) = match self.conns.iter().find(|c| c.id == conn) {
-                    Some(c) if !c.role.can_edit() => (ErrorCode::Forbidden, "viewers cannot edit"),
-                    Some(_) => (
-                        ErrorCode::BadMessage,
-                        "undo/redo are not available on this server yet",
-                    ),
-                    None => return Ok(()),
-                };
-                self.send_to(conn, error_msg(code, m, None));
+            Cmd::History { conn, redo } => self.undo(conn, redo).await?,
+            Cmd::Meta(change, reply) => {
+                let r = self.change_meta(change).await;
+                let _ = reply.send(r);
+            }
+            Cmd::Records {
+                since,
+                limit,
+                reply,
+            } => {
+                let r = self.records(since, limit).await;
+                let _ = reply.send(r.map(|v| (self.state.version(), v)));
             }
             Cmd::View(reply) => {
                 let _ = reply.send(Ok(DocView {
@@ -1279,6 +1413,13 @@ impl DocTask {
             let id = old.id;
             self.drop_conns(&[id], "replaced");
         }
+        // A view: a fresh open (a resume is the same visit).
+        if setup.resume.is_none() {
+            self.meta.views.increment(&self.hub.settings.instance_id, 1);
+            if let Err(e) = self.meta_changed().await {
+                warn!(error = %e, "view count not stored");
+            }
+        }
         let mut replay = None;
         if let Some(n) = setup.resume {
             if n > self.state.version() {
@@ -1321,6 +1462,7 @@ impl DocTask {
             role: conn.role,
             resumed: setup.resume.map(|_| replay.is_some()),
             seq: last_seq,
+            meta: self.meta.view(),
         });
         let mut queued = conn.tx.try_send(init).is_ok();
         for r in replay.iter().flatten() {
@@ -1386,14 +1528,18 @@ impl DocTask {
         seq: u64,
         op: Operation,
     ) -> Result<(), HubError> {
-        let (client, user, role) = match &reply {
+        let (client, user, role, kind) = match &reply {
             Reply::Conn(conn) => match self.conns.iter().find(|c| c.id == *conn) {
-                Some(c) => (c.client.clone(), c.user.id.clone(), c.role),
+                Some(c) => (c.client.clone(), c.user.id.clone(), c.role, EditKind::Edit),
                 None => return Ok(()),
             },
             Reply::Http {
-                client, user, role, ..
-            } => (client.clone(), user.clone(), *role),
+                client,
+                user,
+                role,
+                kind,
+                ..
+            } => (client.clone(), user.clone(), *role, *kind),
         };
         if !role.can_edit() {
             self.answer(
@@ -1530,7 +1676,14 @@ impl DocTask {
                 CommitOutcome::Committed(rec) => {
                     metrics::counter!("tandem_ops_committed_total").increment(1);
                     let version = rec.version;
+                    // The state is at `version - 1` here: the inverse is exact.
+                    let inverse = rec.op.invert(self.state.rope());
+                    let time = rec.time;
                     self.ingest(rec).await?;
+                    if let Ok(op) = inverse {
+                        self.remember_for_undo(&user, kind, UndoEntry { version, op, time })
+                            .await;
+                    }
                     // A socket got its ack in the fan-out, in order.
                     if let Reply::Http { reply, .. } = reply {
                         let _ = reply.send(Ok(Ok(version)));
@@ -1554,6 +1707,190 @@ impl DocTask {
             "the document is too busy; resend the edit",
         );
         self.answer(reply, seq, Err(busy));
+        Ok(())
+    }
+
+    /// The merge of every state kept for the document: the stored title,
+    /// each instance's row in the store, each instance's state in the bus.
+    async fn load_meta(&self) -> Result<DocMeta, HubError> {
+        let title = self
+            .hub
+            .store
+            .document_meta(&self.id)
+            .await?
+            .map(|m| m.title)
+            .unwrap_or_default();
+        let mut meta = DocMeta::with_title(&title);
+        let mut states = self.hub.store.meta_states(&self.id).await?;
+        states.extend(self.hub.bus.meta_all(&self.id).await?);
+        for s in states {
+            match DocMeta::from_json(&s) {
+                Some(m) => meta.merge(&m),
+                None => warn!("unreadable metadata state ignored"),
+            }
+        }
+        Ok(meta)
+    }
+
+    async fn change_meta(&mut self, change: MetaChange) -> Result<MetaView, HubError> {
+        let me = self.hub.settings.instance_id.clone();
+        let now = (self.hub.clock)();
+        match change {
+            MetaChange::Get => return Ok(self.meta.view()),
+            MetaChange::Title(t) => self.meta.title.set(&t, now, &me),
+            MetaChange::AddTag(t) => self.meta.tags.add(&t, &me),
+            MetaChange::RemoveTag(t) => self.meta.tags.remove(&t),
+        }
+        self.meta_changed().await?;
+        Ok(self.meta.view())
+    }
+
+    /// After a local change: tell our clients, keep our state in the store
+    /// and the bus, and send it to the other instances.
+    async fn meta_changed(&mut self) -> Result<(), HubError> {
+        let view = self.meta.view();
+        self.broadcast(None, text(ServerMessage::Meta(&view)));
+        let me = self.hub.settings.instance_id.clone();
+        let json = self.meta.to_json();
+        self.hub
+            .store
+            .put_meta(&self.id, &me, &json, &view.title)
+            .await?;
+        self.publish(BusEvent::Meta {
+            instance: me,
+            state: Box::new(self.meta.clone()),
+        });
+        self.write_bus(BusWrite::MetaPut(json));
+        Ok(())
+    }
+
+    /// Records after `since`: from memory when it reaches back that far,
+    /// else from the journal, completed from memory (the journal lags by up
+    /// to one flush).
+    async fn records(&self, since: u64, limit: usize) -> Result<Vec<Arc<Record>>, HubError> {
+        let head = self.state.version();
+        if since >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(it) = self.state.records_after(since) {
+            return Ok(it.take(limit).cloned().collect());
+        }
+        let journal = self
+            .hub
+            .store
+            .journal_after(&self.id, since, limit.min(u32::MAX as usize) as u32)
+            .await?;
+        let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
+        let last = out.last().map_or(since, |r| r.version);
+        if out.len() < limit {
+            if let Some(it) = self.state.records_after(last) {
+                out.extend(it.take(limit - out.len()).cloned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put a committed edit's inverse on its user's undo stack (or, for an
+    /// undo, on the redo stack), in order with the document's other bus
+    /// writes. Waits only when the outbox is full.
+    async fn remember_for_undo(&self, user: &str, kind: EditKind, entry: UndoEntry) {
+        let (stack, run, clear_redo) = match kind {
+            EditKind::Edit => (Stack::Undo, true, true),
+            EditKind::Undo => (Stack::Redo, false, false),
+            EditKind::Redo => (Stack::Undo, false, false),
+        };
+        let w = BusWrite::Stack {
+            user: user.to_owned(),
+            push: StackPush {
+                stack,
+                entry,
+                replace_top_at: None,
+                clear_redo,
+            },
+            run,
+        };
+        if self.outbox.send(w).await.is_err() {
+            debug!("bus writer gone; an undo step was not kept");
+        }
+    }
+
+    /// `undo` / `redo`: revert the user's last step (or re-apply the last
+    /// undone one), transformed past everything committed since, as a new
+    /// edit every client receives. Steps that others' edits have already
+    /// made empty are skipped.
+    async fn undo(&mut self, conn: u64, redo: bool) -> Result<(), HubError> {
+        let Some(c) = self.conns.iter().find(|c| c.id == conn) else {
+            return Ok(());
+        };
+        if !c.role.can_edit() {
+            let m = "viewers cannot edit";
+            self.send_to(conn, error_msg(ErrorCode::Forbidden, m, None));
+            return Ok(());
+        }
+        let (user, role) = (c.user.id.clone(), c.role);
+        let (stack, kind) = if redo {
+            (Stack::Redo, EditKind::Redo)
+        } else {
+            (Stack::Undo, EditKind::Undo)
+        };
+        // The stacks must hold every edit this instance committed so far.
+        let (done, wait) = oneshot::channel();
+        if self.outbox.send(BusWrite::Barrier(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        for _ in 0..16 {
+            let entry = match self.hub.sequencer.stack_pop(&self.id, &user, stack).await {
+                Ok(Some(e)) => e,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %e, "undo stack unavailable");
+                    self.send_to(conn, error_msg(ErrorCode::Internal, UNAVAILABLE, None));
+                    return Ok(());
+                }
+            };
+            if entry.version > self.state.version() {
+                self.refill().await?;
+            }
+            let op =
+                match self
+                    .state
+                    .rebase_with(entry.version, entry.op.clone(), Tie::CommittedFirst)
+                {
+                    Ok(op) if op.is_noop() => continue,
+                    Ok(op) => op,
+                    Err(_) => {
+                        let m = "the step to undo is older than the history the server keeps";
+                        self.send_to(conn, error_msg(ErrorCode::VersionOutOfRange, m, None));
+                        return Ok(());
+                    }
+                };
+            let (tx, rx) = oneshot::channel();
+            let reply = Reply::Http {
+                client: format!(
+                    "{}-{}",
+                    if redo { "redo" } else { "undo" },
+                    uuid::Uuid::new_v4().simple()
+                ),
+                user: user.clone(),
+                role,
+                reply: tx,
+                kind,
+            };
+            let head = self.state.version();
+            self.op(reply, head, 1, op).await?;
+            if let Ok(Ok(Err(refusal))) = rx.await {
+                // Not committed: keep the step for a later try.
+                let push = StackPush {
+                    stack,
+                    entry,
+                    replace_top_at: None,
+                    clear_redo: false,
+                };
+                let _ = self.hub.sequencer.stack_push(&self.id, &user, &push).await;
+                self.send_to(conn, error_msg(refusal.code, &refusal.message, None));
+            }
+            return Ok(());
+        }
         Ok(())
     }
 
@@ -1712,6 +2049,14 @@ impl DocTask {
                         }
                         self.drop_conns(&affected, "access revoked");
                     }
+                }
+            }
+            BusEvent::Meta { instance, state } if instance != me => {
+                let before = self.meta.view();
+                self.meta.merge(state);
+                let after = self.meta.view();
+                if after != before {
+                    self.broadcast(None, text(ServerMessage::Meta(&after)));
                 }
             }
             BusEvent::Access(AccessChange::Deleted) => {

@@ -11,10 +11,12 @@ pub mod config;
 pub mod doc;
 pub mod hub;
 pub mod limits;
+pub mod meta;
 pub mod ot;
 pub mod persist;
 pub mod protocol;
 pub mod store;
+pub mod undo;
 pub mod web;
 
 use std::sync::Arc;

@@ -104,6 +104,8 @@ pub enum ServerMessage<'a> {
         /// Extension: highest seq committed for this client id (0 if none);
         /// a client reusing its id continues from `seq + 1`.
         seq: u64,
+        /// Extension: the document's title, tags and view count.
+        meta: crate::meta::MetaView,
     },
     Ack {
         seq: u64,
@@ -126,6 +128,8 @@ pub enum ServerMessage<'a> {
         client: &'a str,
     },
     Pong,
+    /// Extension: the document's title, tags or view count changed.
+    Meta(&'a crate::meta::MetaView),
     /// Extension: this connection's role changed (the owner shared or
     /// unshared); a viewer's `op` is refused from now on.
     Role {

@@ -13,6 +13,7 @@ use super::{
     Subscription,
 };
 use crate::doc::{History, Record};
+use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
 
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -98,6 +99,13 @@ impl Bus for MemoryBus {
     async fn presence_remove(&self, _: &str, _: &PresenceEntry) -> Result<(), BusError> {
         Ok(())
     }
+    /// One instance: its document task holds the state, the store keeps it.
+    async fn meta_put(&self, _: &str, _: &str, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn meta_all(&self, _: &str) -> Result<Vec<String>, BusError> {
+        Ok(Vec::new())
+    }
     async fn presence_list(
         &self,
         _: &str,
@@ -116,6 +124,8 @@ struct DocLog {
 /// commit script publishes on Redis.
 pub struct MemorySequencer {
     docs: Mutex<HashMap<String, DocLog>>,
+    /// Undo/redo stacks by (document, user); kept while documents unload.
+    stacks: Mutex<HashMap<(String, String), Stacks>>,
     bus: Arc<MemoryBus>,
     retain: usize,
 }
@@ -124,6 +134,7 @@ impl MemorySequencer {
     pub fn new(bus: Arc<MemoryBus>, retain: usize) -> Self {
         Self {
             docs: Mutex::new(HashMap::new()),
+            stacks: Mutex::new(HashMap::new()),
             bus,
             retain: retain.max(1),
         }
@@ -131,6 +142,10 @@ impl MemorySequencer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DocLog>> {
         self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stacks(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Stacks>> {
+        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -217,6 +232,41 @@ impl Sequencer for MemorySequencer {
 
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         self.evict(doc).await;
+        self.stacks().retain(|(d, _), _| d != doc);
         Ok(())
+    }
+
+    async fn stack_top(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError> {
+        let key = (doc.to_owned(), user.to_owned());
+        Ok(self.stacks().get_mut(&key).and_then(|s| s.top(stack)))
+    }
+
+    async fn stack_push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
+        let key = (doc.to_owned(), user.to_owned());
+        self.stacks().entry(key).or_default().push(push.clone());
+        Ok(())
+    }
+
+    async fn stack_pop(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError> {
+        let key = (doc.to_owned(), user.to_owned());
+        let mut all = self.stacks();
+        let Some(s) = all.get_mut(&key) else {
+            return Ok(None);
+        };
+        let top = s.pop(stack);
+        if s.is_empty() {
+            all.remove(&key);
+        }
+        Ok(top)
     }
 }

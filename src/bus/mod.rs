@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use crate::doc::Record;
 use crate::ot::Operation;
 use crate::protocol::{CursorInfo, Presence};
+use crate::undo::{Stack, StackPush, UndoEntry};
 
 /// Failures talking to the sequencer or bus backend. The text is for logs.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,22 @@ pub trait Sequencer: Send + Sync + 'static {
     async fn evict(&self, doc: &str);
     /// The document was deleted: drop everything the sequencer holds for it.
     async fn purge(&self, doc: &str) -> Result<(), BusError>;
+    /// The top of `user`'s undo or redo stack in the document.
+    async fn stack_top(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError>;
+    /// Push (or compare-and-replace the top), bounded to [`crate::undo::STACK_LIMIT`].
+    async fn stack_push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError>;
+    /// Take the top of a stack.
+    async fn stack_pop(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError>;
 }
 
 /// What travels on a document's channel.
@@ -121,6 +138,11 @@ pub enum BusEvent {
     Resync,
     /// Access to the document changed (from the REST API, any instance).
     Access(AccessChange),
+    /// An instance's metadata state after a change (merge it).
+    Meta {
+        instance: String,
+        state: Box<crate::meta::DocMeta>,
+    },
 }
 
 /// A change of who may use a document.
@@ -199,4 +221,8 @@ pub trait Bus: Send + Sync + 'static {
         doc: &str,
         now_ms: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError>;
+    /// Keep `instance`'s metadata state (JSON) where other instances find it.
+    async fn meta_put(&self, doc: &str, instance: &str, state: &str) -> Result<(), BusError>;
+    /// Every instance's kept metadata state of the document.
+    async fn meta_all(&self, doc: &str) -> Result<Vec<String>, BusError>;
 }

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::doc::{Record, RecordWire};
 use crate::protocol::{CursorInfo, Presence};
+use crate::undo::{Stack, StackPush, UndoEntry, STACK_LIMIT};
 
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -38,6 +39,7 @@ struct Scripts {
     seed: Script,
     durable: Script,
     presence: Script,
+    undo: Script,
 }
 
 type Subs = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>>;
@@ -91,6 +93,10 @@ enum EventWire {
     Access {
         access: AccessChange,
     },
+    Meta {
+        instance: String,
+        state: Box<crate::meta::DocMeta>,
+    },
 }
 
 fn record_json(r: &Record) -> String {
@@ -122,6 +128,7 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Left { instance, presence } => BusEvent::Left { instance, presence },
         EventWire::Cursor { instance, cursor } => BusEvent::Cursor { instance, cursor },
         EventWire::Access { access } => BusEvent::Access(access),
+        EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
     })
 }
 
@@ -133,6 +140,7 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Left { instance, presence } => EventWire::Left { instance, presence },
         BusEvent::Cursor { instance, cursor } => EventWire::Cursor { instance, cursor },
         BusEvent::Access(access) => EventWire::Access { access },
+        BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
     };
     serde_json::to_string(&wire).ok()
 }
@@ -168,10 +176,35 @@ impl RedisBackend {
                 seed: Script::new(include_str!("scripts/seed.lua")),
                 durable: Script::new(include_str!("scripts/durable.lua")),
                 presence: Script::new(include_str!("scripts/presence.lua")),
+                undo: Script::new(include_str!("scripts/undo.lua")),
             },
             subs,
             ctl,
         }))
+    }
+
+    async fn stack_read(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+        action: &str,
+    ) -> Result<Option<UndoEntry>, BusError> {
+        let raw: Option<String> = self
+            .scripts
+            .undo
+            .key(self.key(doc, "stacks"))
+            .arg(action)
+            .arg(format!("{}{user}", stack.prefix()))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match raw {
+            None => Ok(None),
+            Some(s) => UndoEntry::from_json(&s)
+                .map(Some)
+                .ok_or_else(|| BusError::Corrupt("undo entry".into())),
+        }
     }
 
     fn key(&self, doc: &str, what: &str) -> String {
@@ -343,11 +376,57 @@ impl Sequencer for RedisBackend {
 
     async fn evict(&self, _doc: &str) {}
 
+    async fn stack_top(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError> {
+        self.stack_read(doc, user, stack, "top").await
+    }
+
+    async fn stack_push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
+        let clear = if push.clear_redo {
+            format!("{}{user}", Stack::Redo.prefix())
+        } else {
+            String::new()
+        };
+        let _: i64 = self
+            .scripts
+            .undo
+            .key(self.key(doc, "stacks"))
+            .arg("push")
+            .arg(format!("{}{user}", push.stack.prefix()))
+            .arg(push.entry.to_json())
+            .arg(
+                push.replace_top_at
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(STACK_LIMIT)
+            .arg(clear)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn stack_pop(
+        &self,
+        doc: &str,
+        user: &str,
+        stack: Stack,
+    ) -> Result<Option<UndoEntry>, BusError> {
+        self.stack_read(doc, user, stack, "pop").await
+    }
+
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
-        let keys: Vec<String> = ["head", "log", "clients", "durable", "presence"]
-            .iter()
-            .map(|k| self.key(doc, k))
-            .collect();
+        let keys: Vec<String> = [
+            "head", "log", "clients", "durable", "presence", "stacks", "meta",
+        ]
+        .iter()
+        .map(|k| self.key(doc, k))
+        .collect();
         let _: i64 = redis::cmd("DEL")
             .arg(keys)
             .query_async(&mut self.conn())
@@ -472,6 +551,18 @@ impl Bus for RedisBackend {
         Ok(())
     }
 
+    async fn meta_put(&self, doc: &str, instance: &str, state: &str) -> Result<(), BusError> {
+        let key = self.key(doc, "meta");
+        self.meta_cmd::<i64>(redis::cmd("HSET").arg(key).arg(instance).arg(state))
+            .await?;
+        Ok(())
+    }
+
+    async fn meta_all(&self, doc: &str) -> Result<Vec<String>, BusError> {
+        self.meta_cmd(redis::cmd("HVALS").arg(self.key(doc, "meta")))
+            .await
+    }
+
     async fn presence_list(
         &self,
         doc: &str,
@@ -494,6 +585,15 @@ impl Bus for RedisBackend {
         let live = decode(parts.next().unwrap_or_default());
         let reaped = decode(parts.next().unwrap_or_default());
         Ok((live, reaped))
+    }
+}
+
+impl RedisBackend {
+    async fn meta_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &mut redis::Cmd,
+    ) -> Result<T, BusError> {
+        cmd.query_async(&mut self.conn()).await.map_err(unavailable)
     }
 }
 

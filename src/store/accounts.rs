@@ -57,6 +57,8 @@ pub trait Accounts: Send + Sync {
     /// False if the username is taken.
     async fn create_user(&self, u: &UserRow, now_ms: i64) -> Result<bool, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+    /// A user's display name by id.
+    async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// A new document owned by `owner`; false if the id exists.
     async fn create_document(
         &self,
@@ -75,7 +77,16 @@ pub trait Accounts: Send + Sync {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<DocListItem>, StoreError>;
-    async fn set_title(&self, id: &str, title: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Every instance's metadata state of the document (JSON, see `meta.rs`).
+    async fn meta_states(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Store this instance's metadata state, and the merged title for lists.
+    async fn put_meta(
+        &self,
+        id: &str,
+        instance: &str,
+        state: &str,
+        title: &str,
+    ) -> Result<(), StoreError>;
     /// False if there was no such document.
     async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
     async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError>;
@@ -237,6 +248,15 @@ macro_rules! impl_accounts {
                 }))
             }
 
+            async fn user_name(&self, id: &str) -> Result<Option<String>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT name FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            }
+
             async fn create_document(
                 &self,
                 id: &str,
@@ -331,10 +351,37 @@ macro_rules! impl_accounts {
                     .collect())
             }
 
-            async fn set_title(&self, id: &str, title: &str, now_ms: i64) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("UPDATE documents SET title = $1, updated_at = $2 WHERE id = $3")
+            async fn meta_states(&self, id: &str) -> Result<Vec<String>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = $crate::store::retry(|| {
+                    sqlx::query("SELECT state FROM document_meta WHERE document_id = $1")
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                })
+                .await?;
+                Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+            }
+
+            async fn put_meta(
+                &self,
+                id: &str,
+                instance: &str,
+                state: &str,
+                title: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                // Skipped when the document is gone (deleted meanwhile).
+                sqlx::query(
+                    "INSERT INTO document_meta (document_id, instance, state) \
+                     SELECT id, $2, $3 FROM documents WHERE id = $1 \
+                     ON CONFLICT (document_id, instance) DO UPDATE SET state = excluded.state",
+                )
+                .bind(id)
+                .bind(instance)
+                .bind(state)
+                .execute(&self.pool)
+                .await?;
+                sqlx::query("UPDATE documents SET title = $1 WHERE id = $2 AND title <> $1")
                     .bind(title)
-                    .bind(now_ms)
                     .bind(id)
                     .execute(&self.pool)
                     .await?;

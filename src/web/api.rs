@@ -16,8 +16,9 @@ use super::error::ApiError;
 use super::identity::{now_secs, role_for, ApiJson, Auth, Identity};
 use super::AppState;
 use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, verify_password};
-use crate::hub::{now_ms, AccessChange};
+use crate::hub::{now_ms, AccessChange, MetaChange};
 use crate::limits::TokenBucket;
+use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
 use crate::protocol::{color_for, valid_name, Presence, Role};
 use crate::store::accounts::UserRow;
@@ -40,6 +41,11 @@ use crate::store::accounts::UserRow;
         update_document,
         delete_document,
         post_ops,
+        get_history,
+        get_version,
+        add_tag,
+        remove_tag,
+        restore_version,
         get_users,
         put_member,
         delete_member,
@@ -56,6 +62,10 @@ use crate::store::accounts::UserRow;
         DocumentListItem,
         OpsBody,
         VersionOut,
+        HistoryItem,
+        VersionContent,
+        TagBody,
+        MetaView,
         MemberBody,
         MemberOut,
         Presence,
@@ -280,6 +290,10 @@ pub struct DocumentOut {
     role: Role,
     created_at: i64,
     updated_at: i64,
+    /// Replicated tags (an add wins over a concurrent remove).
+    tags: Vec<String>,
+    /// Times the document was opened, counted on every instance.
+    views: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -318,9 +332,12 @@ async fn document_out(state: &AppState, id: &str, role: Role) -> Result<Document
         .await?
         .ok_or(ApiError::NotFound("no such document"))?;
     let view = state.hub.view(id).await?;
+    let replicated = state.hub.meta(id, MetaChange::Get).await?;
     Ok(DocumentOut {
         id: meta.id,
-        title: meta.title,
+        title: replicated.title,
+        tags: replicated.tags,
+        views: replicated.views,
         content: view.content,
         version: view.version,
         owner: meta.owner_username,
@@ -432,8 +449,8 @@ pub async fn update_document(
                 .await?,
         )?;
     }
-    if let Some(title) = &body.title {
-        state.store.set_title(&id, title, now_ms()).await?;
+    if let Some(title) = body.title {
+        state.hub.meta(&id, MetaChange::Title(title)).await?;
     }
     Ok(Json(document_out(&state, &id, role).await?))
 }
@@ -498,6 +515,170 @@ pub async fn post_ops(
             .await?,
     )?;
     Ok(Json(VersionOut { version }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Records after this version (default 0: from the start).
+    since: Option<u64>,
+    /// At most 1000 (default 100). The next page starts after the last version returned.
+    limit: Option<usize>,
+}
+
+/// One committed op.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryItem {
+    /// The version this op produced.
+    version: u64,
+    #[schema(value_type = Vec<Object>)]
+    op: Value,
+    /// User id.
+    user: String,
+    /// The user's display name (the id for anonymous users).
+    name: String,
+    client: String,
+    /// Commit time, ms since the Unix epoch.
+    at: i64,
+}
+
+/// The committed ops after `since`, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/documents/{id}/history", params(HistoryQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<HistoryItem>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_history(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<HistoryItem>>, ApiError> {
+    role_for(&state, &id, &who).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (_, records) = state.hub.history(&id, q.since.unwrap_or(0), limit).await?;
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    for r in &records {
+        if !names.contains_key(&r.user) {
+            let name = state.store.user_name(&r.user).await?;
+            names.insert(r.user.clone(), name.unwrap_or_else(|| r.user.clone()));
+        }
+    }
+    Ok(Json(
+        records
+            .iter()
+            .map(|r| HistoryItem {
+                version: r.version,
+                op: r.op.to_json(),
+                user: r.user.clone(),
+                name: names[&r.user].clone(),
+                client: r.client.clone(),
+                at: r.time,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionContent {
+    version: u64,
+    content: String,
+}
+
+async fn content_at(state: &AppState, id: &str, n: u64) -> Result<String, ApiError> {
+    state
+        .hub
+        .content_at(id, n)
+        .await?
+        .ok_or(ApiError::NotFound("no such version"))
+}
+
+/// The document as it was at version `n`.
+#[utoipa::path(get, path = "/api/documents/{id}/versions/{n}", security(("bearer" = [])), responses(
+    (status = 200, body = VersionContent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, n)): Path<(String, u64)>,
+) -> Result<Json<VersionContent>, ApiError> {
+    role_for(&state, &id, &who).await?;
+    let content = content_at(&state, &id, n).await?;
+    Ok(Json(VersionContent {
+        version: n,
+        content,
+    }))
+}
+
+/// Restore version `n`: one new op turning the live content into what it
+/// was then; live clients receive it like any edit (and its author can undo it).
+#[utoipa::path(post, path = "/api/documents/{id}/versions/{n}/restore", security(("bearer" = [])), responses(
+    (status = 200, body = VersionOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn restore_version(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, n)): Path<(String, u64)>,
+) -> Result<Json<VersionOut>, ApiError> {
+    let role = role_for(&state, &id, &who).await?;
+    if !role.can_edit() {
+        return Err(ApiError::Forbidden("viewers cannot edit"));
+    }
+    let content = content_at(&state, &id, n).await?;
+    let version = refused(
+        state
+            .hub
+            .http_edit(
+                &id,
+                &user_id(&who),
+                role,
+                0,
+                Operation::new(),
+                Some(content),
+            )
+            .await?,
+    )?;
+    Ok(Json(VersionOut { version }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct TagBody {
+    /// 1–32 characters, no commas or control characters.
+    tag: String,
+}
+
+async fn change_tags(
+    state: &AppState,
+    who: &Identity,
+    id: &str,
+    change: MetaChange,
+) -> Result<Json<MetaView>, ApiError> {
+    if !role_for(state, id, who).await?.can_edit() {
+        return Err(ApiError::Forbidden("viewers cannot edit"));
+    }
+    Ok(Json(state.hub.meta(id, change).await?))
+}
+
+/// Tag the document; every instance's clients receive the change.
+#[utoipa::path(post, path = "/api/documents/{id}/tags", request_body = TagBody, security(("bearer" = [])), responses(
+    (status = 200, body = MetaView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn add_tag(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TagBody>,
+) -> Result<Json<MetaView>, ApiError> {
+    if !valid_tag(&body.tag) {
+        return Err(ApiError::BadRequest(
+            "tags are 1–32 characters, no commas or control characters".into(),
+        ));
+    }
+    change_tags(&state, &who, &id, MetaChange::AddTag(body.tag)).await
+}
+
+/// Remove a tag (the tags this server has seen; a concurrent add elsewhere wins).
+#[utoipa::path(delete, path = "/api/documents/{id}/tags/{tag}", security(("bearer" = [])), responses(
+    (status = 200, body = MetaView), (status = 403, body = ErrorBody)))]
+pub async fn remove_tag(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<Json<MetaView>, ApiError> {
+    change_tags(&state, &who, &id, MetaChange::RemoveTag(tag)).await
 }
 
 /// Everyone connected to the document, on every instance.

@@ -80,6 +80,17 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/documents/{id}/ops", post(api::post_ops))
         .route("/api/documents/{id}/users", get(api::get_users))
+        .route("/api/documents/{id}/history", get(api::get_history))
+        .route("/api/documents/{id}/tags", post(api::add_tag))
+        .route(
+            "/api/documents/{id}/tags/{tag}",
+            axum::routing::delete(api::remove_tag),
+        )
+        .route("/api/documents/{id}/versions/{n}", get(api::get_version))
+        .route(
+            "/api/documents/{id}/versions/{n}/restore",
+            post(api::restore_version),
+        )
         .route(
             "/api/documents/{id}/members/{username}",
             put(api::put_member).delete(api::delete_member),

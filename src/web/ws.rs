@@ -270,7 +270,8 @@ impl Session {
                 }
                 self.conn.cursor(version, anchor, head).await
             }
-            ClientMessage::Undo {} | ClientMessage::Redo {} => self.conn.history().await,
+            ClientMessage::Undo {} => self.conn.history(false).await,
+            ClientMessage::Redo {} => self.conn.history(true).await,
             ClientMessage::Ping {} => {
                 return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
             }

@@ -12,4 +12,4 @@ export {
   drawSelection,
   placeholder,
 } from "@codemirror/view";
-export { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
+export { defaultKeymap, indentWithTab } from "@codemirror/commands";

@@ -20,8 +20,6 @@ import {
   drawSelection,
   placeholder,
   defaultKeymap,
-  history,
-  historyKeymap,
   indentWithTab,
 } from "./vendor/codemirror.js";
 import { TandemClient, cpLength, cpToUtf16 } from "./tandem-client.js";
@@ -132,11 +130,20 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
   const presence = h("div.presence", { "aria-label": "People here" });
   const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200 });
   const back = h("a", { href: "/", "data-nav": true, text: "← Documents" });
-  topSlot.append(back, title, presence, status);
+  const historyBtn = h("button", { text: "History", "aria-expanded": "false" });
+  topSlot.append(back, title, presence, status, historyBtn);
   const banner = h("div.banner", { hidden: true, role: "alert" });
   const host = h("div.editor-host");
-  const foot = h("div.foot", {}, h("span", { id: "doc-info" }), h("span.muted", { text: "Positions count code points; edits sync live." }));
-  main.append(h("section.editor-page", {}, banner, host, foot));
+  const tags = h("div.tags", { "aria-label": "Tags" });
+  const views = h("span.muted", { id: "doc-views" });
+  const foot = h("div.foot", {}, h("span", {}, h("span", { id: "doc-info" }), " · ", views), tags, h("span.muted", { text: "Ctrl/Cmd-Z undoes your own edits only." }));
+  const panel = h("aside.history", { hidden: true, "aria-label": "Version history" });
+  main.append(h("section.editor-page", {}, banner, h("div.editor-row", {}, host, panel), foot));
+  historyBtn.addEventListener("click", () => {
+    panel.hidden = !panel.hidden;
+    historyBtn.setAttribute("aria-expanded", String(!panel.hidden));
+    if (!panel.hidden) loadHistory();
+  });
 
   const editable = new Compartment();
   let view = null;
@@ -168,10 +175,11 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
             highlightActiveLineGutter(),
             highlightActiveLine(),
             drawSelection(),
-            history(),
             EditorView.lineWrapping,
             placeholder("Start typing…"),
-            keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),
+            // Undo/redo are the server's: per user, past everyone's later edits.
+            EditorView.domEventHandlers({ keydown: onHistoryKey, beforeinput: onHistoryInput }),
+            keymap.of([...defaultKeymap, indentWithTab]),
             cursorField,
             editable.of(editableExt(client.role)),
             EditorView.updateListener.of(onUpdate),
@@ -188,6 +196,26 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
       applyingRemote = false;
     }
     drawCursors();
+  }
+
+  // Ctrl/Cmd-Z: undo; Ctrl/Cmd-Shift-Z and Ctrl/Cmd-Y: redo.
+  function onHistoryKey(e) {
+    if (!(e.ctrlKey || e.metaKey) || e.altKey) return false;
+    const k = e.key.toLowerCase();
+    if (k !== "z" && k !== "y") return false;
+    e.preventDefault();
+    if (client.role === "viewer" || closed) return true;
+    if (k === "y" || e.shiftKey) client.redo();
+    else client.undo();
+    return true;
+  }
+
+  // The browser's own undo (menus, gestures) goes to the server too.
+  function onHistoryInput(e) {
+    if (e.inputType !== "historyUndo" && e.inputType !== "historyRedo") return false;
+    e.preventDefault();
+    if (client.role !== "viewer" && !closed) e.inputType === "historyUndo" ? client.undo() : client.redo();
+    return true;
   }
 
   function onUpdate(u) {
@@ -244,6 +272,100 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     if (client.state) document.getElementById("doc-info").textContent = `version ${client.version}`;
   }
 
+  function renderMeta(m) {
+    if (document.activeElement !== title) title.value = m.title;
+    document.title = `${m.title || "Untitled"} — Tandem`;
+    views.textContent = `${m.views} view${m.views === 1 ? "" : "s"}`;
+    const canEdit = client.role !== "viewer" && !closed;
+    const input = h("input.tag-input", { placeholder: "+ tag", maxlength: 32, "aria-label": "Add a tag", hidden: !canEdit });
+    input.addEventListener("keydown", async (e) => {
+      if (e.key !== "Enter" || !input.value.trim()) return;
+      try {
+        await api("POST", `/api/documents/${id}/tags`, { tag: input.value.trim() });
+      } catch (ex) {
+        showBanner("bad", ex.message);
+      }
+    });
+    tags.replaceChildren(
+      ...m.tags.map((t) =>
+        h(
+          "span.tag",
+          { "data-tag": t },
+          t,
+          canEdit &&
+            h("button.tag-x", {
+              text: "×",
+              title: `Remove ${t}`,
+              onclick: () => api("DELETE", `/api/documents/${id}/tags/${encodeURIComponent(t)}`).catch((ex) => showBanner("bad", ex.message)),
+            }),
+        ),
+      ),
+      input,
+    );
+  }
+
+  async function loadHistory() {
+    panel.replaceChildren(h("h2", { text: "History" }), h("p.muted", { text: "Loading…" }));
+    let items;
+    try {
+      const since = Math.max(0, client.version - 60);
+      items = await api("GET", `/api/documents/${id}/history?since=${since}&limit=60`);
+    } catch (ex) {
+      panel.replaceChildren(h("h2", { text: "History" }), h("p.error", { text: ex.message }));
+      return;
+    }
+    const list = h("ol.history-list", { reversed: true });
+    for (const it of items.reverse()) {
+      let ins = 0;
+      let del = 0;
+      for (const c of it.op) {
+        if (typeof c === "string") ins += cpLength(c);
+        else if (c < 0) del -= c;
+      }
+      const when = new Date(it.at).toLocaleTimeString();
+      list.append(
+        h(
+          "li",
+          {},
+          h("button.history-item", { "data-version": it.version, onclick: () => preview(it.version) },
+            h("strong", { text: `v${it.version}` }), ` ${it.name} · ${when} · `,
+            h("span.ins", { text: `+${ins}` }), " ", h("span.del", { text: `−${del}` })),
+        ),
+      );
+    }
+    panel.replaceChildren(
+      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: "History" }), h("button", { text: "Refresh", onclick: loadHistory })),
+      items.length ? list : h("p.muted", { text: "No edits yet." }),
+    );
+  }
+
+  async function preview(n) {
+    let v;
+    try {
+      v = await api("GET", `/api/documents/${id}/versions/${n}`);
+    } catch (ex) {
+      showBanner("bad", ex.message);
+      return;
+    }
+    const canEdit = client.role !== "viewer" && !closed;
+    panel.replaceChildren(
+      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: `Version ${n}` }), h("button", { text: "Back", onclick: loadHistory })),
+      h("pre.preview", { text: v.content || "(empty)" }),
+      canEdit &&
+        h("button.primary", {
+          text: "Restore this version",
+          onclick: async () => {
+            try {
+              await api("POST", `/api/documents/${id}/versions/${n}/restore`);
+              loadHistory();
+            } catch (ex) {
+              showBanner("bad", ex.message);
+            }
+          },
+        }),
+    );
+  }
+
   function renderUsers(users) {
     lastUsers = users;
     const me = client.user && client.user.id;
@@ -279,6 +401,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     })
     .on("cursors", () => drawCursors())
     .on("users", renderUsers)
+    .on("meta", renderMeta)
     .on("status", renderStatus)
     .on("role", (role) => {
       if (view) view.dispatch({ effects: editable.reconfigure(editableExt(role)) });

@@ -417,7 +417,8 @@ function randomId() {
  * Events (`on(name, fn)`): `ready` (first init), `reset` {content} (the text was
  * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
  * to the editor), `status` {state: "connecting"|"online"|"offline", pending,
- * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `error`
+ * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `meta`
+ * {title, tags, views} (replicated metadata), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
  * deleted, replaced by another tab).
  */
@@ -445,6 +446,7 @@ export class TandemClient {
     this.lastCursorSent = 0;
     this.retryTimer = null;
     this.reconnectTimer = null;
+    this.queuedHistory = []; // undo/redo waiting for our edits to commit
   }
 
   on(name, fn) {
@@ -630,6 +632,10 @@ export class TandemClient {
         this.emit("users", this.userList());
         this.#emitCursors();
         return;
+      case "meta":
+        this.meta = { title: msg.title, tags: msg.tags, views: msg.views };
+        this.emit("meta", this.meta);
+        return;
       case "role":
         this.role = msg.role;
         this.emit("role", msg.role);
@@ -647,6 +653,10 @@ export class TandemClient {
     this.user = msg.user;
     this.role = msg.role;
     this.emit("role", msg.role);
+    if (msg.meta) {
+      this.meta = msg.meta;
+      this.emit("meta", msg.meta);
+    }
     this.users = new Map(msg.users.map((u) => [u.client, u]));
     this.cursors.clear();
     this.futureCursors.clear();
@@ -667,6 +677,7 @@ export class TandemClient {
     this.#setStatus("online");
     this.#emitCursors();
     this.#flushCursor();
+    this.#flushHistory();
   }
 
   /**
@@ -722,6 +733,7 @@ export class TandemClient {
     this.#setStatus("online");
     this.#emitCursors();
     this.#flushCursor();
+    this.#flushHistory();
   }
 
   #onCursor(msg) {
@@ -819,12 +831,23 @@ export class TandemClient {
     }
   }
 
-  /** Ask the server to undo / redo this user's last edit. */
+  /**
+   * Ask the server to undo / redo this user's last step (server-side: it is
+   * transformed past everyone's later edits and arrives as a remote op). Sent
+   * once our own pending edits are committed, so it undoes the latest of them.
+   */
   undo() {
-    this.#send({ type: "undo" });
+    this.queuedHistory.push("undo");
+    this.#flushHistory();
   }
   redo() {
-    this.#send({ type: "redo" });
+    this.queuedHistory.push("redo");
+    this.#flushHistory();
+  }
+
+  #flushHistory() {
+    if (!this.live || this.pending) return;
+    while (this.queuedHistory.length) this.#send({ type: this.queuedHistory.shift() });
   }
 
   // ---- views

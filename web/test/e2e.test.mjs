@@ -220,6 +220,51 @@ async function screenshots() {
   await bob.screenshot({ path: join(SHOTS, "editor-bob.png") });
 }
 
+test("Ctrl-Z undoes only my own edits; history restores a version; tags and titles are live", async () => {
+  await clickEnd(bob);
+  await bob.keyboard.type(" [bob's line]", { delay: 5 });
+  await converged();
+  await alice.click(".cm-content");
+  await alice.keyboard.press("Control+Home");
+  await alice.keyboard.type("[alice typed] ", { delay: 5 });
+  const before = await converged();
+  await alice.keyboard.press("Control+z");
+  await until(async () => !(await text(bob)).includes("[alice typed]"), "Alice's undo to reach Bob");
+  let t = await converged();
+  assert.equal(t, before.replace("[alice typed] ", ""));
+  assert.ok(t.includes("[bob's line]"), "Bob's edit survives Alice's undo");
+  await alice.keyboard.press("Control+Shift+z");
+  await until(async () => (await text(bob)).includes("[alice typed] "), "Alice's redo to reach Bob");
+  assert.equal(await converged(), before);
+
+  // Restore an older version from the history panel; both browsers follow.
+  const head = await alice.evaluate(() => window.tandem.client.version);
+  const target = head - 3;
+  const old = await rest(server.http, "GET", `/api/documents/${docId}/versions/${target}`, undefined, aliceToken);
+  await alice.click("button:has-text('History')");
+  await alice.click(`.history-item[data-version="${target}"]`);
+  await alice.waitForSelector("pre.preview");
+  assert.equal(await alice.textContent("pre.preview"), old.content || "(empty)");
+  await alice.click("button:has-text('Restore this version')");
+  await until(async () => (await text(bob)) === old.content, "the restore to reach Bob");
+  assert.equal(await converged(), old.content);
+
+  // Replicated metadata: a tag and a title reach the other browser live.
+  await alice.fill(".tag-input", "travel");
+  await alice.press(".tag-input", "Enter");
+  await bob.waitForSelector('.tag[data-tag="travel"]');
+  await alice.fill(".doc-title", "Lisbon, finally");
+  await alice.press(".doc-title", "Enter");
+  await alice.click(".cm-content");
+  await until(async () => (await bob.inputValue(".doc-title")) === "Lisbon, finally", "the title to reach Bob");
+  assert.match(await bob.textContent("#doc-views"), /^\d+ views$/);
+  if (SHOTS) {
+    await alice.click("button:has-text('Refresh')");
+    await alice.waitForSelector(".history-item");
+    await alice.screenshot({ path: join(SHOTS, "editor-history.png") });
+  }
+});
+
 test("a viewer gets a read-only editor, and deletion is explained", async () => {
   const carol = await register(server.http, "carol", "Carol");
   await rest(server.http, "PUT", `/api/documents/${docId}/members/carol`, { role: "viewer" }, aliceToken);

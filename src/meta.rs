@@ -1,0 +1,276 @@
+//! Replicated document metadata as state-based CRDTs: the title is a
+//! last-writer-wins register, the view count a grow-only counter (one slot per
+//! instance), the tags an observed-remove set (an add wins over a concurrent
+//! remove). Every instance keeps a full state; states merge by [`DocMeta::merge`],
+//! which is commutative, associative and idempotent, so instances converge
+//! whatever order states arrive in and however often.
+//!
+//! Owns: [`Lww`], [`GCounter`], [`OrSet`], [`DocMeta`], [`MetaView`].
+//! Must not import: tokio, axum, redis, sqlx (time and instance ids are arguments).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Last-writer-wins register: the write with the greater `(time, instance)`
+/// wins; ties between equal stamps are impossible within one instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lww {
+    pub value: String,
+    pub time: i64,
+    pub instance: String,
+}
+
+impl Lww {
+    pub fn set(&mut self, value: &str, time: i64, instance: &str) {
+        // Never go back in time, even if this instance's clock did.
+        let time = time.max(self.time + 1);
+        *self = Lww {
+            value: value.to_owned(),
+            time,
+            instance: instance.to_owned(),
+        };
+    }
+
+    fn stamp(&self) -> (i64, &str, &str) {
+        (self.time, &self.instance, &self.value)
+    }
+
+    pub fn merge(&mut self, other: &Lww) {
+        if other.stamp() > self.stamp() {
+            *self = other.clone();
+        }
+    }
+}
+
+/// Grow-only counter: one slot per instance; the value is their sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GCounter(pub BTreeMap<String, u64>);
+
+impl GCounter {
+    pub fn increment(&mut self, instance: &str, by: u64) {
+        *self.0.entry(instance.to_owned()).or_default() += by;
+    }
+    pub fn value(&self) -> u64 {
+        self.0.values().sum()
+    }
+    pub fn merge(&mut self, other: &GCounter) {
+        for (k, v) in &other.0 {
+            let slot = self.0.entry(k.clone()).or_default();
+            *slot = (*slot).max(*v);
+        }
+    }
+}
+
+/// A unique tag for one add: (instance, counter).
+pub type Dot = (String, u64);
+
+/// Observed-remove set: each add carries a fresh dot; a remove tombstones
+/// the dots it has seen. An add concurrent with a remove has a dot the
+/// remove did not see, so the element stays (add wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrSet {
+    pub adds: BTreeMap<String, BTreeSet<Dot>>,
+    pub removed: BTreeSet<Dot>,
+}
+
+impl OrSet {
+    fn next_dot(&self, instance: &str) -> Dot {
+        let max = self
+            .adds
+            .values()
+            .flatten()
+            .chain(self.removed.iter())
+            .filter(|(i, _)| i == instance)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        (instance.to_owned(), max + 1)
+    }
+
+    pub fn add(&mut self, element: &str, instance: &str) {
+        let dot = self.next_dot(instance);
+        self.adds.entry(element.to_owned()).or_default().insert(dot);
+    }
+
+    pub fn remove(&mut self, element: &str) {
+        if let Some(dots) = self.adds.get(element) {
+            self.removed.extend(dots.iter().cloned());
+        }
+    }
+
+    pub fn contains(&self, element: &str) -> bool {
+        self.adds
+            .get(element)
+            .is_some_and(|dots| dots.iter().any(|d| !self.removed.contains(d)))
+    }
+
+    /// The elements, sorted.
+    pub fn elements(&self) -> Vec<String> {
+        self.adds
+            .keys()
+            .filter(|e| self.contains(e))
+            .cloned()
+            .collect()
+    }
+
+    pub fn merge(&mut self, other: &OrSet) {
+        for (e, dots) in &other.adds {
+            self.adds
+                .entry(e.clone())
+                .or_default()
+                .extend(dots.iter().cloned());
+        }
+        self.removed.extend(other.removed.iter().cloned());
+    }
+}
+
+/// A document's replicated metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocMeta {
+    pub title: Lww,
+    pub views: GCounter,
+    pub tags: OrSet,
+}
+
+/// What clients see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MetaView {
+    pub title: String,
+    pub tags: Vec<String>,
+    pub views: u64,
+}
+
+impl DocMeta {
+    /// The state of a document known only by its stored title.
+    pub fn with_title(title: &str) -> Self {
+        DocMeta {
+            title: Lww {
+                value: title.to_owned(),
+                ..Lww::default()
+            },
+            ..DocMeta::default()
+        }
+    }
+
+    pub fn merge(&mut self, other: &DocMeta) {
+        self.title.merge(&other.title);
+        self.views.merge(&other.views);
+        self.tags.merge(&other.tags);
+    }
+
+    pub fn view(&self) -> MetaView {
+        MetaView {
+            title: self.title.value.clone(),
+            tags: self.tags.elements(),
+            views: self.views.value(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Option<Self> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+/// A tag: 1–32 characters, no control characters or commas.
+pub fn valid_tag(t: &str) -> bool {
+    let n = t.chars().count();
+    (1..=32).contains(&n) && !t.chars().any(|c| c.is_control() || c == ',') && t.trim() == t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random histories of operations at three instances, as states.
+    fn arb_meta() -> impl Strategy<Value = DocMeta> {
+        let op = (0..3usize, 0..5u8, "[a-c]{1,2}", 0..50i64);
+        proptest::collection::vec(op, 0..12).prop_map(|ops| {
+            let mut m = DocMeta::default();
+            for (inst, kind, s, t) in ops {
+                let inst = ["i0", "i1", "i2"][inst];
+                match kind {
+                    0 => m.title.set(&s, t, inst),
+                    1 => m.views.increment(inst, 1),
+                    2 | 3 => m.tags.add(&s, inst),
+                    _ => m.tags.remove(&s),
+                }
+            }
+            m
+        })
+    }
+
+    fn merged(a: &DocMeta, b: &DocMeta) -> DocMeta {
+        let mut x = a.clone();
+        x.merge(b);
+        x
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in arb_meta(), b in arb_meta()) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in arb_meta(), b in arb_meta(), c in arb_meta()) {
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in arb_meta(), b in arb_meta()) {
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            let ab = merged(&a, &b);
+            prop_assert_eq!(merged(&ab, &b), ab.clone());
+        }
+
+        #[test]
+        fn merge_only_grows(a in arb_meta(), b in arb_meta()) {
+            let ab = merged(&a, &b);
+            prop_assert!(ab.views.value() >= a.views.value().max(b.views.value()));
+            prop_assert!(ab.title.time >= a.title.time.max(b.title.time));
+        }
+    }
+
+    #[test]
+    fn a_concurrent_add_wins_over_a_remove() {
+        let mut base = OrSet::default();
+        base.add("urgent", "i0");
+        let (mut x, mut y) = (base.clone(), base.clone());
+        x.remove("urgent");
+        y.add("urgent", "i1");
+        x.merge(&y);
+        assert!(x.contains("urgent"));
+        // A remove that saw every add does remove.
+        x.remove("urgent");
+        let mut z = y.clone();
+        z.merge(&x);
+        assert!(!z.contains("urgent"));
+        // Re-adding after a remove works (a fresh dot).
+        z.add("urgent", "i0");
+        assert!(z.contains("urgent"));
+    }
+
+    #[test]
+    fn last_writer_wins_with_the_instance_as_tie_break() {
+        let mut a = Lww::default();
+        a.set("from a", 10, "a");
+        let mut b = Lww::default();
+        b.set("from b", 10, "b");
+        let mut x = a.clone();
+        x.merge(&b);
+        let mut y = b.clone();
+        y.merge(&a);
+        assert_eq!(x, y);
+        assert_eq!(x.value, "from b");
+        // A later write wins even with a smaller instance id.
+        a.set("later", 11, "a");
+        x.merge(&a);
+        assert_eq!(x.value, "later");
+    }
+}
