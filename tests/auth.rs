@@ -524,18 +524,16 @@ async fn roles_are_enforced_and_changes_reach_live_sockets() {
         Some(member("editor")),
     )
     .await;
-    let mut acked = false;
-    for _ in 0..50 {
-        bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
-            .await;
-        let m = bws.recv().await;
-        if m["type"] == "ack" {
-            acked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(acked, "promotion did not reach the live socket");
+    // The socket is told (protocol extension `role`), then may edit.
+    let m = bws.recv_type("role").await;
+    assert_eq!(
+        m["role"], "editor",
+        "promotion did not reach the live socket"
+    );
+    bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
+        .await;
+    let m = bws.recv_type("ack").await;
+    assert_eq!(m["seq"], 1);
     // revoked: the live socket is told and closed
     let (st, _) = api
         .call(

@@ -219,3 +219,30 @@ async fn history_pages_versions_and_restore_reach_live_clients() {
     let (content, version) = server.document(doc).await;
     assert_eq!((content.as_str(), version), ("abcde", 22));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_survives_the_instance_that_committed_the_edits_being_killed() {
+    let redis = RedisServer::start();
+    let (_dir, mut servers) = cluster(&redis, 2, &[]);
+    let doc = "undo-kill";
+    let mut alice = Editor::join(&servers[0], doc, "alice", Some("alice-tab")).await;
+    let mut bob = Editor::join(&servers[1], doc, "bob", None).await;
+    type_at(&mut alice, 0, "one").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    type_at(&mut alice, 3, " two").await;
+    bob.sync_to(alice.ot.version).await;
+    type_at(&mut bob, 7, " B").await;
+    alice.sync_to(bob.ot.version).await;
+    // Alice's instance dies with her last edits just committed and her
+    // stacks written only through it.
+    servers[0].kill();
+    let addr = servers[1].addr.clone();
+    alice.resume_at(&addr, doc, "alice").await.unwrap();
+    assert!(history(&mut alice, "undo").await);
+    assert_eq!(alice.ot.text(), "one B");
+    assert!(history(&mut alice, "undo").await);
+    assert_eq!(alice.ot.text(), " B");
+    assert!(history(&mut alice, "redo").await);
+    let t = catch_up(&mut [&mut alice, &mut bob], &servers[1], doc).await;
+    assert_eq!(t, "one B");
+}

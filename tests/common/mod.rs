@@ -223,7 +223,7 @@ impl Ws {
             }
             let t = v["type"].as_str().unwrap_or("");
             assert!(
-                matches!(t, "user_joined" | "user_left" | "cursor"),
+                matches!(t, "user_joined" | "user_left" | "cursor" | "meta"),
                 "expected {ty}, got {v}"
             );
         }
