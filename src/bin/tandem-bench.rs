@@ -73,6 +73,19 @@ enum Workload {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Server-side undo/redo through a server in this process: two clients
+    /// alternate single-key edits (each a separate undo step), then one
+    /// undoes all its steps and redoes them. Latency of undo and redo
+    /// (request → the op back) against the plain edit (op → ack) measured in
+    /// the same run; convergence checked after each phase.
+    Undo {
+        #[arg(long)]
+        redis: Option<String>,
+        /// Edits per client (and so undos and redos); at most the stack
+        /// limit (100 steps per user).
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+    },
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -273,12 +286,16 @@ async fn flood_client(
     (lat, ot)
 }
 
-async fn commits(
+/// A server in this process (embedded, or on Redis): its hub, address,
+/// task and data directory.
+async fn start_server(
     redis: Option<String>,
-    hot_clients: usize,
-    docs: usize,
-    seconds: u64,
-) -> Vec<Value> {
+) -> (
+    tandem::hub::Hub,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    std::path::PathBuf,
+) {
     let dir = tempfile_dir();
     let mut config = Config::defaults();
     config.allow_anonymous = true;
@@ -286,6 +303,12 @@ async fn commits(
     config.op_rate_per_sec = 1_000_000;
     config.op_rate_burst = 1_000_000;
     config.redis_url = redis.map(tandem::config::Secret);
+    // Clustered mode needs a shared signing secret; the bench uses none.
+    config.jwt_secret = Some(tandem::config::Secret(format!(
+        "bench-{}-{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )));
     config.redis_prefix = format!("tandem-bench-{}", uuid::Uuid::new_v4().simple());
     let state = tandem::build(config).await.expect("build server");
     let hub = state.hub.clone();
@@ -296,6 +319,167 @@ async fn commits(
         tandem::app(state),
         std::future::pending(),
     ));
+    (hub, addr, server, dir)
+}
+
+/// A bench client: a socket and the OT state it keeps.
+struct Peer {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    ot: OtClient,
+}
+
+impl Peer {
+    async fn join(url: &str) -> Peer {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .expect("connect");
+        let init: Value = match ws.next().await {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
+            other => panic!("no init: {other:?}"),
+        };
+        let ot = OtClient::new(
+            init["client"].as_str().unwrap(),
+            init["content"].as_str().unwrap(),
+            init["version"].as_u64().unwrap(),
+            init["seq"].as_u64().unwrap(),
+        );
+        Peer { ws, ot }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Append one character and wait for its ack.
+    async fn type_one(&mut self) {
+        let out = self
+            .ot
+            .local_edit(insert_op(self.ot.len_chars()))
+            .unwrap()
+            .unwrap();
+        self.send(json!({"type":"op","version":out.version,"seq":out.seq,"op":out.op}))
+            .await;
+        while self.ot.has_pending() {
+            self.next().await;
+        }
+    }
+
+    /// Process messages until the client reaches `version`.
+    async fn reach(&mut self, version: u64) {
+        while self.ot.version < version {
+            self.next().await;
+        }
+    }
+
+    async fn next(&mut self) {
+        let m: Value = loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => break serde_json::from_str(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        };
+        match m["type"].as_str() {
+            Some("ack") => {
+                self.ot
+                    .on_ack(m["seq"].as_u64().unwrap(), m["version"].as_u64().unwrap())
+                    .unwrap();
+            }
+            Some("op") => {
+                let op = Operation::from_json(&m["op"], usize::MAX).unwrap();
+                self.ot
+                    .on_remote(
+                        m["version"].as_u64().unwrap(),
+                        &op,
+                        m["client"].as_str().unwrap(),
+                        m["seq"].as_u64().unwrap(),
+                    )
+                    .unwrap();
+            }
+            Some("error") => panic!("server refused: {m}"),
+            _ => {}
+        }
+    }
+}
+
+async fn undo(redis: Option<String>, steps: usize) -> Vec<Value> {
+    let (hub, addr, server, dir) = start_server(redis).await;
+    let doc = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut a = Peer::join(&format!("ws://{addr}/ws/{doc}?user_id=a")).await;
+    let mut b = Peer::join(&format!("ws://{addr}/ws/{doc}?user_id=b")).await;
+    let (mut edit_lat, mut undo_lat, mut redo_lat) = (Vec::new(), Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let t = Instant::now();
+        a.type_one().await;
+        edit_lat.push(t.elapsed().as_secs_f64() * 1e6);
+        b.reach(a.ot.version).await;
+        b.type_one().await;
+        a.reach(b.ot.version).await;
+    }
+    let typed = t0.elapsed();
+    let full = a.ot.text();
+    for (what, lat) in [("undo", &mut undo_lat), ("redo", &mut redo_lat)] {
+        for _ in 0..steps {
+            let target = a.ot.version + 1;
+            let t = Instant::now();
+            a.send(json!({ "type": what })).await;
+            a.reach(target).await;
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        b.reach(a.ot.version).await;
+        let view = hub.view(&doc).await.unwrap();
+        assert_eq!(a.ot.text(), view.content, "a diverged after {what}");
+        assert_eq!(b.ot.text(), view.content, "b diverged after {what}");
+        if what == "undo" {
+            assert_eq!(view.content.chars().count(), steps, "undo left other text");
+        } else {
+            assert_eq!(view.content, full, "redo did not restore the text");
+        }
+    }
+    let edit_p50 = {
+        let mut s = edit_lat.clone();
+        s.sort_by(f64::total_cmp);
+        percentile(&s, 0.5)
+    };
+    let mut results = vec![summary(
+        "edit (op -> ack), baseline",
+        steps,
+        typed,
+        edit_lat,
+    )];
+    for (name, lat) in [
+        ("undo (request -> op)", undo_lat),
+        ("redo (request -> op)", redo_lat),
+    ] {
+        let mut s = lat.clone();
+        s.sort_by(f64::total_cmp);
+        let ratio = percentile(&s, 0.5) / edit_p50;
+        let elapsed = Duration::from_secs_f64(lat.iter().sum::<f64>() / 1e6);
+        let mut v = summary(name, steps, elapsed, lat);
+        v["p50_vs_edit"] = json!(ratio);
+        v["converged"] = json!(true);
+        println!("    {name}: p50 is {ratio:.2}x the plain edit's");
+        results.push(v);
+    }
+    hub.shutdown().await;
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+async fn commits(
+    redis: Option<String>,
+    hot_clients: usize,
+    docs: usize,
+    seconds: u64,
+) -> Vec<Value> {
+    let (hub, addr, server, dir) = start_server(redis).await;
     let mut results = Vec::new();
     for (name, docs, per_doc) in [
         (
@@ -486,6 +670,9 @@ async fn main() {
             docs,
             seconds,
         } => commits(redis, hot_clients.max(1), docs.max(1), seconds.max(1)).await,
+        Workload::Undo { redis, steps } => {
+            undo(redis, steps.clamp(1, tandem::undo::STACK_LIMIT)).await
+        }
     };
     if let Some(path) = cli.json {
         let out = json!({ "results": results });
