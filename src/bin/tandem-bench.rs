@@ -223,67 +223,19 @@ async fn flood_client(
     stop: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
 ) -> (Vec<f64>, OtClient) {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
-        .await
-        .expect("connect");
-    let init: Value = match ws.next().await {
-        Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
-        other => panic!("no init: {other:?}"),
-    };
-    let mut ot = OtClient::new(
-        init["client"].as_str().unwrap(),
-        init["content"].as_str().unwrap(),
-        init["version"].as_u64().unwrap(),
-        init["seq"].as_u64().unwrap(),
-    );
+    let mut peer = Peer::join(&url).await;
     let mut lat = Vec::new();
-    let mut sent_at = Instant::now();
-    let send = |out: tandem::client::Outgoing| {
-        Message::Text(
-            json!({"type":"op","version":out.version,"seq":out.seq,"op":out.op})
-                .to_string()
-                .into(),
-        )
-    };
-    let out = ot.local_edit(insert_op(ot.len_chars())).unwrap().unwrap();
-    ws.send(send(out)).await.unwrap();
     loop {
-        let Some(Ok(msg)) = ws.next().await else {
+        let sent_at = Instant::now();
+        peer.type_one().await;
+        lat.push(sent_at.elapsed().as_secs_f64() * 1e6);
+        commits.fetch_add(1, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) {
             break;
-        };
-        let Message::Text(t) = msg else { continue };
-        let m: Value = serde_json::from_str(&t).unwrap();
-        match m["type"].as_str() {
-            Some("ack") => {
-                ot.on_ack(m["seq"].as_u64().unwrap(), m["version"].as_u64().unwrap())
-                    .unwrap();
-                lat.push(sent_at.elapsed().as_secs_f64() * 1e6);
-                commits.fetch_add(1, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let out = ot.local_edit(insert_op(ot.len_chars())).unwrap().unwrap();
-                sent_at = Instant::now();
-                ws.send(send(out)).await.unwrap();
-            }
-            Some("op") => {
-                let op = Operation::from_json(&m["op"], usize::MAX).unwrap();
-                let next = ot
-                    .on_remote(
-                        m["version"].as_u64().unwrap(),
-                        &op,
-                        m["client"].as_str().unwrap(),
-                        m["seq"].as_u64().unwrap(),
-                    )
-                    .unwrap();
-                assert!(next.is_none());
-            }
-            Some("error") => panic!("server refused: {m}"),
-            _ => {}
         }
     }
-    let _ = ws.close(None).await;
-    (lat, ot)
+    let _ = peer.ws.close(None).await;
+    (lat, peer.ot)
 }
 
 /// A server in this process (embedded, or on Redis): its hub, address,
