@@ -676,6 +676,8 @@ struct DocTask {
     deleted: bool,
     /// Replicated metadata: this instance's view of the merged state.
     meta: DocMeta,
+    /// `meta` changed here since it was last stored.
+    meta_dirty: bool,
 }
 
 /// A write to the bus that the document task does not wait for.
@@ -802,6 +804,7 @@ impl DocTask {
             needs_catch_up: false,
             deleted: false,
             meta: DocMeta::default(),
+            meta_dirty: false,
         };
         task.meta = task.load_meta().await?;
         // The journal may be ahead of the snapshot.
@@ -887,6 +890,9 @@ impl DocTask {
                 _ = tick.tick() => {
                     self.sweep_closed();
                     self.offer_persist();
+                    if let Err(e) = self.store_meta().await {
+                        warn!(error = %e, "metadata not stored; retrying next tick");
+                    }
                     if self.needs_catch_up {
                         if let Err(e) = self.refill().await {
                             error!(error = %e, "document state lost; resetting");
@@ -904,6 +910,9 @@ impl DocTask {
             Stop::Shutdown => {
                 if let Some(job) = self.persist_job() {
                     self.hub.persister.put(job).await;
+                }
+                if let Err(e) = self.store_meta().await {
+                    warn!(error = %e, "metadata not stored at shutdown");
                 }
                 self.close_all(close::GOING_AWAY, "server shutting down; reconnect");
                 unregister(&self.hub, &self.id, self.generation);
@@ -926,6 +935,9 @@ impl DocTask {
 
     /// Flush, then leave the registry if nothing arrived meanwhile.
     async fn try_unload(&mut self, rx: &mpsc::Receiver<Cmd>) -> bool {
+        if self.store_meta().await.is_err() {
+            return false;
+        }
         if let Some(job) = self.persist_job() {
             if !self.hub.persister.put(job).await {
                 return false;
@@ -1413,12 +1425,11 @@ impl DocTask {
             let id = old.id;
             self.drop_conns(&[id], "replaced");
         }
-        // A view: a fresh open (a resume is the same visit).
+        // A view: a fresh open (a resume is the same visit). Stored on the
+        // next tick, so a burst of joins costs one store write, not one each.
         if setup.resume.is_none() {
             self.meta.views.increment(&self.hub.settings.instance_id, 1);
-            if let Err(e) = self.meta_changed().await {
-                warn!(error = %e, "view count not stored");
-            }
+            self.meta_announce();
         }
         let mut replay = None;
         if let Some(n) = setup.resume {
@@ -1748,19 +1759,36 @@ impl DocTask {
     /// After a local change: tell our clients, keep our state in the store
     /// and the bus, and send it to the other instances.
     async fn meta_changed(&mut self) -> Result<(), HubError> {
+        self.meta_announce();
+        self.store_meta().await
+    }
+
+    /// Tell our clients and the other instances, and keep our state in the
+    /// bus; the store write is left to [`DocTask::store_meta`].
+    fn meta_announce(&mut self) {
         let view = self.meta.view();
         self.broadcast(None, text(ServerMessage::Meta(&view)));
         let me = self.hub.settings.instance_id.clone();
-        let json = self.meta.to_json();
-        self.hub
-            .store
-            .put_meta(&self.id, &me, &json, &view.title)
-            .await?;
         self.publish(BusEvent::Meta {
             instance: me,
             state: Box::new(self.meta.clone()),
         });
-        self.write_bus(BusWrite::MetaPut(json));
+        self.write_bus(BusWrite::MetaPut(self.meta.to_json()));
+        self.meta_dirty = true;
+    }
+
+    /// Store this instance's metadata state if it changed since last stored.
+    async fn store_meta(&mut self) -> Result<(), HubError> {
+        if !self.meta_dirty {
+            return Ok(());
+        }
+        let me = &self.hub.settings.instance_id;
+        let title = self.meta.title.value.clone();
+        self.hub
+            .store
+            .put_meta(&self.id, me, &self.meta.to_json(), &title)
+            .await?;
+        self.meta_dirty = false;
         Ok(())
     }
 
