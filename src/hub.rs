@@ -95,6 +95,8 @@ pub struct JoinRequest {
 pub struct DocView {
     pub content: String,
     pub version: u64,
+    /// Title, tags and views (replicated).
+    pub meta: MetaView,
 }
 
 #[derive(Clone)]
@@ -184,10 +186,9 @@ enum Reply {
 /// The head version and a page of committed records.
 pub type HistoryPage = (u64, Vec<Arc<Record>>);
 
-/// A change to a document's metadata (or `Get`: none).
+/// A change to a document's metadata.
 #[derive(Clone, Debug)]
 pub enum MetaChange {
-    Get,
     Title(String),
     AddTag(String),
     RemoveTag(String),
@@ -1359,6 +1360,7 @@ impl DocTask {
                 let _ = reply.send(Ok(DocView {
                     content: self.state.content(),
                     version: self.state.version(),
+                    meta: self.meta.view(),
                 }));
             }
             Cmd::Users(reply) => {
@@ -1747,7 +1749,6 @@ impl DocTask {
         let me = self.hub.settings.instance_id.clone();
         let now = (self.hub.clock)();
         match change {
-            MetaChange::Get => return Ok(self.meta.view()),
             MetaChange::Title(t) => self.meta.title.set(&t, now, &me),
             MetaChange::AddTag(t) => self.meta.tags.add(&t, &me),
             MetaChange::RemoveTag(t) => self.meta.tags.remove(&t),

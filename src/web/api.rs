@@ -332,12 +332,11 @@ async fn document_out(state: &AppState, id: &str, role: Role) -> Result<Document
         .await?
         .ok_or(ApiError::NotFound("no such document"))?;
     let view = state.hub.view(id).await?;
-    let replicated = state.hub.meta(id, MetaChange::Get).await?;
     Ok(DocumentOut {
         id: meta.id,
-        title: replicated.title,
-        tags: replicated.tags,
-        views: replicated.views,
+        title: view.meta.title,
+        tags: view.meta.tags,
+        views: view.meta.views,
         content: view.content,
         version: view.version,
         owner: meta.owner_username,

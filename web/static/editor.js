@@ -22,7 +22,7 @@ import {
   defaultKeymap,
   indentWithTab,
 } from "./vendor/codemirror.js";
-import { TandemClient, cpLength, cpToUtf16 } from "./tandem-client.js";
+import { TandemClient, OpBuilder, cpLength, cpToUtf16 } from "./tandem-client.js";
 
 const remote = Annotation.define();
 const setCursors = StateEffect.define();
@@ -81,26 +81,15 @@ function cursorDecorations(doc, cursors) {
 /** A CodeMirror transaction's changes as one code-point op on its start document. */
 function toOp(tr) {
   const old = tr.startState.doc.toString();
-  const op = [];
+  const op = new OpBuilder();
   let u = 0; // UTF-16 position in old
-  let cp = 0; // code points consumed
-  const retain = (n) => {
-    if (n <= 0) return;
-    if (typeof op[op.length - 1] === "number" && op[op.length - 1] > 0) op[op.length - 1] += n;
-    else op.push(n);
-  };
   tr.changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
-    const keep = cpLength(old.slice(u, fromA));
-    retain(keep);
-    const del = cpLength(old.slice(fromA, toA));
-    const text = inserted.toString();
-    if (text) op.push(text);
-    if (del) op.push(-del);
-    cp += keep + del;
+    op.retain(cpLength(old.slice(u, fromA)))
+      .delete(cpLength(old.slice(fromA, toA)))
+      .insert(inserted.toString());
     u = toA;
   });
-  retain(cpLength(old) - cp);
-  return op;
+  return op.retain(cpLength(old.slice(u))).build();
 }
 
 /** A code-point op as CodeMirror changes on `doc` (all in `doc`'s coordinates). */
