@@ -15,8 +15,6 @@ use super::{
 use crate::doc::{History, Record};
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
 
-const CHANNEL_CAPACITY: usize = 4096;
-
 /// Per-document broadcast channels.
 pub struct MemoryBus {
     me: Weak<MemoryBus>,
@@ -72,7 +70,7 @@ impl Bus for MemoryBus {
             let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
             channels
                 .entry(doc.to_owned())
-                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+                .or_insert_with(|| broadcast::channel(super::SUBSCRIBER_CAPACITY).0)
                 .subscribe()
         };
         let guard = Unsubscribe {

@@ -30,8 +30,6 @@ use crate::doc::{Record, RecordWire};
 use crate::protocol::{CursorInfo, Presence};
 use crate::undo::{Stack, StackPush, UndoEntry, STACK_LIMIT};
 
-const CHANNEL_CAPACITY: usize = 4096;
-
 /// Scripts, hashed once; `invoke_async` runs EVALSHA and loads on NOSCRIPT.
 struct Scripts {
     commit: Script,
@@ -480,7 +478,7 @@ impl Bus for RedisBackend {
             match subs.get(&channel) {
                 Some(tx) => (tx.subscribe(), false),
                 None => {
-                    let (tx, rx) = broadcast::channel(CHANNEL_CAPACITY);
+                    let (tx, rx) = broadcast::channel(super::SUBSCRIBER_CAPACITY);
                     subs.insert(channel.clone(), tx);
                     (rx, true)
                 }

@@ -36,6 +36,10 @@ pub struct WsQuery {
 /// Frames up to this many times the limit are read and refused with
 /// `too_large`; larger ones end the connection (1009).
 const HARD_LIMIT_FACTOR: usize = 4;
+/// Per-connection read buffer. tungstenite's default (128 KiB) would make
+/// an idle connection cost ~140 KiB; frames larger than this still arrive,
+/// the buffer grows for them.
+const READ_BUFFER: usize = 4 * 1024;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -116,6 +120,7 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(hard)
         .max_frame_size(hard)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
             sessions.track_future(
                 Session::new(state, conn)

@@ -20,6 +20,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod clients;
+mod echo;
+mod load;
+mod plot;
+mod replay;
+mod servers;
+mod stats;
+mod suite;
+mod sys;
+
+use servers::{Backing, System};
+
 #[derive(Parser)]
 #[command(name = "tandem-bench", about = "Benchmarks for Tandem (loopback only)")]
 struct Cli {
@@ -32,6 +44,83 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Workload {
+    /// Every workload below in sequence, with the baselines (echo floor,
+    /// ShareDB), then the plots: `--profile smoke` takes seconds and checks
+    /// convergence only (CI); `--profile full` gives the published figures.
+    Suite {
+        #[arg(long, value_enum, default_value = "smoke")]
+        profile: suite::Profile,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// PostgreSQL for W8 and for ShareDB on two instances (skipped unset).
+        /// Use a database of its own: the runs leave tables and rows.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Directory for results.json and the SVG plots.
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
+    },
+    /// W3 / W4 / W5: clients typing at a fixed rate into documents on one or
+    /// more instances of a system started for the run: delivery latency
+    /// (sender → every other client), throughput, CPU, RSS; convergence.
+    Load {
+        #[arg(long, value_enum, default_value = "tandem")]
+        system: System,
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        #[arg(long, default_value_t = 1)]
+        docs: usize,
+        /// Clients per document.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Edits per second per client.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        #[arg(long)]
+        redis: Option<String>,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// W9: one client replays a trace through a server, one op in flight;
+    /// the server's final text must equal the trace's.
+    Replay {
+        #[arg(long, value_enum, default_value = "tandem")]
+        system: System,
+        #[arg(long)]
+        redis: Option<String>,
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/automerge-paper.json.gz"))]
+        trace: std::path::PathBuf,
+        /// Replay only the first N edits.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// W7: many idle connections: server RSS per connection.
+    Idle {
+        #[arg(long, value_enum, default_value = "tandem")]
+        system: System,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Connections per document.
+        #[arg(long, default_value_t = 10)]
+        per_doc: usize,
+    },
+    /// Draw the SVG plots of a results file.
+    Plot {
+        #[arg(long, default_value = "bench/results/results.json")]
+        input: std::path::PathBuf,
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
+    },
+    /// The echo floor's server (started by the workloads).
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        port: u16,
+    },
     /// The Redis commit script alone: sequential calls on one document, and
     /// concurrent callers each on its own document.
     CommitScript {
@@ -139,7 +228,7 @@ fn nth_commit(i: usize) -> CommitRequest {
     }
 }
 
-async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Value> {
+pub(crate) async fn commit_script(redis: String, ops: usize, concurrency: usize) -> Vec<Value> {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let prefix = format!("tandem-bench-{}", uuid::Uuid::new_v4().simple());
@@ -425,7 +514,7 @@ async fn undo(redis: Option<String>, steps: usize) -> Vec<Value> {
     results
 }
 
-async fn commits(
+pub(crate) async fn commits(
     redis: Option<String>,
     hot_clients: usize,
     docs: usize,
@@ -495,11 +584,15 @@ async fn commits(
     results
 }
 
-async fn persist(
+/// `rounds` persistence rounds (or until `stop`); `ready` is told once the
+/// documents exist and the first round is about to start.
+pub(crate) async fn persist(
     database_url: Option<String>,
     docs: usize,
     rows: usize,
     rounds: usize,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<CancellationToken>,
 ) -> Vec<Value> {
     use tandem::doc::Record;
     use tandem::store::{DocPersist, Store};
@@ -537,7 +630,13 @@ async fn persist(
     let mut texts = vec![String::new(); docs];
     let mut results = Vec::new();
     let mut round_ms = Vec::new();
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     for round in 0..rounds {
+        if stop.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            break;
+        }
         let batch: Vec<DocPersist> = ids
             .iter()
             .zip(texts.iter_mut())
@@ -605,6 +704,88 @@ fn tempfile_dir() -> std::path::PathBuf {
 async fn main() {
     let cli = Cli::parse();
     let results = match cli.workload {
+        Workload::Suite {
+            profile,
+            redis,
+            database_url,
+            out,
+        } => {
+            let results = suite::run(profile, redis, database_url).await;
+            std::fs::create_dir_all(&out).expect("create --out");
+            let doc = json!({ "profile": format!("{profile:?}").to_lowercase(), "machine": machine(), "results": results });
+            std::fs::write(
+                out.join("results.json"),
+                serde_json::to_string_pretty(&doc).unwrap(),
+            )
+            .expect("write results");
+            for p in plot::write_all(&results, &out) {
+                println!("plot: {}", p.display());
+            }
+            assert!(
+                results.iter().all(|r| r["converged"] != json!(false)),
+                "a run did not converge"
+            );
+            results
+        }
+        Workload::Load {
+            system,
+            instances,
+            docs,
+            clients,
+            rate,
+            seconds,
+            warmup,
+            redis,
+            database_url,
+        } => {
+            let spec = load::LoadSpec {
+                name: format!("load {docs} docs x {clients} on {instances} inst"),
+                system,
+                instances: instances.max(1),
+                docs: docs.max(1),
+                clients_per_doc: clients.max(1),
+                rate,
+                warmup: Duration::from_secs(warmup),
+                seconds: Duration::from_secs(seconds.max(1)),
+                backing: Backing {
+                    redis,
+                    database_url,
+                },
+            };
+            vec![load::run(&spec).await]
+        }
+        Workload::Replay {
+            system,
+            redis,
+            trace,
+            limit,
+        } => {
+            let label = if redis.is_some() { "Redis" } else { "embedded" };
+            let t = replay::load_trace(&trace, limit);
+            let backing = Backing {
+                redis,
+                database_url: None,
+            };
+            vec![replay::replay(system, &backing, label, &t).await]
+        }
+        Workload::Idle {
+            system,
+            conns,
+            per_doc,
+        } => vec![replay::idle(system, conns.max(1), per_doc.max(1)).await],
+        Workload::Plot { input, out } => {
+            let v: Value = serde_json::from_slice(&std::fs::read(&input).expect("read --input"))
+                .expect("results JSON");
+            let results = v["results"].as_array().cloned().unwrap_or_default();
+            for p in plot::write_all(&results, &out) {
+                println!("plot: {}", p.display());
+            }
+            return;
+        }
+        Workload::EchoServer { port } => {
+            echo::serve(port).await;
+            return;
+        }
         Workload::CommitScript {
             redis,
             ops,
@@ -615,7 +796,17 @@ async fn main() {
             docs,
             rows,
             rounds,
-        } => persist(database_url, docs.max(1), rows.max(1), rounds.max(1)).await,
+        } => {
+            persist(
+                database_url,
+                docs.max(1),
+                rows.max(1),
+                rounds.max(1),
+                None,
+                None,
+            )
+            .await
+        }
         Workload::Commits {
             redis,
             hot_clients,
@@ -630,4 +821,32 @@ async fn main() {
         let out = json!({ "results": results });
         std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).expect("write JSON");
     }
+}
+
+/// What the figures were measured on.
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "memory_gib": mem_kb / 1024 / 1024,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
 }

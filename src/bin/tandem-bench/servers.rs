@@ -1,0 +1,263 @@
+//! The systems under test, each started as its own process so that its CPU
+//! and memory are measured apart from the generator's: Tandem (the `tandem`
+//! binary beside this one), the echo floor (`tandem-bench echo-server`) and
+//! ShareDB (`node bench/peers/sharedb/server.js`). Dropping `Servers` kills
+//! them and removes their data.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// Tandem.
+    Tandem,
+    /// A minimal tokio-tungstenite broadcast server (the floor).
+    Echo,
+    /// ShareDB with ot-text-unicode behind `ws` (bench/peers/sharedb).
+    Sharedb,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Tandem => "tandem",
+            System::Echo => "echo",
+            System::Sharedb => "sharedb",
+        }
+    }
+}
+
+/// Where the systems keep shared state: Tandem and ShareDB on more than one
+/// instance need Redis; ShareDB on more than one instance also needs a shared
+/// database (PostgreSQL).
+#[derive(Clone, Debug, Default)]
+pub struct Backing {
+    pub redis: Option<String>,
+    pub database_url: Option<String>,
+}
+
+pub struct Servers {
+    pub system: System,
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+    redis_prefix: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().unwrap().join(name)
+}
+
+/// The ShareDB peer's directory; its packages are installed (`npm ci`) the
+/// first time.
+pub fn sharedb_dir() -> PathBuf {
+    let dir = std::env::var_os("TANDEM_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peers")))
+        .join("sharedb");
+    if !dir.join("node_modules").exists() {
+        eprintln!("installing the ShareDB peer (npm ci in {})", dir.display());
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "npm ci failed in {}: the ShareDB peer needs Node.js and npm (apt-get install nodejs npm)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+impl Servers {
+    pub async fn start(system: System, instances: usize, backing: &Backing) -> Servers {
+        let dir =
+            std::env::temp_dir().join(format!("tandem-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let secret = format!("bench-{run}-{}", uuid::Uuid::new_v4().simple());
+        let mut servers = Servers {
+            system,
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+            redis_prefix: format!("tandem-bench-{}", &run[..12]),
+        };
+        for i in 0..instances {
+            let port = free_port();
+            let log = std::fs::File::create(servers.dir.join(format!("server-{i}.log"))).unwrap();
+            let mut cmd = match system {
+                System::Tandem => {
+                    let mut c = Command::new(sibling("tandem"));
+                    c.env("HOST", "127.0.0.1")
+                        .env("PORT", port.to_string())
+                        .env("DATA_DIR", servers.dir.join(format!("data-{i}")))
+                        .env("ALLOW_ANONYMOUS", "true")
+                        .env("OP_RATE_PER_SEC", "1000000")
+                        .env("OP_RATE_BURST", "1000000")
+                        .env("INSTANCE_ID", format!("bench-{i}"))
+                        .env("JWT_SECRET", &secret)
+                        .env("REDIS_PREFIX", &servers.redis_prefix)
+                        .env("RUST_LOG", "warn");
+                    if let Some(r) = &backing.redis {
+                        c.env("REDIS_URL", r);
+                    }
+                    if let Some(d) = &backing.database_url {
+                        c.env("DATABASE_URL", d);
+                    }
+                    c
+                }
+                System::Echo => {
+                    let mut c = Command::new(std::env::current_exe().unwrap());
+                    c.args(["echo-server", "--port", &port.to_string()]);
+                    c
+                }
+                System::Sharedb => {
+                    let mut c = Command::new("node");
+                    c.arg(sharedb_dir().join("server.js"))
+                        .env("PORT", port.to_string())
+                        .env("REDIS_PREFIX", format!("sharedb-bench-{}", &run[..12]));
+                    if instances > 1 {
+                        let redis = backing
+                            .redis
+                            .as_ref()
+                            .expect("ShareDB on 2 instances needs Redis");
+                        let pg = backing
+                            .database_url
+                            .as_ref()
+                            .expect("ShareDB on 2 instances needs PostgreSQL");
+                        c.env("REDIS_URL", redis).env("PG_URL", pg);
+                        if i == 0 {
+                            c.env("PG_RESET", "1");
+                        }
+                    }
+                    c
+                }
+            };
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", system.name()));
+            servers.children.push(child);
+            servers.ports.push(port);
+            servers.wait_ready(i, port).await;
+        }
+        servers
+    }
+
+    async fn wait_ready(&mut self, i: usize, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.children[i].try_wait() {
+                let log = std::fs::read_to_string(self.dir.join(format!("server-{i}.log")))
+                    .unwrap_or_default();
+                panic!(
+                    "{} exited ({status}) while starting:\n{log}",
+                    self.system.name()
+                );
+            }
+            if ready(self.system, port).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start",
+                self.system.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Resident memory of all instances, KiB.
+    pub fn rss_kb(&self) -> u64 {
+        self.pids()
+            .iter()
+            .map(|&p| crate::sys::status_kb(p, "VmRSS:"))
+            .sum()
+    }
+
+    /// The WebSocket URL of a document on an instance.
+    pub fn url(&self, instance: usize, doc: &str, user: &str) -> String {
+        let port = self.ports[instance % self.ports.len()];
+        match self.system {
+            System::Tandem => format!("ws://127.0.0.1:{port}/ws/{doc}?user_id={user}"),
+            System::Echo => format!("ws://127.0.0.1:{port}/ws/{doc}"),
+            System::Sharedb => format!("ws://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Servers {
+    /// Stop the servers and delete what Tandem left in Redis.
+    pub async fn finish(mut self, backing: &Backing) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let (System::Tandem, Some(url)) = (self.system, &backing.redis) {
+            let tracker = tokio_util::task::TaskTracker::new();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let settings = tandem::bus::redis::RedisSettings {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+                retain: 1,
+            };
+            if let Ok(b) =
+                tandem::bus::redis::RedisBackend::connect(settings, &tracker, cancel.clone()).await
+            {
+                let _ = b.delete_all_keys().await;
+            }
+            cancel.cancel();
+            tracker.close();
+            tracker.wait().await;
+        }
+    }
+}
+
+/// Tandem is ready when `/readyz` says 200; the others once they accept.
+async fn ready(system: System, port: u16) -> bool {
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if system != System::Tandem {
+        return true;
+    }
+    let req = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if tcp.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let n = tcp.read(&mut buf).await.unwrap_or(0);
+    buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,61 @@
+//! Process figures read from `/proc` (Linux): CPU time and resident memory
+//! of the generator and of the server processes it started.
+
+use std::time::Instant;
+
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU use of a set of processes over a window, as a percentage of one core.
+pub struct CpuWindow {
+    pids: Vec<u32>,
+    start: Vec<f64>,
+    at: Instant,
+}
+
+impl CpuWindow {
+    pub fn start(pids: Vec<u32>) -> CpuWindow {
+        let start = pids.iter().map(|&p| cpu_seconds(p)).collect();
+        CpuWindow {
+            pids,
+            start,
+            at: Instant::now(),
+        }
+    }
+
+    /// Percent of one core used since `start`, summed over the processes.
+    pub fn percent(&self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64();
+        let used: f64 = self
+            .pids
+            .iter()
+            .zip(&self.start)
+            .map(|(&p, s)| cpu_seconds(p) - s)
+            .sum();
+        100.0 * used / wall
+    }
+}
