@@ -113,6 +113,21 @@ pub struct Config {
     #[arg(long, env = "MAX_DOC_CHARS", default_value_t = 2_000_000)]
     pub max_doc_chars: usize,
     /// Ops per second one connection may send (sustained)...
+    /// Open connections from one client address: HTTP connections, and
+    /// separately WebSocket sessions. Behind a proxy listed in
+    /// TRUSTED_PROXIES the address is the one it forwards.
+    #[arg(long, env = "MAX_CONNS_PER_IP", default_value_t = 256)]
+    pub max_conns_per_ip: usize,
+    /// Open WebSocket sessions of one user (all documents).
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: usize,
+    /// A client must send its request headers within this time (slowloris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose
+    /// `X-Real-IP` / `X-Forwarded-For` names the client. Unset: none.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     #[arg(long, env = "OP_RATE_PER_SEC", default_value_t = 100)]
     pub op_rate_per_sec: u32,
     /// ...and in a burst.

@@ -9,6 +9,8 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod doc;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod limits;
 pub mod meta;
@@ -168,6 +170,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
     };
     let keys = load_keys(&config)?;
+    let conn_limits = web::ConnLimits::new(&config).map_err(StartError::Config)?;
     let background = Background {
         tracker: background,
         cancel,
@@ -181,5 +184,6 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         sessions: TaskTracker::new(),
         metrics: metrics_handle(),
         login_limits: Arc::default(),
+        conn_limits,
     })
 }

@@ -56,9 +56,11 @@ async fn main() -> std::process::ExitCode {
     let hub = state.hub.clone();
     let sessions = state.sessions.clone();
     let grace_ms = state.config.shutdown_grace_ms;
+    let limits = state.conn_limits.clone();
     let server = tandem::serve(
         listener,
         tandem::app(state),
+        limits,
         shutdown.clone().cancelled_owned(),
     );
     let grace = Duration::from_millis(grace_ms);

@@ -88,7 +88,12 @@ fn smoke_profile_converges_and_reports_every_workload() {
             );
         }
     }
-    for plot in ["w3-latency-cdf.svg", "load-latency.svg", "w9-replay.svg"] {
+    for plot in [
+        "w3-latency-cdf.svg",
+        "w3-latency-by-n.svg",
+        "w5-cross-instance.svg",
+        "w9-replay.svg",
+    ] {
         let svg = std::fs::read_to_string(out.path().join(plot)).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.contains("<rect"),

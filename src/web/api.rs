@@ -227,11 +227,11 @@ pub async fn login(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+        .map(|c| c.0);
+    let ip = super::client_ip(&state.conn_limits, peer, req.headers());
     let ApiJson(body) = ApiJson::<LoginBody>::from_request_inner(req, &state).await?;
     let by_ip = login_allowed(&state, format!("ip:{ip}"));
     let by_user = login_allowed(&state, format!("user:{}", body.username));

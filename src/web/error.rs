@@ -28,6 +28,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("too many attempts; try again later")]
     TooManyRequests,
+    #[error("too many open connections; close some first")]
+    TooManyConnections,
     #[error("service unavailable")]
     Unavailable,
     #[error("not ready: {0}")]
@@ -48,7 +50,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyRequests | ApiError::TooManyConnections => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Unavailable | ApiError::NotReady(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

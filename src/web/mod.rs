@@ -25,7 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limits::TokenBucket;
+use crate::limits::{Cidr, ConnLimiter, TokenBucket};
 use crate::store::Store;
 
 /// Shared by every handler.
@@ -41,26 +41,154 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Login attempts per username and per IP.
     pub login_limits: Arc<Mutex<HashMap<String, TokenBucket>>>,
+    /// Connection caps (per address, per user) and trusted proxies.
+    pub conn_limits: ConnLimits,
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves. Accepted sockets get
-/// TCP_NODELAY: small frames (acks, ops fanned out to many clients) must not
-/// wait for the peer's delayed ACK (Nagle), which costs ~40 ms per message.
+/// Connection caps, shared by the accept loop and the WebSocket upgrade.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// Open HTTP connections per peer address (proxies in `trusted` exempt).
+    pub tcp_per_ip: ConnLimiter,
+    /// Open WebSocket sessions per client address.
+    pub ws_per_ip: ConnLimiter,
+    /// Open WebSocket sessions per user.
+    pub ws_per_user: ConnLimiter,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted: Arc<Vec<Cidr>>,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl ConnLimits {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
+        Ok(Self {
+            tcp_per_ip: ConnLimiter::new(config.max_conns_per_ip),
+            ws_per_ip: ConnLimiter::new(config.max_conns_per_ip),
+            ws_per_user: ConnLimiter::new(config.max_sockets_per_user),
+            trusted: Arc::new(trusted),
+            header_read_timeout: std::time::Duration::from_millis(
+                config.header_read_timeout_ms.max(100),
+            ),
+        })
+    }
+
+    fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the one it forwards (`X-Real-IP`, else the last `X-Forwarded-For` entry,
+/// the one the proxy itself appended).
+pub(crate) fn client_ip(
+    limits: &ConnLimits,
+    peer: Option<SocketAddr>,
+    headers: &axum::http::HeaderMap,
+) -> String {
+    let Some(peer) = peer else {
+        return "unknown".to_owned();
+    };
+    if !limits.is_trusted(peer.ip()) {
+        return peer.ip().to_string();
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-real-ip")
+        .map(str::trim)
+        .or_else(|| {
+            header("x-forwarded-for")
+                .and_then(|v| v.rsplit(',').next())
+                .map(str::trim)
+        })
+        .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+        .map_or_else(|| peer.ip().to_string(), |ip| ip.to_string())
+}
+
+/// Refusal written to a connection over its address's cap, before HTTP.
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: 83\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from this address\"}}";
+
+/// Serve `app` on `listener` until `shutdown` resolves, then let open HTTP
+/// requests finish (WebSocket sessions are the hub's to close).
+///
+/// - Accepted sockets get TCP_NODELAY: small frames (acks, ops fanned out to
+///   many clients) must not wait for the peer's delayed ACK (Nagle), which
+///   costs ~40 ms per message.
+/// - A peer holding `MAX_CONNS_PER_IP` connections gets a 429 and a close.
+/// - Request headers must arrive within `HEADER_READ_TIMEOUT_MS` (slow
+///   handshakes are cut off).
+/// - Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = if limits.is_trusted(peer.ip()) {
+            None
+        } else {
+            match limits.tcp_per_ip.acquire(&peer.ip().to_string()) {
+                Some(s) => Some(s),
+                None => {
+                    metrics::counter!("tandem_connections_refused_total", "reason" => "per_ip")
+                        .increment(1);
+                    let _ = tcp.try_write(TOO_MANY);
+                    continue;
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        let svc = app
+            .clone()
+            .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            });
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The whole HTTP surface.

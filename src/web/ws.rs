@@ -3,12 +3,14 @@
 //! task and writes the document task's outbound queue to the socket, with
 //! server pings and an idle timeout.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -16,7 +18,7 @@ use tracing::{debug, info_span, Instrument};
 
 use super::error::ApiError;
 use super::identity::{identify, origin_allowed, role_for, Identity};
-use super::AppState;
+use super::{client_ip, AppState};
 use crate::hub::{close, error_msg, Connection, JoinRequest, Outbound};
 use crate::limits::TokenBucket;
 use crate::ot::{OpError, Operation};
@@ -40,12 +42,15 @@ const HARD_LIMIT_FACTOR: usize = 4;
 /// an idle connection cost ~140 KiB; frames larger than this still arrive,
 /// the buffer grows for them.
 const READ_BUFFER: usize = 4 * 1024;
+/// Messages written before one flush, when more are already queued.
+const WRITE_BATCH: usize = 64;
 
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(doc): Path<String>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if state.hub.is_shutting_down() {
@@ -104,6 +109,21 @@ pub async fn upgrade(
             (UserInfo::new(user_id, name), role, true)
         }
     };
+    // Caps on open sessions, per client address and per user; the slots are
+    // held by the session and given back when it ends.
+    let limits = &state.conn_limits;
+    let ip = client_ip(limits, peer.map(|p| p.0 .0), &headers);
+    let slots = match (
+        limits.ws_per_ip.acquire(&ip),
+        limits.ws_per_user.acquire(&user.id),
+    ) {
+        (Some(a), Some(b)) => (a, b),
+        _ => {
+            metrics::counter!("tandem_connections_refused_total", "reason" => "sessions")
+                .increment(1);
+            return Err(ApiError::TooManyConnections);
+        }
+    };
     let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
     let req = JoinRequest {
         doc,
@@ -123,9 +143,11 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
             sessions.track_future(
-                Session::new(state, conn)
-                    .run(socket, outbound)
-                    .instrument(span),
+                async move {
+                    Session::new(state, conn).run(socket, outbound).await;
+                    drop(slots);
+                }
+                .instrument(span),
             )
         })
         .into_response())
@@ -311,25 +333,38 @@ async fn write_loop(
                 continue;
             }
         };
-        match msg {
-            Outbound::Text(t) => {
-                if sink
-                    .send(Message::Text(Utf8Bytes::from(&*t)))
-                    .await
-                    .is_err()
-                {
+        // Write what is queued (up to a bound) and flush once: under load a
+        // busy document's fan-out costs one write per batch, not per op.
+        let mut next = Some(msg);
+        let mut batched = 0;
+        while let Some(msg) = next.take() {
+            match msg {
+                Outbound::Text(t) => {
+                    if sink
+                        .feed(Message::Text(Utf8Bytes::from(&*t)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.flush().await;
                     return;
                 }
             }
-            Outbound::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                let _ = sink.flush().await;
-                return;
+            batched += 1;
+            if batched < WRITE_BATCH {
+                next = outbound.try_recv().ok();
             }
+        }
+        if sink.flush().await.is_err() {
+            return;
         }
     }
 }

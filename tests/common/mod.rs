@@ -3,6 +3,7 @@
 //! speaks protocol v1 through the pure OT client.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod traces;
 pub mod typist;
 
@@ -98,6 +99,10 @@ impl TestServer {
             data_dir: dir.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -751,6 +756,28 @@ impl PgServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Run one query with psql; unaligned, tuples only.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-At", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 

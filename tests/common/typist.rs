@@ -75,7 +75,11 @@ impl Typist {
 
     async fn reconnect(&mut self, addrs: &Mutex<Vec<String>>, doc: &str) {
         loop {
-            let list = addrs.lock().unwrap().clone();
+            let mut list = addrs.lock().unwrap().clone();
+            // Spread reconnects over the instances rather than all to the first.
+            let spread = self.user.bytes().map(usize::from).sum::<usize>() + self.reconnects;
+            let n = list.len().max(1);
+            list.rotate_left(spread % n);
             for a in &list {
                 if self.ed.resume_at(a, doc, &self.user).await.is_ok() {
                     self.reconnects += 1;

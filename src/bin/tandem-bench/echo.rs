@@ -32,6 +32,7 @@ pub async fn serve(port: u16) {
 
 async fn connection(tcp: tokio::net::TcpStream, id: u64, rooms: Rooms) {
     let mut room = String::new();
+    #[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
     let capture = |req: &Request, resp: Response| {
         room = req.uri().path().to_string();
         Ok(resp)
@@ -51,10 +52,20 @@ async fn connection(tcp: tokio::net::TcpStream, id: u64, rooms: Rooms) {
         .entry(room.clone())
         .or_default()
         .push((id, tx));
+    // Write what is queued and flush once per batch, as Tandem's writer does.
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+            for _ in 1..64 {
+                let Ok(m) = rx.try_recv() else { break };
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
     });

@@ -164,7 +164,7 @@ async fn run_client(
                         r.remote_us.push(shared.now_us().saturating_sub(sent) as u32);
                     }
                 }
-                Event::Other => {}
+                Event::Other | Event::Gap => {}
             }
         }
     }
@@ -191,12 +191,12 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     // Join everyone first (Tandem assigns client ids at join), in parallel.
     let mut clients = Vec::new();
     let mut joins = tokio::task::JoinSet::new();
-    for d in 0..spec.docs {
+    for (d, doc) in docs.iter().enumerate() {
         for k in 0..spec.clients_per_doc {
             let idx = d * spec.clients_per_doc + k;
             // Clients of a document alternate between instances.
-            let url = servers.url(d + k, &docs[d], &format!("u{idx}"));
-            let (system, doc) = (spec.system, docs[d].clone());
+            let url = servers.url(d + k, doc, &format!("u{idx}"));
+            let (system, doc) = (spec.system, doc.clone());
             joins.spawn(async move { (d, Client::join(system, &url, idx, &doc).await) });
             if joins.len() >= 256 {
                 clients.push(joins.join_next().await.unwrap().unwrap());

@@ -59,6 +59,10 @@ enum Workload {
         /// Directory for results.json and the SVG plots.
         #[arg(long, default_value = "bench/results")]
         out: std::path::PathBuf,
+        /// Run only these workloads (W3,W4,W5,W6,W7,W8,W9), replacing their
+        /// entries in an existing results.json.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// W3 / W4 / W5: clients typing at a fixed rate into documents on one or
     /// more instances of a system started for the run: delivery latency
@@ -107,6 +111,14 @@ enum Workload {
         /// Connections per document.
         #[arg(long, default_value_t = 10)]
         per_doc: usize,
+    },
+    /// W1 once, in this process (for profilers: `valgrind --tool=callgrind
+    /// tandem-bench apply-trace`): build and apply every edit of a trace to
+    /// a rope, then check the final text. The measured figure is
+    /// `cargo bench --bench ot`.
+    ApplyTrace {
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/automerge-paper.json.gz"))]
+        trace: std::path::PathBuf,
     },
     /// Draw the SVG plots of a results file.
     Plot {
@@ -343,6 +355,8 @@ async fn start_server(
     config.data_dir = dir.clone();
     config.op_rate_per_sec = 1_000_000;
     config.op_rate_burst = 1_000_000;
+    config.max_conns_per_ip = 1_000_000;
+    config.max_sockets_per_user = 1_000_000;
     config.redis_url = redis.map(tandem::config::Secret);
     // Clustered mode needs a shared signing secret; the bench uses none.
     config.jwt_secret = Some(tandem::config::Secret(format!(
@@ -355,9 +369,11 @@ async fn start_server(
     let hub = state.hub.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let limits = state.conn_limits.clone();
     let server = tokio::spawn(tandem::serve(
         listener,
         tandem::app(state),
+        limits,
         std::future::pending(),
     ));
     (hub, addr, server, dir)
@@ -709,16 +725,42 @@ async fn main() {
             redis,
             database_url,
             out,
+            only,
         } => {
-            let results = suite::run(profile, redis, database_url).await;
             std::fs::create_dir_all(&out).expect("create --out");
-            let doc = json!({ "profile": format!("{profile:?}").to_lowercase(), "machine": machine(), "results": results });
-            std::fs::write(
-                out.join("results.json"),
-                serde_json::to_string_pretty(&doc).unwrap(),
-            )
-            .expect("write results");
-            for p in plot::write_all(&results, &out) {
+            // With --only, the other workloads' entries of the last run stay.
+            let kept: Vec<Value> = if only.is_empty() {
+                Vec::new()
+            } else {
+                std::fs::read(out.join("results.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .and_then(|v| v["results"].as_array().cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| !suite::selected(&only, r["name"].as_str().unwrap_or("")))
+                    .collect()
+            };
+            let save = |results: &[Value]| {
+                let doc = json!({
+                    "profile": format!("{profile:?}").to_lowercase(),
+                    "machine": machine(),
+                    "results": kept.iter().chain(results).collect::<Vec<_>>(),
+                });
+                std::fs::write(
+                    out.join("results.json"),
+                    serde_json::to_string_pretty(&doc).unwrap(),
+                )
+                .expect("write results");
+            };
+            let results = suite::run(profile, redis, database_url, &only, &save).await;
+            save(&results);
+            let all: Vec<Value> = kept
+                .iter()
+                .cloned()
+                .chain(results.iter().cloned())
+                .collect();
+            for p in plot::write_all(&all, &out) {
                 println!("plot: {}", p.display());
             }
             assert!(
@@ -780,6 +822,26 @@ async fn main() {
             for p in plot::write_all(&results, &out) {
                 println!("plot: {}", p.display());
             }
+            return;
+        }
+        Workload::ApplyTrace { trace } => {
+            let t = replay::load_trace(&trace, None);
+            let start = Instant::now();
+            let mut rope = ropey::Rope::new();
+            for (pos, del, ins) in &t.patches {
+                let op = splice(rope.len_chars(), *pos, *del, ins);
+                op.apply_rope(&mut rope).expect("valid edit");
+            }
+            let took = start.elapsed();
+            assert!(
+                rope == t.end.as_str(),
+                "final text differs from the trace's"
+            );
+            println!(
+                "applied {} edits in {:.1} ms",
+                t.patches.len(),
+                took.as_secs_f64() * 1e3
+            );
             return;
         }
         Workload::EchoServer { port } => {

@@ -17,12 +17,11 @@ const COLORS: [&str; 8] = [
 
 fn header(title: &str) -> String {
     let mut s = String::new();
-    let _ = write!(
+    let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>
-"#,
+<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
         (W - R + L) / 2.0,
         esc(title)
     );
@@ -36,13 +35,12 @@ fn esc(s: &str) -> String {
 }
 
 fn axes(s: &mut String, xlabel: &str, ylabel: &str) {
-    let _ = write!(
+    let _ = writeln!(
         s,
         r#"<line x1="{L}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>
 <line x1="{L}" y1="{T}" x2="{L}" y2="{y0}" stroke="black"/>
 <text x="{}" y="{}" text-anchor="middle">{}</text>
-<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>
-"#,
+<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#,
         (L + W - R) / 2.0,
         H - 12.0,
         esc(xlabel),
@@ -57,10 +55,9 @@ fn axes(s: &mut String, xlabel: &str, ylabel: &str) {
 fn legend(s: &mut String, names: &[String]) {
     for (i, n) in names.iter().enumerate() {
         let y = T + 10.0 + 18.0 * i as f64;
-        let _ = write!(
+        let _ = writeln!(
             s,
-            r#"<rect x="{}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>
-"#,
+            r#"<rect x="{}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
             W - R + 12.0,
             y - 10.0,
             COLORS[i % COLORS.len()],
@@ -94,10 +91,9 @@ pub fn cdf_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
     let py = |y: f64| H - B - y * (H - B - T);
     let mut d = lo;
     while d <= hi * 1.001 {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            r##"<line x1="{x}" y1="{T}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>
-"##,
+            r##"<line x1="{x}" y1="{T}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
             H - B,
             H - B + 16.0,
             fmt_ms(d / 1e3),
@@ -105,11 +101,10 @@ pub fn cdf_chart(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
         );
         d *= 10.0;
     }
-    for f in [0.0, 0.5, 0.9, 0.99, 1.0] {
-        let _ = write!(
+    for f in [0.0, 0.5, 0.9, 0.99] {
+        let _ = writeln!(
             s,
-            r##"<line x1="{L}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{f}</text>
-"##,
+            r##"<line x1="{L}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{f}</text>"##,
             W - R,
             L - 6.0,
             py(f) + 4.0,
@@ -144,38 +139,58 @@ fn fmt_ms(ms: f64) -> String {
 }
 
 /// Grouped bars: groups of (label, [value per series]); `names` the series.
+/// With `log`, the y axis is logarithmic (for values spanning decades).
 pub fn bar_chart(
     title: &str,
     ylabel: &str,
     names: &[String],
     groups: &[(String, Vec<f64>)],
+    log: bool,
 ) -> String {
     let mut s = header(title);
     axes(&mut s, "", ylabel);
-    let max = groups
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0f64, f64::max);
+    let vals = || {
+        groups
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let max = vals().fold(0f64, f64::max);
     if max <= 0.0 {
         return s + "</svg>\n";
     }
-    let step = nice_step(max / 5.0);
-    let top = (max / step).ceil() * step;
-    let py = |y: f64| H - B - y / top * (H - B - T);
-    let mut y = 0.0;
-    while y <= top * 1.0001 {
-        let _ = write!(
+    let (ticks, py): (Vec<f64>, Box<dyn Fn(f64) -> f64>) = if log {
+        let lo = 10f64.powf(vals().fold(f64::MAX, f64::min).log10().floor());
+        let hi = 10f64.powf(max.log10().ceil());
+        let mut t = vec![lo];
+        while *t.last().unwrap() < hi * 0.999 {
+            let next = t.last().unwrap() * 10.0;
+            t.push(next);
+        }
+        let span = (hi.log10() - lo.log10()).max(1.0);
+        (
+            t,
+            Box::new(move |y: f64| H - B - (y.max(lo).log10() - lo.log10()) / span * (H - B - T)),
+        )
+    } else {
+        let step = nice_step(max / 5.0);
+        let top = (max / step).ceil() * step;
+        let n = (top / step).round() as usize;
+        (
+            (0..=n).map(|i| i as f64 * step).collect(),
+            Box::new(move |y: f64| H - B - y / top * (H - B - T)),
+        )
+    };
+    for y in ticks {
+        let _ = writeln!(
             s,
-            r##"<line x1="{L}" y1="{p}" x2="{}" y2="{p}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>
-"##,
+            r##"<line x1="{L}" y1="{p}" x2="{}" y2="{p}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
             W - R,
             L - 6.0,
             py(y) + 4.0,
             trim(y),
             p = py(y)
         );
-        y += step;
     }
     let gw = (W - R - L) / groups.len() as f64;
     let bw = (gw * 0.8) / names.len().max(1) as f64;
@@ -185,10 +200,9 @@ pub fn bar_chart(
             if !v.is_finite() {
                 continue;
             }
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>
-"#,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>"#,
                 x0 + bw * i as f64,
                 py(*v),
                 bw - 2.0,
@@ -197,10 +211,9 @@ pub fn bar_chart(
                 trim(*v)
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>
-"#,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
             x0 + gw * 0.4,
             H - B + 16.0,
             esc(label)
@@ -223,8 +236,10 @@ fn nice_step(raw: f64) -> f64 {
 fn trim(v: f64) -> String {
     if v >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
-    } else {
+    } else if v >= 0.1 {
         format!("{v:.2}")
+    } else {
+        format!("{v}")
     }
 }
 
@@ -270,25 +285,70 @@ pub fn write_all(results: &[Value], dir: &std::path::Path) -> Vec<std::path::Pat
         ),
     );
 
-    // p50/p99 per run, grouped by run.
-    let mut groups = Vec::new();
-    for r in &loads {
-        groups.push((
-            format!("{} {}", r["system"].as_str().unwrap(), short(&r["name"])),
-            vec![
-                r["latency_us"]["p50"].as_f64().unwrap_or(f64::NAN) / 1e3,
-                r["latency_us"]["p99"].as_f64().unwrap_or(f64::NAN) / 1e3,
-            ],
-        ));
+    // W3: p50 and p99 by room size, one bar per system.
+    let systems = ["tandem", "echo", "sharedb"];
+    let names: Vec<String> = systems.iter().map(|s| s.to_string()).collect();
+    let mut sizes: Vec<&str> = loads
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .filter_map(|n| n.strip_prefix("W3 hot room "))
+        .collect();
+    sizes.dedup();
+    let mut w3_groups = Vec::new();
+    for n in &sizes {
+        for q in ["p50", "p99"] {
+            let vals = systems
+                .iter()
+                .map(|sys| {
+                    find(results, &format!("W3 hot room {n}"), sys)
+                        .and_then(|r| r["latency_us"][q].as_f64())
+                        .map_or(f64::NAN, |v| v / 1e3)
+                })
+                .collect();
+            w3_groups.push((format!("{n} {q}"), vals));
+        }
     }
-    if !groups.is_empty() {
+    if !w3_groups.is_empty() {
         put(
-            "load-latency.svg",
+            "w3-latency-by-n.svg",
             bar_chart(
-                "Load runs: delivery latency",
-                "ms",
-                &["p50".to_string(), "p99".to_string()],
-                &groups,
+                "W3 hot room, 5 edits/s per client: delivery latency",
+                "ms (log scale)",
+                &names,
+                &w3_groups,
+                true,
+            ),
+        );
+    }
+    // W5: the same room on one and on two instances (Redis; ShareDB with
+    // PostgreSQL as its shared database).
+    let mut w5_groups = Vec::new();
+    for r in &loads {
+        let Some(name) = r["name"].as_str().filter(|n| n.starts_with("W5")) else {
+            continue;
+        };
+        if r["system"] != "tandem" {
+            continue;
+        }
+        let vals = ["tandem", "sharedb"]
+            .iter()
+            .map(|sys| {
+                find(results, name, sys)
+                    .and_then(|r| r["latency_us"]["p50"].as_f64())
+                    .map_or(f64::NAN, |v| v / 1e3)
+            })
+            .collect();
+        w5_groups.push((name.trim_start_matches("W5 ").to_string(), vals));
+    }
+    if !w5_groups.is_empty() {
+        put(
+            "w5-cross-instance.svg",
+            bar_chart(
+                "W5 cross-instance: delivery latency p50",
+                "ms (log scale)",
+                &["tandem".to_string(), "sharedb".to_string()],
+                &w5_groups,
+                true,
             ),
         );
     }
@@ -318,10 +378,10 @@ pub fn write_all(results: &[Value], dir: &std::path::Path) -> Vec<std::path::Pat
                 "edits/s",
                 &["edits/s".to_string()],
                 &w9,
+                false,
             ),
         );
     }
-    let _ = find;
     written
 }
 

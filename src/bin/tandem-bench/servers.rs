@@ -110,6 +110,8 @@ impl Servers {
                         .env("ALLOW_ANONYMOUS", "true")
                         .env("OP_RATE_PER_SEC", "1000000")
                         .env("OP_RATE_BURST", "1000000")
+                        .env("MAX_CONNS_PER_IP", "1000000")
+                        .env("MAX_SOCKETS_PER_USER", "1000000")
                         .env("INSTANCE_ID", format!("bench-{i}"))
                         .env("JWT_SECRET", &secret)
                         .env("REDIS_PREFIX", &servers.redis_prefix)
