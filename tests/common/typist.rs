@@ -47,6 +47,9 @@ pub struct Typist {
     inflight_token: Option<String>,
     pub reconnects: usize,
     pub retries: usize,
+    /// Full reloads after `version_out_of_range`.
+    pub reloads: usize,
+    reload: bool,
 }
 
 impl Typist {
@@ -70,6 +73,8 @@ impl Typist {
             inflight_token: None,
             reconnects: 0,
             retries: 0,
+            reloads: 0,
+            reload: false,
         }
     }
 
@@ -81,7 +86,7 @@ impl Typist {
             let n = list.len().max(1);
             list.rotate_left(spread % n);
             for a in &list {
-                if self.ed.resume_at(a, doc, &self.user).await.is_ok() {
+                if self.rejoin(a, doc).await {
                     self.reconnects += 1;
                     return;
                 }
@@ -116,9 +121,69 @@ impl Typist {
                         self.ed.send_op(&out).await;
                     }
                 }
+                Err(e) if e["code"] == "version_out_of_range" => {
+                    // The server no longer holds the history to rebase this
+                    // edit (it was not committed): reload the document and
+                    // type the token again, as the browser client keeps its
+                    // pending edits across a full reload.
+                    self.reloads += 1;
+                    self.reload = true;
+                    return false;
+                }
                 Err(e) => panic!("refused: {e}"),
             }
         }
+    }
+
+    /// Reconnect to `addr`: resume at our version, or (after
+    /// `version_out_of_range`) join afresh. When the server answers with a
+    /// full `init` (it can no longer replay what we missed), start over from
+    /// it: an edit in flight that the server has (its `seq` says so) counts
+    /// as acknowledged, one it lacks is typed again on the fresh text, as the
+    /// browser client keeps its pending edits across a full reload.
+    async fn rejoin(&mut self, addr: &str, doc: &str) -> bool {
+        let mut url = format!(
+            "ws://{addr}/ws/{doc}?user_id={u}&name={u}&client={u}",
+            u = self.user
+        );
+        if !self.reload {
+            url.push_str(&format!("&version={}", self.ed.ot.version));
+        }
+        let Ok((ws, init)) = Ws::connect(&url).await else {
+            return false;
+        };
+        self.ed.ws = ws;
+        if init["resumed"] != false && !self.reload {
+            if let Some(out) = self.ed.ot.resend() {
+                self.ed.send_op(&out).await;
+            }
+            return true;
+        }
+        if !self.reload {
+            self.reloads += 1;
+        }
+        self.reload = false;
+        let committed = init["seq"].as_u64().unwrap();
+        let inflight = self.ed.ot.inflight_seq();
+        self.ed.ot = tandem::client::OtClient::new(
+            &self.user,
+            init["content"].as_str().unwrap(),
+            init["version"].as_u64().unwrap(),
+            committed,
+        );
+        self.ed.init = init;
+        match (inflight, self.inflight_token.take()) {
+            (Some(seq), Some(token)) if seq <= committed => self.acked.push(token),
+            (_, Some(token)) => {
+                let text = self.ed.ot.text();
+                let b = boundaries(&text);
+                let op = splice(text.chars().count(), b[b.len() / 2], 0, &token);
+                self.inflight_token = Some(token);
+                self.ed.edit(op).await;
+            }
+            _ => {}
+        }
+        true
     }
 
     async fn type_until(
