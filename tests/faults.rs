@@ -37,7 +37,6 @@ use common::{Editor, PgServer, RedisServer, TestServer, Ws, TIMEOUT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use tandem::ot::splice;
 
 const INSTANCES: usize = 3;
 /// The short profile's schedule (CI).
@@ -160,31 +159,9 @@ async fn slow_reader_is_cut_off(server: &TestServer, doc: &str) -> bool {
         .await
         .unwrap();
     let mut writer = Editor::join(server, doc, "blaster", None).await;
-    let big = "w".repeat(16 * 1024);
-    for i in 0..4000 {
-        let len = writer.ot.len_chars();
-        let op = if i % 2 == 0 {
-            splice(len, 0, 0, &big)
-        } else {
-            splice(len, 0, len, "")
-        };
-        writer.edit(op).await;
-        let start = std::time::Instant::now();
-        while writer.ot.has_pending() {
-            let m = writer.ws.recv().await;
-            if m["type"] == "user_left" && m["client"] == "sloth" {
-                drop(slow);
-                return true;
-            }
-            writer.handle(&m).await;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "the writer stalled behind a slow reader"
-        );
-    }
+    let dropped = common::flood_until_dropped(&mut writer, "sloth", 4000, TIMEOUT).await;
     drop(slow);
-    false
+    dropped
 }
 
 async fn run(aof: bool) {

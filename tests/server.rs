@@ -483,30 +483,8 @@ async fn a_slow_consumer_is_disconnected_without_slowing_others() {
         .await
         .unwrap();
     let mut writer = Editor::join(&server, doc, "writer", None).await;
-    let big = "w".repeat(16 * 1024);
-    let mut dropped = false;
-    for i in 0..2000 {
-        let len = writer.ot.len_chars();
-        let op = if i % 2 == 0 {
-            splice(len, 0, 0, &big)
-        } else {
-            splice(len, 0, len, "")
-        };
-        writer.edit(op).await;
-        // The writer keeps getting acks promptly.
-        let start = std::time::Instant::now();
-        while writer.ot.has_pending() {
-            let m = writer.ws.recv().await;
-            if m["type"] == "user_left" && m["client"] == "s" {
-                dropped = true;
-            }
-            writer.handle(&m).await;
-        }
-        assert!(start.elapsed() < Duration::from_secs(2), "writer stalled");
-        if dropped {
-            break;
-        }
-    }
+    // The writer keeps getting acks promptly.
+    let dropped = common::flood_until_dropped(&mut writer, "s", 2000, Duration::from_secs(2)).await;
     assert!(dropped, "the slow consumer was never disconnected");
     // The slow peer finds its socket closed with "try again later", and
     // can resume.

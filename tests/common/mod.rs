@@ -416,6 +416,45 @@ impl Editor {
 pub const EMOJI_ALPHABET: &[&str] = &["a", "b", "c", " ", "\n", "é", "中", "😀", "👍🏽", "𝄞", "🇫🇷"];
 
 /// A random single-splice edit of the editor's current text.
+/// Flood `writer`'s document with 16 KiB insert/delete pairs until the
+/// client `slow` is reported gone (true) or `edits` pass (false). Every edit
+/// must be acknowledged within `limit`: a reader that never reads must not
+/// stall a writer.
+pub async fn flood_until_dropped(
+    writer: &mut Editor,
+    slow: &str,
+    edits: usize,
+    limit: Duration,
+) -> bool {
+    let big = "w".repeat(16 * 1024);
+    for i in 0..edits {
+        let len = writer.ot.len_chars();
+        let op = if i % 2 == 0 {
+            tandem::ot::splice(len, 0, 0, &big)
+        } else {
+            tandem::ot::splice(len, 0, len, "")
+        };
+        writer.edit(op).await;
+        let start = std::time::Instant::now();
+        let mut dropped = false;
+        while writer.ot.has_pending() {
+            let m = writer.ws.recv().await;
+            if m["type"] == "user_left" && m["client"] == slow {
+                dropped = true;
+            }
+            writer.handle(&m).await;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the writer stalled behind a slow reader"
+        );
+        if dropped {
+            return true;
+        }
+    }
+    false
+}
+
 pub fn random_edit(rng: &mut impl rand::Rng, len: usize) -> Operation {
     let pos = rng.gen_range(0..=len);
     let del = if len > pos && rng.gen_bool(0.3) {
