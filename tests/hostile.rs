@@ -90,7 +90,18 @@ async fn connection_floods_are_capped_per_user_and_per_address() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 429"), "{head}");
-    assert!(head.contains("rate_limited"), "{head}");
+    // A well-formed response: its body is the declared length and the
+    // protocol's error shape.
+    let (headers, body) = head.split_once("\r\n\r\n").expect("headers end");
+    let declared: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    assert_eq!(declared, body.len(), "{head}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
 
     // Everyone admitted still edits; nothing refused touched the document.
     other

@@ -111,8 +111,17 @@ pub(crate) fn client_ip(
         .map_or_else(|| peer.ip().to_string(), |ip| ip.to_string())
 }
 
-/// Refusal written to a connection over its address's cap, before HTTP.
-const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: 83\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from this address\"}}";
+/// Body of the refusal written to a connection over its address's cap,
+/// before any HTTP is read.
+const TOO_MANY_BODY: &str =
+    r#"{"error":{"code":"rate_limited","message":"too many connections from this address"}}"#;
+
+fn too_many_response() -> String {
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{TOO_MANY_BODY}",
+        TOO_MANY_BODY.len()
+    )
+}
 
 /// Serve `app` on `listener` until `shutdown` resolves, then let open HTTP
 /// requests finish (WebSocket sessions are the hub's to close).
@@ -164,7 +173,7 @@ pub async fn serve(
                 None => {
                     metrics::counter!("tandem_connections_refused_total", "reason" => "per_ip")
                         .increment(1);
-                    let _ = tcp.try_write(TOO_MANY);
+                    let _ = tcp.try_write(too_many_response().as_bytes());
                     continue;
                 }
             }
