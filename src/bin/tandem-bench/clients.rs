@@ -105,6 +105,27 @@ pub async fn prepare(system: System, url: &str, docs: &[String]) {
     let _ = ws.close(None).await;
 }
 
+/// Join every `(url, index, document)` target, at most `parallel`
+/// handshakes at a time; the clients come back in completion order.
+pub async fn join_many(
+    system: System,
+    targets: Vec<(String, usize, String)>,
+    parallel: usize,
+) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(targets.len());
+    let mut joins = tokio::task::JoinSet::new();
+    for (url, idx, doc) in targets {
+        joins.spawn(async move { Client::join(system, &url, idx, &doc).await });
+        if joins.len() >= parallel {
+            clients.push(joins.join_next().await.unwrap().unwrap());
+        }
+    }
+    while let Some(c) = joins.join_next().await {
+        clients.push(c.unwrap());
+    }
+    clients
+}
+
 impl Client {
     pub async fn join(system: System, url: &str, idx: usize, doc: &str) -> Client {
         let mut ws = connect(url).await;
@@ -196,8 +217,21 @@ impl Client {
             }
         };
         self.inflight = true;
-        self.ws.send(Message::Text(frame.into())).await.unwrap();
+        self.send_text(frame).await;
         self.seq
+    }
+
+    /// Send one text frame as is.
+    pub async fn send_text(&mut self, frame: String) {
+        self.ws.send(Message::Text(frame.into())).await.unwrap();
+    }
+
+    /// Tandem's OT state.
+    pub fn ot(&self) -> &OtClient {
+        match &self.proto {
+            Proto::Tandem(ot) => ot,
+            _ => panic!("not a Tandem client"),
+        }
     }
 
     /// Handle one received frame. `ids` maps Tandem's client ids to indexes.

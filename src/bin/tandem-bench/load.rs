@@ -14,7 +14,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::clients::{prepare, Client, Event};
+use crate::clients::{join_many, prepare, Client, Event};
 use crate::servers::{Backing, Servers, System};
 use crate::stats::{cdf, latency_json, Stats};
 use crate::sys::CpuWindow;
@@ -189,36 +189,30 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     prepare(spec.system, &servers.url(0, "", "setup"), &docs).await;
 
     // Join everyone first (Tandem assigns client ids at join), in parallel.
-    let mut clients = Vec::new();
-    let mut joins = tokio::task::JoinSet::new();
+    // Clients of a document alternate between instances.
+    let mut targets = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
         for k in 0..spec.clients_per_doc {
             let idx = d * spec.clients_per_doc + k;
-            // Clients of a document alternate between instances.
-            let url = servers.url(d + k, doc, &format!("u{idx}"));
-            let (system, doc) = (spec.system, doc.clone());
-            joins.spawn(async move { (d, Client::join(system, &url, idx, &doc).await) });
-            if joins.len() >= 256 {
-                clients.push(joins.join_next().await.unwrap().unwrap());
-            }
+            targets.push((
+                servers.url(d + k, doc, &format!("u{idx}")),
+                idx,
+                doc.clone(),
+            ));
         }
     }
-    while let Some(j) = joins.join_next().await {
-        clients.push(j.unwrap());
-    }
+    let clients = join_many(spec.system, targets, 256).await;
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         times: SendTimes::new(spec.docs * spec.clients_per_doc),
-        ids: clients
-            .iter()
-            .map(|(_, c)| (c.server_id(), c.idx))
-            .collect(),
+        ids: clients.iter().map(|c| (c.server_id(), c.idx)).collect(),
         measure_from: AtomicU64::new(u64::MAX),
     });
     let (phase_tx, phase_rx) = watch::channel(None);
     let (idle_tx, mut idle_rx) = tokio::sync::mpsc::channel(1024);
     let mut tasks = Vec::new();
-    for (d, c) in clients {
+    for c in clients {
+        let d = c.idx / spec.clients_per_doc;
         tasks.push(tokio::spawn(run_client(
             c,
             d,

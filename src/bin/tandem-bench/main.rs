@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tandem::bus::redis::{RedisBackend, RedisSettings};
 use tandem::bus::{CommitOutcome, CommitRequest, Seed, Sequencer};
 use tandem::client::OtClient;
 use tandem::config::Config;
 use tandem::ot::{splice, Operation};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -335,8 +333,9 @@ async fn flood_client(
             break;
         }
     }
-    let _ = peer.ws.close(None).await;
-    (lat, peer.ot)
+    let ot = peer.ot().clone();
+    peer.0.close().await;
+    (lat, ot)
 }
 
 /// A server in this process (embedded, or on Redis): its hub, address,
@@ -379,87 +378,34 @@ async fn start_server(
     (hub, addr, server, dir)
 }
 
-/// A bench client: a socket and the OT state it keeps.
-struct Peer {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    ot: OtClient,
-}
+/// A Tandem client for the in-process workloads (W6, undo): the
+/// generator's protocol client (`clients::Client`) with the steps they use.
+struct Peer(clients::Client);
 
 impl Peer {
     async fn join(url: &str) -> Peer {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .expect("connect");
-        let init: Value = match ws.next().await {
-            Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
-            other => panic!("no init: {other:?}"),
-        };
-        let ot = OtClient::new(
-            init["client"].as_str().unwrap(),
-            init["content"].as_str().unwrap(),
-            init["version"].as_u64().unwrap(),
-            init["seq"].as_u64().unwrap(),
-        );
-        Peer { ws, ot }
+        Peer(clients::Client::join(System::Tandem, url, 0, "").await)
+    }
+
+    fn ot(&self) -> &OtClient {
+        self.0.ot()
     }
 
     async fn send(&mut self, v: Value) {
-        self.ws
-            .send(Message::Text(v.to_string().into()))
-            .await
-            .unwrap();
+        self.0.send_text(v.to_string()).await;
     }
 
     /// Append one character and wait for its ack.
     async fn type_one(&mut self) {
-        let out = self
-            .ot
-            .local_edit(insert_op(self.ot.len_chars()))
-            .unwrap()
-            .unwrap();
-        self.send(json!({"type":"op","version":out.version,"seq":out.seq,"op":out.op}))
-            .await;
-        while self.ot.has_pending() {
-            self.next().await;
-        }
+        let len = self.ot().len_chars();
+        self.0.send_edit(len, 0, "x").await;
+        while self.0.next(&Default::default()).await != clients::Event::Ack {}
     }
 
     /// Process messages until the client reaches `version`.
     async fn reach(&mut self, version: u64) {
-        while self.ot.version < version {
-            self.next().await;
-        }
-    }
-
-    async fn next(&mut self) {
-        let m: Value = loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => break serde_json::from_str(&t).unwrap(),
-                Some(Ok(_)) => continue,
-                other => panic!("socket ended: {other:?}"),
-            }
-        };
-        match m["type"].as_str() {
-            Some("ack") => {
-                self.ot
-                    .on_ack(m["seq"].as_u64().unwrap(), m["version"].as_u64().unwrap())
-                    .unwrap();
-            }
-            Some("op") => {
-                let op = Operation::from_json(&m["op"], usize::MAX).unwrap();
-                self.ot
-                    .on_remote(
-                        m["version"].as_u64().unwrap(),
-                        &op,
-                        m["client"].as_str().unwrap(),
-                        m["seq"].as_u64().unwrap(),
-                    )
-                    .unwrap();
-            }
-            Some("error") => panic!("server refused: {m}"),
-            _ => {}
+        while self.ot().version < version {
+            self.0.next(&Default::default()).await;
         }
     }
 }
@@ -475,24 +421,24 @@ async fn undo(redis: Option<String>, steps: usize) -> Vec<Value> {
         let t = Instant::now();
         a.type_one().await;
         edit_lat.push(t.elapsed().as_secs_f64() * 1e6);
-        b.reach(a.ot.version).await;
+        b.reach(a.ot().version).await;
         b.type_one().await;
-        a.reach(b.ot.version).await;
+        a.reach(b.ot().version).await;
     }
     let typed = t0.elapsed();
-    let full = a.ot.text();
+    let full = a.ot().text();
     for (what, lat) in [("undo", &mut undo_lat), ("redo", &mut redo_lat)] {
         for _ in 0..steps {
-            let target = a.ot.version + 1;
+            let target = a.ot().version + 1;
             let t = Instant::now();
             a.send(json!({ "type": what })).await;
             a.reach(target).await;
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        b.reach(a.ot.version).await;
+        b.reach(a.ot().version).await;
         let view = hub.view(&doc).await.unwrap();
-        assert_eq!(a.ot.text(), view.content, "a diverged after {what}");
-        assert_eq!(b.ot.text(), view.content, "b diverged after {what}");
+        assert_eq!(a.ot().text(), view.content, "a diverged after {what}");
+        assert_eq!(b.ot().text(), view.content, "b diverged after {what}");
         if what == "undo" {
             assert_eq!(view.content.chars().count(), steps, "undo left other text");
         } else {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::clients::{prepare, Client, Event};
+use crate::clients::{join_many, prepare, Client, Event};
 use crate::servers::{Backing, Servers, System};
 use crate::stats::{latency_json, Stats};
 use crate::sys::CpuWindow;
@@ -147,19 +147,13 @@ pub async fn idle(system: System, conns: usize, per_doc: usize) -> Value {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = servers.rss_kb();
     let start = Instant::now();
-    let mut clients = Vec::with_capacity(conns);
-    let mut joins = tokio::task::JoinSet::new();
-    for i in 0..conns {
-        let doc = docs[i / per_doc].clone();
-        let url = servers.url(0, &doc, &format!("u{i}"));
-        joins.spawn(async move { Client::join(system, &url, i, &doc).await });
-        if joins.len() >= 128 {
-            clients.push(joins.join_next().await.unwrap().unwrap());
-        }
-    }
-    while let Some(c) = joins.join_next().await {
-        clients.push(c.unwrap());
-    }
+    let targets = (0..conns)
+        .map(|i| {
+            let doc = docs[i / per_doc].clone();
+            (servers.url(0, &doc, &format!("u{i}")), i, doc)
+        })
+        .collect();
+    let clients = join_many(system, targets, 128).await;
     let connect_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = servers.rss_kb();
