@@ -151,6 +151,73 @@ impl ServerMessage<'_> {
     }
 }
 
+/// A server message as a client reads it: the owned, deserialisable twin of
+/// [`ServerMessage`] (every frame the server sends parses into one), so Rust
+/// clients — tests, the bench — match on types instead of `v["type"]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Init {
+        document: String,
+        client: String,
+        user: UserInfo,
+        version: u64,
+        content: Option<String>,
+        users: Vec<Presence>,
+        cursors: Vec<CursorInfo>,
+        role: Role,
+        #[serde(default)]
+        resumed: Option<bool>,
+        seq: u64,
+        meta: crate::meta::MetaView,
+    },
+    Ack {
+        seq: u64,
+        version: u64,
+    },
+    Op {
+        version: u64,
+        #[serde(deserialize_with = "operation_any_size")]
+        op: Operation,
+        user: String,
+        client: String,
+        seq: u64,
+    },
+    Cursor(CursorInfo),
+    UserJoined {
+        user: UserInfo,
+        client: String,
+    },
+    UserLeft {
+        user: UserInfo,
+        client: String,
+    },
+    Pong,
+    Meta(crate::meta::MetaView),
+    Role {
+        role: Role,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default)]
+        seq: Option<u64>,
+    },
+}
+
+impl ServerFrame {
+    /// Parse one frame's text.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// A client trusts the server's ops: validated, but not capped in size.
+fn operation_any_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Operation, D::Error> {
+    let v = Value::deserialize(d)?;
+    Operation::from_json(&v, usize::MAX).map_err(|e| serde::de::Error::custom(format!("{e:?}")))
+}
+
 /// Protocol error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -276,6 +343,93 @@ mod tests {
         assert_eq!(color_for("alice"), color_for("alice"));
         assert_ne!(color_for("alice"), color_for("bob"));
         assert_eq!(color_for("x").len(), 7);
+    }
+
+    #[test]
+    fn every_server_message_parses_back_as_a_frame() {
+        let user = UserInfo::new("u1", "Ann");
+        let op = Operation::from_json(&serde_json::json!([1, "é🌍", -1]), 16).unwrap();
+        let cursor = CursorInfo {
+            client: "c1".into(),
+            user: "u1".into(),
+            version: 3,
+            anchor: Some(1),
+            head: None,
+        };
+        let meta = crate::meta::MetaView::default();
+        let presence = Presence {
+            id: "u1".into(),
+            name: "Ann".into(),
+            color: user.color.clone(),
+            client: "c1".into(),
+        };
+        let msgs = [
+            ServerMessage::Init {
+                document: "d",
+                client: "c1",
+                user: &user,
+                version: 3,
+                content: Some("abc".into()),
+                users: vec![presence.clone()],
+                cursors: vec![cursor.clone()],
+                role: Role::Editor,
+                resumed: None,
+                seq: 0,
+                meta: meta.clone(),
+            },
+            ServerMessage::Ack { seq: 2, version: 9 },
+            ServerMessage::Op {
+                version: 4,
+                op: &op,
+                user: "u1",
+                client: "c1",
+                seq: 7,
+            },
+            ServerMessage::Cursor(&cursor),
+            ServerMessage::UserJoined {
+                user: &user,
+                client: "c1",
+            },
+            ServerMessage::UserLeft {
+                user: &user,
+                client: "c1",
+            },
+            ServerMessage::Pong,
+            ServerMessage::Meta(&meta),
+            ServerMessage::Role { role: Role::Viewer },
+            ServerMessage::Error {
+                code: ErrorCode::BadOp,
+                message: "m",
+                seq: Some(1),
+            },
+        ];
+        let frames: Vec<ServerFrame> = msgs
+            .iter()
+            .map(|m| ServerFrame::parse(&m.to_text()).unwrap())
+            .collect();
+        assert!(
+            matches!(&frames[0], ServerFrame::Init { version: 3, content: Some(c), resumed: None, users, .. } if c == "abc" && users == &vec![presence.clone()])
+        );
+        assert_eq!(frames[1], ServerFrame::Ack { seq: 2, version: 9 });
+        assert!(matches!(&frames[2], ServerFrame::Op { op: o, seq: 7, .. } if *o == op));
+        assert_eq!(frames[3], ServerFrame::Cursor(cursor));
+        assert!(matches!(&frames[4], ServerFrame::UserJoined { user: u, .. } if *u == user));
+        assert!(matches!(&frames[5], ServerFrame::UserLeft { client, .. } if client == "c1"));
+        assert_eq!(frames[6], ServerFrame::Pong);
+        assert_eq!(frames[7], ServerFrame::Meta(meta));
+        assert_eq!(frames[8], ServerFrame::Role { role: Role::Viewer });
+        assert_eq!(
+            frames[9],
+            ServerFrame::Error {
+                code: ErrorCode::BadOp,
+                message: "m".into(),
+                seq: Some(1)
+            }
+        );
+        assert!(ServerFrame::parse(
+            r#"{"type":"op","version":1,"op":["\ud800"],"user":"u","client":"c","seq":1}"#
+        )
+        .is_err());
     }
 
     #[test]
