@@ -1,11 +1,13 @@
-//! Queries that are the same on SQLite and PostgreSQL — users, document
-//! metadata, members, and reading snapshots and the journal — written once
-//! in [`impl_accounts!`] and expanded per backend (placeholders `$1..$n`,
-//! numbered in order of appearance, which both accept).
+//! Users, document rows, members and replicated metadata states: the
+//! [`Accounts`] trait and its SQL, written once for both backends
+//! (placeholders `$1..$n`, numbered in order of appearance, which both
+//! accept).
+//! Must not import: axum, redis, the hub.
 
 use async_trait::async_trait;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
-use super::StoreError;
+use super::{Backend, SqlStore, StoreError};
 use crate::protocol::Role;
 
 #[derive(Clone, Debug)]
@@ -93,333 +95,201 @@ pub trait Accounts: Send + Sync {
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
 }
 
-/// Reads of documents' durable state.
+// The bounds are those of `Documents for SqlStore<DB>` (`documents.rs`).
 #[async_trait]
-pub trait Documents: Send + Sync {
-    /// Create the document (empty, version 0, no owner) unless it exists.
-    async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
-    /// The newest snapshot, or `None` if there is no such document.
-    async fn load(&self, doc: &str) -> Result<Option<super::Snapshot>, StoreError>;
-    /// Journal records with version > `after`, oldest first, at most `limit`.
-    async fn journal_after(
-        &self,
-        doc: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<crate::doc::Record>, StoreError>;
-    /// The database answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Close the pool (shutdown).
-    async fn close(&self);
-}
+impl<DB> Accounts for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    async fn create_user(&self, u: &UserRow, now_ms: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO users (id, username, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(u.id.as_str())
+        .bind(u.username.as_str())
+        .bind(u.name.as_str())
+        .bind(u.password_hash.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
 
-/// Implements [`Accounts`] and [`Documents`] for a store type with a `pool`
-/// field. Reads retry transient connection errors.
-macro_rules! impl_accounts {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::accounts::Documents for $store {
-            async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), $crate::store::StoreError> {
-                $crate::store::retry(|| {
-                    sqlx::query(
-                        "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(doc)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                })
-                .await?;
-                Ok(())
-            }
-
-            async fn load(&self, doc: &str) -> Result<Option<$crate::store::Snapshot>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = $crate::store::retry(|| {
-                    sqlx::query("SELECT snapshot_version, snapshot_content FROM documents WHERE id = $1")
-                        .bind(doc)
-                        .fetch_optional(&self.pool)
-                })
-                .await?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                let clients = $crate::store::retry(|| {
-                    sqlx::query("SELECT client, seq, version FROM client_seqs WHERE document_id = $1")
-                        .bind(doc)
-                        .fetch_all(&self.pool)
-                })
-                .await?
-                .into_iter()
-                .map(|r| $crate::bus::ClientSeq {
-                    client: r.get("client"),
-                    seq: r.get::<i64, _>("seq") as u64,
-                    version: r.get::<i64, _>("version") as u64,
-                })
-                .collect();
-                Ok(Some($crate::store::Snapshot {
-                    version: row.get::<i64, _>("snapshot_version") as u64,
-                    content: row.get("snapshot_content"),
-                    clients,
-                }))
-            }
-
-            async fn journal_after(
-                &self,
-                doc: &str,
-                after: u64,
-                limit: u32,
-            ) -> Result<Vec<$crate::doc::Record>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let after = i64::try_from(after).unwrap_or(i64::MAX);
-                let rows = $crate::store::retry(|| {
-                    sqlx::query(
-                        "SELECT version, op, user_id, client, seq, committed_at FROM op_journal \
-                         WHERE document_id = $1 AND version > $2 ORDER BY version LIMIT $3",
-                    )
-                    .bind(doc)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                })
-                .await?;
-                let corrupt = |e: String| $crate::store::StoreError::Corrupt(e);
-                rows.into_iter()
-                    .map(|r| {
-                        let op: String = r.get("op");
-                        let wire = $crate::doc::RecordWire {
-                            version: r.get::<i64, _>("version") as u64,
-                            op: serde_json::from_str(&op).map_err(|e| corrupt(e.to_string()))?,
-                            user: r.get("user_id"),
-                            client: r.get("client"),
-                            seq: r.get::<i64, _>("seq") as u64,
-                            time: r.get("committed_at"),
-                        };
-                        $crate::doc::Record::from_wire(wire).map_err(|e| corrupt(e.to_string()))
-                    })
-                    .collect()
-            }
-
-            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
-            }
-
-            async fn close(&self) {
-                self.pool.close().await;
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::store::accounts::Accounts for $store {
-            async fn create_user(
-                &self,
-                u: &$crate::store::accounts::UserRow,
-                now_ms: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let r = sqlx::query(
-                    "INSERT INTO users (id, username, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (username) DO NOTHING",
-                )
-                .bind(&u.id)
-                .bind(&u.username)
-                .bind(&u.name)
-                .bind(&u.password_hash)
-                .bind(now_ms)
-                .execute(&self.pool)
-                .await?;
-                Ok(r.rows_affected() == 1)
-            }
-
-            async fn user_by_username(
-                &self,
-                username: &str,
-            ) -> Result<Option<$crate::store::accounts::UserRow>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = sqlx::query("SELECT id, username, name, password_hash FROM users WHERE username = $1")
-                    .bind(username)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| $crate::store::accounts::UserRow {
-                    id: r.get("id"),
-                    username: r.get("username"),
-                    name: r.get("name"),
-                    password_hash: r.get("password_hash"),
-                }))
-            }
-
-            async fn user_name(&self, id: &str) -> Result<Option<String>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = sqlx::query("SELECT name FROM users WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| r.get(0)))
-            }
-
-            async fn create_document(
-                &self,
-                id: &str,
-                title: &str,
-                owner: &str,
-                now_ms: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let r = sqlx::query(
-                    "INSERT INTO documents (id, title, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(title)
-                .bind(owner)
-                .bind(now_ms)
-                .execute(&self.pool)
-                .await?;
-                Ok(r.rows_affected() == 1)
-            }
-
-            async fn document_meta(
-                &self,
-                id: &str,
-            ) -> Result<Option<$crate::store::accounts::DocMeta>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = sqlx::query(
-                    "SELECT d.id, d.title, d.owner, u.username AS owner_username, d.created_at, d.updated_at \
-                     FROM documents d LEFT JOIN users u ON u.id = d.owner WHERE d.id = $1",
-                )
-                .bind(id)
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, username, name, password_hash FROM users WHERE username = $1")
+                .bind(username)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(|r| $crate::store::accounts::DocMeta {
+        Ok(row.map(|r| UserRow {
+            id: r.get("id"),
+            username: r.get("username"),
+            name: r.get("name"),
+            password_hash: r.get("password_hash"),
+        }))
+    }
+
+    async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT name FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("name")))
+    }
+
+    async fn create_document(
+        &self,
+        id: &str,
+        title: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO documents (id, title, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(title)
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
+
+    async fn document_meta(&self, id: &str) -> Result<Option<DocMeta>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.id, d.title, d.owner, u.username AS owner_username, d.created_at, d.updated_at \
+             FROM documents d LEFT JOIN users u ON u.id = d.owner WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| DocMeta {
+            id: r.get("id"),
+            title: r.get("title"),
+            owner: r.get("owner"),
+            owner_username: r.get("owner_username"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }))
+    }
+
+    async fn role_of(&self, doc: &str, user_id: &str) -> Result<Option<Role>, StoreError> {
+        let row = sqlx::query(
+            "SELECT CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
+             LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 WHERE d.id = $2",
+        )
+        .bind(user_id)
+        .bind(doc)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .and_then(|r| r.get::<Option<String>, _>("role"))
+            .and_then(|s| role_from_str(&s)))
+    }
+
+    async fn list_documents(
+        &self,
+        user_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DocListItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.title, d.snapshot_version, d.updated_at, \
+             CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
+             LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 \
+             WHERE d.owner = $1 OR m.user_id IS NOT NULL \
+             ORDER BY d.updated_at DESC, d.id LIMIT $2 OFFSET $3",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(DocListItem {
                     id: r.get("id"),
                     title: r.get("title"),
-                    owner: r.get("owner"),
-                    owner_username: r.get("owner_username"),
-                    created_at: r.get("created_at"),
+                    version: r.get::<i64, _>("snapshot_version") as u64,
                     updated_at: r.get("updated_at"),
-                }))
-            }
-
-            async fn role_of(
-                &self,
-                doc: &str,
-                user_id: &str,
-            ) -> Result<Option<$crate::protocol::Role>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = sqlx::query(
-                    "SELECT CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
-                     LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 WHERE d.id = $2",
-                )
-                .bind(user_id)
-                .bind(doc)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row
-                    .and_then(|r| r.get::<Option<String>, _>("role"))
-                    .and_then(|s| $crate::store::accounts::role_from_str(&s)))
-            }
-
-            async fn list_documents(
-                &self,
-                user_id: &str,
-                limit: i64,
-                offset: i64,
-            ) -> Result<Vec<$crate::store::accounts::DocListItem>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let rows = sqlx::query(
-                    "SELECT d.id, d.title, d.snapshot_version, d.updated_at, \
-                     CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
-                     LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 \
-                     WHERE d.owner = $1 OR m.user_id IS NOT NULL \
-                     ORDER BY d.updated_at DESC, d.id LIMIT $2 OFFSET $3",
-                )
-                .bind(user_id)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|r| {
-                        Some($crate::store::accounts::DocListItem {
-                            id: r.get("id"),
-                            title: r.get("title"),
-                            version: r.get::<i64, _>("snapshot_version") as u64,
-                            updated_at: r.get("updated_at"),
-                            role: $crate::store::accounts::role_from_str(&r.get::<String, _>("role"))?,
-                        })
-                    })
-                    .collect())
-            }
-
-            async fn meta_states(&self, id: &str) -> Result<Vec<String>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let rows = $crate::store::retry(|| {
-                    sqlx::query("SELECT state FROM document_meta WHERE document_id = $1")
-                        .bind(id)
-                        .fetch_all(&self.pool)
+                    role: role_from_str(&r.get::<String, _>("role"))?,
                 })
-                .await?;
-                Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
-            }
+            })
+            .collect())
+    }
 
-            async fn put_meta(
-                &self,
-                id: &str,
-                instance: &str,
-                state: &str,
-                title: &str,
-            ) -> Result<(), $crate::store::StoreError> {
-                // Skipped when the document is gone (deleted meanwhile).
-                sqlx::query(
-                    "INSERT INTO document_meta (document_id, instance, state) \
-                     SELECT id, $2, $3 FROM documents WHERE id = $1 \
-                     ON CONFLICT (document_id, instance) DO UPDATE SET state = excluded.state",
-                )
+    async fn meta_states(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = super::retry(|| {
+            sqlx::query("SELECT state FROM document_meta WHERE document_id = $1")
                 .bind(id)
-                .bind(instance)
-                .bind(state)
-                .execute(&self.pool)
-                .await?;
-                sqlx::query("UPDATE documents SET title = $1 WHERE id = $2 AND title <> $1")
-                    .bind(title)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
+                .fetch_all(&self.pool)
+        })
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>("state")).collect())
+    }
 
-            async fn delete_document(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
-                let r = sqlx::query("DELETE FROM documents WHERE id = $1").bind(id).execute(&self.pool).await?;
-                Ok(r.rows_affected() == 1)
-            }
+    async fn put_meta(
+        &self,
+        id: &str,
+        instance: &str,
+        state: &str,
+        title: &str,
+    ) -> Result<(), StoreError> {
+        // Skipped when the document is gone (deleted meanwhile).
+        sqlx::query(
+            "INSERT INTO document_meta (document_id, instance, state) \
+             SELECT id, $2, $3 FROM documents WHERE id = $1 \
+             ON CONFLICT (document_id, instance) DO UPDATE SET state = excluded.state",
+        )
+        .bind(id)
+        .bind(instance)
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("UPDATE documents SET title = $1 WHERE id = $2 AND title <> $1")
+            .bind(title)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 
-            async fn set_member(
-                &self,
-                doc: &str,
-                user_id: &str,
-                role: $crate::protocol::Role,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "INSERT INTO document_members (document_id, user_id, role) VALUES ($1, $2, $3) \
-                     ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role",
-                )
-                .bind(doc)
-                .bind(user_id)
-                .bind($crate::store::accounts::role_str(role))
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
+    async fn delete_document(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
 
-            async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, $crate::store::StoreError> {
-                let r = sqlx::query("DELETE FROM document_members WHERE document_id = $1 AND user_id = $2")
-                    .bind(doc)
-                    .bind(user_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(r.rows_affected() == 1)
-            }
-        }
-    };
+    async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO document_members (document_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(doc)
+        .bind(user_id)
+        .bind(role_str(role))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM document_members WHERE document_id = $1 AND user_id = $2")
+            .bind(doc)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
 }
-pub(crate) use impl_accounts;

@@ -1,15 +1,21 @@
 //! Durable storage: documents, snapshots, the op journal and client seq
 //! high-water marks.
 //!
-//! Owns: the [`Store`] trait and its implementations (`sqlite.rs`: the
-//! embedded default; `postgres.rs`: clustered mode). Only this module
-//! touches sqlx.
+//! Owns: the [`Store`] trait and its one implementation, [`SqlStore`],
+//! generic over the sqlx backend. The SQL both backends share is written
+//! once, generic over [`Backend`]: `documents.rs` (snapshots, journal) and
+//! `accounts.rs` (users, document rows, members, metadata). `sqlite.rs` (the
+//! embedded default) and `postgres.rs` (clustered mode) add connecting,
+//! migrating and their batched [`Store::persist`]. Only this module touches
+//! sqlx.
 //! Must not import: axum, redis, the hub.
 
 pub mod accounts;
+mod documents;
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +24,8 @@ use async_trait::async_trait;
 use crate::bus::ClientSeq;
 use crate::doc::Record;
 
-pub use accounts::{Accounts, Documents};
+pub use accounts::Accounts;
+pub use documents::Documents;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,8 +55,52 @@ pub struct DocPersist {
     pub clients: Vec<ClientSeq>,
 }
 
+/// A store on one sqlx backend: its pool. [`sqlite::SqliteStore`] and
+/// [`postgres::PgStore`] name the two instances.
+pub struct SqlStore<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+/// What the shared SQL needs of a backend beyond [`sqlx::Database`]: the
+/// backends' query results share no trait.
+pub trait Backend: sqlx::Database {
+    fn rows_affected(r: &Self::QueryResult) -> u64;
+}
+
+/// One batch's rows by table, for the documents that still exist (those
+/// deleted meanwhile are skipped, not an error for the batch).
+struct BatchRows<'a> {
+    docs: Vec<&'a DocPersist>,
+    journal: Vec<(&'a str, &'a Record)>,
+    clients: Vec<(&'a str, &'a ClientSeq)>,
+}
+
+impl<'a> BatchRows<'a> {
+    fn new(batch: &'a [DocPersist], existing: &HashSet<String>) -> Self {
+        let docs: Vec<&DocPersist> = batch.iter().filter(|d| existing.contains(&d.doc)).collect();
+        let journal = docs
+            .iter()
+            .flat_map(|&d| d.journal.iter().map(move |r| (d.doc.as_str(), &**r)))
+            .collect();
+        let clients = docs
+            .iter()
+            .flat_map(|&d| d.clients.iter().map(move |c| (d.doc.as_str(), c)))
+            .collect();
+        Self {
+            docs,
+            journal,
+            clients,
+        }
+    }
+}
+
+/// Versions and seqs are stored as BIGINT.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 #[async_trait]
-pub trait Store: accounts::Accounts + accounts::Documents + Send + Sync + 'static {
+pub trait Store: Accounts + Documents + Send + Sync + 'static {
     /// Write a batch in one transaction: journal rows (idempotent), client
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;

@@ -2,13 +2,14 @@
 //! Migrations from `migrations/postgres` are embedded and applied at start.
 //! Batches are written with `UNNEST` arrays: one statement per table per
 //! batch, whatever the number of rows.
+//! Must not import: axum, redis, the hub.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, Postgres};
 
-use super::{DocPersist, Store, StoreError};
+use super::{to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
 
 /// Pool and timeout settings.
 #[derive(Clone, Debug)]
@@ -18,12 +19,13 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
 }
 
-pub struct PgStore {
-    pool: PgPool,
-}
+/// The clustered mode's store: [`PgStore::connect`].
+pub type PgStore = SqlStore<Postgres>;
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+impl Backend for Postgres {
+    fn rows_affected(r: &PgQueryResult) -> u64 {
+        r.rows_affected()
+    }
 }
 
 impl PgStore {
@@ -47,7 +49,6 @@ impl PgStore {
 impl Store for PgStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Documents deleted meanwhile are skipped, not an error for the batch.
         let ids: Vec<&str> = batch.iter().map(|d| d.doc.as_str()).collect();
         let existing: std::collections::HashSet<String> =
             sqlx::query_scalar("SELECT id FROM documents WHERE id = ANY($1)")
@@ -56,42 +57,38 @@ impl Store for PgStore {
                 .await?
                 .into_iter()
                 .collect();
-        let batch: Vec<&DocPersist> = batch.iter().filter(|d| existing.contains(&d.doc)).collect();
-        let rows: Vec<_> = batch
-            .iter()
-            .flat_map(|d| d.journal.iter().map(move |r| (&d.doc, r)))
-            .collect();
-        if !rows.is_empty() {
+        let BatchRows {
+            docs,
+            journal,
+            clients,
+        } = BatchRows::new(batch, &existing);
+        if !journal.is_empty() {
             sqlx::query(
                 "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) \
                  SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(rows.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| to_i64(r.version)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| r.op.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| r.user.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| r.client.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| to_i64(r.seq)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, r)| r.time).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(d, _)| *d).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| to_i64(r.version)).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| r.op.to_string()).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| r.user.as_str()).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| r.client.as_str()).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| to_i64(r.seq)).collect::<Vec<_>>())
+            .bind(journal.iter().map(|(_, r)| r.time).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
-        let seqs: Vec<_> = batch
-            .iter()
-            .flat_map(|d| d.clients.iter().map(move |c| (&d.doc, c)))
-            .collect();
-        if !seqs.is_empty() {
+        if !clients.is_empty() {
             sqlx::query(
                 "INSERT INTO client_seqs (document_id, client, seq, version) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
                  ON CONFLICT (document_id, client) DO UPDATE SET seq = excluded.seq, version = excluded.version \
                  WHERE excluded.seq > client_seqs.seq",
             )
-            .bind(seqs.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>())
-            .bind(seqs.iter().map(|(_, c)| c.client.as_str()).collect::<Vec<_>>())
-            .bind(seqs.iter().map(|(_, c)| to_i64(c.seq)).collect::<Vec<_>>())
-            .bind(seqs.iter().map(|(_, c)| to_i64(c.version)).collect::<Vec<_>>())
+            .bind(clients.iter().map(|(d, _)| *d).collect::<Vec<_>>())
+            .bind(clients.iter().map(|(_, c)| c.client.as_str()).collect::<Vec<_>>())
+            .bind(clients.iter().map(|(_, c)| to_i64(c.seq)).collect::<Vec<_>>())
+            .bind(clients.iter().map(|(_, c)| to_i64(c.version)).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
@@ -101,9 +98,9 @@ impl Store for PgStore {
              FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u(id, v, c) \
              WHERE d.id = u.id AND d.snapshot_version < u.v",
         )
-        .bind(batch.iter().map(|d| d.doc.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|d| to_i64(d.version)).collect::<Vec<_>>())
-        .bind(batch.iter().map(|d| d.content.as_str()).collect::<Vec<_>>())
+        .bind(docs.iter().map(|d| d.doc.as_str()).collect::<Vec<_>>())
+        .bind(docs.iter().map(|d| to_i64(d.version)).collect::<Vec<_>>())
+        .bind(docs.iter().map(|d| d.content.as_str()).collect::<Vec<_>>())
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
@@ -111,5 +108,3 @@ impl Store for PgStore {
         Ok(())
     }
 }
-
-super::accounts::impl_accounts!(PgStore);

@@ -1,19 +1,27 @@
 //! SQLite store: the embedded default (a file under `DATA_DIR`). WAL mode,
-//! migrations from `migrations/sqlite` embedded in the binary.
+//! migrations from `migrations/sqlite` embedded in the binary. Batches are
+//! written in multi-row `INSERT`s of at most [`ROWS_PER_INSERT`] rows.
+//! Must not import: axum, redis, the hub.
 
 use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::{DocPersist, Store, StoreError};
+use super::{to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// The embedded store: [`SqliteStore::open`].
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    fn rows_affected(r: &SqliteQueryResult) -> u64 {
+        r.rows_affected()
+    }
 }
 
 /// SQLite caps bound parameters per statement; stay well under it.
@@ -40,15 +48,10 @@ impl SqliteStore {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Documents deleted meanwhile are skipped, not an error for the batch.
         let mut existing = std::collections::HashSet::new();
         for chunk in batch.chunks(ROWS_PER_INSERT * 5) {
             let mut q = QueryBuilder::new("SELECT id FROM documents WHERE id IN (");
@@ -61,17 +64,13 @@ impl Store for SqliteStore {
                 existing.insert(row.get::<String, _>("id"));
             }
         }
-        let batch: Vec<&DocPersist> = batch.iter().filter(|d| existing.contains(&d.doc)).collect();
-        let journal: Vec<_> = batch
-            .iter()
-            .flat_map(|d| d.journal.iter().map(move |r| (&d.doc, r)))
-            .collect();
-        for chunk in journal.chunks(ROWS_PER_INSERT) {
+        let rows = BatchRows::new(batch, &existing);
+        for chunk in rows.journal.chunks(ROWS_PER_INSERT) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) ",
             );
             q.push_values(chunk, |mut b, (doc, r)| {
-                b.push_bind(doc.as_str())
+                b.push_bind(*doc)
                     .push_bind(to_i64(r.version))
                     .push_bind(r.op.to_string())
                     .push_bind(r.user.as_str())
@@ -82,15 +81,11 @@ impl Store for SqliteStore {
             q.push(" ON CONFLICT DO NOTHING");
             q.build().execute(&mut *tx).await?;
         }
-        let clients: Vec<_> = batch
-            .iter()
-            .flat_map(|d| d.clients.iter().map(move |c| (&d.doc, c)))
-            .collect();
-        for chunk in clients.chunks(ROWS_PER_INSERT) {
+        for chunk in rows.clients.chunks(ROWS_PER_INSERT) {
             let mut q =
                 QueryBuilder::new("INSERT INTO client_seqs (document_id, client, seq, version) ");
             q.push_values(chunk, |mut b, (doc, c)| {
-                b.push_bind(doc.as_str())
+                b.push_bind(*doc)
                     .push_bind(c.client.as_str())
                     .push_bind(to_i64(c.seq))
                     .push_bind(to_i64(c.version));
@@ -101,7 +96,7 @@ impl Store for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
-        for d in &batch {
+        for d in &rows.docs {
             sqlx::query(
                 "UPDATE documents SET snapshot_version = ?, snapshot_content = ?, updated_at = ? \
                  WHERE id = ? AND snapshot_version < ?",
@@ -118,5 +113,3 @@ impl Store for SqliteStore {
         Ok(())
     }
 }
-
-super::accounts::impl_accounts!(SqliteStore);
