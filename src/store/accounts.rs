@@ -18,8 +18,10 @@ pub struct UserRow {
     pub password_hash: String,
 }
 
+/// A document's stored row, with its owner's username. (Its replicated
+/// title and tags are the metadata CRDT in `meta`, not this.)
 #[derive(Clone, Debug)]
-pub struct DocMeta {
+pub struct DocumentRow {
     pub id: String,
     pub title: String,
     pub owner: Option<String>,
@@ -69,7 +71,7 @@ pub trait Accounts: Send + Sync {
         owner: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
-    async fn document_meta(&self, id: &str) -> Result<Option<DocMeta>, StoreError>;
+    async fn document_meta(&self, id: &str) -> Result<Option<DocumentRow>, StoreError>;
     /// The user's role on the document (owner, or member role), if any.
     async fn role_of(&self, doc: &str, user_id: &str) -> Result<Option<Role>, StoreError>;
     /// Documents the user owns or is a member of, newest first.
@@ -163,7 +165,7 @@ where
         Ok(DB::rows_affected(&r) == 1)
     }
 
-    async fn document_meta(&self, id: &str) -> Result<Option<DocMeta>, StoreError> {
+    async fn document_meta(&self, id: &str) -> Result<Option<DocumentRow>, StoreError> {
         let row = sqlx::query(
             "SELECT d.id, d.title, d.owner, u.username AS owner_username, d.created_at, d.updated_at \
              FROM documents d LEFT JOIN users u ON u.id = d.owner WHERE d.id = $1",
@@ -171,7 +173,7 @@ where
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| DocMeta {
+        Ok(row.map(|r| DocumentRow {
             id: r.get("id"),
             title: r.get("title"),
             owner: r.get("owner"),
