@@ -14,6 +14,8 @@ pub mod accounts;
 mod documents;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::Arc;
