@@ -1,6 +1,6 @@
 //! SQLite store: the embedded default (a file under `DATA_DIR`). WAL mode,
 //! migrations from `migrations/sqlite` embedded in the binary. Batches are
-//! written in multi-row `INSERT`s of at most [`ROWS_PER_INSERT`] rows.
+//! written in multi-row `INSERT`s of at most `ROWS_PER_INSERT` rows.
 //! Must not import: axum, redis, the hub.
 
 use std::path::Path;
