@@ -26,6 +26,8 @@ mod presence;
 mod registry;
 mod sync;
 mod task;
+#[cfg(test)]
+mod tests;
 mod undo;
 
 use std::sync::Arc;
