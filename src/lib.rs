@@ -32,9 +32,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Keys, MIN_SECRET_BYTES};
-use crate::bus::memory::{MemoryBus, MemorySequencer};
 use crate::bus::redis::{RedisBackend, RedisSettings};
-use crate::bus::{Bus, BusError, Sequencer};
+use crate::bus::{Backends, BusError};
 use crate::config::Config;
 use crate::hub::{Background, Hub, HubSettings};
 use crate::store::postgres::{PgSettings, PgStore};
@@ -140,23 +139,16 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     };
     let background = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let (sequencer, bus): (Arc<dyn Sequencer>, Arc<dyn Bus>) = match &config.redis_url {
+    let backends = match &config.redis_url {
         Some(url) => {
             let settings = RedisSettings {
                 url: url.0.clone(),
                 prefix: config.redis_prefix.clone(),
                 retain: config.oplog_retain,
             };
-            let redis = RedisBackend::connect(settings, &background, cancel.clone()).await?;
-            (redis.clone(), redis)
+            Backends::redis(RedisBackend::connect(settings, &background, cancel.clone()).await?)
         }
-        None => {
-            let bus = MemoryBus::new();
-            (
-                Arc::new(MemorySequencer::new(bus.clone(), config.history_retain)),
-                bus,
-            )
-        }
+        None => Backends::memory(config.history_retain),
     };
     let settings = HubSettings {
         instance_id: config.instance_id.clone().unwrap_or_else(|| {
@@ -175,7 +167,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         tracker: background,
         cancel,
     };
-    let hub = Hub::new(settings, sequencer, bus, store.clone(), background);
+    let hub = Hub::new(settings, backends, store.clone(), background);
     Ok(AppState {
         hub,
         store,

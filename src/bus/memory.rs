@@ -1,4 +1,5 @@
-//! In-process sequencer and bus: the embedded default, one instance only.
+//! In-process sequencer, bus, undo stacks and metadata store: the embedded
+//! default, one instance only.
 //! Same contract as the Redis implementations, so the document task cannot
 //! tell them apart. Must not import: axum, sqlx, redis.
 
@@ -9,8 +10,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, PresenceEntry, Seed, Sequencer,
-    Subscription,
+    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, MetaStore, PresenceEntry, Seed,
+    Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
@@ -97,19 +98,23 @@ impl Bus for MemoryBus {
     async fn presence_remove(&self, _: &str, _: &PresenceEntry) -> Result<(), BusError> {
         Ok(())
     }
-    /// One instance: its document task holds the state, the store keeps it.
-    async fn meta_put(&self, _: &str, _: &str, _: &str) -> Result<(), BusError> {
-        Ok(())
-    }
-    async fn meta_all(&self, _: &str) -> Result<Vec<String>, BusError> {
-        Ok(Vec::new())
-    }
     async fn presence_list(
         &self,
         _: &str,
         _: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError> {
         Ok((Vec::new(), Vec::new()))
+    }
+}
+
+/// One instance: its document task holds the state, the store keeps it.
+#[async_trait]
+impl MetaStore for MemoryBus {
+    async fn put(&self, _: &str, _: &str, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn all(&self, _: &str) -> Result<Vec<String>, BusError> {
+        Ok(Vec::new())
     }
 }
 
@@ -233,8 +238,12 @@ impl Sequencer for MemorySequencer {
         self.stacks().retain(|(d, _), _| d != doc);
         Ok(())
     }
+}
 
-    async fn stack_top(
+/// Kept while documents unload (only a purge drops them).
+#[async_trait]
+impl UndoStacks for MemorySequencer {
+    async fn top(
         &self,
         doc: &str,
         user: &str,
@@ -244,13 +253,13 @@ impl Sequencer for MemorySequencer {
         Ok(self.stacks().get_mut(&key).and_then(|s| s.top(stack)))
     }
 
-    async fn stack_push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
+    async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
         let key = (doc.to_owned(), user.to_owned());
         self.stacks().entry(key).or_default().push(push.clone());
         Ok(())
     }
 
-    async fn stack_pop(
+    async fn pop(
         &self,
         doc: &str,
         user: &str,

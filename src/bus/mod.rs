@@ -1,11 +1,13 @@
-//! The commit path's two outside dependencies, as traits: the [`Sequencer`]
-//! (atomic dedupe + version check + append to the op log) and the [`Bus`]
-//! (fan-out of committed ops, presence and cursors to every instance).
+//! The hub's outside dependencies, as traits: the [`Sequencer`] (atomic
+//! dedupe + version check + append to the op log), the [`Bus`] (fan-out of
+//! committed ops, presence and cursors to every instance), [`UndoStacks`]
+//! (per-user undo/redo stacks) and [`MetaStore`] (each instance's metadata
+//! state), bundled as [`Backends`].
 //!
 //! Owns: the traits, their event and outcome types, and the in-process
 //! implementations in `memory.rs` (the embedded default). The Redis
-//! implementations live beside them; only this module may touch Redis.
-//! Must not import: axum, sqlx.
+//! implementations live in `redis/`; only this module may touch Redis.
+//! Must not import: axum, sqlx, the hub.
 
 /// Events buffered per document subscription before the subscriber lags
 /// (and then catches up from the log). Allocated up front for every loaded
@@ -105,22 +107,6 @@ pub trait Sequencer: Send + Sync + 'static {
     async fn evict(&self, doc: &str);
     /// The document was deleted: drop everything the sequencer holds for it.
     async fn purge(&self, doc: &str) -> Result<(), BusError>;
-    /// The top of `user`'s undo or redo stack in the document.
-    async fn stack_top(
-        &self,
-        doc: &str,
-        user: &str,
-        stack: Stack,
-    ) -> Result<Option<UndoEntry>, BusError>;
-    /// Push (or compare-and-replace the top), bounded to [`crate::undo::STACK_LIMIT`].
-    async fn stack_push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError>;
-    /// Take the top of a stack.
-    async fn stack_pop(
-        &self,
-        doc: &str,
-        user: &str,
-        stack: Stack,
-    ) -> Result<Option<UndoEntry>, BusError>;
 }
 
 /// What travels on a document's channel.
@@ -226,8 +212,62 @@ pub trait Bus: Send + Sync + 'static {
         doc: &str,
         now_ms: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError>;
-    /// Keep `instance`'s metadata state (JSON) where other instances find it.
-    async fn meta_put(&self, doc: &str, instance: &str, state: &str) -> Result<(), BusError>;
+}
+
+/// Each user's undo and redo stacks per document, shared by every instance
+/// (so undo works after a reconnect elsewhere).
+#[async_trait]
+pub trait UndoStacks: Send + Sync + 'static {
+    /// The top of `user`'s undo or redo stack in the document.
+    async fn top(&self, doc: &str, user: &str, stack: Stack)
+        -> Result<Option<UndoEntry>, BusError>;
+    /// Push (or compare-and-replace the top), bounded to [`crate::undo::STACK_LIMIT`].
+    async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError>;
+    /// Take the top of a stack.
+    async fn pop(&self, doc: &str, user: &str, stack: Stack)
+        -> Result<Option<UndoEntry>, BusError>;
+}
+
+/// Each instance's metadata CRDT state per document, where the other
+/// instances find it when they load the document.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Keep `instance`'s metadata state (JSON).
+    async fn put(&self, doc: &str, instance: &str, state: &str) -> Result<(), BusError>;
     /// Every instance's kept metadata state of the document.
-    async fn meta_all(&self, doc: &str) -> Result<Vec<String>, BusError>;
+    async fn all(&self, doc: &str) -> Result<Vec<String>, BusError>;
+}
+
+/// The hub's four handles on one backend: in-process, or Redis.
+#[derive(Clone)]
+pub struct Backends {
+    pub sequencer: Arc<dyn Sequencer>,
+    pub bus: Arc<dyn Bus>,
+    pub stacks: Arc<dyn UndoStacks>,
+    pub meta: Arc<dyn MetaStore>,
+}
+
+impl Backends {
+    /// The embedded backend: one instance, nothing shared; the sequencer
+    /// keeps `retain` records per document.
+    pub fn memory(retain: usize) -> Self {
+        let bus = memory::MemoryBus::new();
+        let sequencer = Arc::new(memory::MemorySequencer::new(bus.clone(), retain));
+        Self {
+            sequencer: sequencer.clone(),
+            bus: bus.clone(),
+            stacks: sequencer,
+            meta: bus,
+        }
+    }
+
+    /// Every handle served by one Redis backend.
+    pub fn redis(backend: Arc<self::redis::RedisBackend>) -> Self {
+        Self {
+            sequencer: backend.clone(),
+            bus: backend.clone(),
+            stacks: backend.clone(),
+            meta: backend,
+        }
+    }
 }

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::identity::{now_secs, role_for, ApiJson, Auth, Identity};
 use super::AppState;
 use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, verify_password};
-use crate::hub::{now_ms, AccessChange, MetaChange};
+use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
 use crate::limits::TokenBucket;
 use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
@@ -373,7 +373,7 @@ pub async fn create_document(
         refused(
             state
                 .hub
-                .http_edit(&id, &user.sub, Role::Owner, 0, op, None)
+                .edit(&id, &user.sub, Role::Owner, Edit::Op { version: 0, op })
                 .await?,
         )?;
     }
@@ -444,7 +444,7 @@ pub async fn update_document(
         refused(
             state
                 .hub
-                .http_edit(&id, &user, role, 0, Operation::new(), Some(content))
+                .edit(&id, &user, role, Edit::Replace(content))
                 .await?,
         )?;
     }
@@ -510,7 +510,15 @@ pub async fn post_ops(
     let version = refused(
         state
             .hub
-            .http_edit(&id, &user_id(&who), role, body.version, op, None)
+            .edit(
+                &id,
+                &user_id(&who),
+                role,
+                Edit::Op {
+                    version: body.version,
+                    op,
+                },
+            )
             .await?,
     )?;
     Ok(Json(VersionOut { version }))
@@ -621,14 +629,7 @@ pub async fn restore_version(
     let version = refused(
         state
             .hub
-            .http_edit(
-                &id,
-                &user_id(&who),
-                role,
-                0,
-                Operation::new(),
-                Some(content),
-            )
+            .edit(&id, &user_id(&who), role, Edit::Replace(content))
             .await?,
     )?;
     Ok(Json(VersionOut { version }))

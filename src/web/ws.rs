@@ -19,7 +19,7 @@ use tracing::{debug, info_span, Instrument};
 use super::error::ApiError;
 use super::identity::{identify, origin_allowed, role_for, Identity};
 use super::{client_ip, AppState};
-use crate::hub::{close, error_msg, Connection, JoinRequest, Outbound};
+use crate::hub::{close, error_msg, ConnHandle, Outbound};
 use crate::limits::TokenBucket;
 use crate::ot::{OpError, Operation};
 use crate::protocol::{
@@ -125,15 +125,10 @@ pub async fn upgrade(
         }
     };
     let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
-    let req = JoinRequest {
-        doc,
-        user,
-        client,
-        role,
-        resume,
-        create,
-    };
-    let (conn, outbound) = state.hub.join(req).await?;
+    if create {
+        state.hub.ensure_document(&doc).await?;
+    }
+    let (conn, outbound) = state.hub.join(&doc, user, client, role, resume).await?;
     let max = state.config.max_frame_bytes;
     let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
     let sessions = state.sessions.clone();
@@ -155,7 +150,7 @@ pub async fn upgrade(
 
 struct Session {
     state: AppState,
-    conn: Connection,
+    conn: ConnHandle,
     ops: TokenBucket,
     cursors: TokenBucket,
     last_cursor_notice: Option<Instant>,
@@ -165,7 +160,7 @@ struct Session {
 type Local = mpsc::Sender<Outbound>;
 
 impl Session {
-    fn new(state: AppState, conn: Connection) -> Self {
+    fn new(state: AppState, conn: ConnHandle) -> Self {
         let now = Instant::now();
         let c = &state.config;
         let ops = TokenBucket::new(c.op_rate_per_sec, c.op_rate_burst, now);
@@ -297,8 +292,8 @@ impl Session {
                 }
                 self.conn.cursor(version, anchor, head).await
             }
-            ClientMessage::Undo {} => self.conn.history(false).await,
-            ClientMessage::Redo {} => self.conn.history(true).await,
+            ClientMessage::Undo {} => self.conn.undo(false).await,
+            ClientMessage::Redo {} => self.conn.undo(true).await,
             ClientMessage::Ping {} => {
                 return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
             }

@@ -1,0 +1,309 @@
+//! The Redis [`Bus`]: publish, subscribe (one pub/sub connection per
+//! process, with a reconnect loop that tells every subscriber to resync),
+//! and the presence sorted set.
+//! Must not import: axum, sqlx, the hub.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{parse_record, record_json, unavailable, Ctl, RedisBackend, Subs};
+use crate::bus::{AccessChange, Bus, BusError, BusEvent, PresenceEntry, Subscription};
+use crate::protocol::{CursorInfo, Presence};
+
+/// Presence, cursor and record events as they travel on a channel.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum EventWire {
+    Joined {
+        instance: String,
+        presence: Presence,
+    },
+    Left {
+        instance: String,
+        presence: Presence,
+    },
+    Cursor {
+        instance: String,
+        cursor: CursorInfo,
+    },
+    Access {
+        access: AccessChange,
+    },
+    Meta {
+        instance: String,
+        state: Box<crate::meta::DocMeta>,
+    },
+}
+
+/// Decode a channel payload: a committed record (the commit script publishes
+/// records as they are in the log) or a presence/cursor event.
+fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
+    if payload.starts_with("{\"version\":") {
+        return parse_record(payload).map(BusEvent::Committed);
+    }
+    let wire: EventWire =
+        serde_json::from_str(payload).map_err(|e| BusError::Corrupt(e.to_string()))?;
+    Ok(match wire {
+        EventWire::Joined { instance, presence } => BusEvent::Joined { instance, presence },
+        EventWire::Left { instance, presence } => BusEvent::Left { instance, presence },
+        EventWire::Cursor { instance, cursor } => BusEvent::Cursor { instance, cursor },
+        EventWire::Access { access } => BusEvent::Access(access),
+        EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
+    })
+}
+
+fn encode_event(event: &BusEvent) -> Option<String> {
+    let wire = match event.clone() {
+        BusEvent::Committed(r) => return Some(record_json(&r)),
+        BusEvent::Resync => return None,
+        BusEvent::Joined { instance, presence } => EventWire::Joined { instance, presence },
+        BusEvent::Left { instance, presence } => EventWire::Left { instance, presence },
+        BusEvent::Cursor { instance, cursor } => EventWire::Cursor { instance, cursor },
+        BusEvent::Access(access) => EventWire::Access { access },
+        BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
+    };
+    serde_json::to_string(&wire).ok()
+}
+
+/// Unsubscribes when the last local subscriber of a channel goes.
+struct Unsubscribe {
+    backend: Weak<RedisBackend>,
+    channel: String,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let Some(b) = self.backend.upgrade() else {
+            return;
+        };
+        let mut subs = b.subs.lock().unwrap_or_else(|e| e.into_inner());
+        if subs
+            .get(&self.channel)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            subs.remove(&self.channel);
+            let _ = b.ctl.send(Ctl::Unsubscribe(self.channel.clone()));
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBackend {
+    async fn publish(&self, doc: &str, event: BusEvent) -> Result<(), BusError> {
+        let Some(payload) = encode_event(&event) else {
+            return Ok(());
+        };
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.key(doc, "ch"))
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError> {
+        let channel = self.key(doc, "ch");
+        let (rx, new) = {
+            let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+            match subs.get(&channel) {
+                Some(tx) => (tx.subscribe(), false),
+                None => {
+                    let (tx, rx) = broadcast::channel(crate::bus::SUBSCRIBER_CAPACITY);
+                    subs.insert(channel.clone(), tx);
+                    (rx, true)
+                }
+            }
+        };
+        let guard = Unsubscribe {
+            backend: self.me.clone(),
+            channel: channel.clone(),
+        };
+        let sub = Subscription::new(rx, Some(Box::new(guard)));
+        if new {
+            // Wait until Redis confirms, so nothing published after this
+            // returns can be missed.
+            let (tx, confirmed) = oneshot::channel();
+            let _ = self.ctl.send(Ctl::Subscribe(channel, tx));
+            match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
+                Ok(Ok(true)) => {}
+                _ => return Err(BusError::Unavailable("subscribe not confirmed".into())),
+            }
+        }
+        Ok(sub)
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn presence_put(
+        &self,
+        doc: &str,
+        entries: &[PresenceEntry],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(), BusError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(doc, "presence");
+        let mut pipe = redis::pipe();
+        for e in entries {
+            let member = serde_json::to_string(e).map_err(|e| BusError::Corrupt(e.to_string()))?;
+            pipe.cmd("ZADD")
+                .arg(&key)
+                .arg(now_ms + ttl_ms)
+                .arg(member)
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms * 4).ignore();
+        let () = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn presence_remove(&self, doc: &str, entry: &PresenceEntry) -> Result<(), BusError> {
+        let member = serde_json::to_string(entry).map_err(|e| BusError::Corrupt(e.to_string()))?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.key(doc, "presence"))
+            .arg(member)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn presence_list(
+        &self,
+        doc: &str,
+        now_ms: i64,
+    ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError> {
+        let out: Vec<String> = self
+            .scripts
+            .presence
+            .key(self.key(doc, "presence"))
+            .arg(now_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut parts = out.split(|s| s == "--");
+        let decode = |v: &[String]| -> Vec<PresenceEntry> {
+            v.iter()
+                .filter_map(|s| serde_json::from_str(s).ok())
+                .collect()
+        };
+        let live = decode(parts.next().unwrap_or_default());
+        let reaped = decode(parts.next().unwrap_or_default());
+        Ok((live, reaped))
+    }
+}
+
+/// The pub/sub connection: (re)connect, (re)subscribe every channel with
+/// local subscribers, tell them to resync, then deliver messages until the
+/// connection drops or the server shuts down.
+pub(super) async fn pubsub_loop(
+    client: redis::Client,
+    subs: Subs,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut connected_before = false;
+    loop {
+        let ps = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ps = client.get_async_pubsub() => ps,
+        };
+        let (mut sink, mut stream) = match ps {
+            Ok(ps) => ps.split(),
+            Err(e) => {
+                debug!(error = %e, "pub/sub connect failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let channels: Vec<String> = subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+            continue;
+        }
+        backoff = Duration::from_millis(50);
+        if connected_before {
+            info!(channels = channels.len(), "pub/sub reconnected; resyncing");
+            metrics::counter!("tandem_pubsub_reconnects_total").increment(1);
+            let senders: Vec<_> = subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for tx in senders {
+                let _ = tx.send(Arc::new(BusEvent::Resync));
+            }
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = ctl.recv() => match c {
+                    None => return,
+                    Some(Ctl::Subscribe(ch, reply)) => {
+                        let ok = sink.subscribe(&ch).await.is_ok();
+                        let _ = reply.send(ok);
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Some(Ctl::Unsubscribe(ch)) => {
+                        // Resubscribed meanwhile? Then keep it.
+                        let wanted = subs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&ch);
+                        if !wanted && sink.unsubscribe(&ch).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                m = stream.next() => {
+                    let Some(msg) = m else {
+                        warn!("pub/sub connection lost; reconnecting");
+                        break;
+                    };
+                    let channel = msg.get_channel_name().to_owned();
+                    let payload: String = match msg.get_payload() {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    };
+                    let tx = subs.lock().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned();
+                    let Some(tx) = tx else { continue };
+                    match decode_event(&payload) {
+                        Ok(ev) => {
+                            let _ = tx.send(Arc::new(ev));
+                        }
+                        Err(e) => warn!(error = %e, "undecodable bus message"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Redis backend (clustered mode): one [`RedisBackend`] serving the
+//! sequencer (`sequencer.rs`), the bus (`bus.rs`), undo stacks and metadata
+//! (`stacks.rs`). The only module that talks to Redis.
+//!
+//! Keys are hash-tagged per document so one document's keys share a Redis
+//! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|presence|stacks|meta`,
+//! and its channel `<prefix>:{doc:<id>}:ch`. The commit is one Lua script
+//! (`scripts/commit.lua`, loaded once, run by SHA). Pub/sub runs on its own
+//! connection in a task with a reconnect loop; after every (re)connect each
+//! subscriber gets `Resync` and refills from the op log.
+//! Owns: the connection, the scripts, key names and the record codec.
+//! Must not import: axum, sqlx, the hub.
+
+mod bus;
+mod sequencer;
+mod stacks;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::Script;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{BusError, BusEvent};
+use crate::doc::{Record, RecordWire};
+
+/// Scripts, hashed once; `invoke_async` runs EVALSHA and loads on NOSCRIPT.
+struct Scripts {
+    commit: Script,
+    range: Script,
+    seed: Script,
+    durable: Script,
+    presence: Script,
+    undo: Script,
+}
+
+type Subs = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>>;
+
+enum Ctl {
+    Subscribe(String, oneshot::Sender<bool>),
+    Unsubscribe(String),
+}
+
+/// Redis-backed [`super::Sequencer`], [`super::Bus`], [`super::UndoStacks`]
+/// and [`super::MetaStore`].
+pub struct RedisBackend {
+    me: Weak<RedisBackend>,
+    conn: ConnectionManager,
+    prefix: String,
+    retain: usize,
+    scripts: Scripts,
+    subs: Subs,
+    ctl: mpsc::UnboundedSender<Ctl>,
+}
+
+/// Settings for [`RedisBackend::connect`].
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prepended to every key and channel (isolates deployments and tests).
+    pub prefix: String,
+    /// Op log tail kept per document (`OPLOG_RETAIN`).
+    pub retain: usize,
+}
+
+fn unavailable(e: redis::RedisError) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn record_json(r: &Record) -> String {
+    serde_json::to_string(&r.to_wire()).unwrap_or_default()
+}
+
+fn parse_record(s: &str) -> Result<Arc<Record>, BusError> {
+    let wire: RecordWire = serde_json::from_str(s).map_err(|e| BusError::Corrupt(e.to_string()))?;
+    Record::from_wire(wire)
+        .map(Arc::new)
+        .map_err(|e| BusError::Corrupt(e.to_string()))
+}
+
+fn parse_u64(s: Option<&String>) -> Result<u64, BusError> {
+    s.and_then(|s| s.parse().ok())
+        .ok_or_else(|| BusError::Corrupt("bad number from script".into()))
+}
+
+impl RedisBackend {
+    /// Connect (commands on a reconnecting multiplexed connection, pub/sub on
+    /// its own) and start the pub/sub task on `tracker`.
+    pub async fn connect(
+        settings: RedisSettings,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, BusError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = client
+            .get_connection_manager_with_config(cfg)
+            .await
+            .map_err(unavailable)?;
+        let subs: Subs = Arc::default();
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        tracker.spawn(bus::pubsub_loop(client, subs.clone(), ctl_rx, cancel));
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            conn,
+            prefix: settings.prefix,
+            retain: settings.retain.max(1),
+            scripts: Scripts {
+                commit: Script::new(include_str!("../scripts/commit.lua")),
+                range: Script::new(include_str!("../scripts/range.lua")),
+                seed: Script::new(include_str!("../scripts/seed.lua")),
+                durable: Script::new(include_str!("../scripts/durable.lua")),
+                presence: Script::new(include_str!("../scripts/presence.lua")),
+                undo: Script::new(include_str!("../scripts/undo.lua")),
+            },
+            subs,
+            ctl,
+        }))
+    }
+
+    fn key(&self, doc: &str, what: &str) -> String {
+        format!("{}:{{doc:{}}}:{}", self.prefix, doc, what)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Delete every key under this backend's prefix (benchmarks, tests).
+    pub async fn delete_all_keys(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The Redis [`Sequencer`]: seed, commit, range, durable mark and purge,
+//! each one script or command on the document's hash-tagged keys.
+//! Must not import: axum, sqlx, the hub.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend};
+use crate::bus::{BusError, CommitOutcome, CommitRequest, Seed, Sequencer};
+use crate::doc::{Record, RecordWire};
+
+#[async_trait]
+impl Sequencer for RedisBackend {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
+        let mut inv = self.scripts.seed.prepare_invoke();
+        inv.key(self.key(doc, "head"))
+            .key(self.key(doc, "log"))
+            .key(self.key(doc, "clients"))
+            .key(self.key(doc, "durable"))
+            .arg(seed.version)
+            .arg(seed.clients.len());
+        for c in &seed.clients {
+            inv.arg(&c.client).arg(c.seq).arg(c.version);
+        }
+        for r in &seed.records {
+            inv.arg(record_json(r));
+        }
+        let out: Vec<String> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match out.first().map(String::as_str) {
+            Some("ok") => parse_u64(out.get(1)),
+            Some("conflict") => Err(BusError::SeedConflict),
+            _ => Err(BusError::Corrupt("unexpected seed reply".into())),
+        }
+    }
+
+    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
+        // The record without its version; the script puts the version first.
+        let full = serde_json::to_string(&RecordWire {
+            version: 0,
+            op: req.op.to_json(),
+            user: req.user,
+            client: req.client.clone(),
+            seq: req.seq,
+            time: req.time,
+        })
+        .map_err(|e| BusError::Corrupt(e.to_string()))?;
+        let tail = full
+            .strip_prefix("{\"version\":0,")
+            .ok_or_else(|| BusError::Corrupt("record encoding".into()))?;
+        let out: Vec<String> = self
+            .scripts
+            .commit
+            .key(self.key(doc, "head"))
+            .key(self.key(doc, "log"))
+            .key(self.key(doc, "clients"))
+            .key(self.key(doc, "durable"))
+            .arg(req.base)
+            .arg(&req.client)
+            .arg(req.seq)
+            .arg(tail)
+            .arg(self.retain)
+            .arg(self.key(doc, "ch"))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match out.first().map(String::as_str) {
+            Some("ok") => Ok(CommitOutcome::Committed(parse_record(
+                out.get(2).map_or("", |s| s),
+            )?)),
+            Some("dup") => Ok(CommitOutcome::Duplicate {
+                version: parse_u64(out.get(1))?,
+            }),
+            Some("stale") => Ok(CommitOutcome::Stale {
+                missed: out[1..]
+                    .iter()
+                    .map(|s| parse_record(s))
+                    .collect::<Result<_, _>>()?,
+            }),
+            Some("noseed") => Err(BusError::NotSeeded),
+            Some("range") => Err(BusError::Unavailable(format!(
+                "base {} outside the op log {:?}",
+                req.base,
+                &out[1..]
+            ))),
+            _ => Err(BusError::Corrupt("unexpected commit reply".into())),
+        }
+    }
+
+    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+        let out: Vec<String> = self
+            .scripts
+            .range
+            .key(self.key(doc, "head"))
+            .key(self.key(doc, "log"))
+            .arg(after)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match out.first().map(String::as_str) {
+            Some("ok") => Ok(Some(
+                out[2..]
+                    .iter()
+                    .map(|s| parse_record(s))
+                    .collect::<Result<_, _>>()?,
+            )),
+            Some("range") => Ok(None),
+            Some("noseed") => Err(BusError::NotSeeded),
+            _ => Err(BusError::Corrupt("unexpected range reply".into())),
+        }
+    }
+
+    async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError> {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.key(doc, "clients"))
+            .arg(client)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(v.and_then(|v| {
+            let (s, ver) = v.split_once(':')?;
+            Some((s.parse().ok()?, ver.parse().ok()?))
+        }))
+    }
+
+    async fn mark_durable(&self, doc: &str, version: u64) -> Result<(), BusError> {
+        let _: i64 = self
+            .scripts
+            .durable
+            .key(self.key(doc, "durable"))
+            .key(self.key(doc, "head"))
+            .arg(version)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn evict(&self, _doc: &str) {}
+
+    async fn purge(&self, doc: &str) -> Result<(), BusError> {
+        let keys: Vec<String> = [
+            "head", "log", "clients", "durable", "presence", "stacks", "meta",
+        ]
+        .iter()
+        .map(|k| self.key(doc, k))
+        .collect();
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! One connection, from both ends: [`ConnHandle`], what a socket holds to
+//! talk to its document task, and [`ConnState`], what the task keeps per
+//! connection (who it is, its role, its outbound queue).
+//! Must not import: axum, sqlx, redis.
+
+use tokio::sync::mpsc;
+
+use super::commit::{Edit, Origin};
+use super::task::Cmd;
+use super::{HubError, Outbound};
+use crate::ot::Operation;
+use crate::protocol::{Presence, Role, UserInfo};
+
+/// A socket's handle on its document task. Dropping it (or [`Self::leave`])
+/// takes the connection out of the document.
+pub struct ConnHandle {
+    pub id: u64,
+    tx: mpsc::Sender<Cmd>,
+    left: bool,
+}
+
+impl ConnHandle {
+    pub(super) fn new(id: u64, tx: mpsc::Sender<Cmd>) -> Self {
+        Self {
+            id,
+            tx,
+            left: false,
+        }
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), HubError> {
+        self.tx.send(cmd).await.map_err(|_| HubError::Gone)
+    }
+
+    /// Submit an op (decoded, not yet validated against the document).
+    pub async fn op(&self, version: u64, seq: u64, op: Operation) -> Result<(), HubError> {
+        self.send(Cmd::Edit {
+            origin: Origin::Socket { conn: self.id, seq },
+            edit: Edit::Op { version, op },
+        })
+        .await
+    }
+
+    pub async fn cursor(
+        &self,
+        version: u64,
+        anchor: Option<u64>,
+        head: Option<u64>,
+    ) -> Result<(), HubError> {
+        self.send(Cmd::Cursor {
+            conn: self.id,
+            version,
+            anchor,
+            head,
+        })
+        .await
+    }
+
+    /// `undo`, or with `redo` true, `redo`.
+    pub async fn undo(&self, redo: bool) -> Result<(), HubError> {
+        self.send(Cmd::Undo {
+            conn: self.id,
+            redo,
+        })
+        .await
+    }
+
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self.tx.send(Cmd::Leave(self.id)).await;
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        if !self.left {
+            // Best effort; the task also sweeps connections whose outbound
+            // receiver is gone, so a full inbox cannot leave a ghost.
+            let _ = self.tx.try_send(Cmd::Leave(self.id));
+        }
+    }
+}
+
+/// What a document task keeps per local connection.
+#[derive(Clone)]
+pub(super) struct ConnState {
+    pub(super) id: u64,
+    pub(super) user: UserInfo,
+    pub(super) client: String,
+    pub(super) role: Role,
+    pub(super) tx: mpsc::Sender<Outbound>,
+}
+
+impl ConnState {
+    pub(super) fn presence(&self) -> Presence {
+        Presence {
+            id: self.user.id.clone(),
+            name: self.user.name.clone(),
+            color: self.user.color.clone(),
+            client: self.client.clone(),
+        }
+    }
+}

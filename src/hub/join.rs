@@ -1,0 +1,146 @@
+//! Joining a document: replacing an older connection with the same client
+//! id, counting the view, the resume replay (from memory, the sequencer's
+//! log, or the journal joined to memory; else a full init), the init
+//! message, and announcing the newcomer.
+//! Must not import: axum, sqlx, redis.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::connection::ConnState;
+use super::outbox::BusWrite;
+use super::task::DocTask;
+use super::{close, text, HubError, Outbound};
+use crate::bus::BusEvent;
+use crate::doc::Record;
+use crate::protocol::ServerMessage;
+
+impl DocTask {
+    pub(super) async fn join(
+        &mut self,
+        conn: ConnState,
+        resume: Option<u64>,
+        reply: oneshot::Sender<Result<(), HubError>>,
+    ) -> Result<(), HubError> {
+        // A newer connection with the same client id replaces the old one.
+        if let Some(old) = self.room.conns.iter().find(|c| c.client == conn.client) {
+            let _ = old.tx.try_send(Outbound::Close(
+                close::REPLACED,
+                "replaced by a newer connection",
+            ));
+            let id = old.id;
+            self.drop_conns(&[id], "replaced");
+        }
+        if resume.is_none() {
+            self.count_view();
+        }
+        let mut replay = None;
+        if let Some(n) = resume {
+            if n > self.state.version() {
+                // Another instance may be ahead of us.
+                self.refill().await?;
+            }
+            // Leave room in the queue for live traffic after the replay.
+            let cap = self.hub.settings.outbound_queue.saturating_sub(64);
+            replay = self.records_for_resume(n, cap).await;
+        }
+        let last_seq = match self.hub.sequencer.last_seq(&self.id, &conn.client).await {
+            Ok(s) => s.map_or(0, |(seq, _)| seq),
+            Err(e) => {
+                warn!(error = %e, "last_seq unavailable; using local knowledge");
+                self.clients.get(&conn.client).map_or(0, |c| c.0)
+            }
+        };
+        let mut users = self.users();
+        users.push(conn.presence());
+        let cursors = self.current_cursors();
+        let (version, content) = match (&replay, resume) {
+            (Some(_), Some(n)) => (n, None),
+            _ => (self.state.version(), Some(self.state.content())),
+        };
+        let init = text(ServerMessage::Init {
+            document: &self.id,
+            client: &conn.client,
+            user: &conn.user,
+            version,
+            content,
+            users,
+            cursors,
+            role: conn.role,
+            resumed: resume.map(|_| replay.is_some()),
+            seq: last_seq,
+            meta: self.meta.merged.view(),
+        });
+        let mut queued = conn.tx.try_send(init).is_ok();
+        for r in replay.iter().flatten() {
+            let msg = text(ServerMessage::Op {
+                version: r.version,
+                op: &r.op,
+                user: &r.user,
+                client: &r.client,
+                seq: r.seq,
+            });
+            queued &= conn.tx.try_send(msg).is_ok();
+        }
+        if !queued {
+            // Cannot happen with a fresh queue sized above the replay cap.
+            let _ = reply.send(Err(HubError::Gone));
+            return Ok(());
+        }
+        let joined = text(ServerMessage::UserJoined {
+            user: &conn.user,
+            client: &conn.client,
+        });
+        self.broadcast(None, joined);
+        self.outbox
+            .write(BusWrite::PresencePut(vec![self.entry(&conn)]));
+        self.outbox.publish(BusEvent::Joined {
+            instance: self.hub.settings.instance_id.clone(),
+            presence: conn.presence(),
+        });
+        debug!(client = %conn.client, user = %conn.user.id, resumed = ?resume, "joined");
+        self.room.conns.push(conn);
+        self.room.idle_since = None;
+        let _ = reply.send(Ok(()));
+        Ok(())
+    }
+
+    /// Records after `n` up to the head, for a resume: from memory, else the
+    /// sequencer's log, else the journal joined to memory.
+    async fn records_for_resume(&self, n: u64, cap: usize) -> Option<Vec<Arc<Record>>> {
+        let head = self.state.version();
+        if n > head {
+            return None;
+        }
+        if (head - n) as usize > cap {
+            return None;
+        }
+        if let Some(it) = self.state.records_after(n) {
+            return Some(it.cloned().collect());
+        }
+        if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n).await {
+            if v.last().map_or(n, |r| r.version) == head {
+                return Some(v);
+            }
+        }
+        let oldest = self.state.oldest();
+        let journal = self
+            .hub
+            .store
+            .journal_after(&self.id, n, (oldest - n) as u32)
+            .await
+            .ok()?;
+        let contiguous = journal
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.version == n + 1 + i as u64);
+        if !contiguous || journal.last().map_or(n, |r| r.version) != oldest {
+            return None;
+        }
+        let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
+        out.extend(self.state.records_after(oldest)?.cloned());
+        Some(out)
+    }
+}

@@ -1,0 +1,124 @@
+//! Document metadata in the task: the merged CRDT state ([`MetaState`]),
+//! loading it (the store's rows and the shared metadata store, merged),
+//! local changes (announced to sockets and instances, stored on the tick)
+//! and merging other instances' states.
+//! Must not import: axum, sqlx, redis.
+
+use tracing::warn;
+
+use super::outbox::BusWrite;
+use super::registry::Inner;
+use super::task::DocTask;
+use super::{text, HubError};
+use crate::bus::BusEvent;
+use crate::meta::{DocMeta, MetaView};
+use crate::protocol::ServerMessage;
+
+/// A change to a document's metadata.
+#[derive(Clone, Debug)]
+pub enum MetaChange {
+    Title(String),
+    AddTag(String),
+    RemoveTag(String),
+}
+
+/// Replicated metadata: this instance's view of the merged state.
+#[derive(Default)]
+pub(super) struct MetaState {
+    pub(super) merged: DocMeta,
+    /// `merged` changed here since it was last stored.
+    dirty: bool,
+}
+
+impl MetaState {
+    /// The merge of every state kept for the document: the stored title,
+    /// each instance's row in the store, each instance's state in the
+    /// metadata store.
+    pub(super) async fn load(hub: &Inner, doc: &str) -> Result<Self, HubError> {
+        let title = hub
+            .store
+            .document_meta(doc)
+            .await?
+            .map(|m| m.title)
+            .unwrap_or_default();
+        let mut meta = DocMeta::with_title(&title);
+        let mut states = hub.store.meta_states(doc).await?;
+        states.extend(hub.meta_store.all(doc).await?);
+        for s in states {
+            match DocMeta::from_json(&s) {
+                Some(m) => meta.merge(&m),
+                None => warn!("unreadable metadata state ignored"),
+            }
+        }
+        Ok(Self {
+            merged: meta,
+            dirty: false,
+        })
+    }
+}
+
+impl DocTask {
+    pub(super) async fn change_meta(&mut self, change: MetaChange) -> Result<MetaView, HubError> {
+        let me = self.hub.settings.instance_id.clone();
+        let now = (self.hub.clock)();
+        let meta = &mut self.meta.merged;
+        match change {
+            MetaChange::Title(t) => meta.title.set(&t, now, &me),
+            MetaChange::AddTag(t) => meta.tags.add(&t, &me),
+            MetaChange::RemoveTag(t) => meta.tags.remove(&t),
+        }
+        self.meta_announce();
+        self.store_meta().await?;
+        Ok(self.meta.merged.view())
+    }
+
+    /// A view: a fresh open (a resume is the same visit). Stored on the
+    /// next tick, so a burst of joins costs one store write, not one each.
+    pub(super) fn count_view(&mut self) {
+        let me = &self.hub.settings.instance_id;
+        self.meta.merged.views.increment(me, 1);
+        self.meta_announce();
+    }
+
+    /// After a local change: tell our clients and the other instances, and
+    /// keep our state in the metadata store; the store write is left to
+    /// [`DocTask::store_meta`].
+    fn meta_announce(&mut self) {
+        let view = self.meta.merged.view();
+        self.broadcast(None, text(ServerMessage::Meta(&view)));
+        let me = self.hub.settings.instance_id.clone();
+        self.outbox.publish(BusEvent::Meta {
+            instance: me,
+            state: Box::new(self.meta.merged.clone()),
+        });
+        self.outbox
+            .write(BusWrite::MetaPut(self.meta.merged.to_json()));
+        self.meta.dirty = true;
+    }
+
+    /// Another instance's state: merge it, and tell our clients if the
+    /// view changed.
+    pub(super) fn merge_meta(&mut self, state: &DocMeta) {
+        let before = self.meta.merged.view();
+        self.meta.merged.merge(state);
+        let after = self.meta.merged.view();
+        if after != before {
+            self.broadcast(None, text(ServerMessage::Meta(&after)));
+        }
+    }
+
+    /// Store this instance's metadata state if it changed since last stored.
+    pub(super) async fn store_meta(&mut self) -> Result<(), HubError> {
+        if !self.meta.dirty {
+            return Ok(());
+        }
+        let me = &self.hub.settings.instance_id;
+        let title = self.meta.merged.title.value.clone();
+        self.hub
+            .store
+            .put_meta(&self.id, me, &self.meta.merged.to_json(), &title)
+            .await?;
+        self.meta.dirty = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! The hub: a registry of document tasks, one per open document, each the
+//! sole owner of that document's state on this instance.
+//!
+//! Owns: [`Hub`], the handle the web layer holds (join, edit, read, notify,
+//! shut down), its settings, errors and answers. The seams live beside it:
+//! `registry` (the docs map: spawn, look up, unregister, shutdown),
+//! `connection` (the handle a socket holds and what the task keeps per
+//! connection), `task` (a document task: load, the select loop, unload,
+//! the persistence hand-off), `commit` (the one edit pipeline), `sync`
+//! (ordered application of committed records), `presence` (fan-out, joins,
+//! leaves, heartbeat, access changes), `join` (join and resume), `cursors`,
+//! `undo`, `meta`, `history` and `outbox` (the ordered bus writer).
+//! Sockets talk to a document task over a bounded channel; the task answers
+//! on each connection's bounded outbound queue and disconnects a client
+//! whose queue is full rather than wait for it.
+//! Must not import: axum, sqlx, redis. No lock is held across `.await`.
+
+mod commit;
+mod connection;
+mod cursors;
+mod history;
+mod join;
+mod meta;
+mod outbox;
+mod presence;
+mod registry;
+mod sync;
+mod task;
+#[cfg(test)]
+mod tests;
+mod undo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::bus::AccessChange;
+use crate::bus::{BusError, BusEvent};
+use crate::meta::MetaView;
+use crate::protocol::{ErrorCode, Presence, Role, ServerMessage, UserInfo};
+use crate::store::StoreError;
+pub use commit::Edit;
+use commit::Origin;
+pub use connection::ConnHandle;
+use connection::ConnState;
+pub use history::HistoryPage;
+pub use meta::MetaChange;
+pub use registry::Background;
+use registry::Inner;
+use task::Cmd;
+
+/// Tuning for document tasks.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    pub instance_id: String,
+    pub history_retain: usize,
+    pub snapshot_interval: Duration,
+    pub idle_unload: Duration,
+    pub outbound_queue: usize,
+    pub max_doc_chars: usize,
+    /// A user of a vanished instance disappears for everyone within this.
+    pub presence_ttl: Duration,
+}
+
+/// What a document task sends a connection.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    Text(Arc<str>),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Close codes the server uses (besides the standard ones).
+pub mod close {
+    /// Another connection with the same client id replaced this one.
+    pub const REPLACED: u16 = 4001;
+    /// Going away (shutdown): reconnect and resume.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Try again later (slow consumer, or the backend needs a reload): resume.
+    pub const TRY_AGAIN: u16 = 1013;
+    pub const POLICY: u16 = 1008;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("no such document")]
+    NotFound,
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("backend unavailable: {0}")]
+    Bus(#[from] BusError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("document task is gone")]
+    Gone,
+}
+
+/// Why an edit was refused; the message is safe to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: &str) -> Self {
+        Self {
+            code,
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// How an edit submitted to the hub ended: the version it produced, or why
+/// the document refused it (inner), or why the hub could not ask (outer).
+pub type EditResult = Result<Result<u64, Refusal>, HubError>;
+
+/// The live state of a document, for REST reads.
+#[derive(Clone, Debug)]
+pub struct DocView {
+    pub content: String,
+    pub version: u64,
+    /// Title, tags and views (replicated).
+    pub meta: MetaView,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Handle to the document registry; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    pub fn instance_id(&self) -> &str {
+        &self.inner.settings.instance_id
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Ready for traffic: not draining, Redis (if any) and the database
+    /// answer. The error says which part is not ready.
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        if self.is_shutting_down() {
+            return Err("draining");
+        }
+        let timeout = Duration::from_secs(2);
+        match tokio::time::timeout(timeout, self.inner.bus.ping()).await {
+            Ok(Ok(())) => {}
+            _ => return Err("redis unreachable"),
+        }
+        match tokio::time::timeout(timeout, self.inner.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("database unreachable"),
+        }
+    }
+
+    /// Create the document unless it exists (anonymous mode opens, and so
+    /// creates, documents nobody owns).
+    pub async fn ensure_document(&self, doc: &str) -> Result<(), HubError> {
+        let now = (self.inner.clock)();
+        self.inner.store.ensure_document(doc, now).await?;
+        Ok(())
+    }
+
+    /// Join a document as `user` with connection id `client` (`resume`: the
+    /// client already has the document at that version). On success the
+    /// init (and any resume replay) is already queued on the receiver.
+    pub async fn join(
+        &self,
+        doc: &str,
+        user: UserInfo,
+        client: String,
+        role: Role,
+        resume: Option<u64>,
+    ) -> Result<(ConnHandle, tokio::sync::mpsc::Receiver<Outbound>), HubError> {
+        let (otx, orx) = tokio::sync::mpsc::channel(self.inner.settings.outbound_queue);
+        let id = self.inner.next_id();
+        let conn = ConnState {
+            id,
+            user,
+            client,
+            role,
+            tx: otx,
+        };
+        let ((), tx) = self
+            .ask_via(doc, |reply| Cmd::Join {
+                conn: Box::new(conn.clone()),
+                resume,
+                reply,
+            })
+            .await?;
+        Ok((ConnHandle::new(id, tx), orx))
+    }
+
+    /// Live content and version (loads the document if needed).
+    pub async fn view(&self, doc: &str) -> Result<DocView, HubError> {
+        self.ask(doc, Cmd::View).await
+    }
+
+    /// The document's metadata after `change`, replicated to every instance.
+    pub async fn meta(&self, doc: &str, change: MetaChange) -> Result<MetaView, HubError> {
+        self.ask(doc, |reply| Cmd::Meta(change.clone(), reply))
+            .await
+    }
+
+    /// Commit an edit made over REST by `user` (transformed like a socket's
+    /// op). Returns the version it produced.
+    pub async fn edit(&self, doc: &str, user: &str, role: Role, edit: Edit) -> EditResult {
+        // One client id per REST edit, kept across retries so a retry is
+        // deduplicated.
+        let client = format!("http-{}", uuid::Uuid::new_v4().simple());
+        self.ask(doc, |reply| Cmd::Edit {
+            origin: Origin::Rest {
+                client: client.clone(),
+                user: user.to_owned(),
+                role,
+                reply,
+            },
+            edit: edit.clone(),
+        })
+        .await
+    }
+
+    /// Tell every instance that `user`'s access changed (`None`: revoked;
+    /// their sockets are closed) or that the document was deleted.
+    pub async fn notify_access(&self, doc: &str, change: AccessChange) -> Result<(), HubError> {
+        let deleted = change == AccessChange::Deleted;
+        self.inner
+            .bus
+            .publish(doc, BusEvent::Access(change))
+            .await?;
+        if deleted {
+            self.inner.sequencer.purge(doc).await?;
+        }
+        Ok(())
+    }
+
+    /// Everyone connected to the document.
+    pub async fn users(&self, doc: &str) -> Result<Vec<Presence>, HubError> {
+        self.ask(doc, Cmd::Users).await
+    }
+}
+
+/// A server message, encoded once.
+fn text(msg: ServerMessage<'_>) -> Outbound {
+    Outbound::Text(msg.to_text().into())
+}
+
+/// A refusal, counted by code.
+pub fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
+    count_refusal(code);
+    text(ServerMessage::Error { code, message, seq })
+}
+
+fn count_refusal(code: ErrorCode) {
+    metrics::counter!("tandem_refusals_total", "code" => code.as_str()).increment(1);
+}

@@ -1,0 +1,139 @@
+//! Ordered application of committed records: every record, whether this
+//! instance committed it, the bus delivered it or a refill fetched it, is
+//! applied in version order (a gap triggers a refill from the sequencer's
+//! log) and then fanned out. Re-seeds a sequencer that lost the document.
+//! Must not import: axum, sqlx, redis.
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::task::DocTask;
+use super::HubError;
+use crate::bus::{BusError, Seed};
+use crate::doc::{ApplyOutcome, Record};
+
+/// A backend outage: refuse or retry, but keep the document and its sockets.
+pub(super) fn is_transient(e: &HubError) -> bool {
+    matches!(
+        e,
+        HubError::Bus(BusError::Unavailable(_)) | HubError::Store(_)
+    )
+}
+
+impl DocTask {
+    /// Apply a record in order without telling anyone (loading); false if
+    /// it was already applied.
+    pub(super) fn apply_quiet(&mut self, rec: Arc<Record>) -> Result<bool, HubError> {
+        match self.state.apply(rec.clone()) {
+            Ok(ApplyOutcome::Applied) => {
+                let entry = self.clients.entry(rec.client.clone()).or_insert((0, 0));
+                if rec.seq > entry.0 {
+                    *entry = (rec.seq, rec.version);
+                }
+                if !self.unsaved.clients.contains(&rec.client) {
+                    self.unsaved.clients.push(rec.client.clone());
+                }
+                self.unsaved.journal.push(rec);
+                Ok(true)
+            }
+            Ok(ApplyOutcome::Old) => Ok(false),
+            Ok(ApplyOutcome::Gap { head }) => Err(HubError::Bus(BusError::Corrupt(format!(
+                "gap: head {head}, got {}",
+                rec.version
+            )))),
+            Err(e) => Err(HubError::Bus(BusError::Corrupt(format!(
+                "record {} does not apply: {e}",
+                rec.version
+            )))),
+        }
+    }
+
+    /// Apply a committed record and fan it out; refill first on a gap.
+    pub(super) async fn ingest(&mut self, rec: Arc<Record>) -> Result<(), HubError> {
+        if rec.version > self.state.version() + 1 {
+            self.refill().await?;
+            if rec.version > self.state.version() + 1 {
+                // Backend down: the record waits for the next refill.
+                return Ok(());
+            }
+        }
+        self.apply_and_fanout(rec)
+    }
+
+    fn apply_and_fanout(&mut self, rec: Arc<Record>) -> Result<(), HubError> {
+        if self.apply_quiet(rec.clone())? {
+            self.fanout(&rec);
+        }
+        Ok(())
+    }
+
+    /// [`Self::catch_up`], but a backend outage only marks the document for a
+    /// retry on the next tick. Errors that remain mean the state is lost.
+    pub(super) async fn refill(&mut self) -> Result<(), HubError> {
+        match self.catch_up().await {
+            Err(e) if is_transient(&e) => {
+                if !self.needs_catch_up {
+                    warn!(error = %e, "refill failed; will retry");
+                }
+                self.needs_catch_up = true;
+                Ok(())
+            }
+            r => {
+                self.needs_catch_up = false;
+                r
+            }
+        }
+    }
+
+    /// Pull every record after our head from the sequencer's log; re-seed
+    /// the sequencer if it lost the document.
+    pub(super) async fn catch_up(&mut self) -> Result<(), HubError> {
+        let after = self.state.version();
+        let recs = match self.hub.sequencer.ops_since(&self.id, after).await {
+            Err(BusError::NotSeeded) => {
+                self.reseed().await?;
+                self.hub
+                    .sequencer
+                    .ops_since(&self.id, self.state.version())
+                    .await?
+            }
+            r => r?,
+        };
+        let recs = recs.ok_or_else(|| {
+            BusError::Corrupt(format!("op log no longer reaches version {after}"))
+        })?;
+        if !recs.is_empty() {
+            metrics::counter!("tandem_gap_refills_total").increment(1);
+            debug!(from = after, count = recs.len(), "refilled from the op log");
+        }
+        for r in recs {
+            self.apply_and_fanout(r)?;
+        }
+        Ok(())
+    }
+
+    /// The sequencer lost this document (e.g. Redis restarted empty): give it
+    /// everything this instance knows — its history and client seqs.
+    pub(super) async fn reseed(&mut self) -> Result<(), HubError> {
+        let oldest = self.state.oldest();
+        let seed = Seed {
+            version: oldest,
+            records: self
+                .state
+                .records_after(oldest)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            clients: self.client_seqs(self.clients.keys()),
+        };
+        let head = self.hub.sequencer.seed(&self.id, &seed).await?;
+        warn!(
+            version = self.state.version(),
+            head, "re-seeded the sequencer"
+        );
+        metrics::counter!("tandem_reseeds_total").increment(1);
+        Ok(())
+    }
+}

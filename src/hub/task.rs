@@ -1,0 +1,440 @@
+//! A document task: the sole owner of one open document's state on this
+//! instance. Loads the document, runs the select loop (commands, bus
+//! events, heartbeat, tick), hands changed state to the persister, unloads
+//! when idle, and stops on shutdown, reset or deletion.
+//!
+//! Owns: [`Cmd`] (what the hub and sockets ask of a task), [`DocTask`] and
+//! its persistence state ([`Unsaved`]); the other seams add methods to
+//! `DocTask` in their own files.
+//! Must not import: axum, sqlx, redis.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use super::commit::{Edit, Origin};
+use super::connection::ConnState;
+use super::history::HistoryPage;
+use super::meta::{MetaChange, MetaState};
+use super::outbox::Outbox;
+use super::presence::Room;
+use super::registry::Inner;
+use super::{close, DocView, HubError};
+use crate::bus::{BusEvent, BusRecv, ClientSeq, Seed, Subscription};
+use crate::doc::{DocState, Record};
+use crate::meta::MetaView;
+use crate::protocol::Presence;
+use crate::store::DocPersist;
+
+/// What a document task is asked to do.
+pub(super) enum Cmd {
+    Join {
+        conn: Box<ConnState>,
+        /// The client already has the document at this version.
+        resume: Option<u64>,
+        reply: oneshot::Sender<Result<(), HubError>>,
+    },
+    Leave(u64),
+    /// An edit from a socket or the REST API.
+    Edit {
+        origin: Origin,
+        edit: Edit,
+    },
+    Cursor {
+        conn: u64,
+        version: u64,
+        anchor: Option<u64>,
+        head: Option<u64>,
+    },
+    /// `undo` (or with `redo`, `redo`) from a socket.
+    Undo {
+        conn: u64,
+        redo: bool,
+    },
+    View(oneshot::Sender<Result<DocView, HubError>>),
+    /// Read or change the replicated metadata.
+    Meta(MetaChange, oneshot::Sender<Result<MetaView, HubError>>),
+    /// Committed records after a version, oldest first (memory, else journal).
+    Records {
+        since: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<HistoryPage, HubError>>,
+    },
+    Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
+}
+
+impl Cmd {
+    /// Refuse a command (the document could not be loaded).
+    fn refuse(self, e: &HubError) {
+        let e = match e {
+            HubError::NotFound => HubError::NotFound,
+            _ => HubError::Gone,
+        };
+        match self {
+            Cmd::Join { reply, .. } => drop(reply.send(Err(e))),
+            Cmd::View(reply) => drop(reply.send(Err(e))),
+            Cmd::Records { reply, .. } => drop(reply.send(Err(e))),
+            Cmd::Meta(_, reply) => drop(reply.send(Err(e))),
+            Cmd::Users(reply) => drop(reply.send(Err(e))),
+            Cmd::Edit { origin, .. } => origin.refuse(e),
+            Cmd::Leave(_) | Cmd::Cursor { .. } | Cmd::Undo { .. } => {}
+        }
+    }
+}
+
+/// Why the task loop stops.
+enum Stop {
+    Unloaded,
+    Shutdown,
+    /// State can no longer be trusted (e.g. the op log lost history we need):
+    /// close connections so clients resume against a fresh load.
+    Reset,
+    /// The document was deleted: nothing to persist.
+    Deleted,
+}
+
+/// What the store does not have yet: handed to the persister on the tick.
+pub(super) struct Unsaved {
+    /// The version last handed to the persister.
+    pub(super) version: u64,
+    /// Records applied since.
+    pub(super) journal: Vec<Arc<Record>>,
+    /// Clients whose committed seq moved since.
+    pub(super) clients: Vec<String>,
+}
+
+pub(super) struct DocTask {
+    pub(super) id: String,
+    generation: u64,
+    pub(super) hub: Arc<Inner>,
+    pub(super) state: DocState,
+    /// Highest committed seq (and its version) per client id.
+    pub(super) clients: HashMap<String, (u64, u64)>,
+    pub(super) unsaved: Unsaved,
+    pub(super) room: Room,
+    pub(super) sub: Subscription,
+    pub(super) outbox: Outbox,
+    /// A refill failed (backend down): retry on the next tick.
+    pub(super) needs_catch_up: bool,
+    /// The document was deleted: stop without persisting.
+    pub(super) deleted: bool,
+    pub(super) meta: MetaState,
+}
+
+impl DocTask {
+    pub(super) async fn start(
+        hub: Arc<Inner>,
+        id: String,
+        generation: u64,
+        mut rx: mpsc::Receiver<Cmd>,
+    ) {
+        let task = match Self::load(hub.clone(), id.clone(), generation).await {
+            Ok(t) => t,
+            Err(e) => {
+                match &e {
+                    HubError::NotFound => debug!("no such document"),
+                    e => warn!(error = %e, "could not load document"),
+                }
+                hub.unregister(&id, generation);
+                // Answer whatever queued up meanwhile.
+                rx.close();
+                while let Some(cmd) = rx.recv().await {
+                    cmd.refuse(&e);
+                }
+                return;
+            }
+        };
+        task.run(rx).await;
+    }
+
+    async fn load(hub: Arc<Inner>, id: String, generation: u64) -> Result<Self, HubError> {
+        let snap = hub.store.load(&id).await?.ok_or(HubError::NotFound)?;
+        // Subscribe before reading the log, so nothing falls between.
+        let sub = hub.bus.subscribe(&id).await?;
+        let outbox = Outbox::spawn(&hub, &id);
+        let mut task = DocTask {
+            state: DocState::new(&snap.content, snap.version, hub.settings.history_retain),
+            clients: snap
+                .clients
+                .iter()
+                .map(|c| (c.client.clone(), (c.seq, c.version)))
+                .collect(),
+            unsaved: Unsaved {
+                version: snap.version,
+                journal: Vec::new(),
+                clients: Vec::new(),
+            },
+            id,
+            generation,
+            hub: hub.clone(),
+            room: Room {
+                idle_since: Some(Instant::now()),
+                ..Room::default()
+            },
+            sub,
+            outbox,
+            needs_catch_up: false,
+            deleted: false,
+            meta: MetaState::default(),
+        };
+        task.meta = MetaState::load(&hub, &task.id).await?;
+        // The journal may be ahead of the snapshot.
+        loop {
+            let recs = hub
+                .store
+                .journal_after(&task.id, task.state.version(), 10_000)
+                .await?;
+            if recs.is_empty() {
+                break;
+            }
+            for r in recs {
+                task.apply_quiet(Arc::new(r))?;
+            }
+        }
+        task.unsaved.version = task.state.version();
+        let seed = Seed {
+            version: task.state.version(),
+            records: Vec::new(),
+            clients: task.client_seqs(task.clients.keys()),
+        };
+        let head = hub.sequencer.seed(&task.id, &seed).await?;
+        if head > task.state.version() {
+            task.catch_up().await?;
+        }
+        let (live, _) = hub.bus.presence_list(&task.id, (hub.clock)()).await?;
+        for e in live
+            .into_iter()
+            .filter(|e| e.instance != hub.settings.instance_id)
+        {
+            task.room
+                .remote
+                .insert(e.presence.client.clone(), e.presence);
+        }
+        info!(
+            version = task.state.version(),
+            chars = task.state.len_chars(),
+            "document loaded"
+        );
+        Ok(task)
+    }
+
+    pub(super) fn client_seqs<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<ClientSeq> {
+        ids.filter_map(|c| {
+            self.clients.get(c).map(|&(seq, version)| ClientSeq {
+                client: c.clone(),
+                seq,
+                version,
+            })
+        })
+        .collect()
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut tick = tokio::time::interval(self.hub.settings.snapshot_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut heartbeat = tokio::time::interval(self.hub.settings.presence_ttl / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let cancel = self.hub.cancel.clone();
+        let stop = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Stop::Shutdown,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        if let Err(e) = self.handle(cmd).await {
+                            error!(error = %e, "document state lost; resetting");
+                            break Stop::Reset;
+                        }
+                    }
+                    None => break Stop::Shutdown,
+                },
+                ev = self.sub.recv() => {
+                    if let Err(e) = self.handle_bus(ev).await {
+                        error!(error = %e, "document state lost; resetting");
+                        break Stop::Reset;
+                    }
+                    if self.deleted {
+                        break Stop::Deleted;
+                    }
+                }
+                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = tick.tick() => {
+                    self.sweep_closed();
+                    self.offer_persist();
+                    if let Err(e) = self.store_meta().await {
+                        warn!(error = %e, "metadata not stored; retrying next tick");
+                    }
+                    if self.needs_catch_up {
+                        if let Err(e) = self.refill().await {
+                            error!(error = %e, "document state lost; resetting");
+                            break Stop::Reset;
+                        }
+                    }
+                    if self.idle_for() >= self.hub.settings.idle_unload && self.try_unload(&rx).await {
+                        break Stop::Unloaded;
+                    }
+                }
+            }
+        };
+        match stop {
+            Stop::Unloaded => info!("document unloaded"),
+            Stop::Shutdown => {
+                if let Some(job) = self.persist_job() {
+                    self.hub.persister.put(job).await;
+                }
+                if let Err(e) = self.store_meta().await {
+                    warn!(error = %e, "metadata not stored at shutdown");
+                }
+                self.close_all(close::GOING_AWAY, "server shutting down; reconnect");
+                self.hub.unregister(&self.id, self.generation);
+            }
+            Stop::Reset => {
+                self.close_all(close::TRY_AGAIN, "document reloading; reconnect");
+                self.hub.unregister(&self.id, self.generation);
+            }
+            Stop::Deleted => {
+                info!("document deleted");
+                self.hub.unregister(&self.id, self.generation);
+                self.hub.sequencer.evict(&self.id).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Cmd) -> Result<(), HubError> {
+        match cmd {
+            Cmd::Join {
+                conn,
+                resume,
+                reply,
+            } => self.join(*conn, resume, reply).await?,
+            Cmd::Leave(id) => self.drop_conns(&[id], "left"),
+            Cmd::Edit { origin, edit } => self.edit(origin, edit).await?,
+            Cmd::Cursor {
+                conn,
+                version,
+                anchor,
+                head,
+            } => self.cursor(conn, version, anchor, head),
+            Cmd::Undo { conn, redo } => self.undo(conn, redo).await?,
+            Cmd::Meta(change, reply) => {
+                let r = self.change_meta(change).await;
+                let _ = reply.send(r);
+            }
+            Cmd::Records {
+                since,
+                limit,
+                reply,
+            } => {
+                let r = self.records(since, limit).await;
+                let _ = reply.send(r.map(|v| (self.state.version(), v)));
+            }
+            Cmd::View(reply) => {
+                let _ = reply.send(Ok(DocView {
+                    content: self.state.content(),
+                    version: self.state.version(),
+                    meta: self.meta.merged.view(),
+                }));
+            }
+            Cmd::Users(reply) => {
+                let _ = reply.send(Ok(self.users()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_bus(&mut self, ev: BusRecv) -> Result<(), HubError> {
+        let ev = match ev {
+            BusRecv::Event(ev) => ev,
+            BusRecv::Lagged => return self.refill().await,
+            BusRecv::Closed => {
+                // The bus is gone (shutdown or backend swap): resubscribe.
+                self.sub = self.hub.bus.subscribe(&self.id).await?;
+                return self.refill().await;
+            }
+        };
+        let me = &self.hub.settings.instance_id;
+        match &*ev {
+            BusEvent::Committed(rec) => self.ingest(rec.clone()).await?,
+            BusEvent::Resync => self.refill().await?,
+            BusEvent::Access(change) => self.access_changed(change),
+            BusEvent::Meta { instance, state } if instance != me => self.merge_meta(state),
+            BusEvent::Joined { instance, presence } if instance != me => {
+                self.remote_joined(presence.clone())
+            }
+            BusEvent::Left { instance, presence } if instance != me => self.remote_left(presence),
+            BusEvent::Cursor { instance, cursor } if instance != me => self.remote_cursor(cursor),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.room
+            .idle_since
+            .map_or(Duration::ZERO, |t: Instant| t.elapsed())
+    }
+
+    /// Flush, then leave the registry if nothing arrived meanwhile.
+    async fn try_unload(&mut self, rx: &mpsc::Receiver<Cmd>) -> bool {
+        if self.store_meta().await.is_err() {
+            return false;
+        }
+        if let Some(job) = self.persist_job() {
+            if !self.hub.persister.put(job).await {
+                return false;
+            }
+            self.mark_persisted();
+        }
+        if !self.hub.persister.flush().await {
+            return false;
+        }
+        let busy = || !rx.is_empty() || !self.room.conns.is_empty();
+        if !self.hub.unregister_unless(&self.id, self.generation, busy) {
+            return false;
+        }
+        self.hub.sequencer.evict(&self.id).await;
+        true
+    }
+
+    fn close_all(&mut self, code: u16, reason: &'static str) {
+        for c in self.room.conns.drain(..) {
+            let _ = c.tx.try_send(crate::hub::Outbound::Close(code, reason));
+        }
+    }
+
+    // ---- persistence hand-off ----
+
+    fn persist_job(&self) -> Option<DocPersist> {
+        if self.state.version() <= self.unsaved.version && self.unsaved.clients.is_empty() {
+            return None;
+        }
+        Some(DocPersist {
+            doc: self.id.clone(),
+            version: self.state.version(),
+            content: self.state.content(),
+            journal: self.unsaved.journal.clone(),
+            clients: self.client_seqs(self.unsaved.clients.iter()),
+        })
+    }
+
+    fn mark_persisted(&mut self) {
+        self.unsaved.version = self.state.version();
+        self.unsaved.journal.clear();
+        self.unsaved.clients.clear();
+    }
+
+    fn offer_persist(&mut self) {
+        let lag = self.state.version().saturating_sub(self.unsaved.version);
+        metrics::histogram!("tandem_snapshot_lag_versions").record(lag as f64);
+        if let Some(job) = self.persist_job() {
+            if self.hub.persister.offer(job) {
+                self.mark_persisted();
+            }
+        }
+    }
+}
