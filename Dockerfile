@@ -4,6 +4,8 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The workspace's crates (the pure core among them) are dependencies too.
+COPY crates crates
 RUN mkdir -p src/bin && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > src/bin/tandem-bench.rs \
     && touch src/lib.rs && cargo build --release --locked && rm -rf src
 COPY src src

@@ -2,24 +2,23 @@
 //!
 //! Layers, inward only: `web` (axum) → `hub` (document tasks) → `bus`
 //! (sequencer + fan-out) and `store` (durable state) → the pure core: `ot`,
-//! `doc`, `protocol`, `client`, `limits`. See ARCHITECTURE.md.
+//! `doc`, `protocol`, `client`, `undo`, `meta`, `limits` (crate
+//! `tandem-core`, re-exported here). See ARCHITECTURE.md.
 
 pub mod auth;
 pub mod bus;
-pub mod client;
 pub mod config;
-pub mod doc;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod hub;
-pub mod limits;
-pub mod meta;
-pub mod ot;
 pub mod persist;
-pub mod protocol;
 pub mod store;
-pub mod undo;
 pub mod web;
+
+// The pure core lives in its own crate (crates/tandem-core), which has no
+// I/O dependencies; its modules keep their paths here (`crate::ot`,
+// `tandem::protocol`, …).
+#[doc(hidden)]
+pub use tandem_core::fuzzing;
+pub use tandem_core::{client, doc, limits, meta, ot, protocol, undo};
 
 use std::sync::Arc;
 use std::time::Duration;

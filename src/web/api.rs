@@ -14,6 +14,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::ApiError;
 use super::identity::{now_secs, role_for, ApiJson, Auth, Identity};
+use super::schema;
 use super::AppState;
 use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, verify_password};
 use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
@@ -65,11 +66,11 @@ use crate::store::accounts::UserRow;
         HistoryItem,
         VersionContent,
         TagBody,
-        MetaView,
+        schema::MetaView,
         MemberBody,
         MemberOut,
-        Presence,
-        Role,
+        schema::Presence,
+        schema::Role,
         ErrorBody,
         ErrorDetail
     ))
@@ -287,6 +288,7 @@ pub struct DocumentOut {
     version: u64,
     /// Owner's username (null for anonymous documents).
     owner: Option<String>,
+    #[schema(value_type = schema::Role)]
     role: Role,
     created_at: i64,
     updated_at: i64,
@@ -302,6 +304,7 @@ pub struct DocumentListItem {
     title: String,
     version: u64,
     updated_at: i64,
+    #[schema(value_type = schema::Role)]
     role: Role,
 }
 
@@ -655,7 +658,7 @@ async fn change_tags(
 
 /// Tag the document; every instance's clients receive the change.
 #[utoipa::path(post, path = "/api/documents/{id}/tags", request_body = TagBody, security(("bearer" = [])), responses(
-    (status = 200, body = MetaView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    (status = 200, body = schema::MetaView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn add_tag(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -672,7 +675,7 @@ pub async fn add_tag(
 
 /// Remove a tag (the tags this server has seen; a concurrent add elsewhere wins).
 #[utoipa::path(delete, path = "/api/documents/{id}/tags/{tag}", security(("bearer" = [])), responses(
-    (status = 200, body = MetaView), (status = 403, body = ErrorBody)))]
+    (status = 200, body = schema::MetaView), (status = 403, body = ErrorBody)))]
 pub async fn remove_tag(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -683,7 +686,7 @@ pub async fn remove_tag(
 
 /// Everyone connected to the document, on every instance.
 #[utoipa::path(get, path = "/api/documents/{id}/users", security(("bearer" = [])), responses(
-    (status = 200, body = Vec<Presence>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 200, body = Vec<schema::Presence>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_users(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -702,6 +705,7 @@ pub struct MemberBody {
 #[derive(Serialize, ToSchema)]
 pub struct MemberOut {
     username: String,
+    #[schema(value_type = schema::Role)]
     role: Role,
 }
 

@@ -9,6 +9,7 @@ mod api;
 mod assets;
 pub mod error;
 mod identity;
+mod schema;
 mod ws;
 
 use std::collections::HashMap;

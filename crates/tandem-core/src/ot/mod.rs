@@ -4,8 +4,10 @@
 //! rope or a string), `compose`, `transform` (ot.js tie-break: the op being
 //! rebased inserts first), `invert`, and cursor-index transform.
 //!
-//! Must not import: tokio, axum, redis, sqlx, or anything that does I/O. This
-//! module is pure and deterministic; every function here is property-tested.
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics, or
+//! anything that does I/O (enforced: tandem-core has no such dependency).
+//! This module is pure and deterministic; every function here is
+//! property-tested.
 
 use std::fmt;
 

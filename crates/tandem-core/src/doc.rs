@@ -2,8 +2,10 @@
 //! rebase late ops, plus the rules for accepting an op.
 //!
 //! Owns: [`Record`] (a committed op), [`DocState`] and its `rebase`/`apply`.
-//! Must not import: tokio, axum, redis, sqlx. Pure and deterministic; the
-//! document task (`hub`) drives it, clocks and ids come in as arguments.
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
+//! Pure and deterministic; the document task (`hub`) drives it, clocks and
+//! ids come in as arguments.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -2,8 +2,9 @@
 //! argument), a counter of open connections per key (user, IP), and the
 //! address ranges whose forwarding headers are believed.
 //!
-//! Owns: [`TokenBucket`], [`ConnLimiter`], [`Cidr`]. Must not import: tokio,
-//! axum, redis, sqlx.
+//! Owns: [`TokenBucket`], [`ConnLimiter`], [`Cidr`].
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

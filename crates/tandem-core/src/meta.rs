@@ -6,7 +6,10 @@
 //! whatever order states arrive in and however often.
 //!
 //! Owns: [`Lww`], [`GCounter`], [`OrSet`], [`DocMeta`], [`MetaView`].
-//! Must not import: tokio, axum, redis, sqlx (time and instance ids are arguments).
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
+//! Time and instance ids are arguments. The OpenAPI schema of [`MetaView`]
+//! is described in the server's `web` layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -134,7 +137,7 @@ pub struct DocMeta {
 }
 
 /// What clients see.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaView {
     pub title: String,
     pub tags: Vec<String>,

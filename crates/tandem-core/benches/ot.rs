@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ropey::Rope;
 use serde::Deserialize;
 use std::hint::black_box;
-use tandem::ot::{splice, Operation};
+use tandem_core::ot::{splice, Operation};
 
 #[derive(Deserialize)]
 struct Trace {
@@ -24,7 +24,7 @@ struct Txn {
 fn trace_patches() -> (String, Vec<(usize, usize, String)>) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/automerge-paper.json.gz"
+        "/../../tests/data/automerge-paper.json.gz"
     );
     let t: Trace = serde_json::from_reader(flate2::read::GzDecoder::new(
         std::fs::File::open(path).unwrap(),

@@ -2,7 +2,9 @@
 //! corpus replay test (`tests/fuzz_corpus.rs`), so that every input a fuzzer
 //! ever saved runs in `cargo test` through the same code.
 //!
-//! Owns: nothing stateful. Must not import: tokio, axum, redis, sqlx.
+//! Owns: nothing stateful.
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
 
 use ropey::Rope;
 

@@ -2,8 +2,11 @@
 //! what the server sends, error codes, and user colours.
 //!
 //! Owns: serde types for WebSocket frames and the [`ErrorCode`] table.
-//! Must not import: tokio, axum, redis, sqlx. Pure: parsing is a function
-//! from text to a message or an error, nothing else.
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
+//! Pure: parsing is a function from text to a message or an error, nothing
+//! else. The OpenAPI schemas of [`Presence`] and [`Role`] are described in
+//! the server's `web` layer.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,7 +34,7 @@ impl UserInfo {
 }
 
 /// A presence entry in `init.users`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     pub id: String,
     pub name: String,
@@ -50,7 +53,7 @@ pub struct CursorInfo {
 }
 
 /// Access level of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,

@@ -3,7 +3,9 @@
 //!
 //! Owns: [`OtClient`]. Used by the test suites, the simulation and the bench
 //! tool; the browser's `tandem-client.js` follows the same rules.
-//! Must not import: tokio, axum, redis, sqlx (no I/O: messages in, messages out).
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
+//! No I/O: messages in, messages out.
 
 use ropey::Rope;
 

@@ -4,7 +4,8 @@
 //! with the same rules).
 //!
 //! Owns: [`UndoEntry`], [`merge_run`], [`Stack`], [`StackPush`], [`Stacks`].
-//! Must not import: tokio, axum, redis, sqlx.
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
+//! (enforced: tandem-core has no such dependency).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,20 @@
+//! The pure core of Tandem: text operations and their algebra (`ot`),
+//! document state and rebasing (`doc`), the wire protocol (`protocol`), the
+//! client state machine (`client`), undo stacks (`undo`), metadata CRDTs
+//! (`meta`), abuse limits as data (`limits`) and the fuzz entry points
+//! (`fuzzing`). The server crate `tandem` re-exports every module under the
+//! same name.
+//!
+//! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics, or
+//! anything that does I/O (enforced: this crate has no such dependency).
+//! Clocks, ids and randomness come in as arguments.
+
+pub mod client;
+pub mod doc;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
+pub mod meta;
+pub mod ot;
+pub mod protocol;
+pub mod undo;
