@@ -37,7 +37,7 @@ impl MetaState {
     pub(super) async fn load(hub: &Inner, doc: &str) -> Result<Self, HubError> {
         let title = hub
             .store
-            .document_meta(doc)
+            .document_row(doc)
             .await?
             .map(|m| m.title)
             .unwrap_or_default();

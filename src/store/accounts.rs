@@ -71,7 +71,7 @@ pub trait Accounts: Send + Sync {
         owner: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
-    async fn document_meta(&self, id: &str) -> Result<Option<DocumentRow>, StoreError>;
+    async fn document_row(&self, id: &str) -> Result<Option<DocumentRow>, StoreError>;
     /// The user's role on the document (owner, or member role), if any.
     async fn role_of(&self, doc: &str, user_id: &str) -> Result<Option<Role>, StoreError>;
     /// Documents the user owns or is a member of, newest first.
@@ -165,7 +165,7 @@ where
         Ok(DB::rows_affected(&r) == 1)
     }
 
-    async fn document_meta(&self, id: &str) -> Result<Option<DocumentRow>, StoreError> {
+    async fn document_row(&self, id: &str) -> Result<Option<DocumentRow>, StoreError> {
         let row = sqlx::query(
             "SELECT d.id, d.title, d.owner, u.username AS owner_username, d.created_at, d.updated_at \
              FROM documents d LEFT JOIN users u ON u.id = d.owner WHERE d.id = $1",

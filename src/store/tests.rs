@@ -38,14 +38,14 @@ async fn accounts_contract(s: &dyn Accounts) {
     assert!(s.create_document("d1", "One", "u1", 10).await.unwrap());
     assert!(!s.create_document("d1", "Again", "u2", 11).await.unwrap());
     assert!(s.create_document("d2", "Two", "u2", 20).await.unwrap());
-    let d1 = s.document_meta("d1").await.unwrap().unwrap();
+    let d1 = s.document_row("d1").await.unwrap().unwrap();
     assert_eq!(
         (d1.id.as_str(), d1.title.as_str(), d1.owner.as_deref()),
         ("d1", "One", Some("u1"))
     );
     assert_eq!(d1.owner_username.as_deref(), Some("ann"));
     assert_eq!((d1.created_at, d1.updated_at), (10, 10));
-    assert!(s.document_meta("nope").await.unwrap().is_none());
+    assert!(s.document_row("nope").await.unwrap().is_none());
 
     // Roles: owner, member role (upserted), none.
     assert_eq!(s.role_of("d1", "u1").await.unwrap(), Some(Role::Owner));
@@ -81,7 +81,7 @@ async fn accounts_contract(s: &dyn Accounts) {
     let mut states = s.meta_states("d1").await.unwrap();
     states.sort();
     assert_eq!(states, ["{\"a\":3}", "{\"b\":2}"]);
-    let d1 = s.document_meta("d1").await.unwrap().unwrap();
+    let d1 = s.document_row("d1").await.unwrap().unwrap();
     assert_eq!(d1.title, "Renamed");
     s.put_meta("gone", "i1", "{}", "Gone").await.unwrap();
     assert!(s.meta_states("gone").await.unwrap().is_empty());
@@ -93,7 +93,7 @@ async fn accounts_contract(s: &dyn Accounts) {
     s.set_member("d1", "u2", Role::Viewer).await.unwrap();
     assert!(s.delete_document("d1").await.unwrap());
     assert!(!s.delete_document("d1").await.unwrap());
-    assert!(s.document_meta("d1").await.unwrap().is_none());
+    assert!(s.document_row("d1").await.unwrap().is_none());
     assert!(s.meta_states("d1").await.unwrap().is_empty());
     assert_eq!(s.list_documents("u2", 10, 0).await.unwrap().len(), 1);
 }

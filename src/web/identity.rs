@@ -83,7 +83,7 @@ pub async fn role_for(state: &AppState, doc: &str, who: &Identity) -> Result<Rol
     }
     let meta = state
         .store
-        .document_meta(doc)
+        .document_row(doc)
         .await?
         .ok_or(ApiError::NotFound("no such document"))?;
     match (meta.owner, who) {

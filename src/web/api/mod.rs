@@ -1,0 +1,149 @@
+//! REST handlers: accounts, documents, HTTP edits, members, presence,
+//! health and metrics. Every route is described in the OpenAPI document
+//! served at `/api/openapi.json`.
+//!
+//! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
+//! helpers the handler modules share. Handlers: `accounts.rs` (register,
+//! login), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
+//! versions, restore), `members.rs` (presence, sharing).
+//! Must not import: sqlx, redis (the store and the hub are reached through
+//! `AppState`).
+
+mod accounts;
+mod documents;
+mod history;
+mod members;
+
+pub use accounts::{login, register};
+pub use documents::{
+    add_tag, create_document, delete_document, get_document, list_documents, post_ops, remove_tag,
+    update_document,
+};
+pub use history::{get_history, get_version, restore_version};
+pub use members::{delete_member, get_users, put_member};
+
+use axum::extract::{Request, State};
+use axum::Json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::error::ApiError;
+use super::identity::{ApiJson, Identity};
+use super::schema;
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tandem",
+        description = "Real-time collaborative editing server. WebSocket protocol: docs/protocol.md"
+    ),
+    paths(
+        healthz,
+        readyz,
+        metrics,
+        accounts::register,
+        accounts::login,
+        documents::create_document,
+        documents::list_documents,
+        documents::get_document,
+        documents::update_document,
+        documents::delete_document,
+        documents::post_ops,
+        history::get_history,
+        history::get_version,
+        documents::add_tag,
+        documents::remove_tag,
+        history::restore_version,
+        members::get_users,
+        members::put_member,
+        members::delete_member,
+        openapi
+    ),
+    components(schemas(
+        accounts::RegisterBody,
+        accounts::LoginBody,
+        accounts::AuthResponse,
+        accounts::UserOut,
+        documents::CreateBody,
+        documents::UpdateBody,
+        documents::DocumentOut,
+        documents::DocumentListItem,
+        documents::OpsBody,
+        documents::VersionOut,
+        history::HistoryItem,
+        history::VersionContent,
+        documents::TagBody,
+        schema::MetaView,
+        members::MemberBody,
+        members::MemberOut,
+        schema::Presence,
+        schema::Role,
+        ErrorBody,
+        ErrorDetail
+    ))
+)]
+struct ApiDoc;
+
+/// `{"error": {"code", "message"}}`
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// The OpenAPI description of this API.
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "OpenAPI 3 document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Alive (the server accepts connections).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready for traffic: not draining, Redis and the database reachable.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state
+        .hub
+        .ready()
+        .await
+        .map(|()| "ready")
+        .map_err(ApiError::NotReady)
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> String {
+    metrics::gauge!("tandem_open_documents").set(state.hub.open_documents() as f64);
+    state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
+
+impl<T: serde::de::DeserializeOwned> ApiJson<T> {
+    async fn from_request_inner(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        <Self as axum::extract::FromRequest<AppState>>::from_request(req, state).await
+    }
+}
+
+fn refused(r: Result<u64, crate::hub::Refusal>) -> Result<u64, ApiError> {
+    r.map_err(ApiError::Refused)
+}
+
+fn user_id(who: &Identity) -> String {
+    match who {
+        Identity::User(c) => c.sub.clone(),
+        Identity::Anonymous => "anonymous".into(),
+    }
+}
