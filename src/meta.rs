@@ -134,7 +134,7 @@ pub struct DocMeta {
 }
 
 /// What clients see.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetaView {
     pub title: String,
     pub tags: Vec<String>,
