@@ -12,7 +12,7 @@ PG_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tandem_bench}
 psql "${PG_URL%/*}/postgres" -qAtc "SELECT 1 FROM pg_database WHERE datname = 'tandem_bench'" | grep -q 1 \
   || psql "${PG_URL%/*}/postgres" -qc "CREATE DATABASE tandem_bench"
 mkdir -p bench/results
-cargo build --release --bins
+cargo build --release -p tandem -p tandem-bench --bins
 cargo bench -p tandem-core --bench ot -- --noplot 2>&1 | tee bench/results/criterion.txt
 target/release/tandem-bench suite --profile full --redis "$REDIS_URL" \
   --database-url "$PG_URL" --out bench/results

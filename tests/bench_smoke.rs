@@ -2,21 +2,61 @@
 //! PostgreSQL: every workload and both baselines (echo floor, ShareDB) run
 //! for a few seconds, and each must converge and produce its figures. No
 //! timing is asserted: speed is measured by the full profile, not by tests.
+//!
+//! A test binary of its own: the suite loads the machine (many clients,
+//! servers, Node), so it runs alone, as the other suites' tests would
+//! otherwise share the cores with it.
 
-mod common;
-
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+/// The server under test, built by cargo for this test binary.
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+/// `tandem-bench` (crates/tandem-bench), built with the profile of this
+/// test: it is another package of the workspace, which cargo does not build
+/// for the server's tests by itself.
+fn bench_binary() -> PathBuf {
+    let profile = match std::path::Path::new(TANDEM)
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|d| d.to_str())
+    {
+        Some("debug") | None => "dev".to_owned(),
+        Some(p) => p.to_owned(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "tandem-bench", "--bin", "tandem-bench"])
+        .args([
+            "--profile",
+            &profile,
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build -p tandem-bench");
+    assert!(out.status.success(), "cargo build -p tandem-bench failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo named no tandem-bench executable")
+}
+
 #[test]
 fn smoke_profile_converges_and_reports_every_workload() {
-    common::require_binary("node", "nodejs");
-    common::require_binary("npm", "npm");
-    let redis = common::RedisServer::start();
-    let pg = common::PgServer::start();
+    tandem_testkit::require_binary("node", "nodejs");
+    tandem_testkit::require_binary("npm", "npm");
+    let bench = bench_binary();
+    let redis = tandem_testkit::RedisServer::start();
+    let pg = tandem_testkit::PgServer::start();
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_tandem-bench"))
+    let status = Command::new(bench)
+        .env("TANDEM_BIN", TANDEM)
         .args(["suite", "--profile", "smoke", "--redis", &redis.url()])
         .args(["--database-url", &pg.url()])
         .arg("--out")

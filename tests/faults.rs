@@ -25,19 +25,19 @@
 //! `TANDEM_FAULTS_SEED=n` replays a schedule; `TANDEM_FAULTS_REPORT=file`
 //! appends each run's figures as a JSON line.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::typist::{check_exactly_once, run_typists};
-use common::{Editor, PgServer, RedisServer, TestServer, Ws, TIMEOUT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use tandem_testkit::proxy::Proxy;
+use tandem_testkit::typist::{check_exactly_once, run_typists};
+use tandem_testkit::{Editor, PgServer, RedisServer, TestServer, Ws, TIMEOUT};
 
+/// The `tandem` binary under test, built by cargo for this test binary.
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 const INSTANCES: usize = 3;
 /// The short profile's schedule (CI).
 const SHORT_SEED: u64 = 5443213491660239699;
@@ -132,7 +132,7 @@ impl Cluster {
             .collect();
         e.push(("INSTANCE_ID", &id));
         e.push(("PORT", port));
-        TestServer::start_in(self.dir.path(), &e)
+        TestServer::start_in(TANDEM, self.dir.path(), &e)
     }
 
     fn live(&self) -> impl Iterator<Item = &TestServer> {
@@ -140,7 +140,7 @@ impl Cluster {
     }
 
     fn redis_cli(&self, args: &[&str]) -> String {
-        let bin = common::require_binary("redis-cli", "redis-tools");
+        let bin = tandem_testkit::require_binary("redis-cli", "redis-tools");
         let out = Command::new(bin)
             .args(["-p", &self.redis.port.to_string()])
             .args(args)
@@ -159,7 +159,7 @@ async fn slow_reader_is_cut_off(server: &TestServer, doc: &str) -> bool {
         .await
         .unwrap();
     let mut writer = Editor::join(server, doc, "blaster", None).await;
-    let dropped = common::flood_until_dropped(&mut writer, "sloth", 4000, TIMEOUT).await;
+    let dropped = tandem_testkit::flood_until_dropped(&mut writer, "sloth", 4000, TIMEOUT).await;
     drop(slow);
     dropped
 }

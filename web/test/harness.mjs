@@ -12,7 +12,7 @@ export const JWT_SECRET = "node-suite-secret-0123456789abcdef-0123456789";
 
 function binary() {
   const bin = process.env.TANDEM_BIN || new URL("../../target/debug/tandem", import.meta.url).pathname;
-  if (!existsSync(bin)) throw new Error(`no server binary at ${bin}: run these through \`cargo test --test web_client\` or set TANDEM_BIN`);
+  if (!existsSync(bin)) throw new Error(`no server binary at ${bin}: run these through \`cargo test --test it web_client\` or set TANDEM_BIN`);
   return bin;
 }
 

@@ -1,21 +1,23 @@
 //! Protocol v1 against the real server process: convergence, resume,
 //! refusals, presence, keep-alive, slow consumers, restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{random_edit, type_concurrently, Editor, TestServer, Ws, TIMEOUT};
 use futures_util::SinkExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use tandem::ot::splice;
+use tandem_testkit::{
+    random_edit, type_concurrently, Editor, Frame, Kind, TestServer, Ws, TIMEOUT,
+};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::TANDEM;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_clients_typing_concurrently_converge() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(TANDEM, &[]);
     let doc = "converge";
     let mut editors = Vec::new();
     for i in 0..8 {
@@ -40,7 +42,7 @@ async fn eight_clients_typing_concurrently_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_with_op_in_flight_resumes_and_applies_once() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(TANDEM, &[]);
     let doc = "resume";
     let mut alice = Editor::join(&server, doc, "alice", Some("alice-tab")).await;
     let mut bob = Editor::join(&server, doc, "bob", None).await;
@@ -79,7 +81,7 @@ async fn cut_off_with_op_in_flight_resumes_and_applies_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resending_a_committed_seq_is_acked_with_its_original_version() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(TANDEM, &[]);
     let (mut ws, init) = Ws::connect(&server.ws_url("dup", "user_id=u&client=c1"))
         .await
         .unwrap();
@@ -87,17 +89,17 @@ async fn resending_a_committed_seq_is_acked_with_its_original_version() {
     ws.send(json!({"type":"op","version":0,"seq":1,"op":["hi"]}))
         .await;
     assert_eq!(
-        ws.recv_type("ack").await,
+        ws.recv_type(Kind::Ack).await,
         json!({"type":"ack","seq":1,"version":1})
     );
     ws.send(json!({"type":"op","version":1,"seq":2,"op":[2,"!"]}))
         .await;
-    assert_eq!(ws.recv_type("ack").await["version"], 2);
+    assert_eq!(ws.recv_type(Kind::Ack).await["version"], 2);
     // Same seq again, from a stale base: acked, not applied.
     ws.send(json!({"type":"op","version":0,"seq":1,"op":["hi"]}))
         .await;
     assert_eq!(
-        ws.recv_type("ack").await,
+        ws.recv_type(Kind::Ack).await,
         json!({"type":"ack","seq":1,"version":1})
     );
     assert_eq!(server.document("dup").await, ("hi!".to_owned(), 2));
@@ -111,8 +113,8 @@ async fn resending_a_committed_seq_is_acked_with_its_original_version() {
 }
 
 /// Expect an `error` with `code` (skipping presence chatter).
-async fn expect_error(ws: &mut Ws, code: &str) -> Value {
-    let m = ws.recv_type("error").await;
+async fn expect_error(ws: &mut Ws, code: &str) -> Frame {
+    let m = ws.recv_type(Kind::Error).await;
     assert_eq!(m["code"], code, "{m}");
     assert!(m["message"].as_str().is_some_and(|s| !s.is_empty()));
     m
@@ -120,18 +122,21 @@ async fn expect_error(ws: &mut Ws, code: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_its_code_and_changes_nothing() {
-    let server = TestServer::start(&[
-        ("MAX_FRAME_BYTES", "2048"),
-        ("MAX_OP_COMPONENTS", "20"),
-        ("MAX_DOC_CHARS", "50"),
-    ]);
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("MAX_FRAME_BYTES", "2048"),
+            ("MAX_OP_COMPONENTS", "20"),
+            ("MAX_DOC_CHARS", "50"),
+        ],
+    );
     let doc = "hostile";
     let (mut ws, _) = Ws::connect(&server.ws_url(doc, "user_id=eve&client=eve1"))
         .await
         .unwrap();
     ws.send(json!({"type":"op","version":0,"seq":1,"op":["hello"]}))
         .await;
-    ws.recv_type("ack").await;
+    ws.recv_type(Kind::Ack).await;
     let before = server.document(doc).await;
     assert_eq!(before, ("hello".to_owned(), 1));
 
@@ -302,7 +307,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing() {
     // A valid op still works afterwards, with the next seq.
     ws.send(json!({"type":"op","version":1,"seq":2,"op":[5," 🌍"]}))
         .await;
-    assert_eq!(ws.recv_type("ack").await["version"], 2);
+    assert_eq!(ws.recv_type(Kind::Ack).await["version"], 2);
     // Far over the limit: refused, and the connection is closed (1009).
     ws.send_text(&"z".repeat(20_000)).await;
     expect_error(&mut ws, "too_large").await;
@@ -319,7 +324,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn op_floods_are_rate_limited() {
-    let server = TestServer::start(&[("OP_RATE_PER_SEC", "1"), ("OP_RATE_BURST", "5")]);
+    let server = TestServer::start(TANDEM, &[("OP_RATE_PER_SEC", "1"), ("OP_RATE_BURST", "5")]);
     let (mut ws, _) = Ws::connect(&server.ws_url("flood", "user_id=f"))
         .await
         .unwrap();
@@ -330,9 +335,9 @@ async fn op_floods_are_rate_limited() {
     let (mut acks, mut limited) = (0, 0);
     for _ in 0..20 {
         let m = ws.recv().await;
-        match m["type"].as_str().unwrap() {
-            "ack" => acks += 1,
-            "error" => {
+        match m.kind() {
+            Kind::Ack => acks += 1,
+            Kind::Error => {
                 assert_eq!(m["code"], "rate_limited");
                 assert!(m["seq"].is_u64());
                 limited += 1;
@@ -347,7 +352,7 @@ async fn op_floods_are_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_refusals_before_the_upgrade() {
-    let closed = TestServer::start(&[("ALLOW_ANONYMOUS", "false")]);
+    let closed = TestServer::start(TANDEM, &[("ALLOW_ANONYMOUS", "false")]);
     let status = |e: tokio_tungstenite::tungstenite::Error| match e {
         tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
         e => panic!("{e}"),
@@ -361,7 +366,7 @@ async fn http_refusals_before_the_upgrade() {
     assert_eq!(st, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    let open = TestServer::start(&[]);
+    let open = TestServer::start(TANDEM, &[]);
     for (doc, q, want) in [
         ("d", "", 401),
         ("bad%20id", "user_id=u", 400),
@@ -380,7 +385,7 @@ async fn http_refusals_before_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_cursors() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(TANDEM, &[]);
     let doc = "presence";
     let (mut a, init_a) = Ws::connect(&server.ws_url(doc, "user_id=alice&name=Alice&client=a1"))
         .await
@@ -391,7 +396,7 @@ async fn presence_and_cursors() {
     assert!(color.starts_with('#') && color.len() == 7);
     a.send(json!({"type":"op","version":0,"seq":1,"op":["hello world"]}))
         .await;
-    a.recv_type("ack").await;
+    a.recv_type(Kind::Ack).await;
 
     let (mut b, init_b) = Ws::connect(&server.ws_url(doc, "user_id=bob&name=Bob&client=b1"))
         .await
@@ -401,7 +406,7 @@ async fn presence_and_cursors() {
     assert!(users
         .iter()
         .any(|u| u["id"] == "alice" && u["client"] == "a1" && u["color"] == color.as_str()));
-    let joined = a.recv_type("user_joined").await;
+    let joined = a.recv_type(Kind::UserJoined).await;
     assert_eq!(joined["user"]["id"], "bob");
     assert_eq!(joined["user"]["name"], "Bob");
     assert_eq!(joined["client"], "b1");
@@ -409,7 +414,7 @@ async fn presence_and_cursors() {
     // Alice selects "world"; Bob sees it.
     a.send(json!({"type":"cursor","version":1,"anchor":6,"head":11}))
         .await;
-    let c = b.recv_type("cursor").await;
+    let c = b.recv_type(Kind::Cursor).await;
     assert_eq!(
         c,
         json!({"type":"cursor","client":"a1","user":"alice","version":1,"anchor":6,"head":11})
@@ -417,7 +422,7 @@ async fn presence_and_cursors() {
     // Bob inserts at the front; a later joiner sees Alice's selection moved.
     b.send(json!({"type":"op","version":1,"seq":1,"op":["¡", 11]}))
         .await;
-    b.recv_type("ack").await;
+    b.recv_type(Kind::Ack).await;
     let (_c, init_c) = Ws::connect(&server.ws_url(doc, "user_id=carol&client=c1"))
         .await
         .unwrap();
@@ -440,7 +445,7 @@ async fn presence_and_cursors() {
     drop(b);
     let left = loop {
         let m = a.recv().await;
-        if m["type"] == "user_left" {
+        if m.kind() == Kind::UserLeft {
             break m;
         }
     };
@@ -450,7 +455,10 @@ async fn presence_and_cursors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_connections_are_dropped_and_live_ones_kept() {
-    let server = TestServer::start(&[("PING_INTERVAL_MS", "200"), ("IDLE_TIMEOUT_MS", "900")]);
+    let server = TestServer::start(
+        TANDEM,
+        &[("PING_INTERVAL_MS", "200"), ("IDLE_TIMEOUT_MS", "900")],
+    );
     let doc = "keepalive";
     // A peer that never reads never answers pings.
     let (dead, _) = Ws::connect(&server.ws_url(doc, "user_id=ghost&client=g"))
@@ -459,7 +467,7 @@ async fn dead_connections_are_dropped_and_live_ones_kept() {
     let (mut live, _) = Ws::connect(&server.ws_url(doc, "user_id=live&client=l"))
         .await
         .unwrap();
-    let left = live.recv_type("user_left").await;
+    let left = live.recv_type(Kind::UserLeft).await;
     assert_eq!(left["client"], "g");
     // The reading peer answers pings and stays, well past the timeout.
     assert!(matches!(
@@ -472,19 +480,23 @@ async fn dead_connections_are_dropped_and_live_ones_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_is_disconnected_without_slowing_others() {
-    let server = TestServer::start(&[
-        ("OUTBOUND_QUEUE", "128"),
-        ("OP_RATE_PER_SEC", "100000"),
-        ("OP_RATE_BURST", "100000"),
-        ("MAX_FRAME_BYTES", "65536"),
-    ]);
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("OUTBOUND_QUEUE", "128"),
+            ("OP_RATE_PER_SEC", "100000"),
+            ("OP_RATE_BURST", "100000"),
+            ("MAX_FRAME_BYTES", "65536"),
+        ],
+    );
     let doc = "slow";
     let (mut slow, _) = Ws::connect(&server.ws_url(doc, "user_id=slow&client=s"))
         .await
         .unwrap();
     let mut writer = Editor::join(&server, doc, "writer", None).await;
     // The writer keeps getting acks promptly.
-    let dropped = common::flood_until_dropped(&mut writer, "s", 2000, Duration::from_secs(2)).await;
+    let dropped =
+        tandem_testkit::flood_until_dropped(&mut writer, "s", 2000, Duration::from_secs(2)).await;
     assert!(dropped, "the slow consumer was never disconnected");
     // The slow peer finds its socket closed with "try again later", and
     // can resume.
@@ -499,7 +511,7 @@ async fn a_slow_consumer_is_disconnected_without_slowing_others() {
 async fn restart_after_sigterm_restores_everything() {
     // Snapshots only at shutdown: the timer never fires during the test.
     let env = [("SNAPSHOT_INTERVAL_MS", "600000")];
-    let mut server = TestServer::start(&env);
+    let mut server = TestServer::start(TANDEM, &env);
     let dir = server.take_dir().unwrap();
     let mut expected = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -533,7 +545,7 @@ async fn restart_after_sigterm_restores_everything() {
     assert!(status.success(), "{status:?}");
     assert_eq!(ed.ws.closed().await, Some(1001));
 
-    let server = TestServer::start_in(dir.path(), &env);
+    let server = TestServer::start_in(TANDEM, dir.path(), &env);
     for (doc, (content, version)) in &expected {
         assert_eq!(
             &server.document(doc).await,
@@ -553,7 +565,10 @@ async fn restart_after_sigterm_restores_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_documents_unload_and_reload_intact() {
-    let server = TestServer::start(&[("IDLE_UNLOAD_MS", "100"), ("SNAPSHOT_INTERVAL_MS", "50")]);
+    let server = TestServer::start(
+        TANDEM,
+        &[("IDLE_UNLOAD_MS", "100"), ("SNAPSHOT_INTERVAL_MS", "50")],
+    );
     let doc = "unload";
     let mut ed = Editor::join(&server, doc, "u", Some("tab")).await;
     ed.edit(splice(0, 0, 0, "persisted 😀")).await;

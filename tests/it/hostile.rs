@@ -4,16 +4,16 @@
 //! refused with its HTTP status or protocol code, the document is
 //! untouched, memory stays bounded, and the server keeps serving.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, Ws};
 use futures_util::SinkExt;
 use serde_json::json;
+use tandem_testkit::{Frame, Kind, TestServer, Ws};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::TANDEM;
 
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
@@ -49,7 +49,10 @@ fn rss_kb(server: &TestServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_floods_are_capped_per_user_and_per_address() {
-    let server = TestServer::start(&[("MAX_CONNS_PER_IP", "12"), ("MAX_SOCKETS_PER_USER", "4")]);
+    let server = TestServer::start(
+        TANDEM,
+        &[("MAX_CONNS_PER_IP", "12"), ("MAX_SOCKETS_PER_USER", "4")],
+    );
     let doc = "flood";
     // Per user: the fifth socket of one user is refused, from any address.
     let mut mallory = Vec::new();
@@ -113,8 +116,8 @@ async fn connection_floods_are_capped_per_user_and_per_address() {
         .await
         .unwrap();
     let ack = loop {
-        let m = other.next_json().await;
-        if m["type"] == "ack" {
+        let m = other.next_frame().await;
+        if m.kind() == Kind::Ack {
             break m;
         }
     };
@@ -129,7 +132,7 @@ async fn connection_floods_are_capped_per_user_and_per_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handshakes_are_cut_off() {
-    let server = TestServer::start(&[("HEADER_READ_TIMEOUT_MS", "400")]);
+    let server = TestServer::start(TANDEM, &[("HEADER_READ_TIMEOUT_MS", "400")]);
     // Half a request line, then silence.
     let mut silent = tcp_from(&server, 2).await;
     silent
@@ -177,17 +180,20 @@ async fn slow_handshakes_are_cut_off() {
     let (mut ws, init) = Ws::connect(&server.ws_url("doc", "user_id=ok"))
         .await
         .unwrap();
-    assert_eq!(init["type"], "init");
+    assert_eq!(init.kind(), Kind::Init);
     ws.assert_open().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_garbage_flood_from_many_sockets_keeps_memory_bounded_and_changes_nothing() {
-    let server = TestServer::start(&[
-        ("MAX_FRAME_BYTES", "4096"),
-        ("OP_RATE_PER_SEC", "50"),
-        ("OP_RATE_BURST", "50"),
-    ]);
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("MAX_FRAME_BYTES", "4096"),
+            ("OP_RATE_PER_SEC", "50"),
+            ("OP_RATE_BURST", "50"),
+        ],
+    );
     let doc = "target";
     let (mut owner, _) = Ws::connect(&server.ws_url(doc, "user_id=owner&client=o1"))
         .await
@@ -195,7 +201,7 @@ async fn a_garbage_flood_from_many_sockets_keeps_memory_bounded_and_changes_noth
     owner
         .send(json!({"type":"op","version":0,"seq":1,"op":["precious"]}))
         .await;
-    owner.recv_type("ack").await;
+    owner.recv_type(Kind::Ack).await;
     let before = server.document(doc).await;
     let rss_before = rss_kb(&server);
 
@@ -251,24 +257,24 @@ async fn a_garbage_flood_from_many_sockets_keeps_memory_bounded_and_changes_noth
     owner
         .send(json!({"type":"op","version":1,"seq":2,"op":[8,"!"]}))
         .await;
-    assert_eq!(owner.recv_type("ack").await["version"], 2);
+    assert_eq!(owner.recv_type(Kind::Ack).await["version"], 2);
 }
 
 /// Small helpers on a raw client socket.
 trait SocketExt {
-    async fn next_json(&mut self) -> serde_json::Value;
+    async fn next_frame(&mut self) -> Frame;
     async fn next_message(&mut self) -> bool;
 }
 
 impl SocketExt for Socket {
-    async fn next_json(&mut self) -> serde_json::Value {
+    async fn next_frame(&mut self) -> Frame {
         use futures_util::StreamExt;
         loop {
-            match tokio::time::timeout(common::TIMEOUT, self.next())
+            match tokio::time::timeout(tandem_testkit::TIMEOUT, self.next())
                 .await
                 .unwrap()
             {
-                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Some(Ok(Message::Text(t))) => return Frame::parse(t),
                 Some(Ok(_)) => continue,
                 other => panic!("socket ended: {other:?}"),
             }

@@ -149,9 +149,9 @@ pub async fn run(
     save(&out);
     // W6: commit ceiling (server in this process), and the script alone.
     if on("W6") {
-        out.extend(crate::commits(None, 8, 64, z.commit_seconds).await);
-        out.extend(crate::commits(Some(redis.clone()), 8, 64, z.commit_seconds).await);
-        out.extend(crate::commit_script(redis.clone(), z.script_ops, 64).await);
+        out.extend(crate::inproc::commits(None, 8, 64, z.commit_seconds).await);
+        out.extend(crate::inproc::commits(Some(redis.clone()), 8, 64, z.commit_seconds).await);
+        out.extend(crate::direct::commit_script(redis.clone(), z.script_ops, 64).await);
     }
 
     save(&out);
@@ -184,7 +184,7 @@ pub async fn run(
             with.name = format!("W8 N={n}, PostgreSQL, during flushes");
             let stop = tokio_util::sync::CancellationToken::new();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            let flusher = tokio::spawn(crate::persist(
+            let flusher = tokio::spawn(crate::direct::persist(
                 Some(db.clone()),
                 z.persist_docs,
                 10,
@@ -217,11 +217,8 @@ pub async fn run(
     save(&out);
     // W9: full-stack trace replay.
     if on("W9") {
-        let path = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/automerge-paper.json.gz"
-        ));
-        let trace = replay::load_trace(path, z.replay_limit);
+        let path = tandem_testkit::repo_root().join("tests/data/automerge-paper.json.gz");
+        let trace = replay::load_trace(&path, z.replay_limit);
         for (system, backing, label) in [
             (System::Tandem, &none, "embedded"),
             (System::Tandem, &on_redis, "Redis"),

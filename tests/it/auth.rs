@@ -1,85 +1,27 @@
 //! Accounts, tokens, documents over REST, per-document permissions on REST
 //! and WebSocket, and their effect on live sockets (also across instances).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{cluster, RedisServer, TestServer, Ws, TEST_JWT_SECRET};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use tandem::auth::Keys;
+use tandem_testkit::{
+    cluster, error_code, Api, Frame, Kind, RedisServer, TestServer, Ws, TEST_JWT_SECRET,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
+use crate::TANDEM;
+
 const PRIVATE: &[(&str, &str)] = &[("ALLOW_ANONYMOUS", "false")];
-
-struct Api<'a> {
-    server: &'a TestServer,
-    http: Client,
-}
-
-impl<'a> Api<'a> {
-    fn new(server: &'a TestServer) -> Self {
-        Api {
-            server,
-            http: Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.server.http(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Register and return (token, user id).
-    async fn user(&self, name: &str) -> (String, String) {
-        let body = json!({"username": name, "password": "correct horse battery", "name": name.to_uppercase()});
-        let (st, v) = self
-            .call(Method::POST, "/api/auth/register", None, Some(body))
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
-        (
-            v["token"].as_str().unwrap().into(),
-            v["user"]["id"].as_str().unwrap().into(),
-        )
-    }
-
-    async fn create(&self, token: &str, title: &str, content: &str) -> Value {
-        let body = json!({"title": title, "content": content});
-        let (st, v) = self
-            .call(Method::POST, "/api/documents", Some(token), Some(body))
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
-        v
-    }
-}
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
 
 async fn ws_with(
     server: &TestServer,
     doc: &str,
     query: &str,
     header: Option<(&str, &str)>,
-) -> Result<(Ws, Value), u16> {
+) -> Result<(Ws, Frame), u16> {
     let mut req = server.ws_url(doc, query).into_client_request().unwrap();
     if let Some((k, v)) = header {
         let name =
@@ -100,10 +42,13 @@ async fn ws_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_register_login_and_rate_limits() {
-    let server = TestServer::start(&[
-        ("ALLOW_ANONYMOUS", "false"),
-        ("LOGIN_ATTEMPTS_PER_MIN", "4"),
-    ]);
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("ALLOW_ANONYMOUS", "false"),
+            ("LOGIN_ATTEMPTS_PER_MIN", "4"),
+        ],
+    );
     let api = Api::new(&server);
     let (token, _) = api.user("alice").await;
     let (st, _) = api
@@ -199,7 +144,7 @@ async fn accounts_register_login_and_rate_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_on_rest_and_websocket() {
-    let server = TestServer::start(PRIVATE);
+    let server = TestServer::start(TANDEM, PRIVATE);
     let api = Api::new(&server);
     let (token, _) = api.user("alice").await;
     let doc = api.create(&token, "t", "hi").await;
@@ -272,7 +217,7 @@ async fn bad_tokens_are_refused_on_rest_and_websocket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_over_rest_and_live_clients_converge() {
-    let server = TestServer::start(PRIVATE);
+    let server = TestServer::start(TANDEM, PRIVATE);
     let api = Api::new(&server);
     let (token, _) = api.user("alice").await;
     let doc = api.create(&token, "Notes", "hello world").await;
@@ -366,7 +311,7 @@ async fn documents_over_rest_and_live_clients_converge() {
     );
     let mut text = "hello world".to_owned();
     while text != "hello, brave new world! 🌍" {
-        let m = live.recv_type("op").await;
+        let m = live.recv_type(Kind::Op).await;
         let op = tandem::ot::Operation::from_json(&m["op"], usize::MAX).unwrap();
         text = op.apply(&text).unwrap();
     }
@@ -417,7 +362,7 @@ async fn documents_over_rest_and_live_clients_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_are_enforced_and_changes_reach_live_sockets() {
-    let server = TestServer::start(PRIVATE);
+    let server = TestServer::start(TANDEM, PRIVATE);
     let api = Api::new(&server);
     let (alice, _) = api.user("alice").await;
     let (bob, _) = api.user("bob").await;
@@ -489,7 +434,7 @@ async fn roles_are_enforced_and_changes_reach_live_sockets() {
     assert_eq!(init["role"], "viewer");
     bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
         .await;
-    let e = bws.recv_type("error").await;
+    let e = bws.recv_type(Kind::Error).await;
     assert_eq!(
         (e["code"].as_str(), e["seq"].as_u64()),
         (Some("forbidden"), Some(1))
@@ -525,14 +470,14 @@ async fn roles_are_enforced_and_changes_reach_live_sockets() {
     )
     .await;
     // The socket is told (protocol extension `role`), then may edit.
-    let m = bws.recv_type("role").await;
+    let m = bws.recv_type(Kind::Role).await;
     assert_eq!(
         m["role"], "editor",
         "promotion did not reach the live socket"
     );
     bws.send(json!({"type": "op", "version": 1, "seq": 1, "op": [6, "!"]}))
         .await;
-    let m = bws.recv_type("ack").await;
+    let m = bws.recv_type(Kind::Ack).await;
     assert_eq!(m["seq"], 1);
     // revoked: the live socket is told and closed
     let (st, _) = api
@@ -544,7 +489,7 @@ async fn roles_are_enforced_and_changes_reach_live_sockets() {
         )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    let e = bws.recv_type("error").await;
+    let e = bws.recv_type(Kind::Error).await;
     assert_eq!(e["code"], "forbidden");
     assert_eq!(bws.closed().await, Some(1008));
     assert_eq!(
@@ -559,7 +504,7 @@ async fn roles_are_enforced_and_changes_reach_live_sockets() {
         .unwrap();
     let (st, _) = api.call(Method::DELETE, &path, Some(&alice), None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    assert_eq!(aws.recv_type("error").await["code"], "forbidden");
+    assert_eq!(aws.recv_type(Kind::Error).await["code"], "forbidden");
     assert_eq!(aws.closed().await, Some(1008));
     assert_eq!(
         api.call(Method::GET, &path, Some(&alice), None).await.0,
@@ -576,7 +521,7 @@ async fn oversized_bodies_foreign_origins_and_token_redaction() {
         ("ALLOWED_ORIGINS", "https://app.example"),
         ("RUST_LOG", "debug"),
     ];
-    let server = TestServer::start_logged(&env, log.path());
+    let server = TestServer::start_logged(TANDEM, &env, log.path());
     let api = Api::new(&server);
     let (token, _) = api.user("alice").await;
     let big = json!({"title": "t", "content": "x".repeat(10_000)});
@@ -629,7 +574,7 @@ async fn oversized_bodies_foreign_origins_and_token_redaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_on_one_instance_closes_the_socket_on_another() {
     let redis = RedisServer::start();
-    let (_dir, servers) = cluster(&redis, 2, PRIVATE);
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, PRIVATE);
     // A cluster shares one store: use the first instance for REST.
     let api = Api::new(&servers[0]);
     let (alice, _) = api.user("alice").await;
@@ -658,6 +603,6 @@ async fn revoking_on_one_instance_closes_the_socket_on_another() {
         )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    assert_eq!(bws.recv_type("error").await["code"], "forbidden");
+    assert_eq!(bws.recv_type(Kind::Error).await["code"], "forbidden");
     assert_eq!(bws.closed().await, Some(1008));
 }

@@ -3,15 +3,15 @@
 //! on loopback (no Docker engine here): PostgreSQL, Redis, two instances and
 //! Debian's nginx with the project's nginx.conf.
 
-mod common;
-
 use std::time::Duration;
 
-use common::typist::{check_exactly_once, run_typists};
-use common::{
+use serde_yaml::Value;
+use tandem_testkit::typist::{check_exactly_once, run_typists};
+use tandem_testkit::{
     cluster, render_nginx_conf, require_binary, NginxServer, PgServer, RedisServer, TestServer,
 };
-use serde_yaml::Value;
+
+use crate::TANDEM;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -165,7 +165,7 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
         ("DATABASE_URL", db.as_str()),
         ("SNAPSHOT_INTERVAL_MS", "200"),
     ];
-    let (_dir, mut servers) = cluster(&redis, 2, &env);
+    let (_dir, mut servers) = cluster(TANDEM, &redis, 2, &env);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let nginx = NginxServer::start(&addrs);
     let via = |path: &str| format!("http://{}{path}", nginx.addr);
@@ -214,7 +214,7 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_backends() {
     let mut redis = RedisServer::start();
-    let (_dir, servers) = cluster(&redis, 1, &[]);
+    let (_dir, servers) = cluster(TANDEM, &redis, 1, &[]);
     let ready = || async {
         reqwest::get(servers[0].http("/readyz"))
             .await
@@ -234,7 +234,7 @@ async fn readiness_follows_the_backends() {
         "alive though not ready"
     );
     redis.restart();
-    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let deadline = tokio::time::Instant::now() + tandem_testkit::TIMEOUT;
     while ready().await != 200 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;

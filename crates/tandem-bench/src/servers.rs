@@ -1,13 +1,15 @@
 //! The systems under test, each started as its own process so that its CPU
 //! and memory are measured apart from the generator's: Tandem (the `tandem`
-//! binary beside this one), the echo floor (`tandem-bench echo-server`) and
-//! ShareDB (`node bench/peers/sharedb/server.js`). Dropping `Servers` kills
-//! them and removes their data.
+//! binary beside this one, or `TANDEM_BIN`; started by the test kit), the
+//! echo floor (`tandem-bench echo-server`) and ShareDB
+//! (`node bench/peers/sharedb/server.js`). Dropping `Servers` kills them and
+//! removes their data.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tandem_testkit::{free_port, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -39,25 +41,56 @@ pub struct Backing {
     pub database_url: Option<String>,
 }
 
+/// One running instance: Tandem through the test kit, the others as
+/// plain child processes.
+enum Process {
+    Tandem(TestServer),
+    Other(Child),
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        match self {
+            Process::Tandem(s) => s.pid(),
+            Process::Other(c) => c.id(),
+        }
+    }
+
+    /// How it ended, if it has.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            Process::Tandem(s) => s.exited(),
+            Process::Other(c) => c.try_wait().ok().flatten(),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Process::Tandem(s) => s.kill(),
+            Process::Other(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
 pub struct Servers {
     pub system: System,
     pub ports: Vec<u16>,
-    children: Vec<Child>,
+    children: Vec<Process>,
     dir: PathBuf,
     redis_prefix: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sibling(name: &str) -> PathBuf {
+/// The server binary: `TANDEM_BIN`, else the `tandem` built beside this
+/// binary (`cargo build --release` puts both in target/release).
+fn tandem_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANDEM_BIN") {
+        return p.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().unwrap().join(name)
+    exe.parent().unwrap().join("tandem")
 }
 
 /// The ShareDB peer's directory; its packages are installed (`npm ci`) the
@@ -65,7 +98,7 @@ fn sibling(name: &str) -> PathBuf {
 pub fn sharedb_dir() -> PathBuf {
     let dir = std::env::var_os("TANDEM_PEERS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peers")))
+        .unwrap_or_else(|| tandem_testkit::repo_root().join("bench/peers"))
         .join("sharedb");
     if !dir.join("node_modules").exists() {
         eprintln!("installing the ShareDB peer (npm ci in {})", dir.display());
@@ -103,7 +136,13 @@ impl Servers {
             let log = std::fs::File::create(servers.dir.join(format!("server-{i}.log"))).unwrap();
             let mut cmd = match system {
                 System::Tandem => {
-                    let mut c = Command::new(sibling("tandem"));
+                    let bin = tandem_bin();
+                    assert!(
+                        bin.is_file(),
+                        "no server binary at {}: build it (`cargo build --release`) or set TANDEM_BIN",
+                        bin.display()
+                    );
+                    let mut c = Command::new(bin);
                     c.env("HOST", "127.0.0.1")
                         .env("PORT", port.to_string())
                         .env("DATA_DIR", servers.dir.join(format!("data-{i}")))
@@ -151,29 +190,40 @@ impl Servers {
                     c
                 }
             };
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", system.name()));
-            servers.children.push(child);
+            cmd.stdin(Stdio::null()).stderr(log.try_clone().unwrap());
+            let process = if system == System::Tandem {
+                // The kit reads the "listening on" line from its stdout.
+                let data = servers.dir.join(format!("data-{i}"));
+                let started = tokio::task::spawn_blocking(move || TestServer::launch(cmd, &data))
+                    .await
+                    .expect("start tandem");
+                Process::Tandem(started.unwrap_or_else(|e| servers.start_failed(i, &e)))
+            } else {
+                let child = cmd
+                    .stdout(log)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", system.name()));
+                Process::Other(child)
+            };
+            servers.children.push(process);
             servers.ports.push(port);
             servers.wait_ready(i, port).await;
         }
         servers
     }
 
+    /// An instance exited while starting: say how, with its log.
+    fn start_failed(&self, i: usize, how: &str) -> ! {
+        let log =
+            std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default();
+        panic!("{} {how} while starting:\n{log}", self.system.name());
+    }
+
     async fn wait_ready(&mut self, i: usize, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(status)) = self.children[i].try_wait() {
-                let log = std::fs::read_to_string(self.dir.join(format!("server-{i}.log")))
-                    .unwrap_or_default();
-                panic!(
-                    "{} exited ({status}) while starting:\n{log}",
-                    self.system.name()
-                );
+            if let Some(status) = self.children[i].exited() {
+                self.start_failed(i, &format!("exited ({status})"));
             }
             if ready(self.system, port).await {
                 return;
@@ -188,7 +238,7 @@ impl Servers {
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(Child::id).collect()
+        self.children.iter().map(Process::pid).collect()
     }
 
     /// Resident memory of all instances, KiB.
@@ -214,8 +264,7 @@ impl Servers {
     /// Stop the servers and delete what Tandem left in Redis.
     pub async fn finish(mut self, backing: &Backing) {
         for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
         if let (System::Tandem, Some(url)) = (self.system, &backing.redis) {
             let tracker = tokio_util::task::TaskTracker::new();
@@ -257,8 +306,7 @@ async fn ready(system: System, port: u16) -> bool {
 impl Drop for Servers {
     fn drop(&mut self) {
         for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

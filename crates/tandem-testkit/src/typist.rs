@@ -1,6 +1,8 @@
 //! Token typists: each types unique tokens (`[name:n🙂]`) at token
 //! boundaries, one op in flight, through whichever instance is up, so the
 //! final text shows whether every edit landed exactly once.
+//!
+//! Must not import: the server's internals beyond `ot`, `client`, `protocol`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +12,11 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem::ot::splice;
+use tandem::protocol::{ErrorCode, ServerFrame};
 
-use super::{Editor, TestServer, Ws};
+use crate::editor::{retryable, Editor};
+use crate::server::TestServer;
+use crate::ws::Ws;
 
 /// Positions between whole tokens (`[...]`), so inserts never split one.
 fn boundaries(text: &str) -> Vec<usize> {
@@ -59,12 +64,8 @@ impl Typist {
         ))
         .await
         .unwrap();
-        let ot = tandem::client::OtClient::new(
-            user,
-            init["content"].as_str().unwrap(),
-            init["version"].as_u64().unwrap(),
-            0,
-        );
+        let i = init.init();
+        let ot = tandem::client::OtClient::new(user, i.content.unwrap(), i.version, 0);
         Typist {
             ed: Editor { ws, ot, init },
             user: user.into(),
@@ -112,7 +113,7 @@ impl Typist {
                         self.acked.extend(self.inflight_token.take());
                     }
                 }
-                Err(e) if e["code"] == "internal" || e["code"] == "rate_limited" => {
+                Err(e) if retryable(&e) => {
                     // Not committed (backend trouble, or too fast): keep it,
                     // resend soon.
                     self.retries += 1;
@@ -121,7 +122,15 @@ impl Typist {
                         self.ed.send_op(&out).await;
                     }
                 }
-                Err(e) if e["code"] == "version_out_of_range" => {
+                Err(e)
+                    if matches!(
+                        e.msg,
+                        ServerFrame::Error {
+                            code: ErrorCode::VersionOutOfRange,
+                            ..
+                        }
+                    ) =>
+                {
                     // The server no longer holds the history to rebase this
                     // edit (it was not committed): reload the document and
                     // type the token again, as the browser client keeps its
@@ -153,7 +162,7 @@ impl Typist {
             return false;
         };
         self.ed.ws = ws;
-        if init["resumed"] != false && !self.reload {
+        if init.init().resumed != Some(false) && !self.reload {
             if let Some(out) = self.ed.ot.resend() {
                 self.ed.send_op(&out).await;
             }
@@ -163,14 +172,11 @@ impl Typist {
             self.reloads += 1;
         }
         self.reload = false;
-        let committed = init["seq"].as_u64().unwrap();
+        let i = init.init();
+        let committed = i.seq;
         let inflight = self.ed.ot.inflight_seq();
-        self.ed.ot = tandem::client::OtClient::new(
-            &self.user,
-            init["content"].as_str().unwrap(),
-            init["version"].as_u64().unwrap(),
-            committed,
-        );
+        self.ed.ot =
+            tandem::client::OtClient::new(&self.user, i.content.unwrap(), i.version, committed);
         self.ed.init = init;
         match (inflight, self.inflight_token.take()) {
             (Some(seq), Some(token)) if seq <= committed => self.acked.push(token),

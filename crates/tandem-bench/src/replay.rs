@@ -8,25 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clients::{join_many, prepare, Client, Event};
 use crate::servers::{Backing, Servers, System};
 use crate::stats::{latency_json, Stats};
 use crate::sys::CpuWindow;
-
-#[derive(Deserialize)]
-struct Trace {
-    #[serde(rename = "endContent")]
-    end: String,
-    txns: Vec<Txn>,
-}
-
-#[derive(Deserialize)]
-struct Txn {
-    patches: Vec<(usize, usize, String)>,
-}
 
 pub struct Patches {
     pub name: String,
@@ -37,8 +24,7 @@ pub struct Patches {
 /// Load a sequential trace (`editing-traces` format, gzipped), keeping the
 /// first `limit` patches; `end` is the text they produce.
 pub fn load_trace(path: &std::path::Path, limit: Option<usize>) -> Patches {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let t: Trace = serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("trace");
+    let t = tandem_testkit::traces::load_path(path);
     let mut patches: Vec<_> = t.txns.into_iter().flat_map(|t| t.patches).collect();
     let end = match limit {
         Some(n) if n < patches.len() => {

@@ -2,15 +2,15 @@
 //! their own step (typing runs as one), across instances sharing Redis, and
 //! stays convergent under random concurrent edits, undos and redos.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{cluster, random_edit, Editor, RedisServer, TestServer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use tandem::ot::splice;
+use tandem_testkit::{cluster, random_edit, Editor, RedisServer, TestServer};
+
+use crate::TANDEM;
 
 /// Type `s` at code point `pos`, one keystroke per op, each acknowledged.
 async fn type_at(ed: &mut Editor, pos: usize, s: &str) {
@@ -44,7 +44,7 @@ async fn catch_up(eds: &mut [&mut Editor], server: &TestServer, doc: &str) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_reverts_only_the_users_own_step_across_instances() {
     let redis = RedisServer::start();
-    let (_dir, servers) = cluster(&redis, 2, &[]);
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
     let doc = "undo-across";
     let mut bob = Editor::join(&servers[1], doc, "bob", None).await;
     type_at(&mut bob, 0, "bob\n").await;
@@ -85,7 +85,7 @@ async fn undo_reverts_only_the_users_own_step_across_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_runs_end_after_a_pause() {
-    let server = TestServer::start(&[]);
+    let server = TestServer::start(TANDEM, &[]);
     let doc = "runs";
     let mut ed = Editor::join(&server, doc, "carol", None).await;
     type_at(&mut ed, 0, "one").await;
@@ -106,7 +106,7 @@ async fn typing_runs_end_after_a_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_edits_undos_and_redos_on_two_instances_converge() {
     let redis = RedisServer::start();
-    let (_dir, servers) = cluster(&redis, 2, &[]);
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
     let doc = "undo-random";
     let mut eds = Vec::new();
     for i in 0..4 {
@@ -153,14 +153,14 @@ async fn random_edits_undos_and_redos_on_two_instances_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_versions_and_restore_reach_live_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_in(dir.path(), &[]);
+    let mut server = TestServer::start_in(TANDEM, dir.path(), &[]);
     let doc = "history";
     let mut ed = Editor::join(&server, doc, "dana", None).await;
     let letters = "abcdefghij😀klmnopqrst";
     type_at(&mut ed, 0, letters).await;
     // The journal is read after a restart (memory holds nothing then).
     server.sigterm();
-    let server = TestServer::start_in(dir.path(), &[]);
+    let server = TestServer::start_in(TANDEM, dir.path(), &[]);
     let mut watcher = Editor::join(&server, doc, "erin", None).await;
     assert_eq!(watcher.init["version"], 21);
 
@@ -223,7 +223,7 @@ async fn history_pages_versions_and_restore_reach_live_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_survives_the_instance_that_committed_the_edits_being_killed() {
     let redis = RedisServer::start();
-    let (_dir, mut servers) = cluster(&redis, 2, &[]);
+    let (_dir, mut servers) = cluster(TANDEM, &redis, 2, &[]);
     let doc = "undo-kill";
     let mut alice = Editor::join(&servers[0], doc, "alice", Some("alice-tab")).await;
     let mut bob = Editor::join(&servers[1], doc, "bob", None).await;

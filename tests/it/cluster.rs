@@ -2,18 +2,18 @@
 //! port): convergence, an instance killed mid-typing, presence across
 //! instances, Redis outages and restarts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::typist::{check_exactly_once, run_typists};
-use common::{cluster, type_concurrently, Editor, RedisServer, Ws, TIMEOUT};
 use serde_json::json;
+use tandem_testkit::typist::{check_exactly_once, run_typists};
+use tandem_testkit::{cluster, type_concurrently, Editor, Kind, RedisServer, Ws, TIMEOUT};
+
+use crate::TANDEM;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_editing_across_three_instances_converges() {
     let redis = RedisServer::start();
-    let (_dir, servers) = cluster(&redis, 3, &[]);
+    let (_dir, servers) = cluster(TANDEM, &redis, 3, &[]);
     let doc = "shared";
     let mut editors = Vec::new();
     for i in 0..9 {
@@ -45,7 +45,7 @@ async fn random_editing_across_three_instances_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instance_killed_mid_typing_loses_nothing_and_applies_nothing_twice() {
     let redis = RedisServer::start();
-    let (_dir, mut servers) = cluster(&redis, 3, &[]);
+    let (_dir, mut servers) = cluster(TANDEM, &redis, 3, &[]);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let doc = "kill";
     let victim = &mut servers[0];
@@ -68,7 +68,7 @@ async fn instance_killed_mid_typing_loses_nothing_and_applies_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     let redis = RedisServer::start();
-    let (_dir, mut servers) = cluster(&redis, 2, &[("PRESENCE_TTL_MS", "1500")]);
+    let (_dir, mut servers) = cluster(TANDEM, &redis, 2, &[("PRESENCE_TTL_MS", "1500")]);
     let doc = "people";
     let (mut a, _) = Ws::connect(&servers[0].ws_url(doc, "user_id=alice&client=a1"))
         .await
@@ -83,7 +83,7 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
         .map(|u| u["client"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"a1") && ids.contains(&"b1"), "{init_b}");
-    assert_eq!(a.recv_type("user_joined").await["client"], "b1");
+    assert_eq!(a.recv_type(Kind::UserJoined).await["client"], "b1");
     for s in &servers {
         let (_, users) = s.get(&format!("/api/documents/{doc}/users")).await;
         let mut c: Vec<&str> = users
@@ -98,12 +98,12 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     // Cursors cross instances too.
     a.send(json!({"type":"op","version":0,"seq":1,"op":["hello"]}))
         .await;
-    a.recv_type("ack").await;
+    a.recv_type(Kind::Ack).await;
     a.send(json!({"type":"cursor","version":1,"anchor":1,"head":4}))
         .await;
     let c = loop {
         let m = b.recv().await;
-        if m["type"] == "cursor" {
+        if m.kind() == Kind::Cursor {
             break m;
         }
     };
@@ -116,7 +116,7 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     let killed = std::time::Instant::now();
     servers[0].kill();
     drop(a);
-    let left = b.recv_type("user_left").await;
+    let left = b.recv_type(Kind::UserLeft).await;
     assert_eq!(left["client"], "a1");
     assert!(
         killed.elapsed() < Duration::from_millis(1500 + 700),
@@ -130,18 +130,18 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_refuses_edits_then_recovers() {
     let mut redis = RedisServer::start_with(true);
-    let (_dir, servers) = cluster(&redis, 1, &[]);
+    let (_dir, servers) = cluster(TANDEM, &redis, 1, &[]);
     let doc = "outage";
     let (mut ws, _) = Ws::connect(&servers[0].ws_url(doc, "user_id=u&client=c"))
         .await
         .unwrap();
     ws.send(json!({"type":"op","version":0,"seq":1,"op":["a"]}))
         .await;
-    ws.recv_type("ack").await;
+    ws.recv_type(Kind::Ack).await;
     redis.kill();
     ws.send(json!({"type":"op","version":1,"seq":2,"op":[1,"b"]}))
         .await;
-    let e = ws.recv_type("error").await;
+    let e = ws.recv_type(Kind::Error).await;
     assert_eq!(
         (e["code"].clone(), e["seq"].clone()),
         (json!("internal"), json!(2)),
@@ -162,7 +162,7 @@ async fn redis_down_refuses_edits_then_recovers() {
         ws.send(json!({"type":"op","version":1,"seq":2,"op":[1,"b"]}))
             .await;
         let m = ws.recv().await;
-        if m["type"] == "ack" {
+        if m.kind() == Kind::Ack {
             assert_eq!(m["version"], 2);
             break;
         }
@@ -179,7 +179,7 @@ async fn redis_down_refuses_edits_then_recovers() {
 async fn redis_restarted_mid_session_everyone_converges() {
     for aof in [true, false] {
         let mut redis = RedisServer::start_with(aof);
-        let (_dir, servers) = cluster(&redis, 2, &[]);
+        let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
         let doc = "restart";
         let mut typists = run_typists(addrs, doc, 4, Duration::from_millis(1500), async {

@@ -1,5 +1,7 @@
 //! Latency samples (µs) and their summaries.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -62,4 +64,41 @@ pub fn cdf(s: &mut Stats, points: usize) -> Value {
         out.push(json!([s.quantile(q), q]));
     }
     json!(out)
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// A named run: count, rate and latency percentiles (µs), printed as a
+/// table row and returned as JSON.
+pub fn summary(name: &str, count: usize, elapsed: Duration, mut lat_us: Vec<f64>) -> Value {
+    lat_us.sort_by(f64::total_cmp);
+    let rate = count as f64 / elapsed.as_secs_f64();
+    let v = json!({
+        "name": name,
+        "count": count,
+        "seconds": elapsed.as_secs_f64(),
+        "per_second": rate,
+        "latency_us": {
+            "p50": percentile(&lat_us, 0.5),
+            "p90": percentile(&lat_us, 0.9),
+            "p99": percentile(&lat_us, 0.99),
+            "p999": percentile(&lat_us, 0.999),
+        }
+    });
+    println!(
+        "{:<44} {:>9} ops {:>10.0}/s   p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs",
+        name,
+        count,
+        rate,
+        percentile(&lat_us, 0.5),
+        percentile(&lat_us, 0.99),
+        percentile(&lat_us, 0.999)
+    );
+    v
 }

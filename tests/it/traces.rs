@@ -2,13 +2,11 @@
 //! as an op gives exactly `endContent`; composing them gives the same; and
 //! a document state (rope + history) accepts them as committed records.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::traces::{load, ops};
 use ropey::Rope;
 use tandem::doc::{DocState, Record};
+use tandem_testkit::traces::{load, ops};
 
 #[test]
 fn sequential_traces_replay_to_their_end_content() {

@@ -1,4 +1,9 @@
-//! Real editing traces (tests/data): load, and turn each patch into an op.
+//! Real editing traces (`tests/data`, the `editing-traces` format, gzipped):
+//! load them, and turn each patch into an op.
+//!
+//! Must not import: the server's internals beyond `tandem::ot`.
+
+use std::path::Path;
 
 use serde::Deserialize;
 use tandem::ot::{splice, Operation};
@@ -14,12 +19,18 @@ pub struct Trace {
 
 #[derive(Deserialize)]
 pub struct Txn {
+    /// `(position, deleted, inserted)`, positions in code points.
     pub patches: Vec<(usize, usize, String)>,
 }
 
+/// The trace `tests/data/<name>.json.gz`.
 pub fn load(name: &str) -> Trace {
-    let path = format!("{}/tests/data/{name}.json.gz", env!("CARGO_MANIFEST_DIR"));
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    load_path(&crate::repo_root().join(format!("tests/data/{name}.json.gz")))
+}
+
+/// A trace file anywhere.
+pub fn load_path(path: &Path) -> Trace {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("trace JSON")
 }
 

@@ -2,12 +2,12 @@
 //! (observed-remove set), views (grow-only counter) changed concurrently on
 //! two instances converge, reach live clients, and survive a cold restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{cluster, Editor, RedisServer, TestServer};
 use serde_json::{json, Value};
+use tandem_testkit::{cluster, Editor, Kind, RedisServer, TestServer};
+
+use crate::TANDEM;
 
 async fn meta_of(s: &TestServer, doc: &str) -> (String, Vec<String>, u64) {
     let (st, v) = s.get(&format!("/api/documents/{doc}")).await;
@@ -38,7 +38,7 @@ async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn title_tags_and_views_changed_on_two_instances_converge() {
     let mut redis = RedisServer::start();
-    let (dir, mut servers) = cluster(&redis, 2, &[]);
+    let (dir, mut servers) = cluster(TANDEM, &redis, 2, &[]);
     let doc = "meta";
     let mut eds = Vec::new();
     for i in 0..5 {
@@ -98,7 +98,7 @@ async fn title_tags_and_views_changed_on_two_instances_converge() {
     for ed in eds.iter_mut() {
         let mut last = None;
         while let Ok(Some(m)) = ed.ws.try_recv(Duration::from_millis(200)).await {
-            if m["type"] == "meta" {
+            if m.kind() == Kind::Meta {
                 last = Some(m);
             }
         }
@@ -119,6 +119,7 @@ async fn title_tags_and_views_changed_on_two_instances_converge() {
     redis.restart();
     let url_r = redis.url();
     let again = TestServer::start_in(
+        TANDEM,
         dir.path(),
         &[("REDIS_URL", url_r.as_str()), ("INSTANCE_ID", "inst9")],
     );

@@ -2,13 +2,9 @@
 //! throwaway PostgreSQL and against SQLite), and whole-cluster restarts with
 //! Redis emptied, SIGKILL of everything, and PostgreSQL restarted mid-typing.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::typist::{check_exactly_once, run_typists, tokens_in};
-use common::{cluster, random_edit, Editor, PgServer, RedisServer, TestServer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tandem::bus::ClientSeq;
@@ -17,6 +13,10 @@ use tandem::ot::splice;
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
+use tandem_testkit::typist::{check_exactly_once, run_typists, tokens_in};
+use tandem_testkit::{cluster, random_edit, Editor, PgServer, RedisServer, TestServer};
+
+use crate::TANDEM;
 
 fn rec(version: u64, op: tandem::ot::Operation, client: &str, seq: u64) -> Arc<Record> {
     Arc::new(Record {
@@ -184,7 +184,7 @@ async fn whole_cluster_restart_with_redis_emptied_restores_every_document() {
     let pg = PgServer::start();
     let mut redis = RedisServer::start();
     let env = pg_env(&pg);
-    let (_d, mut servers) = cluster(&redis, 2, &as_env(&env));
+    let (_d, mut servers) = cluster(TANDEM, &redis, 2, &as_env(&env));
     let docs: Vec<String> = (0..5).map(|i| format!("doc{i}")).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for (i, d) in docs.iter().enumerate() {
@@ -205,7 +205,7 @@ async fn whole_cluster_restart_with_redis_emptied_restores_every_document() {
         assert!(s.sigterm().success());
     }
     redis.restart(); // no persistence: Redis comes back empty
-    let (_d2, servers) = cluster(&redis, 2, &as_env(&env));
+    let (_d2, servers) = cluster(TANDEM, &redis, 2, &as_env(&env));
     for s in &servers {
         assert_eq!(
             all_documents(s, &docs).await,
@@ -223,7 +223,7 @@ async fn sigkill_everything_and_empty_redis_comes_back_at_the_last_journal_flush
     let mut env = pg_env(&pg);
     env.push(("OP_RATE_PER_SEC", "100000".into()));
     env.push(("OP_RATE_BURST", "100000".into()));
-    let (_d, mut servers) = cluster(&redis, 2, &as_env(&env));
+    let (_d, mut servers) = cluster(TANDEM, &redis, 2, &as_env(&env));
     let doc = "crash";
     let mut ed = Editor::join(&servers[0], doc, "w", None).await;
     // Type steadily; remember the text at every acknowledged version.
@@ -244,7 +244,7 @@ async fn sigkill_everything_and_empty_redis_comes_back_at_the_last_journal_flush
         s.kill(); // SIGKILL: no final flush
     }
     redis.restart();
-    let (_d2, servers) = cluster(&redis, 2, &as_env(&env));
+    let (_d2, servers) = cluster(TANDEM, &redis, 2, &as_env(&env));
     let (content, version) = servers[1].document(doc).await;
     assert_eq!(
         content, texts[version as usize],
@@ -270,7 +270,7 @@ async fn postgres_restarted_while_clients_type_loses_no_edit() {
     let mut pg = PgServer::start();
     let mut redis = RedisServer::start();
     let env = pg_env(&pg);
-    let (_d, mut servers) = cluster(&redis, 2, &as_env(&env));
+    let (_d, mut servers) = cluster(TANDEM, &redis, 2, &as_env(&env));
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let doc = "pgrestart";
     let pg_ref = &mut pg;
@@ -308,7 +308,7 @@ async fn postgres_restarted_while_clients_type_loses_no_edit() {
         s.kill();
     }
     redis.restart();
-    let (_d2, servers) = cluster(&redis, 1, &as_env(&env));
+    let (_d2, servers) = cluster(TANDEM, &redis, 1, &as_env(&env));
     let restored = servers[0].document(doc).await;
     assert_eq!(restored, live);
     let created: usize = typists.iter().map(|t| t.created.len()).sum();

@@ -1,6 +1,8 @@
 //! A TCP proxy in front of an instance, so a test can cut every client
 //! connection at once (the network dropping sockets) while the instance
 //! itself stays up.
+//!
+//! Must not import: `tandem` (bytes are copied, never parsed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,215 @@
+//! The real `tandem` binary as a child process on a port the OS picks, with
+//! its own data directory, killed on Drop; and a cluster of them on one
+//! Redis. The binary is the caller's: a test of the server crate passes
+//! `env!("CARGO_BIN_EXE_tandem")`, the bench the one built beside it.
+//!
+//! Must not import: the server crate beyond `tandem::protocol` types — the
+//! server is a process here.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::redis::RedisServer;
+use crate::TIMEOUT;
+
+/// Shared by every instance a test starts (clustered mode requires one).
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// A running server process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Anonymous mode, fresh data directory, plus `env` overrides.
+    pub fn start(bin: impl AsRef<Path>, env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(bin, &dir, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Like [`TestServer::start`], with the server's log written to `log`.
+    pub fn start_logged(bin: impl AsRef<Path>, env: &[(&str, &str)], log: &Path) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::spawn(bin.as_ref(), &dir, env, Some(log));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data directory (for restarts).
+    pub fn start_in(bin: impl AsRef<Path>, dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(bin.as_ref(), dir, env, None)
+    }
+
+    /// The test settings: a cleared environment, anonymous access, quick
+    /// snapshots, quiet logs, the shared signing secret; then `env`.
+    fn spawn(bin: &Path, dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATA_DIR", dir)
+            .env("ALLOW_ANONYMOUS", "true")
+            .env("SNAPSHOT_INTERVAL_MS", "200")
+            .env("RUST_LOG", "error")
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .current_dir(dir)
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::inherit(),
+            });
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::launch(cmd, dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Start `cmd` (a `tandem` command with the caller's environment,
+    /// `DATA_DIR` = `dir`, and stderr) and wait until it says where it
+    /// listens. `Err` says how it ended when it exited first.
+    pub fn launch(mut cmd: Command, dir: &Path) -> Result<Self, String> {
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start tandem: {e}"))?;
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("listening on http://") {
+                        break a.trim().to_owned();
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "tandem exited before listening: {:?}",
+                        child.wait()
+                    ))
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child: Some(child),
+            addr,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("host:port")
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, doc: &str, query: &str) -> String {
+        format!("ws://{}/ws/{}?{}", self.addr, doc, query)
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How the process ended, if it has (killed: `None`).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Take ownership of the temp dir so it outlives this server.
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(self.http(path)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Live content and version of a document, via REST.
+    pub async fn document(&self, doc: &str) -> (String, u64) {
+        let (st, v) = self.get(&format!("/api/documents/{doc}")).await;
+        assert_eq!(st, 200, "{v}");
+        (
+            v["content"].as_str().unwrap().to_owned(),
+            v["version"].as_u64().unwrap(),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` instances of `bin` on one Redis, sharing one data directory (the
+/// store).
+pub fn cluster(
+    bin: impl AsRef<Path>,
+    redis: &RedisServer,
+    n: usize,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, Vec<TestServer>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let servers = (0..n)
+        .map(|i| {
+            let id = format!("inst{i}");
+            let mut e: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("INSTANCE_ID", &id)];
+            e.extend_from_slice(env);
+            TestServer::start_in(bin.as_ref(), dir.path(), &e)
+        })
+        .collect();
+    (dir, servers)
+}

@@ -1,0 +1,24 @@
+//! The server's integration tests, one module per subject, linked into one
+//! test binary (one link instead of one per file). Each module's `//!` says
+//! what it covers; the README lists them. Two suites keep binaries of their
+//! own because they load the machine and must not share it with these:
+//! `tests/faults.rs` and `tests/bench_smoke.rs`.
+//!
+//! Shared helpers (processes, protocol and REST clients) are in
+//! `crates/tandem-testkit`; this binary passes it the server cargo built.
+
+mod auth;
+mod cluster;
+mod deploy;
+mod fuzz_corpus;
+mod hostile;
+mod metadata;
+mod ot_simulation;
+mod postgres;
+mod server;
+mod traces;
+mod undo;
+mod web_client;
+
+/// The `tandem` binary under test, built by cargo for this test binary.
+pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
