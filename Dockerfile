@@ -8,10 +8,10 @@ COPY Cargo.toml Cargo.lock ./
 # there for cargo to read the workspace; only the server is built.
 COPY crates crates
 RUN mkdir -p src && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs && cargo build --release --locked && rm -rf src
+    && touch src/lib.rs && cargo build --release --locked -p tandem && rm -rf src
 COPY src src
 COPY migrations migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin tandem
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p tandem --bin tandem
 
 # Runtime stage: a small Debian with just the binary, as a non-root user.
 FROM debian:bookworm-slim

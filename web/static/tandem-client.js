@@ -2,7 +2,7 @@
 //
 // Owns: the text-operation algebra over Unicode code points (the same rules as the
 // server's Rust `ot` module, checked against it by shared test vectors), the
-// one-op-in-flight client state machine (`OtState`, the twin of `src/client.rs`),
+// one-op-in-flight client state machine (`OtState`, the twin of `crates/tandem-core/src/client.rs`),
 // and `TandemClient`: a WebSocket session with resume, jittered reconnect,
 // presence and remote cursors. Editor-agnostic: an editor feeds local edits in as
 // code-point ops and applies the ops it is handed. Runs in browsers and in Node
@@ -306,7 +306,7 @@ export function splice(len, from, to, text) {
 
 /**
  * The client side of OT with at most one op in flight (ot.js / Jupiter), as a pure
- * state machine: messages in, messages out. Mirrors `src/client.rs`.
+ * state machine: messages in, messages out. Mirrors `crates/tandem-core/src/client.rs`.
  */
 export class OtState {
   constructor(content, version, lastSeq = 0) {

@@ -68,7 +68,7 @@ test("diff agrees with Rust", () => {
   }
 });
 
-test("the client state machine makes the same moves as src/client.rs", () => {
+test("the client state machine makes the same moves as crates/tandem-core/src/client.rs", () => {
   for (const sc of V.client) {
     const s = new OtState(sc.content, 0, 0);
     for (const step of sc.steps) {

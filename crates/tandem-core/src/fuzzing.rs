@@ -1,5 +1,5 @@
 //! Entry points shared by the fuzz targets (`fuzz/`, cargo-fuzz) and the
-//! corpus replay test (`tests/fuzz_corpus.rs`), so that every input a fuzzer
+//! corpus replay test (`tests/it/fuzz_corpus.rs`), so that every input a fuzzer
 //! ever saved runs in `cargo test` through the same code.
 //!
 //! Owns: nothing stateful.

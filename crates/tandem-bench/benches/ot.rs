@@ -5,31 +5,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ropey::Rope;
-use serde::Deserialize;
 use std::hint::black_box;
-use tandem_core::ot::{splice, Operation};
-
-#[derive(Deserialize)]
-struct Trace {
-    #[serde(rename = "startContent")]
-    start: String,
-    txns: Vec<Txn>,
-}
-
-#[derive(Deserialize)]
-struct Txn {
-    patches: Vec<(usize, usize, String)>,
-}
+use tandem::ot::{splice, Operation};
 
 fn trace_patches() -> (String, Vec<(usize, usize, String)>) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data/automerge-paper.json.gz"
-    );
-    let t: Trace = serde_json::from_reader(flate2::read::GzDecoder::new(
-        std::fs::File::open(path).unwrap(),
-    ))
-    .unwrap();
+    let t = tandem_testkit::traces::load("automerge-paper");
     (
         t.start,
         t.txns.into_iter().flat_map(|t| t.patches).collect(),
