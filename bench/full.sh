@@ -13,6 +13,6 @@ psql "${PG_URL%/*}/postgres" -qAtc "SELECT 1 FROM pg_database WHERE datname = 't
   || psql "${PG_URL%/*}/postgres" -qc "CREATE DATABASE tandem_bench"
 mkdir -p bench/results
 cargo build --release -p tandem -p tandem-bench --bins
-cargo bench -p tandem-bench --bench ot -- --noplot 2>&1 | tee bench/results/criterion.txt
+cargo bench -p tandem-bench --features criterion --bench ot -- --noplot 2>&1 | tee bench/results/criterion.txt
 target/release/tandem-bench suite --profile full --redis "$REDIS_URL" \
   --database-url "$PG_URL" --out bench/results

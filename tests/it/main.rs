@@ -2,7 +2,7 @@
 //! test binary (one link instead of one per file). Each module's `//!` says
 //! what it covers; the README lists them. Two suites keep binaries of their
 //! own because they load the machine and must not share it with these:
-//! `tests/faults.rs` and `tests/bench_smoke.rs`.
+//! `tests/faults.rs` and `crates/tandem-bench/tests/bench_smoke.rs`.
 //!
 //! Shared helpers (processes, protocol and REST clients) are in
 //! `crates/tandem-testkit`; this binary passes it the server cargo built.

@@ -5,21 +5,28 @@
 //!
 //! A test binary of its own: the suite loads the machine (many clients,
 //! servers, Node), so it runs alone, as the other suites' tests would
-//! otherwise share the cores with it.
+//! otherwise share the cores with it. It lives in the bench's package so
+//! that cargo builds the bench in the same run, with the same features, as
+//! everything else `cargo test` builds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// The server under test, built by cargo for this test binary.
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+/// This package's binary, built by cargo for this test.
+const BENCH: &str = env!("CARGO_BIN_EXE_tandem-bench");
 
-/// `tandem-bench` (crates/tandem-bench), built with the profile of this
-/// test: it is another package of the workspace, which cargo does not build
-/// for the server's tests by itself.
-fn bench_binary() -> PathBuf {
-    let profile = match std::path::Path::new(TANDEM)
+/// The server under test: the `tandem` built beside the bench. Plain
+/// `cargo test` builds it in the same run (the server's own tests need it);
+/// `cargo test -p tandem-bench` alone may not, and then it is built here,
+/// with this test's profile.
+fn tandem_binary() -> PathBuf {
+    let bin = Path::new(BENCH).with_file_name("tandem");
+    if bin.exists() {
+        return bin;
+    }
+    let profile = match Path::new(BENCH)
         .parent()
         .and_then(|d| d.file_name())
         .and_then(|d| d.to_str())
@@ -28,35 +35,35 @@ fn bench_binary() -> PathBuf {
         Some(p) => p.to_owned(),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "tandem-bench", "--bin", "tandem-bench"])
+    let status = Command::new(cargo)
         .args([
+            "build",
+            "-p",
+            "tandem",
+            "--bin",
+            "tandem",
             "--profile",
             &profile,
-            "--message-format=json-render-diagnostics",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo build -p tandem-bench");
-    assert!(out.status.success(), "cargo build -p tandem-bench failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo named no tandem-bench executable")
+        .status()
+        .expect("run cargo build -p tandem");
+    assert!(status.success(), "cargo build -p tandem failed");
+    assert!(bin.exists(), "no server binary at {}", bin.display());
+    bin
 }
 
 #[test]
 fn smoke_profile_converges_and_reports_every_workload() {
     tandem_testkit::require_binary("node", "nodejs");
     tandem_testkit::require_binary("npm", "npm");
-    let bench = bench_binary();
+    let tandem = tandem_binary();
     let redis = tandem_testkit::RedisServer::start();
     let pg = tandem_testkit::PgServer::start();
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new(bench)
-        .env("TANDEM_BIN", TANDEM)
+    let status = Command::new(BENCH)
+        .env("TANDEM_BIN", &tandem)
         .args(["suite", "--profile", "smoke", "--redis", &redis.url()])
         .args(["--database-url", &pg.url()])
         .arg("--out")
