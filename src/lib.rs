@@ -18,7 +18,7 @@ pub mod web;
 // `tandem::protocol`, …).
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
-pub use tandem_core::{client, doc, limits, meta, ot, protocol, undo};
+pub use tandem_core::{batch, client, doc, limits, meta, ot, protocol, undo};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +147,8 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
             };
             Backends::redis(RedisBackend::connect(settings, &background, cancel.clone()).await?)
         }
-        None => Backends::memory(config.history_retain),
+        // Embedded: a batch is in the store's journal before it is acked.
+        None => Backends::memory(config.history_retain, Some(store.clone())),
     };
     let settings = HubSettings {
         instance_id: config.instance_id.clone().unwrap_or_else(|| {

@@ -1,7 +1,9 @@
 //! In-process sequencer, bus, undo stacks and metadata store: the embedded
 //! default, one instance only.
 //! Same contract as the Redis implementations, so the document task cannot
-//! tell them apart. Must not import: axum, sqlx, redis.
+//! tell them apart. With a [`Journal`] (the store), a batch is written there
+//! before it is appended and published, so an ack means durable.
+//! Must not import: axum, sqlx, redis.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -10,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, MetaStore, PresenceEntry, Seed,
+    BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry, Seed,
     Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
@@ -121,12 +123,17 @@ impl MetaStore for MemoryBus {
 struct DocLog {
     log: History,
     clients: HashMap<String, (u64, u64)>,
+    /// A batch is being written to the journal: another commit must wait
+    /// (its records would claim the same versions).
+    journaling: bool,
 }
 
 /// The in-process sequencer. Commits publish on the memory bus, as the Redis
 /// commit script publishes on Redis.
 pub struct MemorySequencer {
     docs: Mutex<HashMap<String, DocLog>>,
+    /// Where a batch is made durable before it counts (embedded mode).
+    journal: Option<Arc<dyn Journal>>,
     /// Undo/redo stacks by (document, user); kept while documents unload.
     stacks: Mutex<HashMap<(String, String), Stacks>>,
     bus: Arc<MemoryBus>,
@@ -134,9 +141,10 @@ pub struct MemorySequencer {
 }
 
 impl MemorySequencer {
-    pub fn new(bus: Arc<MemoryBus>, retain: usize) -> Self {
+    pub fn new(bus: Arc<MemoryBus>, retain: usize, journal: Option<Arc<dyn Journal>>) -> Self {
         Self {
             docs: Mutex::new(HashMap::new()),
+            journal,
             stacks: Mutex::new(HashMap::new()),
             bus,
             retain: retain.max(1),
@@ -156,6 +164,46 @@ fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
     Some(d.log.after(after)?.cloned().collect())
 }
 
+/// The commit script's checks, in its order: per-record dedupe (a batch
+/// with resends appends nothing), then the version check.
+fn check(d: &DocLog, batch: &CommitBatch) -> Result<Option<BatchOutcome>, BusError> {
+    let dups: Vec<(usize, u64)> = batch
+        .records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let &(seq, version) = d.clients.get(&r.client)?;
+            // The exact version if the log still holds it, else the
+            // client's latest (with one op in flight, that is the one).
+            (r.seq <= seq).then(|| (i, d.log.version_of(&r.client, r.seq).unwrap_or(version)))
+        })
+        .collect();
+    if !dups.is_empty() {
+        return Ok(Some(BatchOutcome::Duplicates(dups)));
+    }
+    if batch.base != d.log.head() {
+        let missed = records_after(d, batch.base).ok_or_else(|| {
+            BusError::Unavailable(format!("base {} outside the op log", batch.base))
+        })?;
+        return Ok(Some(BatchOutcome::Stale { missed }));
+    }
+    Ok(None)
+}
+
+/// Clears a document's `journaling` mark when the journal write ends.
+struct Unmark<'a> {
+    seq: &'a MemorySequencer,
+    doc: &'a str,
+}
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = self.seq.lock().get_mut(self.doc) {
+            d.journaling = false;
+        }
+    }
+}
+
 #[async_trait]
 impl Sequencer for MemorySequencer {
     async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
@@ -163,6 +211,7 @@ impl Sequencer for MemorySequencer {
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
             log: History::new(seed.version, self.retain),
             clients: HashMap::new(),
+            journaling: false,
         });
         for c in &seed.clients {
             let e = d.clients.entry(c.client.clone()).or_insert((0, 0));
@@ -182,35 +231,63 @@ impl Sequencer for MemorySequencer {
         Ok(d.log.head())
     }
 
-    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
-        let mut docs = self.lock();
-        let d = docs.get_mut(doc).ok_or(BusError::NotSeeded)?;
-        if let Some(&(seq, version)) = d.clients.get(&req.client) {
-            if req.seq <= seq {
-                // The exact version if the log still holds it, else the
-                // client's latest (with one op in flight, that is the one).
-                let exact = d.log.version_of(&req.client, req.seq).unwrap_or(version);
-                return Ok(CommitOutcome::Duplicate { version: exact });
+    async fn commit_batch(
+        &self,
+        doc: &str,
+        batch: CommitBatch,
+    ) -> Result<BatchOutcome, BusError> {
+        {
+            let mut docs = self.lock();
+            let d = docs.get_mut(doc).ok_or(BusError::NotSeeded)?;
+            if d.journaling {
+                return Err(BusError::Unavailable(
+                    "another commit of this document is being journaled".into(),
+                ));
+            }
+            if let Some(outcome) = check(d, &batch)? {
+                return Ok(outcome);
+            }
+            if self.journal.is_some() {
+                d.journaling = true;
             }
         }
-        if req.base != d.log.head() {
-            let missed = records_after(d, req.base).ok_or_else(|| {
-                BusError::Unavailable(format!("base {} outside the op log", req.base))
-            })?;
-            return Ok(CommitOutcome::Stale { missed });
+        let undo: Vec<Option<StackPush>> = batch.records.iter().map(|r| r.undo.clone()).collect();
+        let base = batch.base;
+        let recs = batch.into_records();
+        // Unmarked on every path (a cancelled future's included), after the
+        // records are in the log; dropped after `docs` below.
+        let _unmark = self.journal.as_ref().map(|_| Unmark { seq: self, doc });
+        if let Some(journal) = &self.journal {
+            journal.append(doc, &recs).await?;
         }
-        let rec = Arc::new(Record {
-            version: d.log.head() + 1,
-            op: req.op,
-            user: req.user,
-            client: req.client,
-            seq: req.seq,
-            time: req.time,
-        });
-        d.clients.insert(rec.client.clone(), (rec.seq, rec.version));
-        d.log.push(rec.clone());
-        self.bus.send(doc, BusEvent::Committed(rec.clone()));
-        Ok(CommitOutcome::Committed(rec))
+        let mut docs = self.lock();
+        match docs.get_mut(doc) {
+            Some(d) if d.log.head() == base => {
+                for r in &recs {
+                    d.clients.insert(r.client.clone(), (r.seq, r.version));
+                    d.log.push(r.clone());
+                }
+            }
+            // Evicted or purged meanwhile: the records are durable, the next
+            // load finds them in the journal.
+            None => {}
+            Some(_) => return Err(BusError::Corrupt("op log moved during a commit".into())),
+        }
+        drop(docs);
+        let mut stacks = self.stacks();
+        for (r, push) in recs.iter().zip(undo) {
+            if let Some(push) = push {
+                let key = (doc.to_owned(), r.user.clone());
+                stacks.entry(key).or_default().push(push);
+            }
+        }
+        drop(stacks);
+        self.bus.send(doc, BusEvent::Committed(recs.clone()));
+        Ok(BatchOutcome::Committed(recs))
+    }
+
+    fn journals(&self) -> bool {
+        self.journal.is_some()
     }
 
     async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {

@@ -1,5 +1,7 @@
 //! The hub's outside dependencies, as traits: the [`Sequencer`] (atomic
-//! dedupe + version check + append to the op log), the [`Bus`] (fan-out of
+//! dedupe + version check + append of a batch of ops to the op log, with
+//! their undo steps), the [`Journal`] the embedded sequencer makes batches
+//! durable in before they count, the [`Bus`] (fan-out of
 //! committed ops, presence and cursors to every instance), [`UndoStacks`]
 //! (per-user undo/redo stacks) and [`MetaStore`] (each instance's metadata
 //! state), bundled as [`Backends`].
@@ -64,7 +66,66 @@ pub struct Seed {
     pub clients: Vec<ClientSeq>,
 }
 
-/// An op, already rebased onto `base`, to commit as version `base + 1`.
+/// Most records one commit round carries (and the Lua stack allows).
+pub const MAX_BATCH_RECORDS: usize = 256;
+
+/// One op of a commit batch, already rebased so that it applies right after
+/// the records before it in the batch.
+#[derive(Clone, Debug)]
+pub struct CommitRecord {
+    pub op: Operation,
+    pub user: String,
+    pub client: String,
+    pub seq: u64,
+    pub time: i64,
+    /// The undo (or redo) step to keep for `user` once committed; its
+    /// entry's version is the version this record produces.
+    pub undo: Option<StackPush>,
+}
+
+/// Ops to commit back to back as versions `base + 1 ..= base + n`.
+#[derive(Clone, Debug, Default)]
+pub struct CommitBatch {
+    pub base: u64,
+    pub records: Vec<CommitRecord>,
+}
+
+impl CommitBatch {
+    /// The records as committed: versions from `base + 1`.
+    pub fn into_records(self) -> Vec<Arc<Record>> {
+        let base = self.base;
+        self.records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Arc::new(Record {
+                    version: base + i as u64 + 1,
+                    op: r.op,
+                    user: r.user,
+                    client: r.client,
+                    seq: r.seq,
+                    time: r.time,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub enum BatchOutcome {
+    /// Appended (and published, once, as one event) as these records.
+    Committed(Vec<Arc<Record>>),
+    /// Nothing was appended: these records (index in the batch, and the
+    /// version their `(client, seq)` produced) were committed before. The
+    /// caller answers them and prepares the rest again.
+    Duplicates(Vec<(usize, u64)>),
+    /// `base` is behind the head: these are the records after `base`.
+    /// Nothing was appended; the caller applies them, rebases and retries.
+    Stale { missed: Vec<Arc<Record>> },
+}
+
+/// One op, already rebased onto `base`, to commit as version `base + 1`
+/// (a batch of one; tools and tests).
 #[derive(Clone, Debug)]
 pub struct CommitRequest {
     pub base: u64,
@@ -81,9 +142,18 @@ pub enum CommitOutcome {
     Committed(Arc<Record>),
     /// `(client, seq)` was committed before, producing `version`.
     Duplicate { version: u64 },
-    /// `base` is behind the head: these are the records after `base`. The
-    /// caller applies them, rebases its op past them and retries.
+    /// `base` is behind the head: these are the records after `base`.
     Stale { missed: Vec<Arc<Record>> },
+}
+
+/// Where the embedded sequencer makes a batch durable before it counts as
+/// committed (the store's op journal): an ack then means the record is on
+/// disk, and a killed process loses nothing it acknowledged.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Append `records` (contiguous new versions) in one transaction. A
+    /// version the journal already holds is an error, never overwritten.
+    async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError>;
 }
 
 /// Atomic ordering of one document's ops. Every instance calls the same
@@ -93,8 +163,40 @@ pub trait Sequencer: Send + Sync + 'static {
     /// Make the document known at `seed` unless it already is; returns the
     /// head version the sequencer holds.
     async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError>;
-    /// Dedupe by (client, seq), check `base` is the head, append, publish.
-    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError>;
+    /// In one atomic step: dedupe every record by `(client, seq)`, check
+    /// `base` is the head, append them all, keep their undo steps, publish
+    /// them as one event.
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch)
+        -> Result<BatchOutcome, BusError>;
+    /// Whether a committed batch is already in the store's journal (the
+    /// embedded sequencer), so the persister need not write journal rows.
+    fn journals(&self) -> bool {
+        false
+    }
+    /// One op as a batch of one.
+    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
+        let batch = CommitBatch {
+            base: req.base,
+            records: vec![CommitRecord {
+                op: req.op,
+                user: req.user,
+                client: req.client,
+                seq: req.seq,
+                time: req.time,
+                undo: None,
+            }],
+        };
+        Ok(match self.commit_batch(doc, batch).await? {
+            BatchOutcome::Committed(mut recs) => CommitOutcome::Committed(
+                recs.pop()
+                    .ok_or_else(|| BusError::Corrupt("empty commit".into()))?,
+            ),
+            BatchOutcome::Duplicates(d) => CommitOutcome::Duplicate {
+                version: d.first().map_or(0, |&(_, v)| v),
+            },
+            BatchOutcome::Stale { missed } => CommitOutcome::Stale { missed },
+        })
+    }
     /// Records with version > `after`, oldest first, up to the head; `None`
     /// when the log no longer reaches back that far.
     async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError>;
@@ -112,7 +214,8 @@ pub trait Sequencer: Send + Sync + 'static {
 /// What travels on a document's channel.
 #[derive(Clone, Debug)]
 pub enum BusEvent {
-    Committed(Arc<Record>),
+    /// Records one commit round appended, in version order.
+    Committed(Vec<Arc<Record>>),
     Joined {
         instance: String,
         presence: Presence,
@@ -249,10 +352,11 @@ pub struct Backends {
 
 impl Backends {
     /// The embedded backend: one instance, nothing shared; the sequencer
-    /// keeps `retain` records per document.
-    pub fn memory(retain: usize) -> Self {
+    /// keeps `retain` records per document and, with a `journal`, makes
+    /// every batch durable there before it counts as committed.
+    pub fn memory(retain: usize, journal: Option<Arc<dyn Journal>>) -> Self {
         let bus = memory::MemoryBus::new();
-        let sequencer = Arc::new(memory::MemorySequencer::new(bus.clone(), retain));
+        let sequencer = Arc::new(memory::MemorySequencer::new(bus.clone(), retain, journal));
         Self {
             sequencer: sequencer.clone(),
             bus: bus.clone(),

@@ -1,13 +1,21 @@
 //! The edit pipeline, one entry for every edit: a socket's op, a REST edit
 //! (ops, content replacement, restore), an undo or redo. Checks (role, seq,
-//! resends), rebase to the head, the sequencer commit with
-//! rebase-and-retry, and the answer to whoever made the edit.
+//! resends), then a queue; the task commits the queue in rounds (group
+//! commit): while one round is in flight, edits queue up and form the next
+//! batch, rebased in order ([`crate::batch::Batch`]) and committed with
+//! their undo steps in one sequencer call. The document task keeps serving
+//! joins, cursors and bus events while a round is in flight. Rebase-and-
+//! retry when another instance committed first; the answer to whoever made
+//! each edit.
 //!
 //! Owns: [`Edit`] (what is changed), [`Origin`] (who changed it and where
-//! the answer goes) and [`Verdict`] (how it ended).
+//! the answer goes), [`Verdict`] (how it ended) and [`Pipeline`] (the queue
+//! and the round in flight).
 //! Must not import: axum, sqlx, redis.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -16,15 +24,28 @@ use tracing::warn;
 use super::task::DocTask;
 use super::undo::Step;
 use super::{count_refusal, error_msg, text, EditResult, HubError, Refusal};
-use crate::bus::{BusError, CommitOutcome, CommitRequest};
-use crate::doc::{RebaseError, Record};
+use crate::batch::Batch;
+use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, MAX_BATCH_RECORDS};
+use crate::doc::{RebaseError, Tie};
 use crate::ot::Operation;
 use crate::protocol::{ErrorCode, Role, ServerMessage};
+use crate::undo::{merge_run, Stack, StackPush, UndoEntry};
 
-/// Rebase-and-retry rounds when another instance commits first. From the
-/// third round on, a short random pause breaks lockstep between instances
-/// racing on one hot document (otherwise the busiest one can starve).
-const MAX_COMMIT_RETRIES: usize = 64;
+/// Rounds an edit may take part in when another instance keeps committing
+/// first. From the third, a short random pause before the round breaks
+/// lockstep between instances racing on one hot document.
+const MAX_COMMIT_ATTEMPTS: u32 = 64;
+/// Rounds an edit may take part in that fail for a backend outage (each a
+/// little later) before its client is told to resend it.
+const MAX_OUTAGE_ATTEMPTS: u32 = 3;
+/// Bytes of ops in one round (at least one op goes, whatever its size).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Edits and bytes waiting for a round; beyond them an edit is refused
+/// (its client resends it).
+const MAX_QUEUED: usize = 4096;
+const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// Told to a client whose edit could not be queued or kept losing races.
+const BUSY: &str = "the document is too busy; resend the edit";
 /// Told to a client whose edit could not be committed (backend outage).
 const UNAVAILABLE: &str = "the edit could not be committed right now; keep it and resend it";
 
@@ -35,6 +56,68 @@ pub enum Edit {
     Op { version: u64, op: Operation },
     /// The whole content replaced by one diff op on the head.
     Replace(String),
+}
+
+/// An edit waiting for (or in) a commit round.
+pub(super) struct Queued {
+    origin: Origin,
+    author: Author,
+    /// `op` applies to this version.
+    base: u64,
+    op: Operation,
+    /// Whose text goes first when rebased (undo steps yield).
+    tie: Tie,
+    /// Rounds lost to other instances, and to outages.
+    attempts: u32,
+    outages: u32,
+    /// `op.size_hint()`, for the byte caps.
+    bytes: usize,
+}
+
+/// What waits for the next round, in arrival order.
+pub(super) enum Waiting {
+    Edit(Queued),
+    /// `undo` / `redo` from a socket: its step is taken from the stack when
+    /// it reaches the front with no round in flight, so the stack holds
+    /// every edit before it.
+    Undo { conn: u64, redo: bool },
+}
+
+/// The round in flight: its edits in batch order.
+struct Round {
+    items: Vec<Queued>,
+    /// The undo step on top once it commits (for typing runs).
+    last_step: Option<(String, UndoEntry)>,
+    started: Instant,
+}
+
+/// A round's sequencer call, polled by the task's select loop.
+pub(super) type RoundFuture =
+    Pin<Box<dyn Future<Output = Result<BatchOutcome, BusError>> + Send>>;
+
+/// The queue and the round in flight.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    queue: VecDeque<Waiting>,
+    queued_bytes: usize,
+    round: Option<Round>,
+    /// The last undo step this instance committed and its user, while it is
+    /// the head: an edit right after it by the same user may join its run.
+    last_step: Option<(String, UndoEntry)>,
+    /// Wait this long before the next round's call (racing, outage).
+    pause: Option<Duration>,
+}
+
+impl Pipeline {
+    /// Nothing queued and no round in flight.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.round.is_none()
+    }
+
+    /// Whether the task should start a round now.
+    fn ready(&self) -> bool {
+        self.round.is_none() && !self.queue.is_empty()
+    }
 }
 
 /// Who made an edit: it decides the client id and seq the edit commits
@@ -102,7 +185,8 @@ fn refused(code: ErrorCode, message: &str) -> Verdict {
 }
 
 impl DocTask {
-    /// Commit an edit and answer whoever made it.
+    /// Check an edit and queue it for the next commit round (or answer it
+    /// now: refused, or a resend of a committed op).
     pub(super) async fn edit(&mut self, origin: Origin, edit: Edit) -> Result<(), HubError> {
         let Some(author) = self.author(&origin) else {
             // The socket left meanwhile.
@@ -115,7 +199,79 @@ impl DocTask {
                 crate::ot::diff(&self.state.content(), &content),
             ),
         };
-        let verdict = self.commit(&origin, &author, base, op).await?;
+        let seq = origin.seq();
+        if !author.role.can_edit() {
+            return self
+                .answered(origin, refused(ErrorCode::Forbidden, "viewers cannot edit"))
+                .await;
+        }
+        if seq == 0 {
+            return self
+                .answered(origin, refused(ErrorCode::BadMessage, "seq starts at 1"))
+                .await;
+        }
+        if base > self.state.version() {
+            // Another instance may be ahead of us.
+            self.refill().await?;
+        }
+        // A resubmit of a committed op is answered before any validation:
+        // its base may be long gone.
+        if let Some(&(last, version)) = self.clients.get(&author.client) {
+            if seq <= last {
+                let verdict = self.duplicate(&author.client, seq, version).await?;
+                return self.answered(origin, verdict).await;
+            }
+        }
+        let bytes = op.size_hint();
+        let p = &mut self.pipeline;
+        if p.queue.len() >= MAX_QUEUED || p.queued_bytes + bytes > MAX_QUEUED_BYTES {
+            metrics::counter!("tandem_commit_queue_full_total").increment(1);
+            return self
+                .answered(origin, refused(ErrorCode::Internal, BUSY))
+                .await;
+        }
+        p.queued_bytes += bytes;
+        p.queue.push_back(Waiting::Edit(Queued {
+            origin,
+            author,
+            base,
+            op,
+            tie: Tie::RebasedFirst,
+            attempts: 0,
+            outages: 0,
+            bytes,
+        }));
+        Ok(())
+    }
+
+    /// Queue an `undo` / `redo` behind the edits before it.
+    pub(super) fn queue_undo(&mut self, conn: u64, redo: bool) {
+        if self.pipeline.queue.len() >= MAX_QUEUED {
+            self.send_to(conn, error_msg(ErrorCode::Internal, BUSY, None));
+            return;
+        }
+        self.pipeline.queue.push_back(Waiting::Undo { conn, redo });
+    }
+
+    /// An undo or redo step as an edit for the round being built.
+    pub(super) fn step_edit(&self, step: Step, op: Operation) -> Queued {
+        Queued {
+            author: Author {
+                client: step.client.clone(),
+                user: step.user.clone(),
+                role: step.role,
+            },
+            origin: Origin::Undo(Box::new(step)),
+            base: self.state.version(),
+            op,
+            tie: Tie::CommittedFirst,
+            attempts: 0,
+            outages: 0,
+            bytes: 0,
+        }
+    }
+
+    async fn answered(&mut self, origin: Origin, verdict: Verdict) -> Result<(), HubError> {
         self.answer(origin, verdict).await;
         Ok(())
     }
@@ -142,38 +298,270 @@ impl DocTask {
         }
     }
 
-    /// Checks, then rebase `op` from `base` to the head and sequence it.
-    async fn commit(
+    /// Start a commit round if none is in flight and edits wait: the queue's
+    /// front (up to the batch caps, one edit per client, an undo only
+    /// first) rebased in order into one batch. Returns the round's call.
+    pub(super) async fn start_round(&mut self) -> Result<Option<RoundFuture>, HubError> {
+        while self.pipeline.ready() {
+            let mut batch = Batch::new(&self.state);
+            let mut items: Vec<Queued> = Vec::new();
+            let mut records = Vec::new();
+            let mut clients = HashSet::new();
+            let mut bytes = 0;
+            let time = (self.hub.clock)();
+            let head = self.state.version();
+            let mut last_step = self
+                .pipeline
+                .last_step
+                .clone()
+                .filter(|(_, e)| e.version == head);
+            while items.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                let q = match self.pipeline.queue.front() {
+                    None => break,
+                    // Its stack must first hold this batch's steps.
+                    Some(Waiting::Undo { .. }) if !items.is_empty() => break,
+                    Some(Waiting::Edit(q)) if clients.contains(&q.author.client) => break,
+                    Some(Waiting::Undo { conn, redo }) => {
+                        let (conn, redo) = (*conn, *redo);
+                        self.pipeline.queue.pop_front();
+                        match self.pop_step(conn, redo).await? {
+                            Some(q) => q,
+                            None => continue,
+                        }
+                    }
+                    Some(Waiting::Edit(_)) => match self.pipeline.queue.pop_front() {
+                        Some(Waiting::Edit(q)) => {
+                            self.pipeline.queued_bytes -= q.bytes;
+                            q
+                        }
+                        _ => break,
+                    },
+                };
+                let prepared = self.prepare(&mut batch, q, time, &mut last_step).await?;
+                if self.state.version() != head {
+                    // A refill moved the head while an edit was checked:
+                    // build the batch again on the new head.
+                    self.requeue(items.into_iter().chain(prepared.map(|(q, _)| q)));
+                    items = Vec::new();
+                    break;
+                }
+                if let Some((q, rec)) = prepared {
+                    clients.insert(q.author.client.clone());
+                    bytes += q.bytes.max(1);
+                    items.push(q);
+                    records.push(rec);
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            metrics::histogram!("tandem_commit_batch_ops").record(items.len() as f64);
+            let batch = CommitBatch {
+                base: head,
+                records,
+            };
+            self.pipeline.round = Some(Round {
+                items,
+                last_step,
+                started: Instant::now(),
+            });
+            let sequencer = self.hub.sequencer.clone();
+            let id = self.id.clone();
+            let pause = self.pipeline.pause.take();
+            return Ok(Some(Box::pin(async move {
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+                sequencer.commit_batch(&id, batch).await
+            })));
+        }
+        Ok(None)
+    }
+
+    /// Put edits back at the front of the queue, in order.
+    fn requeue(&mut self, items: impl DoubleEndedIterator<Item = Queued>) {
+        for q in items.rev() {
+            self.pipeline.queued_bytes += q.bytes;
+            self.pipeline.queue.push_front(Waiting::Edit(q));
+        }
+    }
+
+    /// Rebase one edit into the batch and make its record (with its undo
+    /// step); `None` when the edit was answered instead.
+    async fn prepare(
         &mut self,
-        origin: &Origin,
-        author: &Author,
-        base: u64,
-        op: Operation,
-    ) -> Result<Verdict, HubError> {
-        let seq = origin.seq();
-        if !author.role.can_edit() {
-            return Ok(refused(ErrorCode::Forbidden, "viewers cannot edit"));
-        }
-        if seq == 0 {
-            return Ok(refused(ErrorCode::BadMessage, "seq starts at 1"));
-        }
-        if base > self.state.version() {
-            // Another instance may be ahead of us.
-            self.refill().await?;
-        }
-        // A resubmit of a committed op is answered before any validation:
-        // its base may be long gone.
-        if let Some(&(last, version)) = self.clients.get(&author.client) {
+        batch: &mut Batch,
+        q: Queued,
+        time: i64,
+        last_step: &mut Option<(String, UndoEntry)>,
+    ) -> Result<Option<(Queued, CommitRecord)>, HubError> {
+        let seq = q.origin.seq();
+        // A resend, or an edit an earlier round committed after all (its
+        // answer was lost to a timeout).
+        if let Some(&(last, version)) = self.clients.get(&q.author.client) {
             if seq <= last {
-                return self.duplicate(&author.client, seq, version).await;
+                let verdict = self.duplicate(&q.author.client, seq, version).await?;
+                self.answer(q.origin, verdict).await;
+                return Ok(None);
             }
         }
-        metrics::histogram!("tandem_rebase_depth")
-            .record(self.state.version().saturating_sub(base) as f64);
-        match self.state.rebase(base, op) {
-            Ok(op) => self.sequence(origin, author, op).await,
-            Err(e) => self.unrebasable(author, seq, e).await,
+        if q.attempts >= MAX_COMMIT_ATTEMPTS {
+            warn!("commit retries exhausted");
+            self.answer(q.origin, refused(ErrorCode::Internal, BUSY))
+                .await;
+            return Ok(None);
         }
+        metrics::histogram!("tandem_rebase_depth")
+            .record(self.state.version().saturating_sub(q.base) as f64 + batch.len() as f64);
+        let op = match batch.rebase(&self.state, q.base, q.op.clone(), q.tie) {
+            Ok(op) => op,
+            Err(e) => {
+                let verdict = self.unrebasable(&q.author, seq, e).await?;
+                self.answer(q.origin, verdict).await;
+                return Ok(None);
+            }
+        };
+        let max = self.hub.settings.max_doc_chars;
+        if op.target_len() > max && op.target_len() > op.base_len() {
+            let m = format!(
+                "the document would have {} characters; the limit is {max}",
+                op.target_len()
+            );
+            self.answer(q.origin, refused(ErrorCode::DocTooLarge, &m))
+                .await;
+            return Ok(None);
+        }
+        let inverse = match batch.push(op.clone()) {
+            Ok(inverse) => inverse,
+            Err(e) => {
+                self.answer(q.origin, refused(ErrorCode::BadOp, &e.to_string()))
+                    .await;
+                return Ok(None);
+            }
+        };
+        let entry = UndoEntry {
+            version: batch.version_of(batch.len() - 1),
+            op: inverse,
+            time,
+        };
+        let undo = step_push(&q.origin, &q.author.user, entry, last_step);
+        let rec = CommitRecord {
+            op,
+            user: q.author.user.clone(),
+            client: q.author.client.clone(),
+            seq,
+            time,
+            undo: Some(undo),
+        };
+        Ok(Some((q, rec)))
+    }
+
+    /// The round's call ended: apply what it committed and answer its
+    /// edits, or put them back for the next round.
+    pub(super) async fn finish_round(
+        &mut self,
+        outcome: Result<BatchOutcome, BusError>,
+    ) -> Result<(), HubError> {
+        let Some(round) = self.pipeline.round.take() else {
+            return Ok(());
+        };
+        metrics::histogram!("tandem_commit_seconds").record(round.started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(BatchOutcome::Committed(recs)) => {
+                metrics::counter!("tandem_ops_committed_total").increment(recs.len() as u64);
+                let versions: Vec<u64> = recs.iter().map(|r| r.version).collect();
+                for r in recs {
+                    self.ingest(r).await?;
+                }
+                self.pipeline.last_step = round.last_step;
+                for (q, v) in round.items.into_iter().zip(versions) {
+                    self.answer(q.origin, Verdict::Committed(v)).await;
+                }
+            }
+            Ok(BatchOutcome::Duplicates(dups)) => {
+                let mut items: Vec<Option<Queued>> = round.items.into_iter().map(Some).collect();
+                for (i, version) in dups {
+                    if let Some(q) = items.get_mut(i).and_then(Option::take) {
+                        let verdict = self
+                            .duplicate(&q.author.client, q.origin.seq(), version)
+                            .await?;
+                        self.answer(q.origin, verdict).await;
+                    }
+                }
+                self.requeue(items.into_iter().flatten());
+            }
+            Ok(BatchOutcome::Stale { missed }) => {
+                metrics::counter!("tandem_commit_retries_total").increment(1);
+                for r in missed {
+                    self.ingest(r).await?;
+                }
+                let attempts = round.items.iter().map(|q| q.attempts).max().unwrap_or(0) + 1;
+                if attempts >= 2 {
+                    let max_us = 200 * u64::from(attempts);
+                    let us = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=max_us);
+                    self.pipeline.pause = Some(Duration::from_micros(us));
+                }
+                self.requeue(round.items.into_iter().map(|mut q| {
+                    q.attempts += 1;
+                    q
+                }));
+            }
+            Err(BusError::NotSeeded) => match self.reseed().await {
+                Ok(()) => self.requeue(round.items.into_iter().map(|mut q| {
+                    q.attempts += 1;
+                    q
+                })),
+                Err(e) if super::sync::is_transient(&e) => {
+                    self.refuse_all(round.items).await;
+                }
+                Err(e) => {
+                    self.refuse_all(round.items).await;
+                    return Err(e);
+                }
+            },
+            Err(e @ (BusError::Corrupt(_) | BusError::SeedConflict)) => {
+                self.refuse_all(round.items).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                warn!(error = %e, "commit failed");
+                let mut again = Vec::new();
+                for mut q in round.items {
+                    q.outages += 1;
+                    if q.outages >= MAX_OUTAGE_ATTEMPTS {
+                        self.answer(q.origin, Verdict::Refused(Refusal::unavailable()))
+                            .await;
+                    } else {
+                        again.push(q);
+                    }
+                }
+                // An answer lost to a timeout may mean it committed: the
+                // next round finds out (stale, or resends found committed).
+                self.pipeline.pause = Some(Duration::from_millis(100));
+                self.requeue(again.into_iter());
+            }
+        }
+        Ok(())
+    }
+
+    async fn refuse_all(&mut self, items: Vec<Queued>) {
+        for q in items {
+            self.answer(q.origin, Verdict::Refused(Refusal::unavailable()))
+                .await;
+        }
+    }
+
+    /// The task is stopping: answer whatever still waits.
+    pub(super) async fn refuse_queue(&mut self) {
+        let round = self.pipeline.round.take();
+        self.refuse_all(round.map(|r| r.items).unwrap_or_default())
+            .await;
+        while let Some(w) = self.pipeline.queue.pop_front() {
+            if let Waiting::Edit(q) = w {
+                q.origin.refuse(HubError::Gone);
+            }
+        }
+        self.pipeline.queued_bytes = 0;
     }
 
     /// The op does not rebase onto the head: a resend committed through
@@ -199,116 +587,6 @@ impl DocTask {
             ),
             RebaseError::Op(e) => refused(ErrorCode::BadOp, &e.to_string()),
         })
-    }
-
-    /// Commit `op` (based on the head) through the sequencer; when another
-    /// instance got there first, apply what it committed, rebase, retry.
-    async fn sequence(
-        &mut self,
-        origin: &Origin,
-        author: &Author,
-        mut op: Operation,
-    ) -> Result<Verdict, HubError> {
-        let seq = origin.seq();
-        // The version `op` applies to; when the document moves past it
-        // (missed commits, or a pause), the op is rebased once, here.
-        let mut based_on = self.state.version();
-        let mut reseeded = false;
-        for attempt in 0..MAX_COMMIT_RETRIES {
-            if attempt > 0 {
-                metrics::counter!("tandem_commit_retries_total").increment(1);
-            }
-            if attempt >= 2 {
-                let max_us = 200 * attempt as u64;
-                let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=max_us);
-                tokio::time::sleep(Duration::from_micros(pause)).await;
-                // Others committed meanwhile: catch up before trying again.
-                self.refill().await?;
-            }
-            if self.state.version() > based_on {
-                op = match self.state.rebase(based_on, op) {
-                    Ok(op) => op,
-                    Err(e) => {
-                        warn!(error = %e, "rebase onto newer commits failed");
-                        return Ok(Verdict::Refused(Refusal::unavailable()));
-                    }
-                };
-                based_on = self.state.version();
-            }
-            let max = self.hub.settings.max_doc_chars;
-            if op.target_len() > max && op.target_len() > op.base_len() {
-                let m = format!(
-                    "the document would have {} characters; the limit is {max}",
-                    op.target_len()
-                );
-                return Ok(refused(ErrorCode::DocTooLarge, &m));
-            }
-            let req = CommitRequest {
-                base: based_on,
-                op: op.clone(),
-                user: author.user.clone(),
-                client: author.client.clone(),
-                seq,
-                time: (self.hub.clock)(),
-            };
-            let started = Instant::now();
-            let outcome = match self.hub.sequencer.commit(&self.id, req).await {
-                Ok(o) => o,
-                Err(BusError::NotSeeded) if !reseeded => {
-                    reseeded = true;
-                    match self.reseed().await {
-                        Ok(()) => continue,
-                        Err(e) if super::sync::is_transient(&e) => {
-                            return Ok(Verdict::Refused(Refusal::unavailable()))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "commit failed");
-                    return Ok(Verdict::Refused(Refusal::unavailable()));
-                }
-            };
-            metrics::histogram!("tandem_commit_seconds").record(started.elapsed().as_secs_f64());
-            match outcome {
-                CommitOutcome::Committed(rec) => return self.committed(origin, author, rec).await,
-                CommitOutcome::Duplicate { version } => {
-                    return self.duplicate(&author.client, seq, version).await
-                }
-                CommitOutcome::Stale { missed } => {
-                    // Rebased at the top of the next round.
-                    for r in missed {
-                        self.ingest(r).await?;
-                    }
-                }
-            }
-        }
-        warn!("commit retries exhausted");
-        Ok(refused(
-            ErrorCode::Internal,
-            "the document is too busy; resend the edit",
-        ))
-    }
-
-    /// Apply and fan out a record this task committed, and keep its inverse
-    /// for undo.
-    async fn committed(
-        &mut self,
-        origin: &Origin,
-        author: &Author,
-        rec: Arc<Record>,
-    ) -> Result<Verdict, HubError> {
-        metrics::counter!("tandem_ops_committed_total").increment(1);
-        let version = rec.version;
-        // The state is at `version - 1` here: the inverse is exact.
-        let inverse = rec.op.invert(self.state.rope());
-        let time = rec.time;
-        self.ingest(rec).await?;
-        if let Ok(op) = inverse {
-            let entry = crate::undo::UndoEntry { version, op, time };
-            self.remember_for_undo(origin, &author.user, entry).await;
-        }
-        Ok(Verdict::Committed(version))
     }
 
     /// A resend of a committed op: the version it produced, once this
@@ -339,6 +617,7 @@ impl DocTask {
         let seq = origin.seq();
         match origin {
             Origin::Socket { conn, .. } => match verdict {
+                // The ack went out in the fan-out, in order.
                 Verdict::Committed(_) => {}
                 Verdict::Duplicate(version) => {
                     self.send_to(conn, text(ServerMessage::Ack { seq, version }));
@@ -363,5 +642,44 @@ impl DocTask {
                 }
             }
         }
+    }
+}
+
+/// The stack push that keeps a committed edit's inverse: a new edit goes on
+/// the user's undo stack (joining the typing run on top when it continues
+/// it) and clears redo; an undo goes on the redo stack, a redo back on the
+/// undo stack. `last` is the undo step on top so far in this batch.
+fn step_push(
+    origin: &Origin,
+    user: &str,
+    entry: UndoEntry,
+    last: &mut Option<(String, UndoEntry)>,
+) -> StackPush {
+    if let Origin::Undo(step) = origin {
+        let stack = match step.from {
+            Stack::Undo => Stack::Redo,
+            Stack::Redo => Stack::Undo,
+        };
+        *last = (stack == Stack::Undo).then(|| (user.to_owned(), entry.clone()));
+        return StackPush {
+            stack,
+            entry,
+            replace_top_at: None,
+            clear_redo: false,
+        };
+    }
+    let (entry, replace_top_at) = match last.as_ref() {
+        Some((u, top)) if u == user => match merge_run(top, &entry) {
+            Ok(Some(merged)) => (merged, Some(top.version)),
+            _ => (entry, None),
+        },
+        _ => (entry, None),
+    };
+    *last = Some((user.to_owned(), entry.clone()));
+    StackPush {
+        stack: Stack::Undo,
+        entry,
+        replace_top_at,
+        clear_redo: true,
     }
 }

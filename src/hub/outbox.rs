@@ -1,4 +1,4 @@
-//! A document's ordered bus writer: presence, cursor, metadata and undo
+//! A document's ordered bus writer: presence, cursor and metadata
 //! writes the document task does not wait for, applied in order by one
 //! worker per document. Losses (backend down) are repaired by the next
 //! heartbeat.
@@ -8,13 +8,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::registry::Inner;
-use super::undo::push_step;
 use crate::bus::{BusEvent, PresenceEntry};
-use crate::undo::StackPush;
 
 /// Writes queued per document before presence and cursors are dropped.
 const CAPACITY: usize = 1024;
@@ -24,17 +22,8 @@ pub(super) enum BusWrite {
     Publish(BusEvent),
     PresencePut(Vec<PresenceEntry>),
     PresenceRemove(PresenceEntry),
-    /// Push onto a user's undo or redo stack; `run`: join the typing run on
-    /// top when it continues it.
-    Stack {
-        user: String,
-        push: StackPush,
-        run: bool,
-    },
     /// This instance's metadata state (JSON).
     MetaPut(String),
-    /// Answered once every write queued before it is done.
-    Barrier(oneshot::Sender<()>),
 }
 
 /// The document task's end of its bus writer.
@@ -62,20 +51,6 @@ impl Outbox {
     pub(super) fn publish(&self, event: BusEvent) {
         self.write(BusWrite::Publish(event));
     }
-
-    /// Queue a write that must not be dropped, waiting while the outbox is
-    /// full; false if the worker is gone.
-    pub(super) async fn send(&self, w: BusWrite) -> bool {
-        self.tx.send(w).await.is_ok()
-    }
-
-    /// Wait until every write queued so far is done.
-    pub(super) async fn drain(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.send(BusWrite::Barrier(done)).await {
-            let _ = wait.await;
-        }
-    }
 }
 
 /// Applies a document's bus writes in order; ends when the task drops the
@@ -90,17 +65,10 @@ async fn bus_writer(hub: Arc<Inner>, doc: String, mut rx: mpsc::Receiver<BusWrit
                     .await
             }
             BusWrite::PresenceRemove(entry) => hub.bus.presence_remove(&doc, &entry).await,
-            BusWrite::Stack { user, push, run } => {
-                push_step(&*hub.stacks, &doc, &user, push, run).await
-            }
             BusWrite::MetaPut(state) => {
                 hub.meta_store
                     .put(&doc, &hub.settings.instance_id, &state)
                     .await
-            }
-            BusWrite::Barrier(done) => {
-                let _ = done.send(());
-                Ok(())
             }
         };
         if let Err(e) = r {

@@ -34,7 +34,9 @@ impl DocTask {
                 if !self.unsaved.clients.contains(&rec.client) {
                     self.unsaved.clients.push(rec.client.clone());
                 }
-                self.unsaved.journal.push(rec);
+                if !self.hub.sequencer.journals() {
+                    self.unsaved.journal.push(rec);
+                }
                 Ok(true)
             }
             Ok(ApplyOutcome::Old) => Ok(false),

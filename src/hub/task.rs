@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::commit::{Edit, Origin};
+use super::commit::{Edit, Origin, Pipeline, RoundFuture};
 use super::connection::ConnState;
 use super::history::HistoryPage;
 use super::meta::{MetaChange, MetaState};
@@ -23,7 +23,7 @@ use super::outbox::Outbox;
 use super::presence::Room;
 use super::registry::Inner;
 use super::{close, DocView, HubError};
-use crate::bus::{BusEvent, BusRecv, ClientSeq, Seed, Subscription};
+use crate::bus::{BatchOutcome, BusError, BusEvent, BusRecv, ClientSeq, Seed, Subscription};
 use crate::doc::{DocState, Record};
 use crate::meta::MetaView;
 use crate::protocol::Presence;
@@ -122,7 +122,20 @@ pub(super) struct DocTask {
     /// The document was deleted: stop without persisting.
     pub(super) deleted: bool,
     pub(super) meta: MetaState,
+    /// Edits waiting for a commit round, and the round in flight.
+    pub(super) pipeline: Pipeline,
 }
+
+/// Wait for the round in flight, if any (never ready without one).
+async fn round_done(round: &mut Option<RoundFuture>) -> Result<BatchOutcome, BusError> {
+    match round {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a stopping task waits for its round in flight.
+const ROUND_GRACE: Duration = Duration::from_secs(5);
 
 impl DocTask {
     pub(super) async fn start(
@@ -179,6 +192,7 @@ impl DocTask {
             needs_catch_up: false,
             deleted: false,
             meta: MetaState::default(),
+            pipeline: Pipeline::default(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
         // The journal may be ahead of the snapshot.
@@ -240,10 +254,27 @@ impl DocTask {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let cancel = self.hub.cancel.clone();
+        let mut round: Option<RoundFuture> = None;
         let stop = loop {
+            if round.is_none() {
+                match self.start_round().await {
+                    Ok(r) => round = r,
+                    Err(e) => {
+                        error!(error = %e, "document state lost; resetting");
+                        break Stop::Reset;
+                    }
+                }
+            }
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break Stop::Shutdown,
+                outcome = round_done(&mut round) => {
+                    round = None;
+                    if let Err(e) = self.finish_round(outcome).await {
+                        error!(error = %e, "document state lost; resetting");
+                        break Stop::Reset;
+                    }
+                }
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => {
                         if let Err(e) = self.handle(cmd).await {
@@ -281,6 +312,17 @@ impl DocTask {
                 }
             }
         };
+        // Let the round in flight end, so what it committed is applied (and
+        // persisted below) and its edits answered.
+        if let Some(f) = round.take() {
+            let outcome = tokio::time::timeout(ROUND_GRACE, f)
+                .await
+                .unwrap_or_else(|_| Err(BusError::Unavailable("round timed out".into())));
+            if let Err(e) = self.finish_round(outcome).await {
+                warn!(error = %e, "the last commit round failed");
+            }
+        }
+        self.refuse_queue().await;
         match stop {
             Stop::Unloaded => info!("document unloaded"),
             Stop::Shutdown => {
@@ -320,7 +362,7 @@ impl DocTask {
                 anchor,
                 head,
             } => self.cursor(conn, version, anchor, head),
-            Cmd::Undo { conn, redo } => self.undo(conn, redo).await?,
+            Cmd::Undo { conn, redo } => self.queue_undo(conn, redo),
             Cmd::Meta(change, reply) => {
                 let r = self.change_meta(change).await;
                 let _ = reply.send(r);
@@ -359,7 +401,11 @@ impl DocTask {
         };
         let me = &self.hub.settings.instance_id;
         match &*ev {
-            BusEvent::Committed(rec) => self.ingest(rec.clone()).await?,
+            BusEvent::Committed(recs) => {
+                for r in recs {
+                    self.ingest(r.clone()).await?;
+                }
+            }
             BusEvent::Resync => self.refill().await?,
             BusEvent::Access(change) => self.access_changed(change),
             BusEvent::Meta { instance, state } if instance != me => self.merge_meta(state),
@@ -393,7 +439,7 @@ impl DocTask {
         if !self.hub.persister.flush().await {
             return false;
         }
-        let busy = || !rx.is_empty() || !self.room.conns.is_empty();
+        let busy = || !rx.is_empty() || !self.room.conns.is_empty() || !self.pipeline.is_idle();
         if !self.hub.unregister_unless(&self.id, self.generation, busy) {
             return false;
         }

@@ -1,22 +1,19 @@
-//! Server-side undo in the task: keeping each committed edit's inverse on
-//! its user's stack (through the ordered bus writer, joining typing runs),
-//! and `undo`/`redo`: pop the step, transform it past everything committed
-//! since, and commit it through the one edit pipeline.
+//! Server-side undo in the task: `undo`/`redo` pop the user's step,
+//! transform it past everything committed since, and commit it through the
+//! one edit pipeline. (Each committed edit's inverse goes on its user's
+//! stack in the same sequencer call as the edit: see `commit.rs`.)
 //!
-//! Owns: [`Step`] (an undo or redo on its way through the pipeline) and
-//! [`push_step`].
+//! Owns: [`Step`] (an undo or redo on its way through the pipeline).
 //! Must not import: axum, sqlx, redis.
 
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::commit::{Edit, Origin};
-use super::outbox::BusWrite;
+use super::commit::Queued;
 use super::task::DocTask;
 use super::{error_msg, HubError, Refusal};
-use crate::bus::{BusError, UndoStacks};
 use crate::doc::Tie;
 use crate::protocol::{ErrorCode, Role};
-use crate::undo::{merge_run, Stack, StackPush, UndoEntry};
+use crate::undo::{Stack, StackPush, UndoEntry};
 
 /// Steps skipped at most when others' edits have made them empty.
 const MAX_EMPTY_STEPS: usize = 16;
@@ -34,81 +31,37 @@ pub(super) struct Step {
     pub(super) entry: UndoEntry,
 }
 
-/// Push onto a user's stack; with `run`, an entry continuing the typing run
-/// on top replaces it merged.
-pub(super) async fn push_step(
-    stacks: &dyn UndoStacks,
-    doc: &str,
-    user: &str,
-    mut push: StackPush,
-    run: bool,
-) -> Result<(), BusError> {
-    if run {
-        if let Some(top) = stacks.top(doc, user, push.stack).await? {
-            if let Ok(Some(merged)) = merge_run(&top, &push.entry) {
-                push.entry = merged;
-                push.replace_top_at = Some(top.version);
-            }
-        }
-    }
-    stacks.push(doc, user, &push).await
-}
-
 impl DocTask {
-    /// Put a committed edit's inverse on its user's undo stack (or, for an
-    /// undo, on the redo stack), in order with the document's other bus
-    /// writes. Waits only when the outbox is full.
-    pub(super) async fn remember_for_undo(&self, origin: &Origin, user: &str, entry: UndoEntry) {
-        let (stack, run, clear_redo) = match origin {
-            // An undo: redoable.
-            Origin::Undo(step) if step.from == Stack::Undo => (Stack::Redo, false, false),
-            // A redo: undoable again; the rest of the redo stack stays.
-            Origin::Undo(_) => (Stack::Undo, false, false),
-            // A new edit: undoable (joining the typing run on top), and it
-            // clears redo.
-            Origin::Socket { .. } | Origin::Rest { .. } => (Stack::Undo, true, true),
-        };
-        let w = BusWrite::Stack {
-            user: user.to_owned(),
-            push: StackPush {
-                stack,
-                entry,
-                replace_top_at: None,
-                clear_redo,
-            },
-            run,
-        };
-        if !self.outbox.send(w).await {
-            debug!("bus writer gone; an undo step was not kept");
-        }
-    }
-
-    /// `undo` / `redo`: revert the user's last step (or re-apply the last
-    /// undone one), transformed past everything committed since, as a new
-    /// edit every client receives. Steps that others' edits have already
-    /// made empty are skipped.
-    pub(super) async fn undo(&mut self, conn: u64, redo: bool) -> Result<(), HubError> {
+    /// `undo` / `redo` reaching the front of the queue (no round in
+    /// flight, so the stacks hold every edit committed so far): pop the
+    /// user's step, transformed past everything committed since, as an edit
+    /// for the round being built. Steps that others' edits have already
+    /// made empty are skipped; `None` when there is nothing to do (or the
+    /// socket was told why not).
+    pub(super) async fn pop_step(
+        &mut self,
+        conn: u64,
+        redo: bool,
+    ) -> Result<Option<Queued>, HubError> {
         let Some(c) = self.room.conn(conn) else {
-            return Ok(());
+            return Ok(None);
         };
         if !c.role.can_edit() {
             let m = "viewers cannot edit";
             self.send_to(conn, error_msg(ErrorCode::Forbidden, m, None));
-            return Ok(());
+            return Ok(None);
         }
         let (user, role) = (c.user.id.clone(), c.role);
         let from = if redo { Stack::Redo } else { Stack::Undo };
-        // The stacks must hold every edit this instance committed so far.
-        self.outbox.drain().await;
         for _ in 0..MAX_EMPTY_STEPS {
             let entry = match self.hub.stacks.pop(&self.id, &user, from).await {
                 Ok(Some(e)) => e,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     warn!(error = %e, "undo stack unavailable");
                     let r = Refusal::unavailable();
                     self.send_to(conn, error_msg(r.code, &r.message, None));
-                    return Ok(());
+                    return Ok(None);
                 }
             };
             if entry.version > self.state.version() {
@@ -123,7 +76,7 @@ impl DocTask {
                 Err(_) => {
                     let m = "the step to undo is older than the history the server keeps";
                     self.send_to(conn, error_msg(ErrorCode::VersionOutOfRange, m, None));
-                    return Ok(());
+                    return Ok(None);
                 }
             };
             let kind = if redo { "redo" } else { "undo" };
@@ -135,11 +88,9 @@ impl DocTask {
                 from,
                 entry,
             };
-            let version = self.state.version();
-            let edit = Edit::Op { version, op };
-            return self.edit(Origin::Undo(Box::new(step)), edit).await;
+            return Ok(Some(self.step_edit(step, op)));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// An undo or redo was not committed: keep the step for a later try and

@@ -101,8 +101,23 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A journal write that failed: a version already journaled means the op
+/// log and the journal disagree (never overwritten); anything else is an
+/// outage the commit may retry.
+fn journal_error(e: sqlx::Error) -> crate::bus::BusError {
+    use crate::bus::BusError;
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => {
+            BusError::Corrupt("the journal already holds a version being committed".into())
+        }
+        _ => BusError::Unavailable(format!("journal: {e}")),
+    }
+}
+
+/// Everything durable: accounts, documents, and the op journal the embedded
+/// sequencer appends to before an op counts as committed.
 #[async_trait]
-pub trait Store: Accounts + Documents + Send + Sync + 'static {
+pub trait Store: Accounts + Documents + crate::bus::Journal + Send + Sync + 'static {
     /// Write a batch in one transaction: journal rows (idempotent), client
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;

@@ -4,12 +4,17 @@
 //! batch, whatever the number of rows.
 //! Must not import: axum, redis, the hub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, Postgres};
 
-use super::{to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
+use super::{
+    journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError,
+};
+use crate::bus::{BusError, Journal};
+use crate::doc::Record;
 
 /// Pool and timeout settings.
 #[derive(Clone, Debug)]
@@ -45,6 +50,45 @@ impl PgStore {
     }
 }
 
+/// Journal rows in one statement; `idempotent`: a version already
+/// journaled is skipped (the persister's rows), else it is an error.
+async fn insert_journal(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    rows: &[(&str, &Record)],
+    idempotent: bool,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let conflict = if idempotent { " ON CONFLICT DO NOTHING" } else { "" };
+    sqlx::query(&format!(
+        "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]){conflict}",
+    ))
+    .bind(rows.iter().map(|(d, _)| *d).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| to_i64(r.version)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| r.op.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| r.user.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| r.client.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| to_i64(r.seq)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, r)| r.time).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Journal for PgStore {
+    async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError> {
+        let rows: Vec<(&str, &Record)> = records.iter().map(|r| (doc, &**r)).collect();
+        let mut tx = self.pool.begin().await.map_err(journal_error)?;
+        insert_journal(&mut tx, &rows, false)
+            .await
+            .map_err(journal_error)?;
+        tx.commit().await.map_err(journal_error)
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
@@ -62,22 +106,7 @@ impl Store for PgStore {
             journal,
             clients,
         } = BatchRows::new(batch, &existing);
-        if !journal.is_empty() {
-            sqlx::query(
-                "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(journal.iter().map(|(d, _)| *d).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| to_i64(r.version)).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| r.op.to_string()).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| r.user.as_str()).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| r.client.as_str()).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| to_i64(r.seq)).collect::<Vec<_>>())
-            .bind(journal.iter().map(|(_, r)| r.time).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_journal(&mut tx, &journal, true).await?;
         if !clients.is_empty() {
             sqlx::query(
                 "INSERT INTO client_seqs (document_id, client, seq, version) \

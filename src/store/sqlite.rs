@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -13,7 +14,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::{to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
+use super::{
+    journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError,
+};
+use crate::bus::{BusError, Journal};
+use crate::doc::Record;
 
 /// The embedded store: [`SqliteStore::open`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -48,6 +53,46 @@ impl SqliteStore {
     }
 }
 
+/// Journal rows in multi-row inserts; `idempotent`: a version already
+/// journaled is skipped (the persister's rows), else it is an error.
+async fn insert_journal(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    rows: &[(&str, &Record)],
+    idempotent: bool,
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) ",
+        );
+        q.push_values(chunk, |mut b, (doc, r)| {
+            b.push_bind(*doc)
+                .push_bind(to_i64(r.version))
+                .push_bind(r.op.to_string())
+                .push_bind(r.user.as_str())
+                .push_bind(r.client.as_str())
+                .push_bind(to_i64(r.seq))
+                .push_bind(r.time);
+        });
+        if idempotent {
+            q.push(" ON CONFLICT DO NOTHING");
+        }
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Journal for SqliteStore {
+    async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError> {
+        let rows: Vec<(&str, &Record)> = records.iter().map(|r| (doc, &**r)).collect();
+        let mut tx = self.pool.begin().await.map_err(journal_error)?;
+        insert_journal(&mut tx, &rows, false)
+            .await
+            .map_err(journal_error)?;
+        tx.commit().await.map_err(journal_error)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
@@ -65,22 +110,7 @@ impl Store for SqliteStore {
             }
         }
         let rows = BatchRows::new(batch, &existing);
-        for chunk in rows.journal.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) ",
-            );
-            q.push_values(chunk, |mut b, (doc, r)| {
-                b.push_bind(*doc)
-                    .push_bind(to_i64(r.version))
-                    .push_bind(r.op.to_string())
-                    .push_bind(r.user.as_str())
-                    .push_bind(r.client.as_str())
-                    .push_bind(to_i64(r.seq))
-                    .push_bind(r.time);
-            });
-            q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(&mut *tx).await?;
-        }
+        insert_journal(&mut tx, &rows.journal, true).await?;
         for chunk in rows.clients.chunks(ROWS_PER_INSERT) {
             let mut q =
                 QueryBuilder::new("INSERT INTO client_seqs (document_id, client, seq, version) ");

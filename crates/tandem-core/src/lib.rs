@@ -9,6 +9,7 @@
 //! anything that does I/O (enforced: this crate has no such dependency).
 //! Clocks, ids and randomness come in as arguments.
 
+pub mod batch;
 pub mod client;
 pub mod doc;
 #[doc(hidden)]

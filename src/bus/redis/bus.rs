@@ -13,8 +13,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{parse_record, record_json, unavailable, Ctl, RedisBackend, Subs};
+use super::{unavailable, Ctl, RedisBackend, Subs};
 use crate::bus::{AccessChange, Bus, BusError, BusEvent, PresenceEntry, Subscription};
+use crate::doc::{Record, RecordWire};
 use crate::protocol::{CursorInfo, Presence};
 
 /// Presence, cursor and record events as they travel on a channel.
@@ -45,8 +46,18 @@ enum EventWire {
 /// Decode a channel payload: a committed record (the commit script publishes
 /// records as they are in the log) or a presence/cursor event.
 fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
-    if payload.starts_with("{\"version\":") {
-        return parse_record(payload).map(BusEvent::Committed);
+    if payload.starts_with("[{\"version\":") {
+        let wires: Vec<RecordWire> =
+            serde_json::from_str(payload).map_err(|e| BusError::Corrupt(e.to_string()))?;
+        return wires
+            .into_iter()
+            .map(|w| {
+                Record::from_wire(w)
+                    .map(Arc::new)
+                    .map_err(|e| BusError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<_, _>>()
+            .map(BusEvent::Committed);
     }
     let wire: EventWire =
         serde_json::from_str(payload).map_err(|e| BusError::Corrupt(e.to_string()))?;
@@ -61,7 +72,10 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
 
 fn encode_event(event: &BusEvent) -> Option<String> {
     let wire = match event.clone() {
-        BusEvent::Committed(r) => return Some(record_json(&r)),
+        BusEvent::Committed(recs) => {
+            let wires: Vec<RecordWire> = recs.iter().map(|r| r.to_wire()).collect();
+            return serde_json::to_string(&wires).ok();
+        }
         BusEvent::Resync => return None,
         BusEvent::Joined { instance, presence } => EventWire::Joined { instance, presence },
         BusEvent::Left { instance, presence } => EventWire::Left { instance, presence },

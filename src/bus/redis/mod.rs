@@ -5,7 +5,8 @@
 //! Keys are hash-tagged per document so one document's keys share a Redis
 //! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|presence|stacks|meta`,
 //! and its channel `<prefix>:{doc:<id>}:ch`. The commit is one Lua script
-//! (`scripts/commit.lua`, loaded once, run by SHA). Pub/sub runs on its own
+//! (`scripts/commit.lua` with `scripts/stack.lua` before it, loaded once,
+//! run by SHA) taking a whole batch. Pub/sub runs on its own
 //! connection in a task with a reconnect loop; after every (re)connect each
 //! subscriber gets `Resync` and refills from the op log.
 //! Owns: the connection, the scripts, key names and the record codec.
@@ -67,6 +68,11 @@ pub struct RedisSettings {
     pub retain: usize,
 }
 
+/// A script that uses the stack rules: `stack.lua` goes first.
+fn with_stacks(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("../scripts/stack.lua")))
+}
+
 fn unavailable(e: redis::RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
 }
@@ -113,12 +119,12 @@ impl RedisBackend {
             prefix: settings.prefix,
             retain: settings.retain.max(1),
             scripts: Scripts {
-                commit: Script::new(include_str!("../scripts/commit.lua")),
+                commit: with_stacks(include_str!("../scripts/commit.lua")),
                 range: Script::new(include_str!("../scripts/range.lua")),
                 seed: Script::new(include_str!("../scripts/seed.lua")),
                 durable: Script::new(include_str!("../scripts/durable.lua")),
                 presence: Script::new(include_str!("../scripts/presence.lua")),
-                undo: Script::new(include_str!("../scripts/undo.lua")),
+                undo: with_stacks(include_str!("../scripts/undo.lua")),
             },
             subs,
             ctl,

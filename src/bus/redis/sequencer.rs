@@ -6,9 +6,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::stacks::push_fields;
 use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend};
-use crate::bus::{BusError, CommitOutcome, CommitRequest, Seed, Sequencer};
+use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Sequencer};
 use crate::doc::{Record, RecordWire};
+use crate::undo::STACK_LIMIT;
+
+/// A record's JSON without its version: the script puts the version first.
+fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
+    let full = serde_json::to_string(&RecordWire {
+        version: 0,
+        op: r.op.to_json(),
+        user: r.user.clone(),
+        client: r.client.clone(),
+        seq: r.seq,
+        time: r.time,
+    })
+    .map_err(|e| BusError::Corrupt(e.to_string()))?;
+    full.strip_prefix("{\"version\":0,")
+        .map(str::to_owned)
+        .ok_or_else(|| BusError::Corrupt("record encoding".into()))
+}
 
 #[async_trait]
 impl Sequencer for RedisBackend {
@@ -37,44 +55,58 @@ impl Sequencer for RedisBackend {
         }
     }
 
-    async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
-        // The record without its version; the script puts the version first.
-        let full = serde_json::to_string(&RecordWire {
-            version: 0,
-            op: req.op.to_json(),
-            user: req.user,
-            client: req.client.clone(),
-            seq: req.seq,
-            time: req.time,
-        })
-        .map_err(|e| BusError::Corrupt(e.to_string()))?;
-        let tail = full
-            .strip_prefix("{\"version\":0,")
-            .ok_or_else(|| BusError::Corrupt("record encoding".into()))?;
-        let out: Vec<String> = self
-            .scripts
-            .commit
-            .key(self.key(doc, "head"))
+    async fn commit_batch(
+        &self,
+        doc: &str,
+        batch: CommitBatch,
+    ) -> Result<BatchOutcome, BusError> {
+        let mut inv = self.scripts.commit.prepare_invoke();
+        inv.key(self.key(doc, "head"))
             .key(self.key(doc, "log"))
             .key(self.key(doc, "clients"))
             .key(self.key(doc, "durable"))
-            .arg(req.base)
-            .arg(&req.client)
-            .arg(req.seq)
-            .arg(tail)
+            .key(self.key(doc, "stacks"))
+            .arg(batch.base)
             .arg(self.retain)
             .arg(self.key(doc, "ch"))
+            .arg(STACK_LIMIT)
+            .arg(batch.records.len());
+        for r in &batch.records {
+            let [field, entry, at, clear] = match &r.undo {
+                Some(push) => push_fields(&r.user, push),
+                None => Default::default(),
+            };
+            inv.arg(&r.client)
+                .arg(r.seq)
+                .arg(record_tail(r)?)
+                .arg(field)
+                .arg(entry)
+                .arg(at)
+                .arg(clear);
+        }
+        let out: Vec<String> = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         match out.first().map(String::as_str) {
-            Some("ok") => Ok(CommitOutcome::Committed(parse_record(
-                out.get(2).map_or("", |s| s),
-            )?)),
-            Some("dup") => Ok(CommitOutcome::Duplicate {
-                version: parse_u64(out.get(1))?,
-            }),
-            Some("stale") => Ok(CommitOutcome::Stale {
+            Some("ok") => {
+                let head = parse_u64(out.get(1))?;
+                if head != batch.base + batch.records.len() as u64 {
+                    return Err(BusError::Corrupt("commit reply head".into()));
+                }
+                Ok(BatchOutcome::Committed(batch.into_records()))
+            }
+            Some("dup") => Ok(BatchOutcome::Duplicates(
+                out[1..]
+                    .chunks(2)
+                    .map(|p| {
+                        let i = parse_u64(p.first())?;
+                        let v = parse_u64(p.get(1))?;
+                        Ok((i.saturating_sub(1) as usize, v))
+                    })
+                    .collect::<Result<_, BusError>>()?,
+            )),
+            Some("stale") => Ok(BatchOutcome::Stale {
                 missed: out[1..]
                     .iter()
                     .map(|s| parse_record(s))
@@ -83,7 +115,7 @@ impl Sequencer for RedisBackend {
             Some("noseed") => Err(BusError::NotSeeded),
             Some("range") => Err(BusError::Unavailable(format!(
                 "base {} outside the op log {:?}",
-                req.base,
+                batch.base,
                 &out[1..]
             ))),
             _ => Err(BusError::Corrupt("unexpected commit reply".into())),

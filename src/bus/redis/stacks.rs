@@ -8,6 +8,25 @@ use super::{unavailable, RedisBackend};
 use crate::bus::{BusError, MetaStore, UndoStacks};
 use crate::undo::{Stack, StackPush, UndoEntry, STACK_LIMIT};
 
+/// A push as `stack_push`'s arguments (`stack.lua`): the user's stack
+/// field, the entry, the version whose top it replaces ('' = none), and the
+/// field to clear ('' = none).
+pub(super) fn push_fields(user: &str, push: &StackPush) -> [String; 4] {
+    let clear = if push.clear_redo {
+        format!("{}{user}", Stack::Redo.prefix())
+    } else {
+        String::new()
+    };
+    [
+        format!("{}{user}", push.stack.prefix()),
+        push.entry.to_json(),
+        push.replace_top_at
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        clear,
+    ]
+}
+
 impl RedisBackend {
     async fn stack_read(
         &self,
@@ -53,23 +72,15 @@ impl UndoStacks for RedisBackend {
     }
 
     async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
-        let clear = if push.clear_redo {
-            format!("{}{user}", Stack::Redo.prefix())
-        } else {
-            String::new()
-        };
+        let [field, entry, at, clear] = push_fields(user, push);
         let _: i64 = self
             .scripts
             .undo
             .key(self.key(doc, "stacks"))
             .arg("push")
-            .arg(format!("{}{user}", push.stack.prefix()))
-            .arg(push.entry.to_json())
-            .arg(
-                push.replace_top_at
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-            )
+            .arg(field)
+            .arg(entry)
+            .arg(at)
             .arg(STACK_LIMIT)
             .arg(clear)
             .invoke_async(&mut self.conn())

@@ -1,11 +1,18 @@
--- Commit one op to one document, atomically.
+-- Commit a batch of ops to one document, atomically: per-record dedupe on
+-- (client, seq), one version check, append all, keep their undo steps,
+-- trim, publish once. stack.lua is prepended.
 -- KEYS: 1 head, 2 log (list of record JSON, oldest first), 3 clients (hash
---       client -> "seq:version"), 4 durable (last durable snapshot version)
--- ARGV: 1 base, 2 client, 3 seq, 4 record JSON after its "version" field
---       (starts with '"op":'), 5 retain (op log tail), 6 channel
+--       client -> "seq:version"), 4 durable (last durable snapshot version),
+--       5 stacks (undo/redo hash)
+-- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
+--       then n times 7 fields: client, seq, record JSON after its "version"
+--       field (starts with '"op":'), undo field ('' = none), undo entry
+--       JSON, replace the top at ('' = never), field to clear ('' = none)
 -- Returns one of:
---   {"ok", version, record}   appended, trimmed, published
---   {"dup", version}          (client, seq) was committed before
+--   {"ok", head}              appended as base+1..head, published as one
+--                             JSON array of the records
+--   {"dup", i, version, ...}  these records (1-based) were committed before:
+--                             nothing appended
 --   {"stale", rec...}         base is behind: the records after base
 --   {"range", oldest, head}   base is outside the log
 --   {"noseed"}                the document is unknown (seed it)
@@ -13,13 +20,22 @@ local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
 end
-local client, seq = ARGV[2], tonumber(ARGV[3])
-local last = redis.call('HGET', KEYS[3], client)
-if last then
-  local lseq, lver = string.match(last, '^(%d+):(%d+)$')
-  if seq <= tonumber(lseq) then
-    return {'dup', lver}
+local n, W = tonumber(ARGV[5]), 7
+local dups = {}
+for i = 1, n do
+  local j = 5 + (i - 1) * W
+  local last = redis.call('HGET', KEYS[3], ARGV[j + 1])
+  if last then
+    local lseq, lver = string.match(last, '^(%d+):(%d+)$')
+    if tonumber(ARGV[j + 2]) <= tonumber(lseq) then
+      table.insert(dups, string.format('%d', i))
+      table.insert(dups, lver)
+    end
   end
+end
+if #dups > 0 then
+  table.insert(dups, 1, 'dup')
+  return dups
 end
 local base = tonumber(ARGV[1])
 local len = redis.call('LLEN', KEYS[2])
@@ -32,22 +48,31 @@ if base ~= head then
   table.insert(missed, 1, 'stale')
   return missed
 end
-local v = head + 1
-local vs = string.format('%d', v)
-local rec = '{"version":' .. vs .. ',' .. ARGV[4]
-redis.call('SET', KEYS[1], vs)
-redis.call('RPUSH', KEYS[2], rec)
-redis.call('HSET', KEYS[3], client, ARGV[3] .. ':' .. vs)
-len = len + 1
+local limit = tonumber(ARGV[4])
+local recs = {}
+for i = 1, n do
+  local j = 5 + (i - 1) * W
+  local vs = string.format('%d', head + i)
+  recs[i] = '{"version":' .. vs .. ',' .. ARGV[j + 3]
+  redis.call('HSET', KEYS[3], ARGV[j + 1], ARGV[j + 2] .. ':' .. vs)
+  if ARGV[j + 4] ~= '' then
+    stack_push(KEYS[5], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], limit, ARGV[j + 7])
+  end
+end
+redis.call('RPUSH', KEYS[2], unpack(recs))
+head = head + n
+local hs = string.format('%d', head)
+redis.call('SET', KEYS[1], hs)
+len = len + n
 -- Trim to the retained tail, never past the last durable snapshot.
-local retain = tonumber(ARGV[5])
+local retain = tonumber(ARGV[2])
 if len > retain then
   local durable = tonumber(redis.call('GET', KEYS[4]) or '0')
-  local oldest = v - len
+  local oldest = head - len
   local drop = math.min(len - retain, durable - oldest)
   if drop > 0 then
     redis.call('LTRIM', KEYS[2], drop, -1)
   end
 end
-redis.call('PUBLISH', ARGV[6], rec)
-return {'ok', vs, rec}
+redis.call('PUBLISH', ARGV[3], '[' .. table.concat(recs, ',') .. ']')
+return {'ok', hs}

@@ -87,6 +87,17 @@ impl Operation {
     pub fn target_len(&self) -> usize {
         self.target_len
     }
+    /// Roughly the bytes the op takes on the wire: for byte caps on queues
+    /// and batches, never for validation.
+    pub fn size_hint(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|c| match c {
+                Component::Insert(s) => s.len() + 4,
+                Component::Retain(_) | Component::Delete(_) => 8,
+            })
+            .sum()
+    }
     /// True when applying the op changes nothing.
     pub fn is_noop(&self) -> bool {
         self.ops.iter().all(|c| matches!(c, Component::Retain(_)))

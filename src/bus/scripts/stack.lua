@@ -1,0 +1,39 @@
+-- Per-user undo/redo stacks of one document: a hash with one field per user
+-- and stack ('u:<user>' / 'r:<user>'), each a JSON array of entry strings,
+-- newest last. The same rules as tandem_core::undo::Stacks. Prepended to
+-- undo.lua and commit.lua when they are loaded (one copy of these rules).
+local function stack_load(hash, field)
+  local raw = redis.call('HGET', hash, field)
+  if not raw then
+    return {}
+  end
+  return cjson.decode(raw)
+end
+
+local function stack_store(hash, field, list)
+  if #list == 0 then
+    redis.call('HDEL', hash, field)
+  else
+    redis.call('HSET', hash, field, cjson.encode(list))
+  end
+end
+
+-- Push `entry` on `field`, or replace the top if the top's version is `at`
+-- ('' = never); keep at most `limit` entries; then clear the field `clear`
+-- ('' = none).
+local function stack_push(hash, field, entry, at, limit, clear)
+  local list = stack_load(hash, field)
+  local top = list[#list]
+  if at ~= '' and top and cjson.decode(top).version == tonumber(at) then
+    list[#list] = entry
+  else
+    table.insert(list, entry)
+  end
+  while #list > limit do
+    table.remove(list, 1)
+  end
+  stack_store(hash, field, list)
+  if clear ~= '' then
+    redis.call('HDEL', hash, clear)
+  end
+end
