@@ -9,6 +9,7 @@
 
 mod auth;
 mod cluster;
+mod commit;
 mod deploy;
 mod fuzz_corpus;
 mod hostile;

@@ -1,0 +1,103 @@
+//! The commit pipeline end to end: an acknowledged edit survives SIGKILL of
+//! an embedded server (the journal row is written before the ack), and a
+//! batch whose script call times out is sent again and applied once.
+
+use std::time::Duration;
+
+use tandem_testkit::typist::{check_exactly_once, run_typists, tokens_in};
+use tandem_testkit::{free_port, Editor, RedisServer, TestServer, TIMEOUT};
+
+use crate::TANDEM;
+
+/// Snapshots never come during these tests: whatever survives a kill came
+/// from the journal.
+const NO_SNAPSHOTS: (&str, &str) = ("SNAPSHOT_INTERVAL_MS", "600000");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sigkill_mid_typing_loses_no_acknowledged_edit() {
+    let port = free_port().to_string();
+    let mut server = TestServer::start(TANDEM, &[NO_SNAPSHOTS, ("PORT", &port)]);
+    let dir = server.take_dir().unwrap();
+    let env = [NO_SNAPSHOTS, ("PORT", port.as_str())];
+    let doc = "sigkill";
+    let addr = server.addr.clone();
+    let mut acked_before_kill = Vec::new();
+    let kills = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            server.kill(); // SIGKILL, mid-typing
+            acked_before_kill.push(std::time::Instant::now());
+            server = TestServer::start_in(TANDEM, dir.path(), &env);
+        }
+    };
+    let mut typists = run_typists(vec![addr], doc, 4, Duration::from_millis(800), kills).await;
+    assert_eq!(acked_before_kill.len(), 3);
+    // Each typist was cut off by every kill and resumed.
+    assert!(typists.iter().all(|t| t.reconnects >= 3), "reconnects");
+    let acked: usize = typists.iter().map(|t| t.acked.len()).sum();
+    assert!(acked >= 40, "only {acked} edits acknowledged");
+    // Every token typed (acked or in flight at a kill) is there once, and
+    // every client holds the server's text.
+    check_exactly_once(&server, doc, &mut typists).await;
+    // And after one more kill, with nothing typing, everything is still there.
+    let before = server.document(doc).await;
+    server.kill();
+    let server = TestServer::start_in(TANDEM, dir.path(), &env);
+    assert_eq!(server.document(doc).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_whose_script_call_times_out_is_resent_and_applied_once() {
+    let redis = RedisServer::start();
+    let env = [("REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start(TANDEM, &env);
+    let doc = "stalled";
+    let mut editors = Vec::new();
+    for i in 0..6 {
+        editors.push(Editor::join(&server, doc, &format!("u{i}"), None).await);
+    }
+    // Redis stops answering: the round in flight times out (2 s), the
+    // edits behind it queue up and go as one batch on the next try.
+    redis.signal("-STOP");
+    for (i, ed) in editors.iter_mut().enumerate() {
+        let len = ed.ot.len_chars();
+        ed.edit(tandem::ot::splice(len, 0, 0, &format!("[t{i}]")))
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    redis.signal("-CONT");
+    for ed in &mut editors {
+        tokio::time::timeout(TIMEOUT, ed.settle())
+            .await
+            .expect("an edit was never acknowledged");
+    }
+    let (content, version) = server.document(doc).await;
+    // Six edits, six versions: none applied twice.
+    assert_eq!(version, 6, "{content}");
+    let tokens = tokens_in(&content);
+    for i in 0..6 {
+        assert_eq!(tokens.get(&format!("[t{i}]")), Some(&1), "{content}");
+    }
+    for ed in &mut editors {
+        ed.sync_to(version).await;
+        assert_eq!(ed.ot.text(), content);
+    }
+    // The queued edits went together: fewer rounds than edits.
+    let metrics = reqwest::get(server.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = metric(&metrics, "tandem_commit_batch_ops_sum");
+    let count = metric(&metrics, "tandem_commit_batch_ops_count");
+    assert!(sum > count, "no batch of more than one op: {sum} ops in {count} rounds");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
