@@ -16,6 +16,7 @@
 /// document: 4096 made an idle document cost 128 KiB.
 pub(crate) const SUBSCRIBER_CAPACITY: usize = 1024;
 
+pub mod journal;
 pub mod memory;
 pub mod redis;
 
@@ -154,6 +155,13 @@ pub trait Journal: Send + Sync + 'static {
     /// Append `records` (contiguous new versions) in one transaction. A
     /// version the journal already holds is an error, never overwritten.
     async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError>;
+    /// Several documents' batches in one transaction (all or none).
+    async fn append_many(&self, batches: &[(&str, &[Arc<Record>])]) -> Result<(), BusError> {
+        for (doc, records) in batches {
+            self.append(doc, records).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Atomic ordering of one document's ops. Every instance calls the same
@@ -356,6 +364,8 @@ impl Backends {
     /// every batch durable there before it counts as committed.
     pub fn memory(retain: usize, journal: Option<Arc<dyn Journal>>) -> Self {
         let bus = memory::MemoryBus::new();
+        // Every document's batches share the journal's transactions.
+        let journal = journal.map(|j| journal::GroupJournal::spawn(j) as Arc<dyn Journal>);
         let sequencer = Arc::new(memory::MemorySequencer::new(bus.clone(), retain, journal));
         Self {
             sequencer: sequencer.clone(),

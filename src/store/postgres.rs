@@ -80,7 +80,14 @@ async fn insert_journal(
 #[async_trait]
 impl Journal for PgStore {
     async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError> {
-        let rows: Vec<(&str, &Record)> = records.iter().map(|r| (doc, &**r)).collect();
+        self.append_many(&[(doc, records)]).await
+    }
+
+    async fn append_many(&self, batches: &[(&str, &[Arc<Record>])]) -> Result<(), BusError> {
+        let rows: Vec<(&str, &Record)> = batches
+            .iter()
+            .flat_map(|(doc, recs)| recs.iter().map(move |r| (*doc, &**r)))
+            .collect();
         let mut tx = self.pool.begin().await.map_err(journal_error)?;
         insert_journal(&mut tx, &rows, false)
             .await

@@ -18,6 +18,7 @@ mod load;
 mod plot;
 mod replay;
 mod servers;
+mod sigkill;
 mod stats;
 mod suite;
 mod sys;
@@ -165,6 +166,17 @@ enum Workload {
         docs: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// Durability: an embedded server SIGKILLed `--kills` times while
+    /// typists type unique tokens; counts acknowledged edits lost or doubled.
+    Sigkill {
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+        #[arg(long, default_value_t = 4)]
+        typists: usize,
+        /// Typing between kills, ms.
+        #[arg(long, default_value_t = 1500)]
+        every_ms: u64,
     },
     /// Server-side undo/redo through a server in this process: two clients
     /// alternate single-key edits (each a separate undo step), then one
@@ -342,6 +354,11 @@ async fn main() {
             docs,
             seconds,
         } => inproc::commits(redis, hot_clients.max(1), docs.max(1), seconds.max(1)).await,
+        Workload::Sigkill {
+            kills,
+            typists,
+            every_ms,
+        } => sigkill::sigkill(kills.max(1), typists.max(1), Duration::from_millis(every_ms)).await,
         Workload::Undo { redis, steps } => {
             inproc::undo(redis, steps.clamp(1, tandem::undo::STACK_LIMIT)).await
         }

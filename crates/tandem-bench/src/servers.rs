@@ -85,7 +85,7 @@ pub struct Servers {
 
 /// The server binary: `TANDEM_BIN`, else the `tandem` built beside this
 /// binary (`cargo build --release` puts both in target/release).
-fn tandem_bin() -> PathBuf {
+pub(crate) fn tandem_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TANDEM_BIN") {
         return p.into();
     }
