@@ -325,7 +325,13 @@ impl DocTask {
                         let (conn, redo) = (*conn, *redo);
                         self.pipeline.queue.pop_front();
                         match self.pop_step(conn, redo).await? {
+                            // A refill moved the head: build on the new one.
+                            Some(q) if self.state.version() != head => {
+                                self.requeue(std::iter::once(q));
+                                break;
+                            }
                             Some(q) => q,
+                            None if self.state.version() != head => break,
                             None => continue,
                         }
                     }
