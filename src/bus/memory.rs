@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, MetaStore, PresenceEntry, Seed,
+    Bus, BusError, BusEvent, CommitOutcome, CommitRequest, MetaStore, PresenceEntry, Seed, Seeded,
     Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
@@ -121,6 +121,7 @@ impl MetaStore for MemoryBus {
 struct DocLog {
     log: History,
     clients: HashMap<String, (u64, u64)>,
+    epoch: String,
 }
 
 /// The in-process sequencer. Commits publish on the memory bus, as the Redis
@@ -158,11 +159,19 @@ fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
 
 #[async_trait]
 impl Sequencer for MemorySequencer {
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError> {
         let mut docs = self.lock();
+        // Created under the store's epoch (the caller's; a fresh one if it
+        // knows none): in one process the memory log and the store are one
+        // history.
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
             log: History::new(seed.version, self.retain),
             clients: HashMap::new(),
+            epoch: if seed.epoch.is_empty() {
+                crate::epoch::fresh()
+            } else {
+                seed.epoch.clone()
+            },
         });
         for c in &seed.clients {
             let e = d.clients.entry(c.client.clone()).or_insert((0, 0));
@@ -179,7 +188,10 @@ impl Sequencer for MemorySequencer {
                 }
             }
         }
-        Ok(d.log.head())
+        Ok(Seeded {
+            head: d.log.head(),
+            epoch: d.epoch.clone(),
+        })
     }
 
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {

@@ -54,7 +54,8 @@ pub struct ClientSeq {
 }
 
 /// State for a document the sequencer may not hold: the version the log
-/// starts after, the records from there (contiguous), and client seqs.
+/// starts after, the records from there (contiguous), client seqs, and the
+/// history identity the caller knows (see `crate::epoch`).
 /// Seeding never overwrites: it creates the document if absent and appends
 /// records that continue its head.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +63,18 @@ pub struct Seed {
     pub version: u64,
     pub records: Vec<Arc<Record>>,
     pub clients: Vec<ClientSeq>,
+    pub epoch: String,
+}
+
+/// What the sequencer holds after a seed: its head and its epoch. The
+/// memory sequencer creates a document under the seed's epoch (the store's);
+/// Redis creates one under a fresh epoch, since it cannot tell whether the
+/// store holds everything it once had; a document it already holds keeps
+/// its epoch either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seeded {
+    pub head: u64,
+    pub epoch: String,
 }
 
 /// An op, already rebased onto `base`, to commit as version `base + 1`.
@@ -91,8 +104,8 @@ pub enum CommitOutcome {
 #[async_trait]
 pub trait Sequencer: Send + Sync + 'static {
     /// Make the document known at `seed` unless it already is; returns the
-    /// head version the sequencer holds.
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError>;
+    /// head version and the epoch the sequencer holds.
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError>;
     /// Dedupe by (client, seq), check `base` is the head, append, publish.
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError>;
     /// Records with version > `after`, oldest first, up to the head; `None`

@@ -1,7 +1,8 @@
 //! Ordered application of committed records: every record, whether this
 //! instance committed it, the bus delivered it or a refill fetched it, is
 //! applied in version order (a gap triggers a refill from the sequencer's
-//! log) and then fanned out. Re-seeds a sequencer that lost the document.
+//! log) and then fanned out. Re-seeds a sequencer that lost the document,
+//! and keeps the epoch it answers with.
 //! Must not import: axum, sqlx, redis.
 
 use std::sync::Arc;
@@ -127,12 +128,21 @@ impl DocTask {
                 .cloned()
                 .collect(),
             clients: self.client_seqs(self.clients.keys()),
+            epoch: self.epoch.clone(),
         };
-        let head = self.hub.sequencer.seed(&self.id, &seed).await?;
+        let seeded = self.hub.sequencer.seed(&self.id, &seed).await?;
         warn!(
             version = self.state.version(),
-            head, "re-seeded the sequencer"
+            head = seeded.head,
+            epoch = %seeded.epoch,
+            was = %self.epoch,
+            "re-seeded the sequencer"
         );
+        // Usually a new epoch: whoever re-seeded first could not prove the
+        // sequencer had nothing beyond what it knew. Our history continues
+        // in it (the seed did not conflict), so connected clients stay;
+        // resumes naming the old epoch get a full init.
+        self.epoch = seeded.epoch;
         metrics::counter!("tandem_reseeds_total").increment(1);
         Ok(())
     }

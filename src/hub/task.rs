@@ -122,6 +122,10 @@ pub(super) struct DocTask {
     /// The document was deleted: stop without persisting.
     pub(super) deleted: bool,
     pub(super) meta: MetaState,
+    /// The history identity the sequencer holds (see `crate::epoch`): from
+    /// the seed at load and at every re-seed. A resume is honoured only
+    /// from a version of this history.
+    pub(super) epoch: String,
 }
 
 impl DocTask {
@@ -179,6 +183,7 @@ impl DocTask {
             needs_catch_up: false,
             deleted: false,
             meta: MetaState::default(),
+            epoch: snap.epoch.clone(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
         // The journal may be ahead of the snapshot.
@@ -199,9 +204,11 @@ impl DocTask {
             version: task.state.version(),
             records: Vec::new(),
             clients: task.client_seqs(task.clients.keys()),
+            epoch: snap.epoch,
         };
-        let head = hub.sequencer.seed(&task.id, &seed).await?;
-        if head > task.state.version() {
+        let seeded = hub.sequencer.seed(&task.id, &seed).await?;
+        task.epoch = seeded.epoch;
+        if seeded.head > task.state.version() {
             task.catch_up().await?;
         }
         let (live, _) = hub.bus.presence_list(&task.id, (hub.clock)()).await?;
@@ -216,6 +223,7 @@ impl DocTask {
         info!(
             version = task.state.version(),
             chars = task.state.len_chars(),
+            epoch = %task.epoch,
             "document loaded"
         );
         Ok(task)
