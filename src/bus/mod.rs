@@ -43,6 +43,11 @@ pub enum BusError {
     /// another instance re-seeded and moved on. Reload from the sequencer.
     #[error("seed conflicts with the sequencer's history")]
     SeedConflict,
+    /// The sequencer delivered a record at a version this instance holds
+    /// a different record for: the sequencer's history forked from ours
+    /// (it lost records and handed their versions out again). Reload.
+    #[error("the sequencer's history forked from ours at version {0}")]
+    Forked(u64),
 }
 
 /// A client's highest committed seq and the version it produced.
