@@ -22,7 +22,7 @@ use super::meta::{MetaChange, MetaState};
 use super::outbox::Outbox;
 use super::presence::Room;
 use super::registry::Inner;
-use super::{close, DocView, HubError};
+use super::{close, DocView, HubError, Resume};
 use crate::bus::{BusEvent, BusRecv, ClientSeq, Seed, Subscription};
 use crate::doc::{DocState, Record};
 use crate::meta::MetaView;
@@ -33,8 +33,8 @@ use crate::store::DocPersist;
 pub(super) enum Cmd {
     Join {
         conn: Box<ConnState>,
-        /// The client already has the document at this version.
-        resume: Option<u64>,
+        /// The client already has the document at a version.
+        resume: Option<Resume>,
         reply: oneshot::Sender<Result<(), HubError>>,
     },
     Leave(u64),
