@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod epoch;
 pub mod hub;
 pub mod persist;
 pub mod store;

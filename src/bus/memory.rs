@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use super::{
     BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry, Seed,
+    Seeded,
     Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
@@ -126,6 +127,7 @@ struct DocLog {
     /// A batch is being written to the journal: another commit must wait
     /// (its records would claim the same versions).
     journaling: bool,
+    epoch: String,
 }
 
 /// The in-process sequencer. Commits publish on the memory bus, as the Redis
@@ -206,12 +208,20 @@ impl Drop for Unmark<'_> {
 
 #[async_trait]
 impl Sequencer for MemorySequencer {
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError> {
         let mut docs = self.lock();
+        // Created under the store's epoch (the caller's; a fresh one if it
+        // knows none): in one process the memory log and the store are one
+        // history.
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
             log: History::new(seed.version, self.retain),
             clients: HashMap::new(),
             journaling: false,
+            epoch: if seed.epoch.is_empty() {
+                crate::epoch::fresh()
+            } else {
+                seed.epoch.clone()
+            },
         });
         for c in &seed.clients {
             let e = d.clients.entry(c.client.clone()).or_insert((0, 0));
@@ -228,7 +238,10 @@ impl Sequencer for MemorySequencer {
                 }
             }
         }
-        Ok(d.log.head())
+        Ok(Seeded {
+            head: d.log.head(),
+            epoch: d.epoch.clone(),
+        })
     }
 
     async fn commit_batch(

@@ -46,6 +46,11 @@ pub enum BusError {
     /// another instance re-seeded and moved on. Reload from the sequencer.
     #[error("seed conflicts with the sequencer's history")]
     SeedConflict,
+    /// The sequencer delivered a record at a version this instance holds
+    /// a different record for: the sequencer's history forked from ours
+    /// (it lost records and handed their versions out again). Reload.
+    #[error("the sequencer's history forked from ours at version {0}")]
+    Forked(u64),
 }
 
 /// A client's highest committed seq and the version it produced.
@@ -57,7 +62,8 @@ pub struct ClientSeq {
 }
 
 /// State for a document the sequencer may not hold: the version the log
-/// starts after, the records from there (contiguous), and client seqs.
+/// starts after, the records from there (contiguous), client seqs, and the
+/// history identity the caller knows (see `crate::epoch`).
 /// Seeding never overwrites: it creates the document if absent and appends
 /// records that continue its head.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +71,18 @@ pub struct Seed {
     pub version: u64,
     pub records: Vec<Arc<Record>>,
     pub clients: Vec<ClientSeq>,
+    pub epoch: String,
+}
+
+/// What the sequencer holds after a seed: its head and its epoch. The
+/// memory sequencer creates a document under the seed's epoch (the store's);
+/// Redis creates one under a fresh epoch, since it cannot tell whether the
+/// store holds everything it once had; a document it already holds keeps
+/// its epoch either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seeded {
+    pub head: u64,
+    pub epoch: String,
 }
 
 /// Most records one commit round carries (and the Lua stack allows).
@@ -169,8 +187,8 @@ pub trait Journal: Send + Sync + 'static {
 #[async_trait]
 pub trait Sequencer: Send + Sync + 'static {
     /// Make the document known at `seed` unless it already is; returns the
-    /// head version the sequencer holds.
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError>;
+    /// head version and the epoch the sequencer holds.
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError>;
     /// In one atomic step: dedupe every record by `(client, seq)`, check
     /// `base` is the head, append them all, keep their undo steps, publish
     /// them as one event.

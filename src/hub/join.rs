@@ -1,7 +1,8 @@
 //! Joining a document: replacing an older connection with the same client
-//! id, counting the view, the resume replay (from memory, the sequencer's
-//! log, or the journal joined to memory; else a full init), the init
-//! message, and announcing the newcomer.
+//! id, counting the view, the resume replay (only on the document's current
+//! history, its epoch; from memory, the sequencer's log, or the journal
+//! joined to memory; else a full init), the init message, and announcing the
+//! newcomer.
 //! Must not import: axum, sqlx, redis.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tracing::{debug, warn};
 use super::connection::ConnState;
 use super::outbox::BusWrite;
 use super::task::DocTask;
-use super::{close, text, HubError, Outbound};
+use super::{close, text, HubError, Outbound, Resume};
 use crate::bus::BusEvent;
 use crate::doc::Record;
 use crate::protocol::ServerMessage;
@@ -21,7 +22,7 @@ impl DocTask {
     pub(super) async fn join(
         &mut self,
         conn: ConnState,
-        resume: Option<u64>,
+        resume: Option<Resume>,
         reply: oneshot::Sender<Result<(), HubError>>,
     ) -> Result<(), HubError> {
         // A newer connection with the same client id replaces the old one.
@@ -37,14 +38,17 @@ impl DocTask {
             self.count_view();
         }
         let mut replay = None;
-        if let Some(n) = resume {
+        if let Some(n) = self.resumable(resume.as_ref()) {
             if n > self.state.version() {
                 // Another instance may be ahead of us.
                 self.refill().await?;
             }
-            // Leave room in the queue for live traffic after the replay.
-            let cap = self.hub.settings.outbound_queue.saturating_sub(64);
-            replay = self.records_for_resume(n, cap).await;
+            // A refill may have re-seeded the sequencer under a new epoch.
+            if self.resumable(resume.as_ref()).is_some() {
+                // Leave room in the queue for live traffic after the replay.
+                let cap = self.hub.settings.outbound_queue.saturating_sub(64);
+                replay = self.records_for_resume(n, cap).await;
+            }
         }
         let last_seq = match self.hub.sequencer.last_seq(&self.id, &conn.client).await {
             Ok(s) => s.map_or(0, |(seq, _)| seq),
@@ -56,8 +60,8 @@ impl DocTask {
         let mut users = self.users();
         users.push(conn.presence());
         let cursors = self.current_cursors();
-        let (version, content) = match (&replay, resume) {
-            (Some(_), Some(n)) => (n, None),
+        let (version, content) = match (&replay, &resume) {
+            (Some(_), Some(r)) => (r.version, None),
             _ => (self.state.version(), Some(self.state.content())),
         };
         let init = text(ServerMessage::Init {
@@ -65,11 +69,12 @@ impl DocTask {
             client: &conn.client,
             user: &conn.user,
             version,
+            history: &self.epoch,
             content,
             users,
             cursors,
             role: conn.role,
-            resumed: resume.map(|_| replay.is_some()),
+            resumed: resume.as_ref().map(|_| replay.is_some()),
             seq: last_seq,
             meta: self.meta.merged.view(),
         });
@@ -100,11 +105,27 @@ impl DocTask {
             instance: self.hub.settings.instance_id.clone(),
             presence: conn.presence(),
         });
-        debug!(client = %conn.client, user = %conn.user.id, resumed = ?resume, "joined");
+        debug!(
+            client = %conn.client,
+            user = %conn.user.id,
+            resume = ?resume.map(|r| r.version),
+            resumed = replay.is_some(),
+            "joined"
+        );
         self.room.conns.push(conn);
         self.room.idle_since = None;
         let _ = reply.send(Ok(()));
         Ok(())
+    }
+
+    /// The version to replay from, if the client resumes on this document's
+    /// current history. A version of another history (the sequencer lost
+    /// records and handed their numbers out again), or one whose history is
+    /// not named (a client from before epochs), cannot be trusted: the
+    /// client gets a full init.
+    fn resumable(&self, resume: Option<&Resume>) -> Option<u64> {
+        let r = resume?;
+        (r.history.as_deref() == Some(self.epoch.as_str())).then_some(r.version)
     }
 
     /// Records after `n` up to the head, for a resume: from memory, else the

@@ -114,6 +114,16 @@ impl Refusal {
 /// the document refused it (inner), or why the hub could not ask (outer).
 pub type EditResult = Result<Result<u64, Refusal>, HubError>;
 
+/// A client's claim to hold the document already: `version` of the history
+/// named `history` (the `init.history` it got). Honoured (a replay of what
+/// it missed) only on the document's current history; otherwise, or without
+/// `history` (clients from before epochs), it gets a full init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub version: u64,
+    pub history: Option<String>,
+}
+
 /// The live state of a document, for REST reads.
 #[derive(Clone, Debug)]
 pub struct DocView {
@@ -171,15 +181,15 @@ impl Hub {
     }
 
     /// Join a document as `user` with connection id `client` (`resume`: the
-    /// client already has the document at that version). On success the
-    /// init (and any resume replay) is already queued on the receiver.
+    /// client already has the document at a version). On success the init
+    /// (and any resume replay) is already queued on the receiver.
     pub async fn join(
         &self,
         doc: &str,
         user: UserInfo,
         client: String,
         role: Role,
-        resume: Option<u64>,
+        resume: Option<Resume>,
     ) -> Result<(ConnHandle, tokio::sync::mpsc::Receiver<Outbound>), HubError> {
         let (otx, orx) = tokio::sync::mpsc::channel(self.inner.settings.outbound_queue);
         let id = self.inner.next_id();
@@ -193,7 +203,7 @@ impl Hub {
         let ((), tx) = self
             .ask_via(doc, |reply| Cmd::Join {
                 conn: Box::new(conn.clone()),
-                resume,
+                resume: resume.clone(),
                 reply,
             })
             .await?;

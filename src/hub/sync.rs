@@ -1,7 +1,10 @@
 //! Ordered application of committed records: every record, whether this
 //! instance committed it, the bus delivered it or a refill fetched it, is
 //! applied in version order (a gap triggers a refill from the sequencer's
-//! log) and then fanned out. Re-seeds a sequencer that lost the document.
+//! log) and then fanned out; one at a version already applied must be the
+//! record we hold there, else the histories forked and the task resets.
+//! Re-seeds a sequencer that lost the document, and keeps the epoch it
+//! answers with.
 //! Must not import: axum, sqlx, redis.
 
 use std::sync::Arc;
@@ -39,7 +42,7 @@ impl DocTask {
                 }
                 Ok(true)
             }
-            Ok(ApplyOutcome::Old) => Ok(false),
+            Ok(ApplyOutcome::Old) => self.check_same(&rec).map(|()| false),
             Ok(ApplyOutcome::Gap { head }) => Err(HubError::Bus(BusError::Corrupt(format!(
                 "gap: head {head}, got {}",
                 rec.version
@@ -48,6 +51,21 @@ impl DocTask {
                 "record {} does not apply: {e}",
                 rec.version
             )))),
+        }
+    }
+
+    /// A record at a version we already hold must be the one we hold (the
+    /// same `(client, seq)`), as far as our history reaches back. Anything
+    /// else means the sequencer lost records and handed their versions out
+    /// again (a fork): ignoring it would apply the rest of that history on
+    /// top of ours. The task resets; its clients resume onto the new history.
+    fn check_same(&self, rec: &Record) -> Result<(), HubError> {
+        match self.state.history().get(rec.version) {
+            Some(mine) if (mine.client.as_str(), mine.seq) != (rec.client.as_str(), rec.seq) => {
+                metrics::counter!("tandem_forks_total").increment(1);
+                Err(HubError::Bus(BusError::Forked(rec.version)))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -129,12 +147,21 @@ impl DocTask {
                 .cloned()
                 .collect(),
             clients: self.client_seqs(self.clients.keys()),
+            epoch: self.epoch.clone(),
         };
-        let head = self.hub.sequencer.seed(&self.id, &seed).await?;
+        let seeded = self.hub.sequencer.seed(&self.id, &seed).await?;
         warn!(
             version = self.state.version(),
-            head, "re-seeded the sequencer"
+            head = seeded.head,
+            epoch = %seeded.epoch,
+            was = %self.epoch,
+            "re-seeded the sequencer"
         );
+        // Usually a new epoch: whoever re-seeded first could not prove the
+        // sequencer had nothing beyond what it knew. Our history continues
+        // in it (the seed did not conflict), so connected clients stay;
+        // resumes naming the old epoch get a full init.
+        self.epoch = seeded.epoch;
         metrics::counter!("tandem_reseeds_total").increment(1);
         Ok(())
     }

@@ -22,7 +22,7 @@ use super::meta::{MetaChange, MetaState};
 use super::outbox::Outbox;
 use super::presence::Room;
 use super::registry::Inner;
-use super::{close, DocView, HubError};
+use super::{close, DocView, HubError, Resume};
 use crate::bus::{BatchOutcome, BusError, BusEvent, BusRecv, ClientSeq, Seed, Subscription};
 use crate::doc::{DocState, Record};
 use crate::meta::MetaView;
@@ -33,8 +33,8 @@ use crate::store::DocPersist;
 pub(super) enum Cmd {
     Join {
         conn: Box<ConnState>,
-        /// The client already has the document at this version.
-        resume: Option<u64>,
+        /// The client already has the document at a version.
+        resume: Option<Resume>,
         reply: oneshot::Sender<Result<(), HubError>>,
     },
     Leave(u64),
@@ -124,6 +124,10 @@ pub(super) struct DocTask {
     pub(super) meta: MetaState,
     /// Edits waiting for a commit round, and the round in flight.
     pub(super) pipeline: Pipeline,
+    /// The history identity the sequencer holds (see `crate::epoch`): from
+    /// the seed at load and at every re-seed. A resume is honoured only
+    /// from a version of this history.
+    pub(super) epoch: String,
 }
 
 /// Wait for the round in flight, if any (never ready without one).
@@ -193,6 +197,7 @@ impl DocTask {
             deleted: false,
             meta: MetaState::default(),
             pipeline: Pipeline::default(),
+            epoch: snap.epoch.clone(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
         // The journal may be ahead of the snapshot.
@@ -213,9 +218,11 @@ impl DocTask {
             version: task.state.version(),
             records: Vec::new(),
             clients: task.client_seqs(task.clients.keys()),
+            epoch: snap.epoch,
         };
-        let head = hub.sequencer.seed(&task.id, &seed).await?;
-        if head > task.state.version() {
+        let seeded = hub.sequencer.seed(&task.id, &seed).await?;
+        task.epoch = seeded.epoch;
+        if seeded.head > task.state.version() {
             task.catch_up().await?;
         }
         let (live, _) = hub.bus.presence_list(&task.id, (hub.clock)()).await?;
@@ -230,6 +237,7 @@ impl DocTask {
         info!(
             version = task.state.version(),
             chars = task.state.len_chars(),
+            epoch = %task.epoch,
             "document loaded"
         );
         Ok(task)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{ConnHandle, Edit, Hub, Outbound};
+use super::{ConnHandle, Edit, Hub, Outbound, Resume};
 use crate::config::{Config, Secret};
 use crate::ot::{splice, Operation};
 use crate::protocol::{ErrorCode, Presence, Role, ServerFrame, UserInfo};
@@ -51,7 +51,7 @@ struct Peer {
 }
 
 impl Peer {
-    async fn join(hub: &Hub, user: &str, client: &str, role: Role, resume: Option<u64>) -> Self {
+    async fn join(hub: &Hub, user: &str, client: &str, role: Role, resume: Option<Resume>) -> Self {
         let user = UserInfo::new(user, user.to_uppercase());
         let (conn, rx) = hub
             .join(DOC, user, client.to_owned(), role, resume)
@@ -89,6 +89,19 @@ impl Peer {
         hub.view(DOC).await.unwrap();
         assert!(self.rx.try_recv().is_err(), "unexpected message");
     }
+}
+
+/// A resume from `version` of the history named `history`.
+fn resume(version: u64, history: Option<&str>) -> Option<Resume> {
+    Some(Resume {
+        version,
+        history: history.map(str::to_owned),
+    })
+}
+
+/// The document's epoch as stored (the memory sequencer adopts it).
+async fn stored_epoch(t: &TestHub) -> String {
+    t.store.load(DOC).await.unwrap().unwrap().epoch
 }
 
 fn insert(doc_len: usize, pos: usize, text: &str) -> Operation {
@@ -268,8 +281,9 @@ async fn resume_replays_missed_ops_or_sends_a_full_init() {
     rest(&t.hub, "carol", Edit::Replace("a".into())).await;
     rest(&t.hub, "carol", Edit::Replace("ab".into())).await;
     rest(&t.hub, "carol", Edit::Replace("abc".into())).await;
+    let epoch = stored_epoch(&t).await;
 
-    let mut back = Peer::join(&t.hub, "alice", "a1", Role::Editor, Some(1)).await;
+    let mut back = Peer::join(&t.hub, "alice", "a1", Role::Editor, resume(1, Some(&epoch))).await;
     match back.init().await {
         ServerFrame::Init {
             version,
@@ -291,7 +305,7 @@ async fn resume_replays_missed_ops_or_sends_a_full_init() {
     back.quiet(&t.hub).await;
 
     // From a version the document never reached: the whole content.
-    let mut ahead = Peer::join(&t.hub, "bob", "b1", Role::Editor, Some(99)).await;
+    let mut ahead = Peer::join(&t.hub, "bob", "b1", Role::Editor, resume(99, Some(&epoch))).await;
     match ahead.init().await {
         ServerFrame::Init {
             version,
@@ -308,6 +322,52 @@ async fn resume_replays_missed_ops_or_sends_a_full_init() {
 }
 
 #[tokio::test]
+async fn resume_is_honoured_only_on_the_documents_history() {
+    let t = hub().await;
+    rest(&t.hub, "carol", Edit::Replace("a".into())).await;
+    rest(&t.hub, "carol", Edit::Replace("ab".into())).await;
+    // Every init names the history; in embedded mode it is the store's.
+    let epoch = stored_epoch(&t).await;
+    assert_eq!(epoch.len(), 16);
+    let mut fresh = Peer::editor(&t.hub, "dan", "d1").await;
+    match fresh.init().await {
+        ServerFrame::Init { history, .. } => assert_eq!(history, epoch),
+        f => panic!("{f:?}"),
+    }
+    // Another history's version 1, or a version whose history is not named
+    // (a client from before epochs): the whole content, never a replay.
+    for (client, history) in [("a1", Some("0123456789abcdef")), ("a2", None)] {
+        let mut back = Peer::join(&t.hub, "alice", client, Role::Editor, resume(1, history)).await;
+        match back.init().await {
+            ServerFrame::Init {
+                version,
+                content,
+                resumed,
+                history,
+                ..
+            } => assert_eq!(
+                (version, content.as_deref(), resumed, history.as_str()),
+                (2, Some("ab"), Some(false), epoch.as_str())
+            ),
+            f => panic!("{f:?}"),
+        }
+        back.quiet(&t.hub).await;
+    }
+    // The right one: a replay.
+    let mut back = Peer::join(&t.hub, "alice", "a3", Role::Editor, resume(1, Some(&epoch))).await;
+    match back.init().await {
+        ServerFrame::Init {
+            version, resumed, ..
+        } => assert_eq!((version, resumed), (1, Some(true))),
+        f => panic!("{f:?}"),
+    }
+    assert!(matches!(
+        back.next().await,
+        ServerFrame::Op { version: 2, .. }
+    ));
+}
+
+#[tokio::test]
 async fn resume_too_far_back_for_the_queue_sends_a_full_init() {
     // The replay must leave room in a 128-message queue: at most 64 ops.
     let t = hub_with(|c| c.outbound_queue = 128).await;
@@ -316,7 +376,8 @@ async fn resume_too_far_back_for_the_queue_sends_a_full_init() {
         text.push('x');
         rest(&t.hub, "carol", Edit::Replace(text.clone())).await;
     }
-    let mut back = Peer::join(&t.hub, "alice", "a1", Role::Editor, Some(0)).await;
+    let epoch = stored_epoch(&t).await;
+    let mut back = Peer::join(&t.hub, "alice", "a1", Role::Editor, resume(0, Some(&epoch))).await;
     match back.init().await {
         ServerFrame::Init {
             version,
@@ -419,7 +480,9 @@ async fn idle_document_unloads_persisted_and_a_later_join_restores_it() {
     })
     .await;
     let mut alice = Peer::editor(&t.hub, "alice", "a1").await;
-    alice.init().await;
+    let ServerFrame::Init { history: epoch, .. } = alice.init().await else {
+        unreachable!()
+    };
     alice.conn.op(0, 1, insert(0, 0, "kept")).await.unwrap();
     assert_eq!(alice.next().await, ServerFrame::Ack { seq: 1, version: 1 });
     assert_eq!(t.hub.open_documents(), 1);
@@ -442,10 +505,13 @@ async fn idle_document_unloads_persisted_and_a_later_join_restores_it() {
             content,
             seq,
             meta,
+            history,
             ..
         } => {
             assert_eq!((version, content.as_deref(), seq), (1, Some("kept"), 1));
             assert_eq!(meta.views, 2);
+            // The same history: resumes from before the unload still replay.
+            assert_eq!(history, epoch);
         }
         f => panic!("{f:?}"),
     }

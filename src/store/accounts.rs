@@ -63,7 +63,8 @@ pub trait Accounts: Send + Sync {
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
     /// A user's display name by id.
     async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError>;
-    /// A new document owned by `owner`; false if the id exists.
+    /// A new document owned by `owner` (with a fresh epoch); false if the
+    /// id exists.
     async fn create_document(
         &self,
         id: &str,
@@ -152,14 +153,16 @@ where
         owner: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let epoch = crate::epoch::fresh();
         let r = sqlx::query(
-            "INSERT INTO documents (id, title, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO documents (id, title, owner, created_at, updated_at, epoch) \
+             VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(title)
         .bind(owner)
         .bind(now_ms)
+        .bind(epoch.as_str())
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(&r) == 1)

@@ -14,7 +14,8 @@ use crate::doc::{Record, RecordWire};
 /// Reads of documents' durable state.
 #[async_trait]
 pub trait Documents: Send + Sync {
-    /// Create the document (empty, version 0, no owner) unless it exists.
+    /// Create the document (empty, version 0, no owner, a fresh epoch)
+    /// unless it exists.
     async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
     /// The newest snapshot, or `None` if there is no such document.
     async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError>;
@@ -45,13 +46,15 @@ where
     String: for<'r> Decode<'r, DB> + Type<DB>,
 {
     async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError> {
+        let epoch = crate::epoch::fresh();
         retry(|| {
             sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
+                "INSERT INTO documents (id, created_at, updated_at, epoch) VALUES ($1, $2, $2, $3) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(doc)
             .bind(now_ms)
+            .bind(epoch.as_str())
             .execute(&self.pool)
         })
         .await?;
@@ -60,9 +63,11 @@ where
 
     async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError> {
         let row = retry(|| {
-            sqlx::query("SELECT snapshot_version, snapshot_content FROM documents WHERE id = $1")
-                .bind(doc)
-                .fetch_optional(&self.pool)
+            sqlx::query(
+                "SELECT snapshot_version, snapshot_content, epoch FROM documents WHERE id = $1",
+            )
+            .bind(doc)
+            .fetch_optional(&self.pool)
         })
         .await?;
         let Some(row) = row else {
@@ -85,6 +90,7 @@ where
             version: row.get::<i64, _>("snapshot_version") as u64,
             content: row.get("snapshot_content"),
             clients,
+            epoch: crate::epoch::from_stored(row.get("epoch")),
         }))
     }
 

@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub version: u64,
     pub content: String,
     pub clients: Vec<ClientSeq>,
+    /// The document's history identity as stored (see `crate::epoch`):
+    /// minted when the document was created, the legacy `"0"` for rows from
+    /// before epochs. The embedded sequencer's source; Redis mints its own.
+    pub epoch: String,
 }
 
 /// What one persistence round writes for one document.

@@ -19,7 +19,7 @@ use tracing::{debug, info_span, Instrument};
 use super::error::ApiError;
 use super::identity::{identify, origin_allowed, role_for, Identity};
 use super::{client_ip, AppState};
-use crate::hub::{close, error_msg, ConnHandle, Outbound};
+use crate::hub::{close, error_msg, ConnHandle, Outbound, Resume};
 use crate::limits::TokenBucket;
 use crate::ot::{OpError, Operation};
 use crate::protocol::{
@@ -32,6 +32,8 @@ pub struct WsQuery {
     name: Option<String>,
     client: Option<String>,
     version: Option<String>,
+    /// The `init.history` the client's version belongs to.
+    history: Option<String>,
     token: Option<String>,
 }
 
@@ -70,7 +72,7 @@ pub async fn upgrade(
         }
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
-    let resume = match q.version.as_deref().map(str::parse::<u64>) {
+    let version = match q.version.as_deref().map(str::parse::<u64>) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => {
@@ -79,6 +81,15 @@ pub async fn upgrade(
             ))
         }
     };
+    if q.history.as_deref().is_some_and(|h| !valid_id(h)) {
+        return Err(ApiError::BadRequest(
+            "history must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
+        ));
+    }
+    let resume = version.map(|version| Resume {
+        version,
+        history: q.history,
+    });
     let (user, role, create) = match &who {
         Identity::User(c) => (
             UserInfo::new(&c.sub, &c.name),

@@ -16,6 +16,7 @@ mod hostile;
 mod metadata;
 mod ot_simulation;
 mod postgres;
+mod resume;
 mod server;
 mod traces;
 mod undo;

@@ -36,6 +36,9 @@ async fn store_contract(store: &dyn Store) {
     store.ensure_document("d", 2).await.unwrap(); // idempotent
     let s = store.load("d").await.unwrap().unwrap();
     assert_eq!((s.version, s.content.as_str(), s.clients.len()), (0, "", 0));
+    // A fresh history identity, minted once at creation.
+    let epoch = s.epoch;
+    assert!(epoch.len() == 16 && epoch.bytes().all(|b| b.is_ascii_hexdigit()));
 
     let journal = vec![
         rec(1, splice(0, 0, 0, "a😀"), "c1", 1),
@@ -63,6 +66,7 @@ async fn store_contract(store: &dyn Store) {
     store.persist(std::slice::from_ref(&job), 10).await.unwrap();
     let s = store.load("d").await.unwrap().unwrap();
     assert_eq!((s.version, s.content.as_str()), (3, "a😀bc"));
+    assert_eq!(s.epoch, epoch, "snapshots keep the epoch");
     let mut clients = s.clients.clone();
     clients.sort_by(|a, b| a.client.cmp(&b.client));
     assert_eq!(clients, job.clients);

@@ -372,6 +372,8 @@ async fn http_refusals_before_the_upgrade() {
         ("bad%20id", "user_id=u", 400),
         ("d", "user_id=u&version=abc", 400),
         ("d", "user_id=u&version=-1", 400),
+        ("d", "user_id=u&version=1&history=a%20b", 400),
+        ("d", "user_id=u&history=", 400),
         ("d", "user_id=a%20b", 400),
         ("d", "user_id=u&client=x%00y", 400),
     ] {
@@ -582,10 +584,12 @@ async fn idle_documents_unload_and_reload_intact() {
         assert_eq!(ed.init["content"], "persisted 😀");
         assert_eq!(ed.init["version"], version);
         assert_eq!(ed.init["seq"], 1);
-        // Resume from an old version after reload: served from the journal.
+        // Resume from an old version after reload: served from the journal
+        // (the reloaded document is the same history).
         let init = {
-            let q = "user_id=u&client=tab2&version=0";
-            Ws::connect(&server.ws_url(doc, q)).await.unwrap().1
+            let history = ed.init.init().history;
+            let q = format!("user_id=u&client=tab2&version=0&history={history}");
+            Ws::connect(&server.ws_url(doc, &q)).await.unwrap().1
         };
         assert_eq!(init["resumed"], true, "{init}");
         ed.ws.assert_open().await;

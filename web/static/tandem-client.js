@@ -436,6 +436,7 @@ export class TandemClient {
     this.cursors = new Map(); // client -> {user, anchor, head} in server coords at state.version
     this.futureCursors = new Map(); // client -> cursor message ahead of us
     this.history = []; // [{version, op}] the last server ops, for old cursors
+    this.historyId = null; // init.history: the history our version belongs to
     this.role = null;
     this.user = null;
     this.attempt = 0;
@@ -496,7 +497,12 @@ export class TandemClient {
     if (o.token) q.set("token", o.token);
     if (o.userId) q.set("user_id", o.userId);
     if (o.name) q.set("name", o.name);
-    if (this.state) q.set("version", String(this.state.version));
+    if (this.state) {
+      q.set("version", String(this.state.version));
+      // The version means something only on the history it came from; the
+      // server replays only if this is still the document's history.
+      if (this.historyId) q.set("history", this.historyId);
+    }
     const base = o.url.replace(/\/$/, "");
     return `${base}/ws/${encodeURIComponent(o.document)}?${q}`;
   }
@@ -657,6 +663,7 @@ export class TandemClient {
       this.meta = msg.meta;
       this.emit("meta", msg.meta);
     }
+    if (msg.history) this.historyId = msg.history;
     this.users = new Map(msg.users.map((u) => [u.client, u]));
     this.cursors.clear();
     this.futureCursors.clear();

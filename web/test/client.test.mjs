@@ -1,6 +1,7 @@
 // tandem-client.js from Node against the real server: concurrent typing
-// converges, a client cut off the network keeps its edits and resumes with
-// each applied exactly once, and revoked access closes the session.
+// converges, a client cut off the network keeps its edits and resumes (a
+// replay on its own history) with each applied exactly once, and revoked
+// access closes the session.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { TandemClient, splice, cpLength } from "../static/tandem-client.js";
@@ -69,6 +70,8 @@ test("a client cut off the network keeps its edits and each lands exactly once",
   const b = await connect(`ws://127.0.0.1:${proxy.port}`, doc, token);
   const statuses = [];
   b.on("status", (s) => statuses.push(s));
+  const resets = [];
+  b.on("reset", (r) => resets.push(r.content));
   const type = (c, tok) => c.edit(splice(cpLength(c.text), cpLength(c.text), cpLength(c.text), tok));
   const tokens = [];
   for (let i = 0; i < 5; i++) {
@@ -97,6 +100,8 @@ test("a client cut off the network keeps its edits and each lands exactly once",
   assert.equal(a.text, d.content);
   assert.equal(b.text, d.content);
   assert.equal(b.pendingEdits, 0);
+  // b named its history when it resumed, so the server replayed what it missed.
+  assert.equal(resets.length, 0, "b was reset by a full init instead of a replay");
   a.close();
   b.close();
   await proxy.stop();

@@ -34,6 +34,8 @@ pub struct OtClient {
     /// Last server version this client has seen (acks and remote ops).
     pub version: u64,
     text: Rope,
+    /// The server's text at `version` (`text` without the pending edits).
+    server: Rope,
     /// Seq of the next new op.
     next_seq: u64,
     inflight: Option<(u64, Operation)>,
@@ -44,10 +46,12 @@ impl OtClient {
     /// A client that received `init` with `content` at `version`. `last_seq`
     /// is the highest seq the server has committed for this client id.
     pub fn new(client_id: impl Into<String>, content: &str, version: u64, last_seq: u64) -> Self {
+        let text = Rope::from_str(content);
         Self {
             client_id: client_id.into(),
             version,
-            text: Rope::from_str(content),
+            server: text.clone(),
+            text,
             next_seq: last_seq + 1,
             inflight: None,
             buffer: None,
@@ -114,8 +118,10 @@ impl OtClient {
                 got: version,
             });
         }
+        if let Some((_, op)) = self.inflight.take() {
+            op.apply_rope(&mut self.server)?;
+        }
         self.version = version;
-        self.inflight = None;
         Ok(self.buffer.take().map(|b| self.send_new(b)))
     }
 
@@ -137,6 +143,7 @@ impl OtClient {
                 got: version,
             });
         }
+        op.apply_rope(&mut self.server)?;
         let mut remote = op.clone();
         if let Some((seq, inflight)) = self.inflight.take() {
             let (i2, r2) = inflight.transform(&remote)?;
@@ -151,5 +158,91 @@ impl OtClient {
         remote.apply_rope(&mut self.text)?;
         self.version = version;
         Ok(None)
+    }
+
+    /// A full `init` (`content` at `version`, `last_seq` committed for this
+    /// client) after this client had state: the server could not replay
+    /// what it missed, e.g. its version belongs to a history the server no
+    /// longer has. Start over from `content`, keeping the local edits the
+    /// server lacks: everything that changed since our server text is taken
+    /// as one diff op, and the pending edits (the in-flight op too, unless
+    /// `last_seq` says it was committed) are transformed past it and become
+    /// one new op. Returns the message to send, if any. The same rule as
+    /// the browser client's reload.
+    pub fn reload(
+        &mut self,
+        content: &str,
+        version: u64,
+        last_seq: u64,
+    ) -> Result<Option<Outgoing>, OpError> {
+        let mut base = self.server.clone();
+        let mut pending: Option<Operation> = None;
+        if let Some((seq, op)) = self.inflight.take() {
+            if seq <= last_seq {
+                // Committed: `content` has it already.
+                op.apply_rope(&mut base)?;
+            } else {
+                pending = Some(op);
+            }
+        }
+        if let Some(b) = self.buffer.take() {
+            pending = Some(match pending {
+                Some(p) => p.compose(&b)?,
+                None => b,
+            });
+        }
+        let theirs = crate::ot::diff(&base.to_string(), content);
+        let id = std::mem::take(&mut self.client_id);
+        *self = OtClient::new(id, content, version, last_seq);
+        match pending {
+            Some(p) if !p.is_noop() => {
+                let (mine, _) = p.transform(&theirs)?;
+                self.local_edit(mine)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ot::splice;
+
+    #[test]
+    fn reload_keeps_pending_edits_on_the_new_content() {
+        let mut c = OtClient::new("me", "hello", 3, 0);
+        let out = c.local_edit(splice(5, 5, 0, "!")).unwrap().unwrap();
+        assert_eq!(out.seq, 1);
+        c.local_edit(splice(6, 0, 0, ">")).unwrap(); // buffered
+                                                     // The server lost our version 3 and went on elsewhere: its text at
+                                                     // version 4 is "help", and it never committed our seq 1.
+        let out = c.reload("help", 4, 0).unwrap().unwrap();
+        assert_eq!(c.text(), ">help!");
+        assert_eq!((out.version, out.seq), (4, 1));
+        assert_eq!(out.op.apply("help").unwrap(), ">help!");
+        assert!(c.has_pending());
+        c.on_ack(1, 5).unwrap();
+        assert_eq!(
+            (c.text(), c.version, c.has_pending()),
+            (">help!".into(), 5, false)
+        );
+    }
+
+    #[test]
+    fn reload_drops_an_inflight_op_the_server_committed() {
+        let mut c = OtClient::new("me", "ab", 1, 4);
+        c.on_remote(2, &splice(2, 0, 0, "x"), "other", 1).unwrap();
+        c.local_edit(splice(3, 3, 0, "1")).unwrap().unwrap(); // seq 5
+        c.local_edit(splice(4, 4, 0, "2")).unwrap(); // buffered
+                                                     // Seq 5 committed (as version 3), then someone appended "y".
+        let out = c.reload("xab1y", 4, 5).unwrap().unwrap();
+        assert_eq!(c.text(), "xab12y");
+        assert_eq!(out.seq, 6);
+        assert_eq!(out.op.apply("xab1y").unwrap(), "xab12y");
+        // Nothing pending: nothing to send.
+        let mut idle = OtClient::new("me", "ab", 1, 0);
+        assert_eq!(idle.reload("cd", 7, 0).unwrap(), None);
+        assert_eq!((idle.text(), idle.version), ("cd".into(), 7));
     }
 }

@@ -96,6 +96,10 @@ pub enum ServerMessage<'a> {
         client: &'a str,
         user: &'a UserInfo,
         version: u64,
+        /// Extension: the identity of the history `version` belongs to.
+        /// Resume only with it (`?history=`): version numbers of another
+        /// history (after the server lost data) name different content.
+        history: &'a str,
         /// `None` on a resumed init.
         content: Option<String>,
         users: Vec<Presence>,
@@ -165,6 +169,9 @@ pub enum ServerFrame {
         client: String,
         user: UserInfo,
         version: u64,
+        /// Empty from a server that predates history identities.
+        #[serde(default)]
+        history: String,
         content: Option<String>,
         users: Vec<Presence>,
         cursors: Vec<CursorInfo>,
@@ -372,6 +379,7 @@ mod tests {
                 client: "c1",
                 user: &user,
                 version: 3,
+                history: "h1",
                 content: Some("abc".into()),
                 users: vec![presence.clone()],
                 cursors: vec![cursor.clone()],
@@ -411,7 +419,7 @@ mod tests {
             .map(|m| ServerFrame::parse(&m.to_text()).unwrap())
             .collect();
         assert!(
-            matches!(&frames[0], ServerFrame::Init { version: 3, content: Some(c), resumed: None, users, .. } if c == "abc" && users == &vec![presence.clone()])
+            matches!(&frames[0], ServerFrame::Init { version: 3, history: h, content: Some(c), resumed: None, users, .. } if h == "h1" && c == "abc" && users == &vec![presence.clone()])
         );
         assert_eq!(frames[1], ServerFrame::Ack { seq: 2, version: 9 });
         assert!(matches!(&frames[2], ServerFrame::Op { op: o, seq: 7, .. } if *o == op));

@@ -38,32 +38,41 @@ impl Editor {
         Ok(Editor { ws, ot, init })
     }
 
-    /// Reconnect with `client` and `version` (resume), then resend the
-    /// in-flight op, as a real client does.
+    /// Reconnect with `client`, `version` and `history` (resume), then
+    /// resend the in-flight op, as a real client does.
     pub async fn resume(&mut self, server: &TestServer, doc: &str, user: &str) -> Frame {
         self.resume_at(&server.addr, doc, user).await.unwrap()
     }
 
-    /// Resume on the server at `addr` (any instance).
+    /// Resume on the server at `addr` (any instance). On a full init (the
+    /// server cannot replay: too far behind, or another history), start
+    /// over from its content with the pending edits rebased onto it, as the
+    /// browser client does.
     pub async fn resume_at(&mut self, addr: &str, doc: &str, user: &str) -> Result<Frame, Error> {
         let q = format!(
-            "user_id={user}&name={user}&client={}&version={}",
-            self.ot.client_id, self.ot.version
+            "user_id={user}&name={user}&client={}&{}",
+            self.ot.client_id,
+            self.resume_query()
         );
         let (ws, init) = Ws::connect(&format!("ws://{addr}/ws/{doc}?{q}")).await?;
         self.ws = ws;
         if init.init().resumed == Some(false) {
-            // Too far behind to replay: start over from the full state.
-            assert!(
-                !self.ot.has_pending(),
-                "pending edits cannot survive a full reload: {init}"
-            );
-            self.ot = fresh_client(&init);
-        }
-        if let Some(out) = self.ot.resend() {
+            let i = init.init();
+            let content = i.content.expect("a full init carries the content");
+            let out = self.ot.reload(content, i.version, i.seq).unwrap();
+            self.init = init.clone();
+            if let Some(out) = out {
+                self.send_op(&out).await;
+            }
+        } else if let Some(out) = self.ot.resend() {
             self.send_op(&out).await;
         }
         Ok(init)
+    }
+
+    /// `version=…&history=…`: where this editor resumes from.
+    pub fn resume_query(&self) -> String {
+        resume_query(self.ot.version, self.init.init().history)
     }
 
     /// Cut the connection abruptly (TCP shutdown, no close frame).
@@ -154,6 +163,16 @@ impl Editor {
     /// Process until no op is pending.
     pub async fn settle(&mut self) {
         self.sync_to(0).await;
+    }
+}
+
+/// The query of a resume from `version` of the history `history` (not
+/// named when empty: a server from before history identities).
+pub fn resume_query(version: u64, history: &str) -> String {
+    if history.is_empty() {
+        format!("version={version}")
+    } else {
+        format!("version={version}&history={history}")
     }
 }
 

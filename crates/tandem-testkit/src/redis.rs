@@ -1,5 +1,6 @@
 //! A throwaway `redis-server` on its own port and directory, killed on
-//! Drop; restartable (with or without its append-only file).
+//! Drop; restartable (with or without its append-only file), and emptied in
+//! place (`FLUSHALL`).
 //!
 //! Must not import: `tandem` (Redis is driven over its port only).
 
@@ -74,6 +75,19 @@ impl RedisServer {
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// `FLUSHALL`: Redis loses every key while its clients stay connected
+    /// (subscriptions too), as after a failover to an empty replica.
+    pub fn flushall(&self) {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 5];
+        s.write_all(b"FLUSHALL\r\n").unwrap();
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+OK\r\n", "FLUSHALL");
     }
 
     pub fn url(&self) -> String {

@@ -156,7 +156,8 @@ impl Typist {
             u = self.user
         );
         if !self.reload {
-            url.push_str(&format!("&version={}", self.ed.ot.version));
+            url.push('&');
+            url.push_str(&self.ed.resume_query());
         }
         let Ok((ws, init)) = Ws::connect(&url).await else {
             return false;

@@ -104,6 +104,7 @@ impl Frame {
                 client,
                 content,
                 version,
+                history,
                 seq,
                 resumed,
                 ..
@@ -111,6 +112,7 @@ impl Frame {
                 client,
                 content: content.as_deref(),
                 version: *version,
+                history,
                 seq: *seq,
                 resumed: *resumed,
             },
@@ -126,6 +128,8 @@ pub struct Init<'a> {
     /// `None` on a resumed init.
     pub content: Option<&'a str>,
     pub version: u64,
+    /// The history `version` belongs to: resume only with it.
+    pub history: &'a str,
     /// The highest seq committed for this client id.
     pub seq: u64,
     /// Present when the client asked to resume.

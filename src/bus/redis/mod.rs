@@ -3,7 +3,7 @@
 //! (`stacks.rs`). The only module that talks to Redis.
 //!
 //! Keys are hash-tagged per document so one document's keys share a Redis
-//! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|presence|stacks|meta`,
+//! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|epoch|presence|stacks|meta`,
 //! and its channel `<prefix>:{doc:<id>}:ch`. The commit is one Lua script
 //! (`scripts/commit.lua` with `scripts/stack.lua` before it, loaded once,
 //! run by SHA) taking a whole batch. Pub/sub runs on its own

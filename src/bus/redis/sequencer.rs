@@ -1,5 +1,6 @@
-//! The Redis [`Sequencer`]: seed, commit, range, durable mark and purge,
-//! each one script or command on the document's hash-tagged keys.
+//! The Redis [`Sequencer`]: seed (which also keeps the document's epoch),
+//! commit, range, durable mark and purge, each one script or command on the
+//! document's hash-tagged keys.
 //! Must not import: axum, sqlx, the hub.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 
 use super::stacks::push_fields;
 use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend};
-use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Sequencer};
+use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded, Sequencer};
 use crate::doc::{Record, RecordWire};
 use crate::undo::STACK_LIMIT;
 
@@ -30,13 +31,20 @@ fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
 
 #[async_trait]
 impl Sequencer for RedisBackend {
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<u64, BusError> {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError> {
+        // A document Redis does not hold is created under a fresh epoch,
+        // never the caller's: Redis may have lost records the store never
+        // got, and their versions are about to be handed out again. Minted
+        // here, as a script's randomness is deterministic.
+        let fresh = crate::epoch::fresh();
         let mut inv = self.scripts.seed.prepare_invoke();
         inv.key(self.key(doc, "head"))
             .key(self.key(doc, "log"))
             .key(self.key(doc, "clients"))
             .key(self.key(doc, "durable"))
+            .key(self.key(doc, "epoch"))
             .arg(seed.version)
+            .arg(&fresh)
             .arg(seed.clients.len());
         for c in &seed.clients {
             inv.arg(&c.client).arg(c.seq).arg(c.version);
@@ -49,7 +57,14 @@ impl Sequencer for RedisBackend {
             .await
             .map_err(unavailable)?;
         match out.first().map(String::as_str) {
-            Some("ok") => parse_u64(out.get(1)),
+            Some("ok") => Ok(Seeded {
+                head: parse_u64(out.get(1))?,
+                epoch: out
+                    .get(2)
+                    .filter(|e| !e.is_empty())
+                    .cloned()
+                    .ok_or_else(|| BusError::Corrupt("seed reply without an epoch".into()))?,
+            }),
             Some("conflict") => Err(BusError::SeedConflict),
             _ => Err(BusError::Corrupt("unexpected seed reply".into())),
         }
@@ -175,7 +190,7 @@ impl Sequencer for RedisBackend {
 
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         let keys: Vec<String> = [
-            "head", "log", "clients", "durable", "presence", "stacks", "meta",
+            "head", "log", "clients", "durable", "epoch", "presence", "stacks", "meta",
         ]
         .iter()
         .map(|k| self.key(doc, k))

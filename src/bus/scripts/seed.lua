@@ -1,19 +1,27 @@
 -- Seed a document: create it at ARGV[1] if absent, then append the given
 -- records that continue the head. Never overwrites: a record at a version the
 -- log already holds must be the same op (client, seq), else "conflict".
--- KEYS: 1 head, 2 log, 3 clients, 4 durable
--- ARGV: 1 version, 2 n (client triples), then n x (client, seq, version),
---       then record JSON strings in version order
--- Returns {"ok", head} | {"conflict"}
+-- The epoch names the history: a document created here gets the fresh one
+-- from ARGV[2] (a missing head means Redis lost it, or never had it, and the
+-- caller cannot prove its store holds every record Redis handed out); an
+-- existing one keeps its own (set from ARGV[2] if it predates epochs).
+-- KEYS: 1 head, 2 log, 3 clients, 4 durable, 5 epoch
+-- ARGV: 1 version, 2 fresh epoch, 3 n (client triples), then n x (client,
+--       seq, version), then record JSON strings in version order
+-- Returns {"ok", head, epoch} | {"conflict"}
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   head = tonumber(ARGV[1])
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[4], ARGV[1])
+  redis.call('SET', KEYS[5], ARGV[2])
+else
+  redis.call('SET', KEYS[5], ARGV[2], 'NX')
 end
-local n = tonumber(ARGV[2])
-local first = 3 + 3 * n
+local epoch = redis.call('GET', KEYS[5])
+local n = tonumber(ARGV[3])
+local first = 4 + 3 * n
 local len = redis.call('LLEN', KEYS[2])
 -- Check every overlapping record before changing anything.
 for j = first, #ARGV do
@@ -34,7 +42,7 @@ for j = first, #ARGV do
   end
 end
 redis.call('SET', KEYS[1], string.format('%d', head))
-for i = 3, first - 1, 3 do
+for i = 4, first - 1, 3 do
   local c, s = ARGV[i], tonumber(ARGV[i + 1])
   local v = tonumber(ARGV[i + 2])
   if v <= head then
@@ -44,4 +52,4 @@ for i = 3, first - 1, 3 do
     end
   end
 end
-return {'ok', string.format('%d', head)}
+return {'ok', string.format('%d', head), epoch}
