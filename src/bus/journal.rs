@@ -81,7 +81,10 @@ async fn writer(inner: Arc<dyn Journal>, mut rx: mpsc::Receiver<Append>) {
         }
         // One document's batch may be the trouble (say, it was deleted):
         // the others must not fail with it.
-        debug!(batches = group.len(), "group journal write failed; one by one");
+        debug!(
+            batches = group.len(),
+            "group journal write failed; one by one"
+        );
         for a in group {
             let r = inner.append(&a.doc, &a.records).await;
             let _ = a.reply.send(r);

@@ -13,8 +13,7 @@ use tokio::sync::broadcast;
 
 use super::{
     BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry, Seed,
-    Seeded,
-    Sequencer, Subscription, UndoStacks,
+    Seeded, Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
@@ -244,11 +243,7 @@ impl Sequencer for MemorySequencer {
         })
     }
 
-    async fn commit_batch(
-        &self,
-        doc: &str,
-        batch: CommitBatch,
-    ) -> Result<BatchOutcome, BusError> {
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError> {
         {
             let mut docs = self.lock();
             let d = docs.get_mut(doc).ok_or(BusError::NotSeeded)?;

@@ -192,8 +192,7 @@ pub trait Sequencer: Send + Sync + 'static {
     /// In one atomic step: dedupe every record by `(client, seq)`, check
     /// `base` is the head, append them all, keep their undo steps, publish
     /// them as one event.
-    async fn commit_batch(&self, doc: &str, batch: CommitBatch)
-        -> Result<BatchOutcome, BusError>;
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError>;
     /// Whether a committed batch is already in the store's journal (the
     /// embedded sequencer), so the persister need not write journal rows.
     fn journals(&self) -> bool {

@@ -80,7 +80,10 @@ pub(super) enum Waiting {
     /// `undo` / `redo` from a socket: its step is taken from the stack when
     /// it reaches the front with no round in flight, so the stack holds
     /// every edit before it.
-    Undo { conn: u64, redo: bool },
+    Undo {
+        conn: u64,
+        redo: bool,
+    },
 }
 
 /// The round in flight: its edits in batch order.
@@ -92,8 +95,7 @@ struct Round {
 }
 
 /// A round's sequencer call, polled by the task's select loop.
-pub(super) type RoundFuture =
-    Pin<Box<dyn Future<Output = Result<BatchOutcome, BusError>> + Send>>;
+pub(super) type RoundFuture = Pin<Box<dyn Future<Output = Result<BatchOutcome, BusError>> + Send>>;
 
 /// The queue and the round in flight.
 #[derive(Default)]

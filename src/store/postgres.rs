@@ -10,9 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, Postgres};
 
-use super::{
-    journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError,
-};
+use super::{journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
 use crate::bus::{BusError, Journal};
 use crate::doc::Record;
 
@@ -60,7 +58,11 @@ async fn insert_journal(
     if rows.is_empty() {
         return Ok(());
     }
-    let conflict = if idempotent { " ON CONFLICT DO NOTHING" } else { "" };
+    let conflict = if idempotent {
+        " ON CONFLICT DO NOTHING"
+    } else {
+        ""
+    };
     sqlx::query(&format!(
         "INSERT INTO op_journal (document_id, version, op, user_id, client, seq, committed_at) \
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]){conflict}",

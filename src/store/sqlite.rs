@@ -14,9 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::{
-    journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError,
-};
+use super::{journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
 use crate::bus::{BusError, Journal};
 use crate::doc::Record;
 

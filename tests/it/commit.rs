@@ -93,7 +93,10 @@ async fn a_batch_whose_script_call_times_out_is_resent_and_applied_once() {
         .unwrap();
     let sum = metric(&metrics, "tandem_commit_batch_ops_sum");
     let count = metric(&metrics, "tandem_commit_batch_ops_count");
-    assert!(sum > count, "no batch of more than one op: {sum} ops in {count} rounds");
+    assert!(
+        sum > count,
+        "no batch of more than one op: {sum} ops in {count} rounds"
+    );
 }
 
 fn metric(text: &str, name: &str) -> f64 {

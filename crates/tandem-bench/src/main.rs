@@ -358,7 +358,14 @@ async fn main() {
             kills,
             typists,
             every_ms,
-        } => sigkill::sigkill(kills.max(1), typists.max(1), Duration::from_millis(every_ms)).await,
+        } => {
+            sigkill::sigkill(
+                kills.max(1),
+                typists.max(1),
+                Duration::from_millis(every_ms),
+            )
+            .await
+        }
         Workload::Undo { redis, steps } => {
             inproc::undo(redis, steps.clamp(1, tandem::undo::STACK_LIMIT)).await
         }

@@ -17,10 +17,8 @@ use crate::servers::tandem_bin;
 
 pub(crate) async fn sigkill(kills: usize, typists: usize, every: Duration) -> Vec<Value> {
     let bin = tandem_bin();
-    let dir = std::env::temp_dir().join(format!(
-        "tandem-sigkill-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("tandem-sigkill-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port().to_string();
     // The production snapshot interval, not the test kit's 200 ms.

@@ -70,11 +70,7 @@ impl Sequencer for RedisBackend {
         }
     }
 
-    async fn commit_batch(
-        &self,
-        doc: &str,
-        batch: CommitBatch,
-    ) -> Result<BatchOutcome, BusError> {
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError> {
         let mut inv = self.scripts.commit.prepare_invoke();
         inv.key(self.key(doc, "head"))
             .key(self.key(doc, "log"))
