@@ -124,7 +124,10 @@ impl Sequencer for RedisBackend {
                     .collect::<Result<_, _>>()?,
             }),
             Some("noseed") => Err(BusError::NotSeeded),
-            Some("range") => Err(BusError::Unavailable(format!(
+            // Our head is past Redis's (it lost records we hold) or behind
+            // what its log still reaches: this state cannot go on; the
+            // document task reloads (and a lost history has a new epoch).
+            Some("range") => Err(BusError::Corrupt(format!(
                 "base {} outside the op log {:?}",
                 batch.base,
                 &out[1..]
