@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::clients::{join_many, prepare, Client, Event};
-use crate::servers::{Backing, Servers, System};
+use crate::servers::{Backing, Balancer, Servers, System};
 use crate::stats::{cdf, latency_json, Stats};
 use crate::sys::CpuWindow;
 
@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub warmup: Duration,
     pub seconds: Duration,
     pub backing: Backing,
+    /// Clients straight to the instances, or through nginx.
+    pub balancer: Balancer,
 }
 
 /// Send times (µs since the run's epoch) of each client's recent seqs.
@@ -175,7 +177,8 @@ async fn run_client(
 }
 
 pub async fn run(spec: &LoadSpec) -> Value {
-    let servers = Servers::start(spec.system, spec.instances, &spec.backing).await;
+    let mut servers = Servers::start(spec.system, spec.instances, &spec.backing).await;
+    servers.front(spec.balancer).await;
     let result = run_on(spec, &servers).await;
     servers.finish(&spec.backing).await;
     result
@@ -189,7 +192,8 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     prepare(spec.system, &servers.url(0, "", "setup"), &docs).await;
 
     // Join everyone first (Tandem assigns client ids at join), in parallel.
-    // Clients of a document alternate between instances.
+    // Clients of a document alternate between instances (through nginx, if
+    // it is in front, every URL is nginx's and it picks).
     let mut targets = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
         for k in 0..spec.clients_per_doc {
@@ -231,11 +235,14 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
         .store(shared.now_us(), Ordering::Relaxed);
     let server_cpu = CpuWindow::start(servers.pids());
     let client_cpu = CpuWindow::start(vec![std::process::id()]);
+    let front_cpu = CpuWindow::start(servers.front_pids());
     let t0 = Instant::now();
     tokio::time::sleep(spec.seconds).await;
     let elapsed = t0.elapsed();
     let (server_pct, client_pct) = (server_cpu.percent(), client_cpu.percent());
+    let front_pct = front_cpu.percent();
     let rss = servers.rss_kb();
+    let sessions = servers.sessions().await;
 
     // Stop typing; once every client is idle, the highest version any
     // client of a document saw is that document's final version.
@@ -279,6 +286,11 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
         "server_rss_kb": rss,
         "converged": converged,
         "cdf": cdf(&mut remote, 60),
+        "balancer": spec.balancer.name(),
+        // nginx's master and workers, in % of one core (null without it).
+        "balancer_cpu_percent": (spec.balancer != Balancer::None).then_some(front_pct),
+        // Each instance's open sessions at the end of the measured window.
+        "instance_sessions": sessions,
     });
     println!(
         "{:<40} {:>7} {:>5} clients {:>7.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  server CPU {:>4.0}%  RSS {:>6} MiB  converged",
@@ -292,6 +304,19 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
         server_pct,
         rss / 1024,
     );
+    if spec.balancer != Balancer::None {
+        println!(
+            "{:<40} via nginx ({}): nginx CPU {:>4.0}%, sessions per instance {}",
+            "",
+            spec.balancer.name(),
+            front_pct,
+            sessions
+                .iter()
+                .map(|n| n.map_or("?".to_owned(), |n| n.to_string()))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
     out
 }
 

@@ -23,7 +23,7 @@ mod stats;
 mod suite;
 mod sys;
 
-use servers::{Backing, System};
+use servers::{Backing, Balancer, System};
 
 #[derive(Parser)]
 #[command(name = "tandem-bench", about = "Benchmarks for Tandem (loopback only)")]
@@ -81,6 +81,11 @@ enum Workload {
         redis: Option<String>,
         #[arg(long)]
         database_url: Option<String>,
+        /// Connect every client through nginx running deploy/nginx.conf
+        /// with this balancing policy (`none`: straight to the instances,
+        /// each document's clients alternating between them).
+        #[arg(long, value_enum, default_value = "none")]
+        balancer: Balancer,
     },
     /// W9: one client replays a trace through a server, one op in flight;
     /// the server's final text must equal the trace's.
@@ -262,6 +267,7 @@ async fn main() {
             warmup,
             redis,
             database_url,
+            balancer,
         } => {
             let spec = load::LoadSpec {
                 name: format!("load {docs} docs x {clients} on {instances} inst"),
@@ -276,6 +282,7 @@ async fn main() {
                     redis,
                     database_url,
                 },
+                balancer,
             };
             vec![load::run(&spec).await]
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tandem_testkit::{free_port, TestServer};
+use tandem_testkit::{free_port, Balance, NginxServer, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +28,38 @@ impl System {
             System::Tandem => "tandem",
             System::Echo => "echo",
             System::Sharedb => "sharedb",
+        }
+    }
+}
+
+/// What the clients connect to: the instances themselves (the generator
+/// spreads each document's clients over them), or nginx running the
+/// shipped deploy/nginx.conf in front of them with one balancing policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balancer {
+    /// No proxy: clients alternate between the instances.
+    #[default]
+    None,
+    /// nginx, `least_conn;`.
+    LeastConn,
+    /// nginx, `hash $tandem_doc consistent;` (sticky per document).
+    Hash,
+}
+
+impl Balancer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Balancer::None => "none",
+            Balancer::LeastConn => "least-conn",
+            Balancer::Hash => "hash",
+        }
+    }
+
+    fn balance(self) -> Option<Balance> {
+        match self {
+            Balancer::None => None,
+            Balancer::LeastConn => Some(Balance::LeastConn),
+            Balancer::Hash => Some(Balance::Hash),
         }
     }
 }
@@ -79,6 +111,8 @@ pub struct Servers {
     pub system: System,
     pub ports: Vec<u16>,
     children: Vec<Process>,
+    /// nginx in front of the instances, when a balancer was asked for.
+    front: Option<NginxServer>,
     dir: PathBuf,
     redis_prefix: String,
 }
@@ -128,6 +162,7 @@ impl Servers {
             system,
             ports: Vec::new(),
             children: Vec::new(),
+            front: None,
             dir,
             redis_prefix: format!("tandem-bench-{}", &run[..12]),
         };
@@ -241,6 +276,51 @@ impl Servers {
         self.children.iter().map(Process::pid).collect()
     }
 
+    /// Put nginx (deploy/nginx.conf balancing with `balancer`) in front of
+    /// the instances: from now on every URL points at it.
+    pub async fn front(&mut self, balancer: Balancer) {
+        let Some(balance) = balancer.balance() else {
+            return;
+        };
+        let upstreams: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let nginx =
+            tokio::task::spawn_blocking(move || NginxServer::start_with(&upstreams, balance))
+                .await
+                .expect("start nginx");
+        self.front = Some(nginx);
+    }
+
+    /// nginx's processes (master and workers), if it runs.
+    pub fn front_pids(&self) -> Vec<u32> {
+        self.front
+            .as_ref()
+            .map(|n| {
+                let master = n.pid();
+                let mut pids = vec![master];
+                pids.extend(crate::sys::children(master));
+                pids
+            })
+            .unwrap_or_default()
+    }
+
+    /// Each instance's open WebSocket sessions (Tandem's
+    /// `tandem_connections` gauge; `None` for the other systems).
+    pub async fn sessions(&self) -> Vec<Option<u64>> {
+        let mut out = Vec::new();
+        for &port in &self.ports {
+            out.push(if self.system == System::Tandem {
+                gauge(port, "tandem_connections").await
+            } else {
+                None
+            });
+        }
+        out
+    }
+
     /// Resident memory of all instances, KiB.
     pub fn rss_kb(&self) -> u64 {
         self.pids()
@@ -251,7 +331,10 @@ impl Servers {
 
     /// The WebSocket URL of a document on an instance.
     pub fn url(&self, instance: usize, doc: &str, user: &str) -> String {
-        let port = self.ports[instance % self.ports.len()];
+        let port = match &self.front {
+            Some(nginx) => nginx.port(),
+            None => self.ports[instance % self.ports.len()],
+        };
         match self.system {
             System::Tandem => format!("ws://127.0.0.1:{port}/ws/{doc}?user_id={user}"),
             System::Echo => format!("ws://127.0.0.1:{port}/ws/{doc}"),
@@ -263,6 +346,7 @@ impl Servers {
 impl Servers {
     /// Stop the servers and delete what Tandem left in Redis.
     pub async fn finish(mut self, backing: &Backing) {
+        drop(self.front.take());
         for c in &mut self.children {
             c.kill();
         }
@@ -303,8 +387,30 @@ async fn ready(system: System, port: u16) -> bool {
     buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
 }
 
+/// A gauge from an instance's `/metrics` (`None`: no answer).
+async fn gauge(port: u16, name: &str) -> Option<u64> {
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    tcp.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.ok()?;
+    if !body.starts_with("HTTP/1.1 200") && !body.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    // A gauge never set is not listed: 0.
+    Some(
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64),
+    )
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
+        drop(self.front.take());
         for c in &mut self.children {
             c.kill();
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::load::{self, LoadSpec};
 use crate::replay;
-use crate::servers::{Backing, System};
+use crate::servers::{Backing, Balancer, System};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -85,6 +85,7 @@ pub async fn run(
         warmup: z.warmup,
         seconds: z.seconds,
         backing: backing.clone(),
+        balancer: Balancer::None,
     };
 
     // W3: hot room, one instance; Tandem embedded against both baselines.

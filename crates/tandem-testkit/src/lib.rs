@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use editor::{flood_until_dropped, random_edit, type_concurrently, Editor, EMOJI_ALPHABET};
-pub use nginx::{render_nginx_conf, NginxServer};
+pub use nginx::{render_nginx_conf, render_nginx_conf_with, Balance, NginxServer};
 pub use postgres::PgServer;
 pub use redis::RedisServer;
 pub use rest::{error_code, Api};

@@ -9,6 +9,46 @@ use std::time::Duration;
 
 use crate::{free_port, repo_root, require_binary, TIMEOUT};
 
+/// How nginx picks the instance for a request: the balancing line of the
+/// `upstream tandem` block. The shipped file carries one of them; rendering
+/// swaps it for the other (the bench compares both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// `least_conn;`: each new connection to the instance with the fewest.
+    LeastConn,
+    /// `hash $tandem_doc consistent;`: every request naming a document (its
+    /// sockets, its REST calls) to one instance; the rest spread.
+    Hash,
+}
+
+impl Balance {
+    pub const ALL: [Balance; 2] = [Balance::LeastConn, Balance::Hash];
+
+    /// The directive's line as deploy/nginx.conf writes it.
+    pub fn line(self) -> &'static str {
+        match self {
+            Balance::LeastConn => "        least_conn;\n",
+            Balance::Hash => "        hash $tandem_doc consistent;\n",
+        }
+    }
+
+    /// The policy deploy/nginx.conf ships with.
+    pub fn shipped() -> Balance {
+        let conf = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
+        let found: Vec<Balance> = Balance::ALL
+            .into_iter()
+            .filter(|b| conf.contains(b.line()))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "deploy/nginx.conf must carry exactly one of {:?}",
+            Balance::ALL.map(Balance::line)
+        );
+        found[0]
+    }
+}
+
 /// Debian's nginx running the project's `deploy/nginx.conf`, rendered for
 /// loopback (listen port, upstream servers, pid and temp paths).
 pub struct NginxServer {
@@ -20,6 +60,16 @@ pub struct NginxServer {
 /// Render deploy/nginx.conf: each replaced piece must exist, so a change to
 /// the file that breaks the rendering fails loudly.
 pub fn render_nginx_conf(upstreams: &[String], port: u16, dir: &Path) -> String {
+    render_nginx_conf_with(upstreams, port, dir, Balance::shipped())
+}
+
+/// [`render_nginx_conf`] with the upstream's balancing line set to `balance`.
+pub fn render_nginx_conf_with(
+    upstreams: &[String],
+    port: u16,
+    dir: &Path,
+    balance: Balance,
+) -> String {
     let conf = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
     let servers: String = upstreams
         .iter()
@@ -38,6 +88,10 @@ pub fn render_nginx_conf(upstreams: &[String], port: u16, dir: &Path) -> String 
             "http {\n".to_owned(),
             format!("http {{\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"),
         ),
+        (
+            Balance::shipped().line().to_owned(),
+            balance.line().to_owned(),
+        ),
     ] {
         assert!(out.contains(&from), "deploy/nginx.conf no longer contains {from:?}");
         out = out.replacen(&from, &to, 1);
@@ -46,13 +100,23 @@ pub fn render_nginx_conf(upstreams: &[String], port: u16, dir: &Path) -> String 
 }
 
 impl NginxServer {
+    /// nginx with the shipped configuration in front of `upstreams`.
     pub fn start(upstreams: &[String]) -> Self {
+        Self::start_with(upstreams, Balance::shipped())
+    }
+
+    /// Like [`NginxServer::start`], balancing with `balance`.
+    pub fn start_with(upstreams: &[String], balance: Balance) -> Self {
         let bin = require_binary("nginx", "nginx");
         let dir = tempfile::tempdir().unwrap();
         let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, render_nginx_conf(upstreams, port, dir.path())).unwrap();
+        std::fs::write(
+            &conf,
+            render_nginx_conf_with(upstreams, port, dir.path(), balance),
+        )
+        .unwrap();
         let child = Command::new(bin)
             .arg("-p")
             .arg(dir.path())
@@ -77,11 +141,29 @@ impl NginxServer {
     }
 }
 
+impl NginxServer {
+    /// The master process (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("host:port")
+    }
+}
+
 impl Drop for NginxServer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Fast shutdown (TERM), not graceful (QUIT): a graceful one
+            // waits for open WebSockets, and a test that failed with its
+            // clients still typing through nginx would hang here.
             let _ = Command::new("kill")
-                .args(["-QUIT", &c.id().to_string()])
+                .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
         }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# nginx's balancing policies compared in one run, on Redis with 2 instances,
+# every client through nginx running deploy/nginx.conf (the bench swaps its
+# balancing line):
+#   hot document: 1 doc x 200 clients x 5 edits/s, with --balancer none (no
+#                 proxy, the generator alternates clients between instances;
+#                 reference), least-conn and hash;
+#   W4-like:      1,000 docs x 3 clients x 2 edits/s, least-conn and hash.
+# Each configuration runs ROUNDS times (default 2), the order alternating
+# between rounds. Raw --json results go to OUT (first argument, default
+# bench/results/balancers), one file per run, and a table to OUT/table.md.
+#
+# Needs Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379), nginx
+# (apt-get install nginx) and jq. Honours CARGO_TARGET_DIR. About 8 minutes
+# on a 2-core machine with the default ROUNDS, after the release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench/results/balancers}
+REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+ROUNDS=${ROUNDS:-2}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
+TARGET=${CARGO_TARGET_DIR:-target}
+mkdir -p "$OUT"
+nice -n 10 cargo build --release -p tandem -p tandem-bench --bins
+BENCH="$TARGET/release/tandem-bench"
+
+run() { # name balancer load-args...
+  local name=$1 balancer=$2
+  shift 2
+  echo "== $name --balancer $balancer (round $round)"
+  "$BENCH" --json "$OUT/$name-$balancer-$round.json" load --system tandem \
+    --instances 2 --seconds "$SECONDS_PER_RUN" --redis "$REDIS_URL" \
+    --balancer "$balancer" "$@"
+  sleep 2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  hot=(none least-conn hash)
+  w4=(least-conn hash)
+  if ((round % 2 == 0)); then
+    hot=(hash least-conn none)
+    w4=(hash least-conn)
+  fi
+  for b in "${hot[@]}"; do
+    run hot "$b" --docs 1 --clients 200 --rate 5
+  done
+  for b in "${w4[@]}"; do
+    run w4 "$b" --docs 1000 --clients 3 --rate 2
+  done
+done
+
+{
+  echo "| workload | balancer | run | committed / offered edits/s | p50 / p99 delivery (ms) | ack p99 (ms) | Tandem CPU (2 inst) | nginx CPU | sessions per instance |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for f in "$OUT"/hot-none-*.json "$OUT"/hot-least-conn-*.json "$OUT"/hot-hash-*.json \
+    "$OUT"/w4-least-conn-*.json "$OUT"/w4-hash-*.json; do
+    [ -e "$f" ] || continue
+    jq -r --arg f "$(basename "$f" .json)" '.results[0] as $r
+      | ($r.clients * $r.rate_per_client) as $offered
+      | "| \($f | split("-")[0]) | \($r.balancer) | \($f | split("-")[-1])"
+        + " | \($r.ops_per_second | round) / \($offered | round) (\(100 * $r.ops_per_second / $offered | round) %)"
+        + " | \($r.latency_us.p50 / 1000 * 10 | round / 10) / \($r.latency_us.p99 / 1000 * 10 | round / 10)"
+        + " | \($r.ack_latency_us.p99 / 1000 * 10 | round / 10)"
+        + " | \($r.server_cpu_percent | round) %"
+        + " | \(if $r.balancer_cpu_percent == null then "—" else "\($r.balancer_cpu_percent | round) %" end)"
+        + " | \($r.instance_sessions | map(tostring) | join(" / "))"
+        + (if $r.converged then " |" else " | NOT CONVERGED |" end)' "$f"
+  done
+} >"$OUT/table.md"
+cat "$OUT/table.md"
