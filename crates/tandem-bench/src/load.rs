@@ -21,6 +21,10 @@ use crate::sys::CpuWindow;
 
 const RING: usize = 4096;
 
+/// Tandem's counter of commit attempts after the first (a commit that found
+/// the head moved, by another instance, and rebased).
+const RETRIES: &str = "tandem_commit_retries_total";
+
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
     pub name: String,
@@ -236,6 +240,7 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     let server_cpu = CpuWindow::start(servers.pids());
     let client_cpu = CpuWindow::start(vec![std::process::id()]);
     let front_cpu = CpuWindow::start(servers.front_pids());
+    let retries_before = servers.counter_sum(RETRIES).await;
     let t0 = Instant::now();
     tokio::time::sleep(spec.seconds).await;
     let elapsed = t0.elapsed();
@@ -243,6 +248,10 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     let front_pct = front_cpu.percent();
     let rss = servers.rss_kb();
     let sessions = servers.sessions().await;
+    let retries = match (retries_before, servers.counter_sum(RETRIES).await) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
 
     // Stop typing; once every client is idle, the highest version any
     // client of a document saw is that document's final version.
@@ -291,6 +300,9 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
         "balancer_cpu_percent": (spec.balancer != Balancer::None).then_some(front_pct),
         // Each instance's open sessions at the end of the measured window.
         "instance_sessions": sessions,
+        // Commits that lost the race to another instance and went again,
+        // in the measured window, all instances (null: not Tandem).
+        "commit_retries": retries,
     });
     println!(
         "{:<40} {:>7} {:>5} clients {:>7.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  server CPU {:>4.0}%  RSS {:>6} MiB  converged",
@@ -306,10 +318,11 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     );
     if spec.balancer != Balancer::None {
         println!(
-            "{:<40} via nginx ({}): nginx CPU {:>4.0}%, sessions per instance {}",
+            "{:<40} via nginx ({}): nginx CPU {:>4.0}%, commit retries {}, sessions per instance {}",
             "",
             spec.balancer.name(),
             front_pct,
+            retries.map_or("?".to_owned(), |n| n.to_string()),
             sessions
                 .iter()
                 .map(|n| n.map_or("?".to_owned(), |n| n.to_string()))
