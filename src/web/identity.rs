@@ -33,13 +33,14 @@ pub fn now_secs() -> i64 {
     crate::hub::now_ms() / 1000
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme is
+/// case-insensitive, RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Identify from the Authorization header, else `token` (WebSocket query).

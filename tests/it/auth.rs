@@ -606,3 +606,69 @@ async fn revoking_on_one_instance_closes_the_socket_on_another() {
     assert_eq!(bws.recv_type(Kind::Error).await["code"], "forbidden");
     assert_eq!(bws.closed().await, Some(1008));
 }
+
+/// Wrong passwords for a user from one address slow that address down, not
+/// the user's own logins from elsewhere (nobody can lock an account out);
+/// names no account can have (a 1 MB one) are refused before they become
+/// a limiter key or cost a hash; the bearer scheme is case-insensitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_cannot_lock_out_the_owner_and_junk_names_cost_nothing() {
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("ALLOW_ANONYMOUS", "false"),
+            ("LOGIN_ATTEMPTS_PER_MIN", "4"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    );
+    let api = Api::new(&server);
+    api.user("alice").await;
+    let http = Client::new();
+    let login = |from: &str, username: String, password: &str| {
+        let req = http
+            .post(server.http("/api/auth/login"))
+            .header("X-Real-IP", from)
+            .json(&json!({"username": username, "password": password}));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (status, v)
+        }
+    };
+    // An attacker at 10.0.0.1 guesses until slowed down.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(login("10.0.0.1", "alice".into(), "wrong password").await.0);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Alice, elsewhere, still gets in.
+    let (st, v) = login("10.0.0.2", "alice".into(), "correct horse battery").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // And her token works with any capitalisation of the scheme.
+    let token = v["token"].as_str().unwrap().to_owned();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = http
+            .get(server.http("/api/documents"))
+            .header("Authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    // A name no account can have: refused as a wrong password, from an
+    // address with tries left, however many arrive.
+    for i in 0..3 {
+        let huge = "x".repeat(1 << 20);
+        let (st, v) = login(&format!("10.0.1.{i}"), huge, "whatever pw").await;
+        assert_eq!(
+            (st, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{v}"
+        );
+    }
+}

@@ -131,7 +131,17 @@ pub async fn login(
     let ip = crate::web::client_ip(&state.conn_limits, peer, req.headers());
     let ApiJson(body) = ApiJson::<LoginBody>::from_request_inner(req, &state).await?;
     let by_ip = login_allowed(&state, format!("ip:{ip}"));
-    let by_user = login_allowed(&state, format!("user:{}", body.username));
+    // A name no account can have never becomes a key (nor costs a hash):
+    // the same answer as a wrong password.
+    if !crate::auth::valid_username(&body.username) {
+        if !by_ip {
+            return Err(ApiError::TooManyRequests);
+        }
+        return Err(ApiError::Unauthorized("invalid username or password"));
+    }
+    // Slowed per (username, address): guesses at one account from one
+    // place are limited, and nobody elsewhere can lock its owner out.
+    let by_user = login_allowed(&state, format!("user:{}@{ip}", body.username));
     if !by_ip || !by_user {
         return Err(ApiError::TooManyRequests);
     }
