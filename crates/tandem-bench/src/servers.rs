@@ -313,12 +313,25 @@ impl Servers {
         let mut out = Vec::new();
         for &port in &self.ports {
             out.push(if self.system == System::Tandem {
-                gauge(port, "tandem_connections").await
+                metric(port, "tandem_connections").await.map(|v| v as u64)
             } else {
                 None
             });
         }
         out
+    }
+
+    /// A Tandem counter summed over the instances (`None`: another system,
+    /// or an instance did not answer).
+    pub async fn counter_sum(&self, name: &str) -> Option<u64> {
+        if self.system != System::Tandem {
+            return None;
+        }
+        let mut sum = 0.0;
+        for &port in &self.ports {
+            sum += metric(port, name).await?;
+        }
+        Some(sum as u64)
     }
 
     /// Resident memory of all instances, KiB.
@@ -387,8 +400,8 @@ async fn ready(system: System, port: u16) -> bool {
     buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
 }
 
-/// A gauge from an instance's `/metrics` (`None`: no answer).
-async fn gauge(port: u16, name: &str) -> Option<u64> {
+/// An unlabelled metric from an instance's `/metrics` (`None`: no answer).
+async fn metric(port: u16, name: &str) -> Option<f64> {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -399,12 +412,12 @@ async fn gauge(port: u16, name: &str) -> Option<u64> {
     if !body.starts_with("HTTP/1.1 200") && !body.starts_with("HTTP/1.0 200") {
         return None;
     }
-    // A gauge never set is not listed: 0.
+    // A metric never set is not listed: 0.
     Some(
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64),
+            .unwrap_or(0.0),
     )
 }
 
