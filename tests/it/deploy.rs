@@ -1,15 +1,19 @@
 //! The deployment as shipped: the compose file and Dockerfile checked
 //! against what operators rely on, and the real topology run as processes
 //! on loopback (no Docker engine here): PostgreSQL, Redis, two instances and
-//! Debian's nginx with the project's nginx.conf.
+//! Debian's nginx with the project's nginx.conf: its per-document routing
+//! (one document's sockets and REST calls on one instance, documents spread
+//! over the instances, failover to the survivor).
 
 use std::time::Duration;
 
 use serde_yaml::Value;
 use tandem_testkit::typist::{check_exactly_once, run_typists};
 use tandem_testkit::{
-    cluster, render_nginx_conf, require_binary, NginxServer, PgServer, RedisServer, TestServer,
+    cluster, render_nginx_conf_with, require_binary, Balance, NginxServer, PgServer, RedisServer,
+    TestServer, Ws,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::TANDEM;
 
@@ -114,29 +118,114 @@ fn dockerfile_is_multi_stage_non_root_and_health_checked() {
 #[test]
 fn nginx_conf_is_valid_for_nginx() {
     let bin = require_binary("nginx", "nginx");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        render_nginx_conf(&["127.0.0.1:1".into()], 8, dir.path()),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin)
-        .arg("-t")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf)
-        .output()
+    // The shipped policy, and the one the bench swaps in to compare.
+    for balance in Balance::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            render_nginx_conf_with(&["127.0.0.1:1".into()], 8, dir.path(), balance),
+        )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        let out = std::process::Command::new(&bin)
+            .arg("-t")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{balance:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let raw = read("deploy/nginx.conf");
-    assert!(raw.contains("least_conn") && raw.contains("proxy_set_header Upgrade"));
+    assert_eq!(Balance::shipped(), Balance::Hash);
+    assert!(raw.contains("hash $tandem_doc consistent;") && raw.contains("map $uri $tandem_doc"));
+    assert!(raw.contains("proxy_set_header Upgrade") && raw.contains("proxy_next_upstream"));
     assert!(raw.contains("location = /metrics"));
+}
+
+/// A stand-in instance that answers every request with its own name.
+async fn named_upstream(name: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The shipped routing, on stand-ins: every request about one document (its
+/// socket URL with or without a query, its REST resource and sub-resources)
+/// reaches one instance; documents and requests about no document spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_routes_each_document_to_one_instance() {
+    let upstreams = vec![named_upstream("A").await, named_upstream("B").await];
+    let nginx = NginxServer::start(&upstreams);
+    let http = reqwest::Client::new();
+    let served_by = |path: String| {
+        let http = http.clone();
+        let url = format!("http://{}{path}", nginx.addr);
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.text().await.unwrap()
+        }
+    };
+    let mut per_instance = std::collections::HashMap::new();
+    for i in 0..24 {
+        let doc = format!("doc-{i}.x_y@z:{i}");
+        let home = served_by(format!("/ws/{doc}")).await;
+        for path in [
+            format!("/ws/{doc}?user_id=u{i}&version=3"),
+            format!("/api/documents/{doc}"),
+            format!("/api/documents/{doc}/history?after=0"),
+            format!("/api/documents/{doc}/versions/2/restore"),
+        ] {
+            for _ in 0..3 {
+                assert_eq!(served_by(path.clone()).await, home, "{path}");
+            }
+        }
+        *per_instance.entry(home).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_instance.len(),
+        2,
+        "documents did not spread: {per_instance:?}"
+    );
+    // Requests about no document spread too.
+    let mut others = std::collections::HashSet::new();
+    for _ in 0..40 {
+        others.insert(served_by("/api/documents".into()).await);
+        others.insert(served_by("/readyz".into()).await);
+    }
+    assert_eq!(
+        others.len(),
+        2,
+        "requests without a document stuck to one instance"
+    );
 }
 
 fn counter(metrics: &str, name: &str) -> f64 {
@@ -154,6 +243,31 @@ async fn scrape(s: &TestServer) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Open WebSocket sessions on an instance.
+async fn sessions(s: &TestServer) -> u64 {
+    counter(&scrape(s).await, "tandem_connections") as u64
+}
+
+/// Wait until the instances' session counts are `want` (the gauge moves
+/// just after a socket's `init` or close).
+async fn wait_sessions(servers: &[&TestServer], want: &[u64]) {
+    let deadline = tokio::time::Instant::now() + tandem_testkit::TIMEOUT;
+    loop {
+        let mut now = Vec::new();
+        for s in servers {
+            now.push(sessions(s).await);
+        }
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions per instance {now:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -175,10 +289,15 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
         404,
         "/metrics exposed through nginx"
     );
-    let committed_before = counter(&scrape(&servers[1]).await, "tandem_ops_committed_total");
+    let mut committed_before = Vec::new();
+    for s in &servers {
+        committed_before.push(counter(&scrape(s).await, "tandem_ops_committed_total"));
+    }
 
+    // Drain the instance holding the document's sockets (with the shipped
+    // per-document hash, all of them).
     let doc = "behind-nginx";
-    let victim = &mut servers[0];
+    let mut victim = 0;
     let mut typists = run_typists(
         vec![nginx.addr.clone()],
         doc,
@@ -186,29 +305,102 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
         Duration::from_millis(1500),
         async {
             tokio::time::sleep(Duration::from_millis(800)).await;
-            let status = tokio::task::block_in_place(|| victim.sigterm());
+            if sessions(&servers[1]).await > sessions(&servers[0]).await {
+                victim = 1;
+            }
+            let status = tokio::task::block_in_place(|| servers[victim].sigterm());
             assert!(status.success(), "drained instance exited with {status:?}");
         },
     )
     .await;
+    let survivor = 1 - victim;
     assert!(
         typists.iter().any(|t| t.reconnects > 0),
         "nobody was moved off the drained instance"
     );
-    check_exactly_once(&servers[1], doc, &mut typists).await;
+    check_exactly_once(&servers[survivor], doc, &mut typists).await;
     let acked: usize = typists.iter().map(|t| t.acked.len()).sum();
     assert!(acked > 50, "only {acked} acknowledged");
     // The survivor's counters moved; its readiness holds.
-    let m = scrape(&servers[1]).await;
-    assert!(counter(&m, "tandem_ops_committed_total") > committed_before);
+    let m = scrape(&servers[survivor]).await;
+    assert!(counter(&m, "tandem_ops_committed_total") > committed_before[survivor]);
     assert!(m.contains("tandem_connections"));
     assert_eq!(
-        reqwest::get(servers[1].http("/readyz"))
+        reqwest::get(servers[survivor].http("/readyz"))
             .await
             .unwrap()
             .status(),
         200
     );
+}
+
+/// The real instances behind the shipped nginx: (b) sockets of different
+/// documents spread over both instances; (a) two clients of one document
+/// land on the same instance, and when it is killed both reconnect through
+/// nginx to the other one and converge there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_nginx_a_document_sticks_to_one_instance_and_fails_over() {
+    let redis = RedisServer::start();
+    let (_dir, mut servers) = cluster(TANDEM, &redis, 2, &[]);
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let nginx = NginxServer::start(&addrs);
+
+    // (b) One socket on each of 24 documents: both instances hold some.
+    let mut sockets = Vec::new();
+    for i in 0..24 {
+        let url = format!("ws://{}/ws/spread-{i}?user_id=s{i}", nginx.addr);
+        sockets.push(Ws::connect(&url).await.unwrap().0);
+    }
+    let deadline = tokio::time::Instant::now() + tandem_testkit::TIMEOUT;
+    let spread = loop {
+        let n = [sessions(&servers[0]).await, sessions(&servers[1]).await];
+        if n[0] + n[1] == 24 || tokio::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(spread[0] + spread[1], 24, "{spread:?}");
+    assert!(
+        spread[0] > 0 && spread[1] > 0,
+        "documents did not spread: {spread:?}"
+    );
+    for ws in sockets {
+        ws.close().await;
+    }
+    wait_sessions(&[&servers[0], &servers[1]], &[0, 0]).await;
+
+    // (a) Two typists on one document, through nginx only.
+    let doc = "sticky-doc";
+    let mut home = None;
+    let mut typists = run_typists(
+        vec![nginx.addr.clone()],
+        doc,
+        2,
+        Duration::from_millis(1500),
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let n = [sessions(&servers[0]).await, sessions(&servers[1]).await];
+            assert!(
+                n == [2, 0] || n == [0, 2],
+                "one document on both instances: {n:?}"
+            );
+            let h = usize::from(n[1] == 2);
+            home = Some(h);
+            // Kill it (no draining): both are cut off, nginx finds the
+            // instance gone and sends their reconnects to the other one.
+            tokio::task::block_in_place(|| servers[h].kill());
+            wait_sessions(&[&servers[1 - h]], &[2]).await;
+        },
+    )
+    .await;
+    let survivor = 1 - home.expect("home instance");
+    for t in &typists {
+        assert!(t.reconnects > 0, "{} was never moved", t.user);
+    }
+    check_exactly_once(&servers[survivor], doc, &mut typists).await;
+    for t in &typists {
+        assert!(t.acked.len() > 5, "{} got {} acks", t.user, t.acked.len());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
