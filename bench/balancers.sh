@@ -12,9 +12,13 @@
 # between rounds. Raw --json results go to OUT (first argument, default
 # bench/results/balancers), one file per run, and a table to OUT/table.md.
 #
+# "other CPU" in the table is the machine's busy CPU in the measured window
+# minus Tandem's, nginx's and the generator's: Redis and the kernel's
+# loopback work (about 30-60 % of a core here), more if anything else ran.
+#
 # Needs Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379), nginx
-# (apt-get install nginx) and jq. Honours CARGO_TARGET_DIR. About 8 minutes
-# on a 2-core machine with the default ROUNDS, after the release build.
+# (apt-get install nginx) and jq. Honours CARGO_TARGET_DIR. About 12 minutes
+# on a quiet 2-core machine with the default ROUNDS, after the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/balancers}
@@ -26,14 +30,40 @@ mkdir -p "$OUT"
 nice -n 10 cargo build --release -p tandem -p tandem-bench --bins
 BENCH="$TARGET/release/tandem-bench"
 
+# Busy CPU of the whole machine over 3 s, in % of one core.
+busy() {
+  local a b
+  read -r -a a < <(head -1 /proc/stat)
+  sleep 3
+  read -r -a b < <(head -1 /proc/stat)
+  local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+  local idle=$(((b[4] + b[5]) - (a[4] + a[5])))
+  echo $((100 * $(nproc) * busy / (busy + idle)))
+}
+
+# The machine is shared (builds, other suites): start each run only once it
+# is quiet (at most QUIET_PCT % of one core busy, default 15), waiting up to
+# QUIET_WAIT seconds (default 900). The table's "other CPU" column still
+# shows what ran beside the measured processes during the run.
+wait_quiet() {
+  local waited=0 now
+  while now=$(busy) && ((now > ${QUIET_PCT:-15})); do
+    if ((waited >= ${QUIET_WAIT:-900})); then
+      echo "   machine still busy ($now % of a core); measuring anyway"
+      return
+    fi
+    waited=$((waited + 3))
+  done
+}
+
 run() { # name balancer load-args...
   local name=$1 balancer=$2
   shift 2
+  wait_quiet
   echo "== $name --balancer $balancer (round $round; load average $(cut -d" " -f1-3 /proc/loadavg))"
   "$BENCH" --json "$OUT/$name-$balancer-$round.json" load --system tandem \
     --seconds "$SECONDS_PER_RUN" --redis "$REDIS_URL" \
     --balancer "$balancer" "$@"
-  sleep 2
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -53,8 +83,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 {
-  echo "| workload | instances | balancer | run | committed / offered edits/s | p50 / p99 delivery (ms) | ack p99 (ms) | Tandem CPU | nginx CPU | commit retries | sessions per instance |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| workload | instances | balancer | run | committed / offered edits/s | p50 / p99 delivery (ms) | ack p99 (ms) | Tandem CPU | nginx CPU | commit retries | resends | sessions per instance | other CPU |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for f in "$OUT"/hot-none-*.json "$OUT"/hot-least-conn-*.json "$OUT"/hot-hash-*.json \
     "$OUT"/hot1-none-*.json "$OUT"/w4-least-conn-*.json "$OUT"/w4-hash-*.json; do
     [ -e "$f" ] || continue
@@ -67,7 +97,9 @@ done
         + " | \($r.server_cpu_percent | round) %"
         + " | \(if $r.balancer_cpu_percent == null then "—" else "\($r.balancer_cpu_percent | round) %" end)"
         + " | \($r.commit_retries // "?")"
+        + " | \($r.resends // "?")"
         + " | \($r.instance_sessions | map(tostring) | join(" / "))"
+        + " | \(($r.machine_cpu_percent // 0) - $r.server_cpu_percent - ($r.balancer_cpu_percent // 0) - $r.client_cpu_percent | round) %"
         + (if $r.converged then " |" else " | NOT CONVERGED |" end)' "$f"
   done
 } >"$OUT/table.md"

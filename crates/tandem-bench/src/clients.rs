@@ -9,10 +9,11 @@
 //! document is a concatenation of whole tokens and the checker can tell that
 //! each acknowledged token is there exactly once.
 
+use rand::Rng;
 use serde_json::{json, Value};
 use tandem::client::OtClient;
 use tandem::ot::splice;
-use tandem::protocol::ServerFrame;
+use tandem::protocol::{ErrorCode, ServerFrame};
 use tandem_testkit::{Editor, Ws};
 
 use crate::servers::System;
@@ -56,6 +57,25 @@ pub struct Client {
     pub link: Link,
     seq: u64,
     inflight: bool,
+    /// Tandem refused the op in flight without committing it: when to send
+    /// it again.
+    resend_at: Option<tokio::time::Instant>,
+    /// How many times that happened.
+    pub resends: u64,
+}
+
+/// Tandem's answer that the op in flight was not committed and should be
+/// sent again (`internal`: contention, e.g. a document too busy on several
+/// instances at once, or backend trouble; `rate_limited`).
+fn refused_for_now(e: &tandem_testkit::Frame, inflight: Option<u64>) -> bool {
+    matches!(
+        e.msg,
+        ServerFrame::Error {
+            code: ErrorCode::Internal | ErrorCode::RateLimited,
+            seq: Some(seq),
+            ..
+        } if Some(seq) == inflight
+    )
 }
 
 /// Retry while the server is still coming up.
@@ -169,6 +189,8 @@ impl Client {
             link,
             seq: 0,
             inflight: false,
+            resend_at: None,
+            resends: 0,
         }
     }
 
@@ -252,8 +274,31 @@ impl Client {
         loop {
             let ev = match &mut self.link {
                 Link::Tandem(ed) => {
-                    let m = ed.ws.next_frame().await;
+                    let m = match self.resend_at {
+                        Some(at) => tokio::select! {
+                            m = ed.ws.next_frame() => m,
+                            _ = tokio::time::sleep_until(at) => {
+                                self.resend_at = None;
+                                if let Some(out) = ed.ot.resend() {
+                                    ed.send_op(&out).await;
+                                }
+                                continue;
+                            }
+                        },
+                        None => ed.ws.next_frame().await,
+                    };
                     if let Err(e) = ed.try_handle(&m).await {
+                        if refused_for_now(&e, ed.ot.inflight_seq()) {
+                            // As the browser client does: keep it, and send
+                            // the same seq again in 0.3–1 s.
+                            self.resends += 1;
+                            let wait = rand::thread_rng().gen_range(300..1000);
+                            self.resend_at = Some(
+                                tokio::time::Instant::now()
+                                    + std::time::Duration::from_millis(wait),
+                            );
+                            continue;
+                        }
                         panic!("tandem refused: {e}");
                     }
                     match m.msg {

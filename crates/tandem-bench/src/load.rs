@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::clients::{join_many, prepare, Client, Event};
 use crate::servers::{Backing, Balancer, Servers, System};
 use crate::stats::{cdf, latency_json, Stats};
-use crate::sys::CpuWindow;
+use crate::sys::{CpuWindow, MachineWindow};
 
 const RING: usize = 4096;
 
@@ -81,6 +81,8 @@ struct ClientReport {
     remote_us: Vec<u32>,
     ack_us: Vec<u32>,
     sent_measured: u64,
+    /// Edits refused for now (not committed) and sent again.
+    resends: u64,
     acked_tokens: Vec<String>,
     text: Option<(u64, String)>,
     version: u64,
@@ -112,6 +114,7 @@ async fn run_client(
         remote_us: Vec::new(),
         ack_us: Vec::new(),
         sent_measured: 0,
+        resends: 0,
         acked_tokens: Vec::new(),
         text: None,
         version: 0,
@@ -175,6 +178,7 @@ async fn run_client(
         }
     }
     r.version = c.version();
+    r.resends = c.resends;
     r.text = c.final_text().await;
     c.close().await;
     r
@@ -240,12 +244,14 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     let server_cpu = CpuWindow::start(servers.pids());
     let client_cpu = CpuWindow::start(vec![std::process::id()]);
     let front_cpu = CpuWindow::start(servers.front_pids());
+    let machine_cpu = MachineWindow::start();
     let retries_before = servers.counter_sum(RETRIES).await;
     let t0 = Instant::now();
     tokio::time::sleep(spec.seconds).await;
     let elapsed = t0.elapsed();
     let (server_pct, client_pct) = (server_cpu.percent(), client_cpu.percent());
     let front_pct = front_cpu.percent();
+    let machine_pct = machine_cpu.percent();
     let rss = servers.rss_kb();
     let sessions = servers.sessions().await;
     let retries = match (retries_before, servers.counter_sum(RETRIES).await) {
@@ -257,9 +263,24 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     // client of a document saw is that document's final version.
     phase_tx.send_replace(Some(Vec::new()));
     let mut finals = vec![0u64; spec.docs];
-    for _ in 0..clients_n {
-        let (d, v) = idle_rx.recv().await.expect("client idle");
-        finals[d] = finals[d].max(v);
+    let mut idle_n = 0;
+    while idle_n < clients_n {
+        tokio::select! {
+            idle = idle_rx.recv() => {
+                let (d, v) = idle.expect("client idle");
+                finals[d] = finals[d].max(v);
+                idle_n += 1;
+            }
+            // No client ends before the final versions are out: one that
+            // did panicked. Fail the run with its message (the servers stop
+            // on Drop) rather than wait for it forever.
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
+                    tasks.swap_remove(i).await.expect("client task");
+                    panic!("a client ended before the run did");
+                }
+            }
+        }
     }
     phase_tx.send_replace(Some(finals.clone()));
     let mut reports = Vec::new();
@@ -271,10 +292,12 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     let mut remote = Stats::default();
     let mut ack = Stats::default();
     let mut measured_ops = 0u64;
+    let mut resends = 0u64;
     for r in &reports {
         remote.extend(&r.remote_us);
         ack.extend(&r.ack_us);
         measured_ops += r.sent_measured;
+        resends += r.resends;
     }
     let secs = elapsed.as_secs_f64();
     let out = json!({
@@ -298,11 +321,18 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
         "balancer": spec.balancer.name(),
         // nginx's master and workers, in % of one core (null without it).
         "balancer_cpu_percent": (spec.balancer != Balancer::None).then_some(front_pct),
+        // The whole machine's busy CPU in the measured window (% of one
+        // core): well above server + balancer + client + Redis, something
+        // else was running.
+        "machine_cpu_percent": machine_pct,
         // Each instance's open sessions at the end of the measured window.
         "instance_sessions": sessions,
         // Commits that lost the race to another instance and went again,
         // in the measured window, all instances (null: not Tandem).
         "commit_retries": retries,
+        // Edits the server answered with `internal` or `rate_limited` (not
+        // committed), sent again by their client after 0.3–1 s, whole run.
+        "resends": resends,
     });
     println!(
         "{:<40} {:>7} {:>5} clients {:>7.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  server CPU {:>4.0}%  RSS {:>6} MiB  converged",
@@ -318,7 +348,7 @@ async fn run_on(spec: &LoadSpec, servers: &Servers) -> Value {
     );
     if spec.balancer != Balancer::None {
         println!(
-            "{:<40} via nginx ({}): nginx CPU {:>4.0}%, commit retries {}, sessions per instance {}",
+            "{:<40} via nginx ({}): nginx CPU {:>4.0}%, commit retries {}, resends {resends}, sessions per instance {}",
             "",
             spec.balancer.name(),
             front_pct,

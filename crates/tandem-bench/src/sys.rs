@@ -78,3 +78,43 @@ impl CpuWindow {
         100.0 * used / wall
     }
 }
+
+/// CPU seconds the whole machine spent busy (every core; user, nice,
+/// system, irq, softirq, steal), from `/proc/stat`.
+pub fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy / 100.0
+}
+
+/// The whole machine's busy CPU over a window, in % of one core: what the
+/// measured processes used plus everyone else (Redis, the kernel's network
+/// work, and anything else running that should not be).
+pub struct MachineWindow {
+    start: f64,
+    at: Instant,
+}
+
+impl MachineWindow {
+    pub fn start() -> MachineWindow {
+        MachineWindow {
+            start: machine_busy_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    pub fn percent(&self) -> f64 {
+        100.0 * (machine_busy_seconds() - self.start) / self.at.elapsed().as_secs_f64()
+    }
+}
