@@ -65,10 +65,7 @@ impl Batch {
         debug_assert_eq!(state.version(), self.base, "batch made on another head");
         let mut op = state.rebase_with(base, op, tie)?;
         for prior in &self.ops {
-            op = match tie {
-                Tie::RebasedFirst => op.transform(prior)?.0,
-                Tie::CommittedFirst => prior.transform(&op)?.1,
-            };
+            op = tie.transform(op, prior)?;
         }
         if op.base_len() != self.text.len_chars() {
             return Err(OpError::BaseLength {

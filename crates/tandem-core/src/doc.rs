@@ -159,6 +159,17 @@ pub enum Tie {
     CommittedFirst,
 }
 
+impl Tie {
+    /// `op` transformed past `committed` (an op that goes before it), with
+    /// this tie-break.
+    pub fn transform(self, op: Operation, committed: &Operation) -> Result<Operation, OpError> {
+        Ok(match self {
+            Tie::RebasedFirst => op.transform(committed)?.0,
+            Tie::CommittedFirst => committed.transform(&op)?.1,
+        })
+    }
+}
+
 /// Text, version and recent history of one document.
 #[derive(Debug)]
 pub struct DocState {
@@ -237,10 +248,7 @@ impl DocState {
         let mut op = op;
         let records = self.records_after(base).ok_or(out_of_range)?;
         for r in records {
-            op = match tie {
-                Tie::RebasedFirst => op.transform(&r.op)?.0,
-                Tie::CommittedFirst => r.op.transform(&op)?.1,
-            };
+            op = tie.transform(op, &r.op)?;
         }
         if op.base_len() != self.text.len_chars() {
             return Err(OpError::BaseLength {
