@@ -328,16 +328,6 @@ impl Sequencer for MemorySequencer {
 /// Kept while documents unload (only a purge drops them).
 #[async_trait]
 impl UndoStacks for MemorySequencer {
-    async fn top(
-        &self,
-        doc: &str,
-        user: &str,
-        stack: Stack,
-    ) -> Result<Option<UndoEntry>, BusError> {
-        let key = (doc.to_owned(), user.to_owned());
-        Ok(self.stacks().get_mut(&key).and_then(|s| s.top(stack)))
-    }
-
     async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
         let key = (doc.to_owned(), user.to_owned());
         self.stacks().entry(key).or_default().push(push.clone());

@@ -346,9 +346,6 @@ pub trait Bus: Send + Sync + 'static {
 /// (so undo works after a reconnect elsewhere).
 #[async_trait]
 pub trait UndoStacks: Send + Sync + 'static {
-    /// The top of `user`'s undo or redo stack in the document.
-    async fn top(&self, doc: &str, user: &str, stack: Stack)
-        -> Result<Option<UndoEntry>, BusError>;
     /// Push (or compare-and-replace the top), bounded to [`crate::undo::STACK_LIMIT`].
     async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError>;
     /// Take the top of a stack.

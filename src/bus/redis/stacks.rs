@@ -62,15 +62,6 @@ impl RedisBackend {
 
 #[async_trait]
 impl UndoStacks for RedisBackend {
-    async fn top(
-        &self,
-        doc: &str,
-        user: &str,
-        stack: Stack,
-    ) -> Result<Option<UndoEntry>, BusError> {
-        self.stack_read(doc, user, stack, "top").await
-    }
-
     async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
         let [field, entry, at, clear] = push_fields(user, push);
         let _: i64 = self

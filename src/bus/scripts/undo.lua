@@ -1,6 +1,6 @@
 -- Read or change one user's undo/redo stack (stack.lua is prepended).
 -- KEYS: 1 stacks hash
--- ARGV: 1 action ('top' | 'pop' | 'push'), 2 field;
+-- ARGV: 1 action ('pop' | 'push'), 2 field;
 --   push: 3 entry, 4 replace the top if its version is this ('' = never),
 --         5 limit, 6 field to clear ('' = none)
 local action, field = ARGV[1], ARGV[2]
@@ -8,12 +8,9 @@ if action == 'push' then
   stack_push(KEYS[1], field, ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6])
   return 1
 end
+-- pop
 local list = stack_load(KEYS[1], field)
 local top = list[#list]
-if action == 'top' then
-  return top or false
-end
--- pop
 if not top then
   return false
 end
