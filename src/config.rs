@@ -100,9 +100,22 @@ pub struct Config {
     /// Largest REST request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Login attempts per minute, per username and per client IP.
+    /// Login attempts per minute from one client address, and for one
+    /// username from one address (a burst of as many). Shared by every
+    /// instance through Redis when REDIS_URL is set.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_MIN", default_value_t = 10)]
     pub login_attempts_per_min: u32,
+    /// Accounts one client address may create per hour (shared through
+    /// Redis when REDIS_URL is set).
+    #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 20)]
+    pub registrations_per_hour: u32,
+    /// Password hashes (Argon2id, ~19 MiB each) computed at once; 0: one
+    /// per CPU. Requests beyond wait, at most PASSWORD_HASH_QUEUE of them.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: usize,
+    /// Requests that may wait for a password hash; more get 503.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE", default_value_t = 64)]
+    pub password_hash_queue: usize,
     /// Largest WebSocket frame accepted, in bytes.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
     pub max_frame_bytes: usize,
@@ -112,7 +125,6 @@ pub struct Config {
     /// Largest document, in code points.
     #[arg(long, env = "MAX_DOC_CHARS", default_value_t = 2_000_000)]
     pub max_doc_chars: usize,
-    /// Ops per second one connection may send (sustained)...
     /// Open connections from one client address: HTTP connections, and
     /// separately WebSocket sessions. Behind a proxy listed in
     /// TRUSTED_PROXIES the address is the one it forwards.
@@ -121,13 +133,20 @@ pub struct Config {
     /// Open WebSocket sessions of one user (all documents).
     #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 32)]
     pub max_sockets_per_user: usize,
-    /// A client must send its request headers within this time (slowloris).
+    /// Open connections in all (HTTP and WebSocket); past it a connection
+    /// is answered 503 and closed. 0: the open-file limit less a reserve.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// A connection must send its first request's headers within this time
+    /// of being accepted (silent sockets, slowloris).
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
     /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose
     /// `X-Real-IP` / `X-Forwarded-For` names the client. Unset: none.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Ops per second one connection may send (sustained), and REST edits
+    /// per second of one user...
     #[arg(long, env = "OP_RATE_PER_SEC", default_value_t = 100)]
     pub op_rate_per_sec: u32,
     /// ...and in a burst.

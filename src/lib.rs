@@ -168,6 +168,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         tracker: background,
         cancel,
     };
+    let abuse = web::abuse::Abuse::new(&config, backends.rates.clone());
     let hub = Hub::new(settings, backends, store.clone(), background);
     Ok(AppState {
         hub,
@@ -176,7 +177,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         keys: Arc::new(keys),
         sessions: TaskTracker::new(),
         metrics: metrics_handle(),
-        login_limits: Arc::default(),
+        abuse,
         conn_limits,
     })
 }

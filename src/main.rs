@@ -22,6 +22,14 @@ async fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    // Every connection is a file descriptor: take all the system allows.
+    match tandem::web::raise_file_limit() {
+        Ok((before, after)) if after > before => {
+            info!(before, after, "open-file limit raised to the hard limit");
+        }
+        Ok((_, after)) => info!(limit = after, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     if config.allow_anonymous {
         warn!("ALLOW_ANONYMOUS=true: anyone can open and edit any document. For demos and tests only.");
     }

@@ -155,11 +155,12 @@ impl Cluster {
 /// (its queue is bounded) and keep acknowledging the writer promptly. True
 /// when the reader was dropped.
 async fn slow_reader_is_cut_off(server: &TestServer, doc: &str) -> bool {
-    let (slow, _) = Ws::connect(&server.ws_url(doc, "user_id=sloth&client=sloth"))
+    let (slow, init) = Ws::connect(&server.ws_url(doc, "user_id=sloth&client=sloth"))
         .await
         .unwrap();
+    let sloth = init.init().client.to_owned();
     let mut writer = Editor::join(server, doc, "blaster", None).await;
-    let dropped = tandem_testkit::flood_until_dropped(&mut writer, "sloth", 4000, TIMEOUT).await;
+    let dropped = tandem_testkit::flood_until_dropped(&mut writer, &sloth, 4000, TIMEOUT).await;
     drop(slow);
     dropped
 }

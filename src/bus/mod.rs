@@ -4,7 +4,8 @@
 //! durable in before they count, the [`Bus`] (fan-out of
 //! committed ops, presence and cursors to every instance), [`UndoStacks`]
 //! (per-user undo/redo stacks) and [`MetaStore`] (each instance's metadata
-//! state), bundled as [`Backends`].
+//! state), bundled as [`Backends`] with the [`SharedRates`] of a
+//! clustered deployment.
 //!
 //! Owns: the traits, their event and outcome types, and the in-process
 //! implementations in `memory.rs` (the embedded default). The Redis
@@ -370,6 +371,20 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub stacks: Arc<dyn UndoStacks>,
     pub meta: Arc<dyn MetaStore>,
+    /// Rate limits shared by every instance; `None` embedded (one instance
+    /// keeps its own).
+    pub rates: Option<Arc<dyn SharedRates>>,
+}
+
+/// Rate limits every instance shares (abuse limits on logins and
+/// registrations), kept by the backend as a GCRA per key.
+#[async_trait]
+pub trait SharedRates: Send + Sync {
+    /// Take one unit of `key`'s allowance, which holds `burst` units and
+    /// gets one back every `per`; `Ok(true)` if one was left. `key` is
+    /// validated and bounded by the caller.
+    async fn take(&self, key: &str, per: std::time::Duration, burst: u32)
+        -> Result<bool, BusError>;
 }
 
 impl Backends {
@@ -386,6 +401,7 @@ impl Backends {
             bus: bus.clone(),
             stacks: sequencer,
             meta: bus,
+            rates: None,
         }
     }
 
@@ -395,7 +411,8 @@ impl Backends {
             sequencer: backend.clone(),
             bus: backend.clone(),
             stacks: backend.clone(),
-            meta: backend,
+            meta: backend.clone(),
+            rates: Some(backend),
         }
     }
 }

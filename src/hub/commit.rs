@@ -170,7 +170,8 @@ struct Author {
 enum Verdict {
     /// Committed now as this version (a socket got its `ack` in the fan-out).
     Committed(u64),
-    /// A resend of an edit committed before as this version.
+    /// A resend of an edit committed before as this version, or an edit
+    /// that changes nothing, acknowledged at this version without one.
     Duplicate(u64),
     Refused(Refusal),
 }
@@ -429,6 +430,13 @@ impl DocTask {
                 return Ok(None);
             }
         };
+        if op.is_noop() {
+            // Nothing changes, so no version is made: acknowledged at the
+            // head this client has already been sent.
+            let head = self.state.version();
+            self.answer(q.origin, Verdict::Duplicate(head)).await;
+            return Ok(None);
+        }
         let max = self.hub.settings.max_doc_chars;
         if op.target_len() > max && op.target_len() > op.base_len() {
             let m = format!(

@@ -26,8 +26,9 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Over a rate limit; the seconds until one more request is allowed.
     #[error("too many attempts; try again later")]
-    TooManyRequests,
+    TooManyRequests(u64),
     #[error("too many open connections; close some first")]
     TooManyConnections,
     #[error("service unavailable")]
@@ -50,7 +51,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::TooManyRequests | ApiError::TooManyConnections => {
+            ApiError::TooManyRequests(_) | ApiError::TooManyConnections => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
             ApiError::Unavailable | ApiError::NotReady(_) => {
@@ -97,6 +98,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests(secs) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }

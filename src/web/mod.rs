@@ -5,6 +5,7 @@
 //! tests), [`serve`], and the embedded browser client (`assets`). Must not import: sqlx, redis (it reaches storage
 //! through the `Store` trait and documents through the hub).
 
+pub mod abuse;
 mod api;
 mod assets;
 pub mod error;
@@ -12,9 +13,8 @@ mod identity;
 mod schema;
 mod ws;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
@@ -26,7 +26,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limits::{Cidr, ConnLimiter, TokenBucket};
+use crate::limits::{Cidr, ConnLimiter};
 use crate::store::Store;
 
 /// Shared by every handler.
@@ -40,8 +40,9 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// Login attempts per username and per IP.
-    pub login_limits: Arc<Mutex<HashMap<String, TokenBucket>>>,
+    /// Rate limits on logins, registrations and REST edits; the password
+    /// hash pool.
+    pub abuse: abuse::Abuse,
     /// Connection caps (per address, per user) and trusted proxies.
     pub conn_limits: ConnLimits,
 }
@@ -59,6 +60,32 @@ pub struct ConnLimits {
     pub trusted: Arc<Vec<Cidr>>,
     /// Time a client has to send its request headers.
     pub header_read_timeout: std::time::Duration,
+    /// Open connections in all: one permit each.
+    pub total: Arc<tokio::sync::Semaphore>,
+    /// The number of permits `total` started with.
+    pub max_total: usize,
+}
+
+/// File descriptors kept back from MAX_CONNECTIONS' default for the store,
+/// Redis, logs and the listener.
+const FD_RESERVE: u64 = 256;
+
+/// MAX_CONNECTIONS, or by default the soft open-file limit less a reserve.
+fn max_connections(config: &Config) -> usize {
+    if config.max_connections > 0 {
+        return config.max_connections;
+    }
+    let soft = rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft.saturating_sub(FD_RESERVE).clamp(64, 1 << 20)).unwrap_or(1 << 20)
+}
+
+/// Raise the soft open-file limit to the hard one; `(before, after)`.
+pub fn raise_file_limit() -> std::io::Result<(u64, u64)> {
+    let (before, _) = rlimit::Resource::NOFILE.get()?;
+    let after = rlimit::increase_nofile_limit(u64::MAX)?;
+    Ok((before, after))
 }
 
 impl ConnLimits {
@@ -78,6 +105,8 @@ impl ConnLimits {
             header_read_timeout: std::time::Duration::from_millis(
                 config.header_read_timeout_ms.max(100),
             ),
+            total: Arc::new(tokio::sync::Semaphore::new(max_connections(config))),
+            max_total: max_connections(config),
         })
     }
 
@@ -112,16 +141,56 @@ pub(crate) fn client_ip(
         .map_or_else(|| peer.ip().to_string(), |ip| ip.to_string())
 }
 
-/// Body of the refusal written to a connection over its address's cap,
-/// before any HTTP is read.
-const TOO_MANY_BODY: &str =
-    r#"{"error":{"code":"rate_limited","message":"too many connections from this address"}}"#;
+/// A connection's place under MAX_CONNECTIONS. A WebSocket upgrade takes
+/// it over from its HTTP connection, which ends when the socket starts.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnPermit(Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
 
-fn too_many_response() -> String {
-    format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{TOO_MANY_BODY}",
-        TOO_MANY_BODY.len()
-    )
+impl ConnPermit {
+    /// Whether the connection still holds its permit.
+    pub(crate) fn held(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// The permit, for the caller to hold from now on.
+    pub(crate) fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Why a connection is refused at accept, before any HTTP is read.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// MAX_CONNECTIONS are open.
+    Full,
+    /// The address holds MAX_CONNS_PER_IP.
+    PerAddress,
+}
+
+/// Count the refusal and write its response (best effort: the socket is
+/// closed when dropped).
+fn refuse(tcp: &tokio::net::TcpStream, why: Refusal) {
+    let (reason, status, code, message) = match why {
+        Refusal::Full => (
+            "total",
+            "503 Service Unavailable",
+            "unavailable",
+            "server full; try again",
+        ),
+        Refusal::PerAddress => (
+            "per_ip",
+            "429 Too Many Requests",
+            "rate_limited",
+            "too many connections from this address",
+        ),
+    };
+    metrics::counter!("tandem_connections_refused_total", "reason" => reason).increment(1);
+    let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.try_write(response.as_bytes());
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then let open HTTP
@@ -130,9 +199,11 @@ fn too_many_response() -> String {
 /// - Accepted sockets get TCP_NODELAY: small frames (acks, ops fanned out to
 ///   many clients) must not wait for the peer's delayed ACK (Nagle), which
 ///   costs ~40 ms per message.
-/// - A peer holding `MAX_CONNS_PER_IP` connections gets a 429 and a close.
-/// - Request headers must arrive within `HEADER_READ_TIMEOUT_MS` (slow
-///   handshakes are cut off).
+/// - Past `MAX_CONNECTIONS` open connections in all, a new one gets a 503
+///   and a close; a peer holding `MAX_CONNS_PER_IP` gets a 429 and a close.
+/// - A connection that sends nothing within `HEADER_READ_TIMEOUT_MS` of
+///   being accepted is closed, and its request headers must be complete
+///   within as long again (silent sockets, slowloris).
 /// - Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -166,34 +237,48 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = limits.total.clone().try_acquire_owned() else {
+            refuse(&tcp, Refusal::Full);
+            continue;
+        };
         let slot = if limits.is_trusted(peer.ip()) {
             None
         } else {
-            match limits.tcp_per_ip.acquire(&peer.ip().to_string()) {
-                Some(s) => Some(s),
-                None => {
-                    metrics::counter!("tandem_connections_refused_total", "reason" => "per_ip")
-                        .increment(1);
-                    let _ = tcp.try_write(too_many_response().as_bytes());
-                    continue;
-                }
-            }
+            let Some(slot) = limits.tcp_per_ip.acquire(&peer.ip().to_string()) else {
+                refuse(&tcp, Refusal::PerAddress);
+                continue;
+            };
+            Some(slot)
         };
         let _ = tcp.set_nodelay(true);
+        let permit = ConnPermit(Arc::new(std::sync::Mutex::new(Some(permit))));
+        let held = permit.clone();
         let svc = app
             .clone()
             .map_request(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(held.clone());
                 req.map(axum::body::Body::new)
             });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
+            // Nothing is allocated for a connection until it speaks.
+            let mut byte = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, tcp.peek(&mut byte)).await,
+                Ok(Ok(1..))
+            ) {
+                metrics::counter!("tandem_connections_refused_total", "reason" => "silent")
+                    .increment(1);
+                return;
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
+            drop((slot, permit));
         });
     }
     drop(listener);

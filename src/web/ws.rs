@@ -53,6 +53,7 @@ pub async fn upgrade(
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    held: Option<Extension<super::ConnPermit>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if state.hub.is_shutting_down() {
@@ -135,11 +136,28 @@ pub async fn upgrade(
             return Err(ApiError::TooManyConnections);
         }
     };
+    let client = scoped_client(&user.id, client)?;
+    // The socket outlives its HTTP connection: it takes over that
+    // connection's place under MAX_CONNECTIONS once nothing can fail (or,
+    // on a connection that carries several sockets, takes one of its own).
+    let held = held.map(|Extension(p)| p).filter(super::ConnPermit::held);
+    let own = match held {
+        Some(_) => None,
+        None => match limits.total.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                metrics::counter!("tandem_connections_refused_total", "reason" => "total")
+                    .increment(1);
+                return Err(ApiError::Unavailable);
+            }
+        },
+    };
     let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
     if create {
         state.hub.ensure_document(&doc).await?;
     }
     let (conn, outbound) = state.hub.join(&doc, user, client, role, resume).await?;
+    let permit = own.or_else(|| held.and_then(|p| p.take()));
     let max = state.config.max_frame_bytes;
     let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
     let sessions = state.sessions.clone();
@@ -151,12 +169,49 @@ pub async fn upgrade(
             sessions.track_future(
                 async move {
                     Session::new(state, conn).run(socket, outbound).await;
-                    drop(slots);
+                    drop((slots, permit));
                 }
                 .instrument(span),
             )
         })
         .into_response())
+}
+
+/// The reply to a frame the socket could not read: a text frame that is
+/// not UTF-8 is a bad message (1007); otherwise, most likely, a frame over
+/// the hard limit (1009).
+fn read_error(e: axum::Error) -> (ErrorCode, u16, &'static str) {
+    match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
+        Ok(tungstenite::Error::Utf8(_)) => {
+            (ErrorCode::BadMessage, 1007, "text frames must be UTF-8")
+        }
+        _ => (ErrorCode::TooLarge, 1009, "frame too large"),
+    }
+}
+
+/// Client ids belong to their user: `<id>@<tag>`, the tag naming the user
+/// (a hash of the user id). An id already carrying the caller's tag (one
+/// the server gave out in `init.client`) is kept; any other gets the tag
+/// appended, so nobody can take over another user's client id (its seqs,
+/// its socket) by reading it from presence.
+fn scoped_client(user: &str, client: String) -> Result<String, ApiError> {
+    use sha2::Digest;
+    let tag = format!(
+        "@{}",
+        hex::encode(&sha2::Sha256::digest(user.as_bytes())[..6])
+    );
+    if client.ends_with(&tag) {
+        return Ok(client);
+    }
+    let scoped = client + &tag;
+    if valid_id(&scoped) {
+        Ok(scoped)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "client ids are at most {} characters",
+            64 - tag.len()
+        )))
+    }
 }
 
 struct Session {
@@ -221,9 +276,9 @@ impl Session {
                 Ok(None) => return,
                 Ok(Some(Err(e))) => {
                     debug!(error = %e, "read error");
-                    // Most likely a frame over the hard limit.
-                    let _ = local.try_send(error_msg(ErrorCode::TooLarge, "frame too large", None));
-                    let _ = local.try_send(Outbound::Close(1009, "frame too large"));
+                    let (code, close, why) = read_error(e);
+                    let _ = local.try_send(error_msg(code, why, None));
+                    let _ = local.try_send(Outbound::Close(close, why));
                     return;
                 }
                 Ok(Some(Ok(f))) => f,

@@ -70,20 +70,23 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     let redis = RedisServer::start();
     let (_dir, mut servers) = cluster(TANDEM, &redis, 2, &[("PRESENCE_TTL_MS", "1500")]);
     let doc = "people";
-    let (mut a, _) = Ws::connect(&servers[0].ws_url(doc, "user_id=alice&client=a1"))
+    let (mut a, init_a) = Ws::connect(&servers[0].ws_url(doc, "user_id=alice&client=a1"))
         .await
         .unwrap();
     let (mut b, init_b) = Ws::connect(&servers[1].ws_url(doc, "user_id=bob&client=b1"))
         .await
         .unwrap();
+    // Client ids come back scoped to their user.
+    let (a1, b1) = (init_a.init().client, init_b.init().client);
+    assert!(a1.starts_with("a1@") && b1.starts_with("b1@"), "{a1} {b1}");
     let ids: Vec<&str> = init_b["users"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| u["client"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"a1") && ids.contains(&"b1"), "{init_b}");
-    assert_eq!(a.recv_type(Kind::UserJoined).await["client"], "b1");
+    assert!(ids.contains(&a1) && ids.contains(&b1), "{init_b}");
+    assert_eq!(a.recv_type(Kind::UserJoined).await["client"], b1);
     for s in &servers {
         let (_, users) = s.get(&format!("/api/documents/{doc}/users")).await;
         let mut c: Vec<&str> = users
@@ -93,7 +96,7 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
             .map(|u| u["client"].as_str().unwrap())
             .collect();
         c.sort();
-        assert_eq!(c, ["a1", "b1"], "on {}", s.addr);
+        assert_eq!(c, [a1, b1], "on {}", s.addr);
     }
     // Cursors cross instances too.
     a.send(json!({"type":"op","version":0,"seq":1,"op":["hello"]}))
@@ -109,7 +112,7 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     };
     assert_eq!(
         (c["client"].clone(), c["anchor"].clone(), c["head"].clone()),
-        (json!("a1"), json!(1), json!(4))
+        (json!(a1), json!(1), json!(4))
     );
 
     // Kill alice's instance: bob sees her leave within the TTL.
@@ -117,7 +120,7 @@ async fn presence_agrees_across_instances_and_expires_with_a_killed_instance() {
     servers[0].kill();
     drop(a);
     let left = b.recv_type(Kind::UserLeft).await;
-    assert_eq!(left["client"], "a1");
+    assert_eq!(left["client"], a1);
     assert!(
         killed.elapsed() < Duration::from_millis(1500 + 700),
         "{:?}",

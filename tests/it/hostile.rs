@@ -36,17 +36,6 @@ async fn ws_from(server: &TestServer, from: u8, doc: &str, user: &str) -> Result
     }
 }
 
-fn rss_kb(server: &TestServer) -> u64 {
-    let pid = server.pid();
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_floods_are_capped_per_user_and_per_address() {
     let server = TestServer::start(
@@ -203,7 +192,7 @@ async fn a_garbage_flood_from_many_sockets_keeps_memory_bounded_and_changes_noth
         .await;
     owner.recv_type(Kind::Ack).await;
     let before = server.document(doc).await;
-    let rss_before = rss_kb(&server);
+    let rss_before = server.rss_kb();
 
     let garbage: Vec<String> = vec![
         "{".repeat(3000),
@@ -244,7 +233,7 @@ async fn a_garbage_flood_from_many_sockets_keeps_memory_bounded_and_changes_noth
     }
     assert!(frames > 1000, "only {frames} garbage frames sent");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = rss_kb(&server);
+    let rss_after = server.rss_kb();
     assert!(
         rss_after < rss_before + 64 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB under a garbage flood"

@@ -7,6 +7,7 @@
 //! Shared helpers (processes, protocol and REST clients) are in
 //! `crates/tandem-testkit`; this binary passes it the server cargo built.
 
+mod abuse;
 mod auth;
 mod cluster;
 mod commit;

@@ -403,15 +403,16 @@ async fn presence_and_cursors() {
     let (mut b, init_b) = Ws::connect(&server.ws_url(doc, "user_id=bob&name=Bob&client=b1"))
         .await
         .unwrap();
+    let (a1, b1) = (init_a.init().client, init_b.init().client);
     let users = init_b["users"].as_array().unwrap();
     assert_eq!(users.len(), 2, "{init_b}");
     assert!(users
         .iter()
-        .any(|u| u["id"] == "alice" && u["client"] == "a1" && u["color"] == color.as_str()));
+        .any(|u| u["id"] == "alice" && u["client"] == a1 && u["color"] == color.as_str()));
     let joined = a.recv_type(Kind::UserJoined).await;
     assert_eq!(joined["user"]["id"], "bob");
     assert_eq!(joined["user"]["name"], "Bob");
-    assert_eq!(joined["client"], "b1");
+    assert_eq!(joined["client"], b1);
 
     // Alice selects "world"; Bob sees it.
     a.send(json!({"type":"cursor","version":1,"anchor":6,"head":11}))
@@ -419,7 +420,7 @@ async fn presence_and_cursors() {
     let c = b.recv_type(Kind::Cursor).await;
     assert_eq!(
         c,
-        json!({"type":"cursor","client":"a1","user":"alice","version":1,"anchor":6,"head":11})
+        json!({"type":"cursor","client":a1,"user":"alice","version":1,"anchor":6,"head":11})
     );
     // Bob inserts at the front; a later joiner sees Alice's selection moved.
     b.send(json!({"type":"op","version":1,"seq":1,"op":["¡", 11]}))
@@ -451,7 +452,7 @@ async fn presence_and_cursors() {
             break m;
         }
     };
-    assert_eq!(left["client"], "b1");
+    assert_eq!(left["client"], b1);
     assert_eq!(left["user"]["id"], "bob");
 }
 
@@ -463,14 +464,14 @@ async fn dead_connections_are_dropped_and_live_ones_kept() {
     );
     let doc = "keepalive";
     // A peer that never reads never answers pings.
-    let (dead, _) = Ws::connect(&server.ws_url(doc, "user_id=ghost&client=g"))
+    let (dead, ghost) = Ws::connect(&server.ws_url(doc, "user_id=ghost&client=g"))
         .await
         .unwrap();
     let (mut live, _) = Ws::connect(&server.ws_url(doc, "user_id=live&client=l"))
         .await
         .unwrap();
     let left = live.recv_type(Kind::UserLeft).await;
-    assert_eq!(left["client"], "g");
+    assert_eq!(left["client"], ghost.init().client);
     // The reading peer answers pings and stays, well past the timeout.
     assert!(matches!(
         live.try_recv(Duration::from_millis(2000)).await,
@@ -492,13 +493,15 @@ async fn a_slow_consumer_is_disconnected_without_slowing_others() {
         ],
     );
     let doc = "slow";
-    let (mut slow, _) = Ws::connect(&server.ws_url(doc, "user_id=slow&client=s"))
+    let (mut slow, init) = Ws::connect(&server.ws_url(doc, "user_id=slow&client=s"))
         .await
         .unwrap();
+    let slow_id = init.init().client.to_owned();
     let mut writer = Editor::join(&server, doc, "writer", None).await;
     // The writer keeps getting acks promptly.
     let dropped =
-        tandem_testkit::flood_until_dropped(&mut writer, "s", 2000, Duration::from_secs(2)).await;
+        tandem_testkit::flood_until_dropped(&mut writer, &slow_id, 2000, Duration::from_secs(2))
+            .await;
     assert!(dropped, "the slow consumer was never disconnected");
     // The slow peer finds its socket closed with "try again later", and
     // can resume.

@@ -323,6 +323,7 @@ export class OtState {
   /** A local edit on the current text: returns the `op` message to send, if idle. */
   localEdit(op) {
     this.text = apply(this.text, op);
+    if (isNoop(op)) return null;
     if (this.inflight) {
       this.buffer = this.buffer ? compose(this.buffer, op) : op;
       return null;
@@ -344,14 +345,20 @@ export class OtState {
    */
   onAck(seq, version) {
     if (!this.inflight || this.inflight.seq !== seq) return { acked: null, send: null };
-    if (version !== this.version + 1) throw new VersionGap(this.version + 1, version);
+    // An op that changes nothing makes no version: it is acknowledged at the
+    // version we already have.
+    const noop = isNoop(this.inflight.op);
+    if (version !== this.version + 1 && !(noop && version === this.version)) {
+      throw new VersionGap(this.version + 1, version);
+    }
     const acked = this.inflight.op;
     this.serverText = apply(this.serverText, acked);
     this.version = version;
     this.inflight = null;
     const b = this.buffer;
     this.buffer = null;
-    return { acked, send: b ? this.#sendNew(b) : null };
+    // Edits that cancelled out (typed, then deleted) are not sent.
+    return { acked, send: b && !isNoop(b) ? this.#sendNew(b) : null };
   }
   /**
    * A remote op at `version`. Returns `{apply, ack}`: the op to apply to the local
@@ -657,6 +664,8 @@ export class TandemClient {
     this.live = true;
     this.attempt = 0;
     this.user = msg.user;
+    // The server scopes client ids to their user: ours is the one it names.
+    if (msg.client) this.clientId = msg.client;
     this.role = msg.role;
     this.emit("role", msg.role);
     if (msg.meta) {

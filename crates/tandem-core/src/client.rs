@@ -76,6 +76,9 @@ impl OtClient {
     /// client was idle.
     pub fn local_edit(&mut self, op: Operation) -> Result<Option<Outgoing>, OpError> {
         op.apply_rope(&mut self.text)?;
+        if op.is_noop() {
+            return Ok(None);
+        }
         if self.inflight.is_some() {
             self.buffer = Some(match self.buffer.take() {
                 Some(b) => b.compose(&op)?,
@@ -112,7 +115,10 @@ impl OtClient {
         if self.inflight_seq() != Some(seq) {
             return Ok(None);
         }
-        if version != self.version + 1 {
+        // An op that changes nothing makes no version: it is acknowledged
+        // at the version this client already has.
+        let noop = self.inflight.as_ref().is_some_and(|(_, op)| op.is_noop());
+        if version != self.version + 1 && !(noop && version == self.version) {
             return Err(ClientError::Version {
                 expected: self.version + 1,
                 got: version,
@@ -122,7 +128,12 @@ impl OtClient {
             op.apply_rope(&mut self.server)?;
         }
         self.version = version;
-        Ok(self.buffer.take().map(|b| self.send_new(b)))
+        // Edits that cancelled out (typed, then deleted) are not sent.
+        Ok(self
+            .buffer
+            .take()
+            .filter(|b| !b.is_noop())
+            .map(|b| self.send_new(b)))
     }
 
     /// A remote `op`. One carrying this client's own id is the ack of its

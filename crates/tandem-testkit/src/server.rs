@@ -52,7 +52,8 @@ impl TestServer {
     }
 
     /// The test settings: a cleared environment, anonymous access, quick
-    /// snapshots, quiet logs, the shared signing secret; then `env`.
+    /// snapshots, quiet logs, the shared signing secret, registrations
+    /// unlimited; then `env`.
     fn spawn(bin: &Path, dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Self {
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -64,6 +65,9 @@ impl TestServer {
             .env("SNAPSHOT_INTERVAL_MS", "200")
             .env("RUST_LOG", "error")
             .env("JWT_SECRET", TEST_JWT_SECRET)
+            // Tests make many accounts from one address; the abuse tests
+            // set their own limit.
+            .env("REGISTRATIONS_PER_HOUR", "100000")
             .current_dir(dir)
             .stderr(match log {
                 Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
@@ -112,6 +116,17 @@ impl TestServer {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The process's resident memory (KiB), from /proc.
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
     }
 
     /// The port it listens on.

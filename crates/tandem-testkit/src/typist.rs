@@ -65,7 +65,7 @@ impl Typist {
         .await
         .unwrap();
         let i = init.init();
-        let ot = tandem::client::OtClient::new(user, i.content.unwrap(), i.version, 0);
+        let ot = tandem::client::OtClient::new(i.client, i.content.unwrap(), i.version, 0);
         Typist {
             ed: Editor { ws, ot, init },
             user: user.into(),
@@ -177,7 +177,7 @@ impl Typist {
         let committed = i.seq;
         let inflight = self.ed.ot.inflight_seq();
         self.ed.ot =
-            tandem::client::OtClient::new(&self.user, i.content.unwrap(), i.version, committed);
+            tandem::client::OtClient::new(i.client, i.content.unwrap(), i.version, committed);
         self.ed.init = init;
         match (inflight, self.inflight_token.take()) {
             (Some(seq), Some(token)) if seq <= committed => self.acked.push(token),

@@ -1,6 +1,7 @@
 //! Redis backend (clustered mode): one [`RedisBackend`] serving the
 //! sequencer (`sequencer.rs`), the bus (`bus.rs`), undo stacks and metadata
-//! (`stacks.rs`). The only module that talks to Redis.
+//! (`stacks.rs`), and rate limits every instance shares (`rates.rs`).
+//! The only module that talks to Redis.
 //!
 //! Keys are hash-tagged per document so one document's keys share a Redis
 //! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|epoch|presence|stacks|meta`,
@@ -13,6 +14,7 @@
 //! Must not import: axum, sqlx, the hub.
 
 mod bus;
+mod rates;
 mod sequencer;
 mod stacks;
 
@@ -37,6 +39,7 @@ struct Scripts {
     durable: Script,
     presence: Script,
     undo: Script,
+    rate: Script,
 }
 
 type Subs = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>>;
@@ -125,6 +128,7 @@ impl RedisBackend {
                 durable: Script::new(include_str!("../scripts/durable.lua")),
                 presence: Script::new(include_str!("../scripts/presence.lua")),
                 undo: with_stacks(include_str!("../scripts/undo.lua")),
+                rate: Script::new(include_str!("../scripts/rate.lua")),
             },
             subs,
             ctl,

@@ -1,9 +1,9 @@
-//! Accounts: register and log in (rate limited per address and per
-//! username; Argon2id).
+//! Accounts: register (limited per address) and log in (limited per
+//! address and per (username, address)); Argon2id hashes run on the
+//! bounded hash threads of `web::abuse`.
 //! Must not import: sqlx, redis.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
@@ -14,9 +14,9 @@ use utoipa::ToSchema;
 use super::ErrorBody;
 use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, verify_password};
 use crate::hub::now_ms;
-use crate::limits::TokenBucket;
 use crate::protocol::{color_for, valid_name};
 use crate::store::accounts::UserRow;
+use crate::web::abuse::{address_key, Limit};
 use crate::web::error::ApiError;
 use crate::web::identity::{now_secs, ApiJson};
 use crate::web::AppState;
@@ -59,11 +59,15 @@ fn user_out(u: &UserRow) -> UserOut {
 
 /// Create an account.
 #[utoipa::path(post, path = "/api/auth/register", request_body = RegisterBody, responses(
-    (status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "username taken")))]
+    (status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "username taken"),
+    (status = 429, body = ErrorBody, description = "too many accounts from this address"),
+    (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
 pub async fn register(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<RegisterBody>,
+    req: Request,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
+    let ip = address_of(&state, &req);
+    let ApiJson(body) = ApiJson::<RegisterBody>::from_request_inner(req, &state).await?;
     if !valid_username(&body.username) {
         return Err(ApiError::BadRequest(
             "usernames are 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit".into(),
@@ -78,10 +82,10 @@ pub async fn register(
             "name must be 1-100 printable characters".into(),
         ));
     }
+    // Only well-formed requests count against the address.
+    state.abuse.check(Limit::Register, &ip).await?;
     let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::Internal)?;
+    let hash = state.abuse.hash(move || hash_password(&password)).await?;
     let user = UserRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         username: body.username,
@@ -103,56 +107,52 @@ pub async fn register(
     ))
 }
 
-/// Take a token for `key`'s login bucket, if any is left.
-fn login_allowed(state: &AppState, key: String) -> bool {
-    let now = Instant::now();
-    let per_min = state.config.login_attempts_per_min;
-    let mut buckets = state.login_limits.lock().unwrap_or_else(|e| e.into_inner());
-    if buckets.len() > 100_000 {
-        buckets.clear(); // bounded memory under a flood of distinct keys
-    }
-    buckets
-        .entry(key)
-        .or_insert_with(|| TokenBucket::per_minute(per_min, per_min, now))
-        .allow(now)
-}
-
-/// Exchange a username and password for a token.
-#[utoipa::path(post, path = "/api/auth/login", request_body = LoginBody, responses(
-    (status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn login(
-    State(state): State<AppState>,
-    req: Request,
-) -> Result<Json<AuthResponse>, ApiError> {
+/// The key the request's client address is limited under.
+fn address_of(state: &AppState, req: &Request) -> String {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let ip = crate::web::client_ip(&state.conn_limits, peer, req.headers());
+    address_key(&crate::web::client_ip(
+        &state.conn_limits,
+        peer,
+        req.headers(),
+    ))
+}
+
+/// Exchange a username and password for a token.
+#[utoipa::path(post, path = "/api/auth/login", request_body = LoginBody, responses(
+    (status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
+pub async fn login(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<AuthResponse>, ApiError> {
+    let ip = address_of(&state, &req);
     let ApiJson(body) = ApiJson::<LoginBody>::from_request_inner(req, &state).await?;
-    let by_ip = login_allowed(&state, format!("ip:{ip}"));
+    state.abuse.check(Limit::LoginAddress, &ip).await?;
     // A name no account can have never becomes a key (nor costs a hash):
     // the same answer as a wrong password.
-    if !crate::auth::valid_username(&body.username) {
-        if !by_ip {
-            return Err(ApiError::TooManyRequests);
-        }
+    if !valid_username(&body.username) {
         return Err(ApiError::Unauthorized("invalid username or password"));
     }
     // Slowed per (username, address): guesses at one account from one
     // place are limited, and nobody elsewhere can lock its owner out.
-    let by_user = login_allowed(&state, format!("user:{}@{ip}", body.username));
-    if !by_ip || !by_user {
-        return Err(ApiError::TooManyRequests);
-    }
+    state
+        .abuse
+        .check(Limit::LoginUser, &format!("{}@{ip}", body.username))
+        .await?;
     let user = state.store.user_by_username(&body.username).await?;
-    let hash = user
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|_| ApiError::Internal)?;
+    // An unknown user costs a hash too (made once, on the hash threads).
+    let ok = state
+        .abuse
+        .hash(move || match hash {
+            Some(h) => verify_password(&password, &h),
+            None => verify_password(&password, dummy_hash()),
+        })
+        .await?;
     // Same answer for an unknown user and a wrong password.
     let user = user
         .filter(|_| ok)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{refused, user_id, ErrorBody};
+use super::{edit, user_id, ErrorBody};
 use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
 use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
@@ -120,12 +120,14 @@ pub async fn create_document(
     }
     if !content.is_empty() {
         let op = splice(0, 0, 0, &content);
-        refused(
-            state
-                .hub
-                .edit(&id, &user.sub, Role::Owner, Edit::Op { version: 0, op })
-                .await?,
-        )?;
+        edit(
+            &state,
+            &id,
+            &user.sub,
+            Role::Owner,
+            Edit::Op { version: 0, op },
+        )
+        .await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -191,12 +193,7 @@ pub async fn update_document(
             return Err(ApiError::PayloadTooLarge);
         }
         let user = user_id(&who);
-        refused(
-            state
-                .hub
-                .edit(&id, &user, role, Edit::Replace(content))
-                .await?,
-        )?;
+        edit(&state, &id, &user, role, Edit::Replace(content)).await?;
     }
     if let Some(title) = body.title {
         state.hub.meta(&id, MetaChange::Title(title)).await?;
@@ -250,20 +247,17 @@ pub async fn post_ops(
             message: e.to_string(),
         })
     })?;
-    let version = refused(
-        state
-            .hub
-            .edit(
-                &id,
-                &user_id(&who),
-                role,
-                Edit::Op {
-                    version: body.version,
-                    op,
-                },
-            )
-            .await?,
-    )?;
+    let version = edit(
+        &state,
+        &id,
+        &user_id(&who),
+        role,
+        Edit::Op {
+            version: body.version,
+            op,
+        },
+    )
+    .await?;
     Ok(Json(VersionOut { version }))
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::documents::VersionOut;
-use super::{refused, user_id, ErrorBody};
+use super::{edit, user_id, ErrorBody};
 use crate::hub::Edit;
 use crate::web::error::ApiError;
 use crate::web::identity::{role_for, Auth};
@@ -116,11 +116,6 @@ pub async fn restore_version(
         return Err(ApiError::Forbidden("viewers cannot edit"));
     }
     let content = content_at(&state, &id, n).await?;
-    let version = refused(
-        state
-            .hub
-            .edit(&id, &user_id(&who), role, Edit::Replace(content))
-            .await?,
-    )?;
+    let version = edit(&state, &id, &user_id(&who), role, Edit::Replace(content)).await?;
     Ok(Json(VersionOut { version }))
 }

@@ -137,8 +137,24 @@ impl<T: serde::de::DeserializeOwned> ApiJson<T> {
     }
 }
 
-fn refused(r: Result<u64, crate::hub::Refusal>) -> Result<u64, ApiError> {
-    r.map_err(ApiError::Refused)
+/// A REST edit, limited per user as a socket's ops are per connection
+/// (OP_RATE_PER_SEC, OP_RATE_BURST): the new version, or the refusal.
+async fn edit(
+    state: &AppState,
+    doc: &str,
+    user: &str,
+    role: crate::protocol::Role,
+    edit: crate::hub::Edit,
+) -> Result<u64, ApiError> {
+    state
+        .abuse
+        .check(crate::web::abuse::Limit::RestEdit, user)
+        .await?;
+    state
+        .hub
+        .edit(doc, user, role, edit)
+        .await?
+        .map_err(ApiError::Refused)
 }
 
 fn user_id(who: &Identity) -> String {
