@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tandem_testkit::proxy::Proxy;
 use tandem_testkit::{
     cluster, error_code, Api, Frame, PgServer, RedisServer, TestServer, Ws, TEST_JWT_SECRET,
 };
@@ -514,4 +515,58 @@ async fn account_deletion_removes_what_it_owns_and_closes_its_sockets_everywhere
     )
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+/// An instance cut off from Redis while a token is revoked elsewhere misses
+/// the event: once its pub/sub is back it drops its cached checks and
+/// checks its live sessions' tokens against the store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_a_revocation_catches_up_when_its_pubsub_returns() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(format!(
+        "127.0.0.1:{}",
+        redis.url().rsplit(':').next().unwrap()
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |id: &str, url: String| {
+        let env = [
+            ("REDIS_URL", url.as_str()),
+            ("INSTANCE_ID", id),
+            ("ALLOW_ANONYMOUS", "false"),
+            LONG_CACHE,
+        ];
+        TestServer::start_in(TANDEM, dir.path(), &env)
+    };
+    let a = start("inst0", redis.url());
+    let b = start("inst1", format!("redis://{}", proxy.addr));
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let (token, _) = api_a.user("alice").await;
+    let doc = api_a.create(&token, "notes", "hi").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut on_b, _) = ws(&b, &doc, &token).await.unwrap();
+    assert_eq!(
+        status(&api_b, Method::GET, "/api/documents", &token, None).await,
+        StatusCode::OK
+    );
+
+    // B loses Redis; the logout on A is announced without it.
+    proxy.set_down(true);
+    proxy.cut_all();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = status(&api_a, Method::POST, "/api/auth/logout", &token, None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set_down(false);
+    // Back on the bus, B closes the socket and refuses the token.
+    assert_eq!(
+        closed_within(&mut on_b, Duration::from_secs(10)).await,
+        Some(1008)
+    );
+    assert_eq!(
+        status(&api_b, Method::GET, "/api/documents", &token, None).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
