@@ -570,3 +570,59 @@ async fn an_instance_that_missed_a_revocation_catches_up_when_its_pubsub_returns
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Password checks on an account (change, deletion) are slowed like logins:
+/// past the limit even the right password gets 429 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_checks_on_an_account_are_rate_limited() {
+    let server = TestServer::start(
+        TANDEM,
+        &[
+            ("ALLOW_ANONYMOUS", "false"),
+            ("LOGIN_ATTEMPTS_PER_MIN", "3"),
+        ],
+    );
+    let api = Api::new(&server);
+    let (token, _) = api.user("alice").await;
+    let change = |current: &str| {
+        Some(json!({"current_password": current, "new_password": "a new password"}))
+    };
+    for _ in 0..3 {
+        let (st, _) = api
+            .call(
+                Method::POST,
+                "/api/auth/password",
+                Some(&token),
+                change("wrong password"),
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    let (st, v) = api
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            Some(&token),
+            change(PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        (st, error_code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    let (st, _) = api
+        .call(
+            Method::DELETE,
+            "/api/auth/account",
+            Some(&token),
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    // Nothing changed.
+    assert_eq!(
+        status(&api, Method::GET, "/api/documents", &token, None).await,
+        StatusCode::OK
+    );
+    assert_eq!(login(&api, "alice", PASSWORD).await.0, StatusCode::OK);
+}
