@@ -571,8 +571,9 @@ async fn an_instance_that_missed_a_revocation_catches_up_when_its_pubsub_returns
     );
 }
 
-/// Password checks on an account (change, deletion) are slowed like logins:
-/// past the limit even the right password gets 429 and changes nothing.
+/// Password checks on an account (change, deletion) are slowed like logins
+/// (the same allowance per account and address): past the limit even the
+/// right password gets 429 and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_checks_on_an_account_are_rate_limited() {
     let server = TestServer::start(
@@ -619,10 +620,15 @@ async fn password_checks_on_an_account_are_rate_limited() {
         )
         .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
-    // Nothing changed.
+    // Nothing changed: the token still works (a password change would have
+    // revoked it, a deletion too). Logins at the account from this address
+    // share the allowance.
     assert_eq!(
         status(&api, Method::GET, "/api/documents", &token, None).await,
         StatusCode::OK
     );
-    assert_eq!(login(&api, "alice", PASSWORD).await.0, StatusCode::OK);
+    assert_eq!(
+        login(&api, "alice", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
