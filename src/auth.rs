@@ -1,6 +1,10 @@
 //! Authentication: JWT issue/verify (HS256 pinned, `exp`/`iat`/`iss`/`aud`
 //! required, key rotation by `kid`), Argon2id password hashing, and
-//! username/password rules.
+//! username/password rules. Every token carries a random `jti` (so one
+//! token can be revoked: logout) and its issue time in milliseconds
+//! (`iat_ms`, so a password change revokes exactly the tokens issued
+//! before it); tokens from before those claims verify without them. The
+//! revocation state itself lives in the store (`web/tokens.rs` checks it).
 //!
 //! Owns: [`Keys`], [`Claims`], [`AuthError`]. The clock is an argument, so
 //! verification is deterministic in tests. Password hashing is CPU-heavy:
@@ -25,6 +29,30 @@ pub struct Claims {
     pub exp: i64,
     pub iss: String,
     pub aud: String,
+    /// Token id (32 hex characters): what a logout revokes. Absent in
+    /// tokens issued before revocation existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Issue time in milliseconds (`iat` is whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
+}
+
+impl Claims {
+    /// When the token was issued, in milliseconds: `iat_ms` when it agrees
+    /// with `iat`, else the start of `iat`'s second.
+    pub fn issued_ms(&self) -> i64 {
+        self.iat_ms
+            .filter(|ms| ms.div_euclid(1000) == self.iat)
+            .unwrap_or(self.iat.saturating_mul(1000))
+    }
+}
+
+/// Token ids: 1-64 of `[A-Za-z0-9_-]` (ours are 32 hex characters).
+pub fn valid_jti(j: &str) -> bool {
+    (1..=64).contains(&j.len())
+        && j.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +105,8 @@ impl std::fmt::Debug for Keys {
 }
 
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Clock skew tolerated on `iat` and `exp` (seconds).
+pub const LEEWAY: i64 = 30;
 
 impl Keys {
     pub fn new(
@@ -100,6 +130,13 @@ impl Keys {
 
     /// A token for this user, valid from `now` (seconds since the epoch).
     pub fn issue(&self, user_id: &str, username: &str, name: &str, now: i64) -> String {
+        self.issue_at_ms(user_id, username, name, now.saturating_mul(1000))
+    }
+
+    /// A token for this user issued at `now_ms` (milliseconds since the
+    /// epoch), with a fresh random `jti`.
+    pub fn issue_at_ms(&self, user_id: &str, username: &str, name: &str, now_ms: i64) -> String {
+        let now = now_ms.div_euclid(1000);
         let claims = Claims {
             sub: user_id.to_owned(),
             name: name.to_owned(),
@@ -108,6 +145,8 @@ impl Keys {
             exp: now + self.ttl_secs,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            iat_ms: Some(now_ms),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.kid.clone());
@@ -141,7 +180,9 @@ impl Keys {
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
             .map_err(|_| AuthError::Invalid)?;
         let c = data.claims;
-        const LEEWAY: i64 = 30;
+        if c.jti.as_deref().is_some_and(|j| !valid_jti(j)) {
+            return Err(AuthError::Invalid);
+        }
         if c.iat > now + LEEWAY {
             return Err(AuthError::Invalid);
         }
@@ -351,6 +392,46 @@ mod tests {
             keys(SECRET, None).verify(&old, NOW),
             Err(AuthError::Invalid)
         );
+    }
+
+    /// A token signed with `SECRET` whose payload is `claims` as given.
+    fn signed(claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(Key::new(SECRET).kid);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[test]
+    fn tokens_carry_a_fresh_jti_and_their_issue_time_in_ms() {
+        let k = keys(SECRET, None);
+        let now_ms = NOW * 1000 + 123;
+        let a = k
+            .verify(&k.issue_at_ms("u1", "a", "A", now_ms), NOW)
+            .unwrap();
+        let b = k
+            .verify(&k.issue_at_ms("u1", "a", "A", now_ms), NOW)
+            .unwrap();
+        let (ja, jb) = (a.jti.clone().unwrap(), b.jti.unwrap());
+        assert!(ja != jb && ja.len() == 32 && valid_jti(&ja));
+        assert_eq!((a.iat, a.issued_ms()), (NOW, now_ms));
+        // Tokens from before jti/iat_ms still verify; issued at their second.
+        let legacy = serde_json::json!({"sub":"u1","name":"A","username":"a","iat":NOW,
+            "exp":NOW+100,"iss":"tandem","aud":"tandem"});
+        let c = k.verify(&signed(&legacy), NOW).unwrap();
+        assert_eq!((c.jti.as_deref(), c.issued_ms()), (None, NOW * 1000));
+        // An iat_ms that disagrees with iat is not believed.
+        let mut odd = legacy.clone();
+        odd["iat_ms"] = serde_json::json!(NOW * 1000 + 5000);
+        assert_eq!(
+            k.verify(&signed(&odd), NOW).unwrap().issued_ms(),
+            NOW * 1000
+        );
+        // A jti that could not be ours is refused.
+        let mut bad = legacy;
+        bad["jti"] = serde_json::json!("x y");
+        assert_eq!(k.verify(&signed(&bad), NOW), Err(AuthError::Invalid));
+        bad["jti"] = serde_json::json!("j".repeat(65));
+        assert_eq!(k.verify(&signed(&bad), NOW), Err(AuthError::Invalid));
     }
 
     #[test]

@@ -92,6 +92,17 @@ pub struct Config {
     /// Token lifetime in seconds.
     #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub token_ttl_secs: i64,
+    /// How long (ms) an instance may reuse a token's revocation check
+    /// (per user and token) instead of asking the database again. A
+    /// revocation clears it on every instance at once (bus event); this
+    /// only bounds how late an instance that missed the event (pub/sub
+    /// down) still honours a revoked token. 0: ask on every request.
+    #[arg(long, env = "TOKEN_CHECK_CACHE_MS", default_value_t = 5_000)]
+    pub token_check_cache_ms: u64,
+    /// Revoked tokens (logouts) kept per user before a further logout
+    /// revokes every token of that user issued until then instead.
+    #[arg(long, env = "MAX_REVOKED_TOKENS_PER_USER", default_value_t = 1_000)]
+    pub max_revoked_tokens_per_user: i64,
     /// Browser origins allowed to open WebSockets (comma-separated), besides
     /// the server's own origin. Requests without an Origin header (non-browser
     /// clients) are not affected.

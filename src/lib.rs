@@ -164,6 +164,15 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     };
     let keys = load_keys(&config)?;
     let conn_limits = web::ConnLimits::new(&config).map_err(StartError::Config)?;
+    // Subscribed before the first request is served, so no revocation
+    // announced from then on is missed.
+    let tokens = web::tokens::Tokens::new(
+        store.clone(),
+        backends.revocations.clone(),
+        Duration::from_millis(config.token_check_cache_ms),
+    );
+    let revocations = backends.revocations.subscribe_revocations().await?;
+    background.spawn(tokens.clone().run(revocations, cancel.clone()));
     let background = Background {
         tracker: background,
         cancel,
@@ -175,6 +184,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         store,
         config: Arc::new(config),
         keys: Arc::new(keys),
+        tokens,
         sessions: TaskTracker::new(),
         metrics: metrics_handle(),
         abuse,

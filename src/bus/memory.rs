@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry, Seed,
-    Seeded, Sequencer, Subscription, UndoStacks,
+    BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry,
+    Revocation, Revocations, Seed, Seeded, Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{History, Record};
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
@@ -106,6 +106,23 @@ impl Bus for MemoryBus {
         _: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError> {
         Ok((Vec::new(), Vec::new()))
+    }
+}
+
+/// The instance-wide channel's key among the documents' ('{' is in no
+/// document id).
+const REVOCATIONS: &str = "{revocations}";
+
+/// One instance: revocations reach its own subscribers.
+#[async_trait]
+impl Revocations for MemoryBus {
+    async fn publish_revocation(&self, revocation: &Revocation) -> Result<(), BusError> {
+        self.send(REVOCATIONS, BusEvent::Revoked(revocation.clone()));
+        Ok(())
+    }
+
+    async fn subscribe_revocations(&self) -> Result<Subscription, BusError> {
+        self.subscribe(REVOCATIONS).await
     }
 }
 

@@ -3,8 +3,9 @@
 //! their undo steps), the [`Journal`] the embedded sequencer makes batches
 //! durable in before they count, the [`Bus`] (fan-out of
 //! committed ops, presence and cursors to every instance), [`UndoStacks`]
-//! (per-user undo/redo stacks) and [`MetaStore`] (each instance's metadata
-//! state), bundled as [`Backends`] with the [`SharedRates`] of a
+//! (per-user undo/redo stacks), [`MetaStore`] (each instance's metadata
+//! state) and [`Revocations`] (token revocations on one instance-wide
+//! channel), bundled as [`Backends`] with the [`SharedRates`] of a
 //! clustered deployment.
 //!
 //! Owns: the traits, their event and outcome types, and the in-process
@@ -263,6 +264,38 @@ pub enum BusEvent {
         instance: String,
         state: Box<crate::meta::DocMeta>,
     },
+    /// Tokens were revoked (only on the instance-wide channel of
+    /// [`Revocations`], never on a document's).
+    Revoked(Revocation),
+}
+
+/// Tokens that are no longer accepted: sockets they opened are closed and
+/// cached checks of them dropped, on every instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "revoke", rename_all = "snake_case")]
+pub enum Revocation {
+    /// One token, by its `jti` (logout).
+    Token { user: String, jti: String },
+    /// Every token of `user` issued before `before_ms` (password change;
+    /// account deletion uses `i64::MAX`: all of them).
+    User { user: String, before_ms: i64 },
+}
+
+impl Revocation {
+    pub fn user(&self) -> &str {
+        match self {
+            Revocation::Token { user, .. } | Revocation::User { user, .. } => user,
+        }
+    }
+
+    /// Whether a token of `user` with `jti`, issued at `issued_ms`, is one
+    /// of the revoked.
+    pub fn covers(&self, user: &str, jti: Option<&str>, issued_ms: i64) -> bool {
+        match self {
+            Revocation::Token { user: u, jti: j } => u == user && jti == Some(j.as_str()),
+            Revocation::User { user: u, before_ms } => u == user && issued_ms < *before_ms,
+        }
+    }
 }
 
 /// A change of who may use a document.
@@ -343,6 +376,18 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError>;
 }
 
+/// Token revocations, told to every instance on one instance-wide channel
+/// (a document's channel reaches only the instances serving it).
+#[async_trait]
+pub trait Revocations: Send + Sync + 'static {
+    /// Tell every instance (this one included).
+    async fn publish_revocation(&self, revocation: &Revocation) -> Result<(), BusError>;
+    /// Receive [`BusEvent::Revoked`] from every instance, and
+    /// [`BusEvent::Resync`] (or [`BusRecv::Lagged`]) when some may have been
+    /// missed. Returns once the subscription is live.
+    async fn subscribe_revocations(&self) -> Result<Subscription, BusError>;
+}
+
 /// Each user's undo and redo stacks per document, shared by every instance
 /// (so undo works after a reconnect elsewhere).
 #[async_trait]
@@ -364,7 +409,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn all(&self, doc: &str) -> Result<Vec<String>, BusError>;
 }
 
-/// The hub's four handles on one backend: in-process, or Redis.
+/// The hub's handles on one backend: in-process, or Redis.
 #[derive(Clone)]
 pub struct Backends {
     pub sequencer: Arc<dyn Sequencer>,
@@ -374,6 +419,7 @@ pub struct Backends {
     /// Rate limits shared by every instance; `None` embedded (one instance
     /// keeps its own).
     pub rates: Option<Arc<dyn SharedRates>>,
+    pub revocations: Arc<dyn Revocations>,
 }
 
 /// Rate limits every instance shares (abuse limits on logins and
@@ -400,8 +446,9 @@ impl Backends {
             sequencer: sequencer.clone(),
             bus: bus.clone(),
             stacks: sequencer,
-            meta: bus,
+            meta: bus.clone(),
             rates: None,
+            revocations: bus,
         }
     }
 
@@ -412,7 +459,8 @@ impl Backends {
             bus: backend.clone(),
             stacks: backend.clone(),
             meta: backend.clone(),
-            rates: Some(backend),
+            rates: Some(backend.clone()),
+            revocations: backend,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Users, document rows, members and replicated metadata states: the
-//! [`Accounts`] trait and its SQL, written once for both backends
+//! Users (and their tokens' revocation state), document rows, members and
+//! replicated metadata states: the [`Accounts`] trait and its SQL, written once for both backends
 //! (placeholders `$1..$n`, numbered in order of appearance, which both
 //! accept).
 //! Must not import: axum, redis, the hub.
@@ -56,11 +56,68 @@ pub fn role_str(r: Role) -> &'static str {
     }
 }
 
+/// What the store says about a token of a user (see `auth::Claims`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenState {
+    /// Tokens issued before this (ms) are refused.
+    pub valid_after_ms: i64,
+    /// The token's jti was revoked (logout).
+    pub revoked: bool,
+}
+
+/// What a logout did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// The token alone is revoked.
+    Token,
+    /// The user had too many revoked tokens kept: every token of the user
+    /// issued before `before_ms` is refused instead (and the kept rows go).
+    AllBefore { before_ms: i64 },
+    /// No such user (deleted meanwhile).
+    NoUser,
+}
+
 #[async_trait]
 pub trait Accounts: Send + Sync {
     /// False if the username is taken.
     async fn create_user(&self, u: &UserRow, now_ms: i64) -> Result<bool, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
+    /// The revocation state of the user's token `jti` (`None`: a token
+    /// without one); `None` when the user does not exist (deleted).
+    async fn token_state(
+        &self,
+        user_id: &str,
+        jti: Option<&str>,
+    ) -> Result<Option<TokenState>, StoreError>;
+    /// Revoke one token until `expires_ms` (when it would expire anyway).
+    /// Expired rows are swept first; a user already holding `max_per_user`
+    /// rows gets every token issued before `now_ms` refused instead.
+    async fn revoke_token(
+        &self,
+        user_id: &str,
+        jti: &str,
+        expires_ms: i64,
+        now_ms: i64,
+        max_per_user: i64,
+    ) -> Result<Revoked, StoreError>;
+    /// Refuse the user's tokens issued before `before_ms` (never moves the
+    /// bound back); false if there is no such user.
+    async fn revoke_tokens_before(&self, user_id: &str, before_ms: i64)
+        -> Result<bool, StoreError>;
+    /// Set a new password hash and refuse every token issued before
+    /// `before_ms`, in one statement; false if there is no such user.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        before_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Delete the user, its memberships, its revoked-token rows and every
+    /// document it owns (with their journals, members and metadata), in
+    /// one transaction. Returns the deleted documents' ids; `None` if there
+    /// was no such user.
+    async fn delete_user(&self, user_id: &str) -> Result<Option<Vec<String>>, StoreError>;
     /// A user's display name by id.
     async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// A new document owned by `owner` (with a fresh epoch); false if the
@@ -136,6 +193,164 @@ where
             name: r.get("name"),
             password_hash: r.get("password_hash"),
         }))
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query("SELECT id, username, name, password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UserRow {
+            id: r.get("id"),
+            username: r.get("username"),
+            name: r.get("name"),
+            password_hash: r.get("password_hash"),
+        }))
+    }
+
+    async fn token_state(
+        &self,
+        user_id: &str,
+        jti: Option<&str>,
+    ) -> Result<Option<TokenState>, StoreError> {
+        let jti = jti.unwrap_or("");
+        let row = super::retry(|| {
+            sqlx::query(
+                "SELECT u.tokens_valid_after, \
+                 (SELECT COUNT(*) FROM revoked_tokens r WHERE r.jti = $1 AND r.user_id = u.id) AS revoked \
+                 FROM users u WHERE u.id = $2",
+            )
+            .bind(jti)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+        })
+        .await?;
+        Ok(row.map(|r| TokenState {
+            valid_after_ms: r.get("tokens_valid_after"),
+            revoked: r.get::<i64, _>("revoked") > 0,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        user_id: &str,
+        jti: &str,
+        expires_ms: i64,
+        now_ms: i64,
+        max_per_user: i64,
+    ) -> Result<Revoked, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first: the sweep keeps the table to unexpired tokens.
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM users WHERE id = $1) AS present, \
+             (SELECT COUNT(*) FROM revoked_tokens WHERE user_id = $1) AS kept",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (present, kept): (i64, i64) = (row.get("present"), row.get("kept"));
+        let outcome = if present == 0 {
+            Revoked::NoUser
+        } else if kept < max_per_user {
+            // A second logout of the same token changes nothing.
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti)
+            .bind(user_id)
+            .bind(expires_ms)
+            .execute(&mut *tx)
+            .await?;
+            Revoked::Token
+        } else {
+            let r = sqlx::query(
+                "UPDATE users SET tokens_valid_after = \
+                 CASE WHEN tokens_valid_after < $1 THEN $1 ELSE tokens_valid_after END WHERE id = $2",
+            )
+            .bind(now_ms)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM revoked_tokens WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if DB::rows_affected(&r) == 1 {
+                Revoked::AllBefore { before_ms: now_ms }
+            } else {
+                Revoked::NoUser
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn revoke_tokens_before(
+        &self,
+        user_id: &str,
+        before_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE users SET tokens_valid_after = \
+             CASE WHEN tokens_valid_after < $1 THEN $1 ELSE tokens_valid_after END WHERE id = $2",
+        )
+        .bind(before_ms)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
+
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        before_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE users SET password_hash = $1, tokens_valid_after = \
+             CASE WHEN tokens_valid_after < $2 THEN $2 ELSE tokens_valid_after END WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(before_ms)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&r) == 1)
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the user first: a document created for it meanwhile must
+        // not outlive it (PostgreSQL would make it ownerless).
+        if sqlx::query(DB::LOCK_USER)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        // Journals, members, metadata and client seqs go by cascade.
+        let docs: Vec<String> = sqlx::query("DELETE FROM documents WHERE owner = $1 RETURNING id")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get("id"))
+            .collect();
+        // Memberships and revoked-token rows go by cascade.
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(docs))
     }
 
     async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError> {

@@ -71,6 +71,10 @@ pub struct SqlStore<DB: sqlx::Database> {
 /// backends' query results share no trait.
 pub trait Backend: sqlx::Database {
     fn rows_affected(r: &Self::QueryResult) -> u64;
+    /// Inside a transaction, lock user `$1`'s row against concurrent
+    /// references (a document being created for it) until the end;
+    /// returns its id, or no row.
+    const LOCK_USER: &'static str;
 }
 
 /// One batch's rows by table, for the documents that still exist (those

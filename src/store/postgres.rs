@@ -29,6 +29,9 @@ impl Backend for Postgres {
     fn rows_affected(r: &PgQueryResult) -> u64 {
         r.rows_affected()
     }
+    // FOR UPDATE conflicts with the KEY SHARE lock a foreign key check
+    // takes, so a document being created for the user waits, then fails.
+    const LOCK_USER: &'static str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 }
 
 impl PgStore {

@@ -25,6 +25,10 @@ impl Backend for Sqlite {
     fn rows_affected(r: &SqliteQueryResult) -> u64 {
         r.rows_affected()
     }
+    // A write, so the transaction takes SQLite's one write lock first
+    // (a read first could not upgrade past a concurrent writer).
+    const LOCK_USER: &'static str =
+        "UPDATE users SET tokens_valid_after = tokens_valid_after WHERE id = $1 RETURNING id";
 }
 
 /// SQLite caps bound parameters per statement; stay well under it.

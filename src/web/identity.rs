@@ -1,5 +1,5 @@
 //! Who is asking, and what they may do with a document: bearer tokens (or
-//! `?token=` on WebSockets), anonymous mode, roles, Origin checks, and the
+//! `?token=` on WebSockets; revoked ones refused), anonymous mode, roles, Origin checks, and the
 //! JSON body extractor whose rejections use the API's error shape.
 
 use axum::extract::rejection::JsonRejection;
@@ -43,18 +43,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Identify from the Authorization header, else `token` (WebSocket query).
-pub fn identify(
+/// Identify from the Authorization header, else `token` (WebSocket query):
+/// the signature and times (`auth::Keys::verify`), then whether the token
+/// was revoked (`tokens::Tokens::check`: logout, password change, account
+/// deletion). The one identity check of REST and WebSocket alike.
+pub async fn identify(
     state: &AppState,
     headers: &HeaderMap,
     token: Option<&str>,
 ) -> Result<Identity, ApiError> {
     match bearer(headers).or(token) {
-        Some(t) => state
-            .keys
-            .verify(t, now_secs())
-            .map(Identity::User)
-            .map_err(|_| ApiError::Unauthorized("invalid or expired token")),
+        Some(t) => {
+            let claims = state
+                .keys
+                .verify(t, now_secs())
+                .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
+            state.tokens.check(&claims).await?;
+            Ok(Identity::User(claims))
+        }
         None if state.config.allow_anonymous => Ok(Identity::Anonymous),
         None => Err(ApiError::Unauthorized("authentication required")),
     }
@@ -70,7 +76,7 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        identify(state, &parts.headers, None).map(Auth)
+        identify(state, &parts.headers, None).await.map(Auth)
     }
 }
 

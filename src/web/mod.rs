@@ -2,7 +2,8 @@
 //! mapping. Only this module touches axum.
 //!
 //! Owns: [`AppState`], [`app`] (the router, built the same way by `main` and
-//! tests), [`serve`], and the embedded browser client (`assets`). Must not import: sqlx, redis (it reaches storage
+//! tests), [`serve`], token revocation checks and the sessions they close
+//! (`tokens`), and the embedded browser client (`assets`). Must not import: sqlx, redis (it reaches storage
 //! through the `Store` trait and documents through the hub).
 
 pub mod abuse;
@@ -11,6 +12,7 @@ mod assets;
 pub mod error;
 mod identity;
 mod schema;
+pub mod tokens;
 mod ws;
 
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub keys: Arc<Keys>,
+    /// Token revocation: checks, and the live sessions to close.
+    pub tokens: Arc<tokens::Tokens>,
     /// WebSocket sessions (axum's graceful shutdown does not wait for them).
     pub sessions: TaskTracker,
     /// Renders `/metrics`.
@@ -291,6 +295,12 @@ pub fn app(state: AppState) -> Router {
     let docs = Router::new()
         .route("/api/auth/register", post(api::register))
         .route("/api/auth/login", post(api::login))
+        .route("/api/auth/logout", post(api::logout))
+        .route("/api/auth/password", post(api::change_password))
+        .route(
+            "/api/auth/account",
+            axum::routing::delete(api::delete_account),
+        )
         .route(
             "/api/documents",
             post(api::create_document).get(api::list_documents),

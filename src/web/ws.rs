@@ -1,7 +1,8 @@
 //! WebSocket sessions: the upgrade (identity, query), then one task per
 //! socket that reads frames (size, rate, parse checks) into the document
 //! task and writes the document task's outbound queue to the socket, with
-//! server pings and an idle timeout.
+//! server pings and an idle timeout. A session opened with a token is
+//! registered with `tokens` and closed (1008) when that token is revoked.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use tracing::{debug, info_span, Instrument};
 
 use super::error::ApiError;
 use super::identity::{identify, origin_allowed, role_for, Identity};
+use super::tokens::LiveGuard;
 use super::{client_ip, AppState};
 use crate::hub::{close, error_msg, ConnHandle, Outbound, Resume};
 use crate::limits::TokenBucket;
@@ -63,7 +65,20 @@ pub async fn upgrade(
         return Err(ApiError::Forbidden("origin not allowed"));
     }
     // The document id is checked by `role_for` below, on every path.
-    let who = identify(&state, &headers, q.token.as_deref())?;
+    let generation = state.tokens.generation();
+    let who = identify(&state, &headers, q.token.as_deref()).await?;
+    // Registered before the session starts, so a revocation from now on
+    // closes it; one applied since the check above is checked again.
+    let live = match &who {
+        Identity::User(c) => {
+            let live = state.tokens.track(c);
+            if state.tokens.generation() != generation {
+                state.tokens.check(c).await?;
+            }
+            Some(live)
+        }
+        Identity::Anonymous => None,
+    };
     let client = match q.client {
         Some(c) if valid_id(&c) => c,
         Some(_) => {
@@ -168,7 +183,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             sessions.track_future(
                 async move {
-                    Session::new(state, conn).run(socket, outbound).await;
+                    Session::new(state, conn).run(socket, outbound, live).await;
                     drop((slots, permit));
                 }
                 .instrument(span),
@@ -240,18 +255,40 @@ impl Session {
         }
     }
 
-    async fn run(mut self, socket: WebSocket, outbound: mpsc::Receiver<Outbound>) {
+    /// `live`: the session's token registration (none when anonymous);
+    /// when the token is revoked the socket is closed with 1008.
+    async fn run(
+        mut self,
+        socket: WebSocket,
+        outbound: mpsc::Receiver<Outbound>,
+        live: Option<LiveGuard>,
+    ) {
         metrics::gauge!("tandem_connections").increment(1.0);
         let (sink, stream) = socket.split();
         let (local_tx, local_rx) = mpsc::channel(64);
         let ping = Duration::from_millis(self.state.config.ping_interval_ms);
         let writer = write_loop(sink, outbound, local_rx, ping);
         tokio::pin!(writer);
+        let closer = local_tx.clone();
+        let revoked = async move {
+            match live.as_ref() {
+                Some(l) => l.closed.cancelled().await,
+                None => std::future::pending().await,
+            }
+            (closer, live)
+        };
         tokio::select! {
             // The writer closed the socket (shutdown, slow consumer): stop reading.
             _ = &mut writer => {}
             // The reader is done; the writer drains its last replies and exits.
             _ = self.read_loop(stream, local_tx) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            }
+            // The token was revoked (logout, password change, account deleted).
+            (closer, _live) = revoked => {
+                debug!("token revoked; closing");
+                let _ = closer.send(Outbound::Close(close::POLICY, "token revoked")).await;
+                drop(closer);
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
             }
         }

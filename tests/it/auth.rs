@@ -352,6 +352,9 @@ async fn documents_over_rest_and_live_clients_converge() {
     for path in [
         "/api/auth/register",
         "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/password",
+        "/api/auth/account",
         "/api/documents",
         "/api/documents/{id}",
         "/api/documents/{id}/ops",

@@ -19,6 +19,7 @@ mod ot_simulation;
 mod postgres;
 mod resume;
 mod server;
+mod sessions;
 mod traces;
 mod undo;
 mod web_client;

@@ -1,5 +1,6 @@
 //! PostgreSQL as the durable home: the store contract (run against a fresh
-//! throwaway PostgreSQL and against SQLite), and whole-cluster restarts with
+//! throwaway PostgreSQL and against SQLite; token revocation and account
+//! deletion included), and whole-cluster restarts with
 //! Redis emptied, SIGKILL of everything, and PostgreSQL restarted mid-typing.
 
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use tandem::bus::ClientSeq;
 use tandem::doc::Record;
 use tandem::ot::splice;
+use tandem::protocol::Role;
+use tandem::store::accounts::{Revoked, TokenState, UserRow};
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
@@ -140,6 +143,159 @@ async fn store_contract(store: &dyn Store) {
     }
 }
 
+fn user(id: &str) -> UserRow {
+    UserRow {
+        id: id.into(),
+        username: format!("name-{id}"),
+        name: id.to_uppercase(),
+        password_hash: "h1".into(),
+    }
+}
+
+/// Token revocation state (logout rows swept once expired and capped per
+/// user; the password change's bound never moving back) and account
+/// deletion (owned documents and memberships go, nothing else).
+async fn revocation_contract(store: &dyn Store) {
+    let state = |after, revoked| {
+        Some(TokenState {
+            valid_after_ms: after,
+            revoked,
+        })
+    };
+    assert!(store.create_user(&user("ru1"), 1).await.unwrap());
+    assert!(store.create_user(&user("ru2"), 1).await.unwrap());
+    assert_eq!(
+        store.token_state("ru1", Some("j1")).await.unwrap(),
+        state(0, false)
+    );
+    assert_eq!(
+        store.token_state("ru1", None).await.unwrap(),
+        state(0, false)
+    );
+    assert_eq!(store.token_state("nobody", None).await.unwrap(), None);
+    // A logout revokes that token only (twice is harmless), of that user only.
+    for _ in 0..2 {
+        let r = store
+            .revoke_token("ru1", "j1", 10_000, 1_000, 3)
+            .await
+            .unwrap();
+        assert_eq!(r, Revoked::Token);
+    }
+    assert_eq!(
+        store.token_state("ru1", Some("j1")).await.unwrap(),
+        state(0, true)
+    );
+    assert_eq!(
+        store.token_state("ru1", Some("j2")).await.unwrap(),
+        state(0, false)
+    );
+    assert_eq!(
+        store.token_state("ru2", Some("j1")).await.unwrap(),
+        state(0, false)
+    );
+    // Rows past their token's expiry are swept by the next revocation.
+    let r = store
+        .revoke_token("ru1", "j2", 50_000, 20_000, 3)
+        .await
+        .unwrap();
+    assert_eq!(r, Revoked::Token);
+    assert_eq!(
+        store.token_state("ru1", Some("j1")).await.unwrap(),
+        state(0, false)
+    );
+    // Past the cap a logout revokes every token issued until then.
+    for j in ["j3", "j4"] {
+        let r = store
+            .revoke_token("ru1", j, 50_000, 20_000, 3)
+            .await
+            .unwrap();
+        assert_eq!(r, Revoked::Token);
+    }
+    let r = store
+        .revoke_token("ru1", "j5", 50_000, 20_000, 3)
+        .await
+        .unwrap();
+    assert_eq!(r, Revoked::AllBefore { before_ms: 20_000 });
+    assert_eq!(
+        store.token_state("ru1", Some("j2")).await.unwrap(),
+        state(20_000, false)
+    );
+    // The bound never moves back; a password change moves it on.
+    assert!(store.revoke_tokens_before("ru1", 5).await.unwrap());
+    assert_eq!(
+        store.token_state("ru1", None).await.unwrap(),
+        state(20_000, false)
+    );
+    assert!(store.set_password("ru1", "h2", 30_000).await.unwrap());
+    assert_eq!(
+        store.token_state("ru1", None).await.unwrap(),
+        state(30_000, false)
+    );
+    assert_eq!(
+        store
+            .user_by_id("ru1")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h2"
+    );
+    assert_eq!(
+        store.token_state("ru2", None).await.unwrap(),
+        state(0, false)
+    );
+    // Nobody to revoke for.
+    assert!(!store.set_password("nobody", "h", 1).await.unwrap());
+    assert!(!store.revoke_tokens_before("nobody", 1).await.unwrap());
+    let r = store
+        .revoke_token("nobody", "jx", 50_000, 20_000, 3)
+        .await
+        .unwrap();
+    assert_eq!(r, Revoked::NoUser);
+
+    // Deleting ru1: its documents (shared or not) and memberships go;
+    // ru2's document and ru2 stay.
+    assert!(store
+        .create_document("rd1", "solo", "ru1", 1)
+        .await
+        .unwrap());
+    assert!(store
+        .create_document("rd2", "shared", "ru1", 1)
+        .await
+        .unwrap());
+    assert!(store
+        .create_document("rd3", "theirs", "ru2", 1)
+        .await
+        .unwrap());
+    store.set_member("rd2", "ru2", Role::Editor).await.unwrap();
+    store.set_member("rd3", "ru1", Role::Viewer).await.unwrap();
+    store
+        .revoke_token("ru1", "j9", 90_000, 40_000, 3)
+        .await
+        .unwrap();
+    let mut gone = store.delete_user("ru1").await.unwrap().unwrap();
+    gone.sort();
+    assert_eq!(gone, ["rd1", "rd2"]);
+    for d in ["rd1", "rd2"] {
+        assert!(store.document_row(d).await.unwrap().is_none());
+    }
+    assert_eq!(store.role_of("rd3", "ru1").await.unwrap(), None);
+    assert_eq!(
+        store.role_of("rd3", "ru2").await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert!(store.user_by_id("ru1").await.unwrap().is_none());
+    assert_eq!(store.token_state("ru1", Some("j9")).await.unwrap(), None);
+    assert_eq!(store.delete_user("ru1").await.unwrap(), None);
+    assert!(store.user_by_id("ru2").await.unwrap().is_some());
+    // The name is free again.
+    assert!(store.create_user(&user("ru1"), 2).await.unwrap());
+    assert_eq!(
+        store.token_state("ru1", Some("j9")).await.unwrap(),
+        state(0, false)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_contract_on_postgres() {
     let pg = PgServer::start();
@@ -150,6 +306,7 @@ async fn store_contract_on_postgres() {
     };
     let store = PgStore::connect(&settings).await.unwrap();
     store_contract(&store).await;
+    revocation_contract(&store).await;
     // Migrations are idempotent across restarts of the app.
     drop(store);
     let store = PgStore::connect(&settings).await.unwrap();
@@ -161,6 +318,7 @@ async fn store_contract_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     store_contract(&store).await;
+    revocation_contract(&store).await;
 }
 
 fn pg_env(pg: &PgServer) -> Vec<(&'static str, String)> {

@@ -131,7 +131,12 @@ function renderAccount() {
     h("span.muted", { text: u.name || u.username, title: `@${u.username}` }),
     h("button", {
       text: "Log out",
-      onclick: () => {
+      onclick: async () => {
+        // Revoke the token on the server (its sockets close everywhere);
+        // signed out here whatever the answer.
+        try {
+          await api("POST", "/api/auth/logout");
+        } catch {}
         session.clear();
         go("/");
       },

@@ -1,10 +1,11 @@
-//! A TCP proxy in front of an instance, so a test can cut every client
-//! connection at once (the network dropping sockets) while the instance
-//! itself stays up.
+//! A TCP proxy in front of an instance (or of Redis), so a test can cut
+//! every client connection at once (the network dropping sockets) while the
+//! instance itself stays up, and keep new ones from getting through for a
+//! while (an outage).
 //!
 //! Must not import: `tandem` (bytes are copied, never parsed).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +15,7 @@ pub struct Proxy {
     pub addr: String,
     cut: watch::Sender<u64>,
     pub cuts: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,11 +25,16 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let (cut, rx) = watch::channel(0u64);
         let cuts = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let refuse = down.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
+                if refuse.load(Ordering::Relaxed) {
+                    continue; // down: the client sees the socket close
+                }
                 let _ = client.set_nodelay(true);
                 let upstream = upstream.clone();
                 let mut rx = rx.clone();
@@ -49,8 +56,15 @@ impl Proxy {
             addr,
             cut,
             cuts,
+            down,
             task,
         }
+    }
+
+    /// While down, new connections are closed at once (with `cut_all`: an
+    /// outage of the upstream as its clients see it).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
     }
 
     /// Drop every connection through this proxy.

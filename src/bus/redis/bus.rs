@@ -1,6 +1,7 @@
 //! The Redis [`Bus`]: publish, subscribe (one pub/sub connection per
 //! process, with a reconnect loop that tells every subscriber to resync),
-//! and the presence sorted set.
+//! and the presence sorted set; and [`Revocations`] on the instance-wide
+//! channel `<prefix>:revocations` (subscribed like a document's channel).
 //! Must not import: axum, sqlx, the hub.
 
 use std::sync::{Arc, Weak};
@@ -14,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{unavailable, Ctl, RedisBackend, Subs};
-use crate::bus::{AccessChange, Bus, BusError, BusEvent, PresenceEntry, Subscription};
+use crate::bus::{
+    AccessChange, Bus, BusError, BusEvent, PresenceEntry, Revocation, Revocations, Subscription,
+};
 use crate::doc::{Record, RecordWire};
 use crate::protocol::{CursorInfo, Presence};
 
@@ -40,6 +43,9 @@ enum EventWire {
     Meta {
         instance: String,
         state: Box<crate::meta::DocMeta>,
+    },
+    Revoked {
+        revocation: Revocation,
     },
 }
 
@@ -67,6 +73,7 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Cursor { instance, cursor } => BusEvent::Cursor { instance, cursor },
         EventWire::Access { access } => BusEvent::Access(access),
         EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
+        EventWire::Revoked { revocation } => BusEvent::Revoked(revocation),
     })
 }
 
@@ -82,6 +89,7 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Cursor { instance, cursor } => EventWire::Cursor { instance, cursor },
         BusEvent::Access(access) => EventWire::Access { access },
         BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
+        BusEvent::Revoked(revocation) => EventWire::Revoked { revocation },
     };
     serde_json::to_string(&wire).ok()
 }
@@ -124,34 +132,7 @@ impl Bus for RedisBackend {
     }
 
     async fn subscribe(&self, doc: &str) -> Result<Subscription, BusError> {
-        let channel = self.key(doc, "ch");
-        let (rx, new) = {
-            let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-            match subs.get(&channel) {
-                Some(tx) => (tx.subscribe(), false),
-                None => {
-                    let (tx, rx) = broadcast::channel(crate::bus::SUBSCRIBER_CAPACITY);
-                    subs.insert(channel.clone(), tx);
-                    (rx, true)
-                }
-            }
-        };
-        let guard = Unsubscribe {
-            backend: self.me.clone(),
-            channel: channel.clone(),
-        };
-        let sub = Subscription::new(rx, Some(Box::new(guard)));
-        if new {
-            // Wait until Redis confirms, so nothing published after this
-            // returns can be missed.
-            let (tx, confirmed) = oneshot::channel();
-            let _ = self.ctl.send(Ctl::Subscribe(channel, tx));
-            match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
-                Ok(Ok(true)) => {}
-                _ => return Err(BusError::Unavailable("subscribe not confirmed".into())),
-            }
-        }
-        Ok(sub)
+        self.subscribe_channel(self.key(doc, "ch")).await
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -223,6 +204,61 @@ impl Bus for RedisBackend {
         let live = decode(parts.next().unwrap_or_default());
         let reaped = decode(parts.next().unwrap_or_default());
         Ok((live, reaped))
+    }
+}
+
+impl RedisBackend {
+    /// Subscribe to `channel` (a document's, or the instance-wide one):
+    /// shared by the local subscribers, confirmed by Redis before this
+    /// returns.
+    async fn subscribe_channel(&self, channel: String) -> Result<Subscription, BusError> {
+        let (rx, new) = {
+            let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+            match subs.get(&channel) {
+                Some(tx) => (tx.subscribe(), false),
+                None => {
+                    let (tx, rx) = broadcast::channel(crate::bus::SUBSCRIBER_CAPACITY);
+                    subs.insert(channel.clone(), tx);
+                    (rx, true)
+                }
+            }
+        };
+        let guard = Unsubscribe {
+            backend: self.me.clone(),
+            channel: channel.clone(),
+        };
+        let sub = Subscription::new(rx, Some(Box::new(guard)));
+        if new {
+            // Wait until Redis confirms, so nothing published after this
+            // returns can be missed.
+            let (tx, confirmed) = oneshot::channel();
+            let _ = self.ctl.send(Ctl::Subscribe(channel, tx));
+            match tokio::time::timeout(Duration::from_secs(5), confirmed).await {
+                Ok(Ok(true)) => {}
+                _ => return Err(BusError::Unavailable("subscribe not confirmed".into())),
+            }
+        }
+        Ok(sub)
+    }
+}
+
+/// The instance-wide channel: every instance subscribes to it.
+#[async_trait]
+impl Revocations for RedisBackend {
+    async fn publish_revocation(&self, revocation: &Revocation) -> Result<(), BusError> {
+        let payload = encode_event(&BusEvent::Revoked(revocation.clone()))
+            .ok_or_else(|| BusError::Corrupt("unencodable revocation".into()))?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.revocations_channel())
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn subscribe_revocations(&self) -> Result<Subscription, BusError> {
+        self.subscribe_channel(self.revocations_channel()).await
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Keys are hash-tagged per document so one document's keys share a Redis
 //! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|epoch|presence|stacks|meta`,
-//! and its channel `<prefix>:{doc:<id>}:ch`. The commit is one Lua script
+//! and its channel `<prefix>:{doc:<id>}:ch`; token revocations travel on
+//! the instance-wide channel `<prefix>:revocations`. The commit is one Lua script
 //! (`scripts/commit.lua` with `scripts/stack.lua` before it, loaded once,
 //! run by SHA) taking a whole batch. Pub/sub runs on its own
 //! connection in a task with a reconnect loop; after every (re)connect each
@@ -137,6 +138,12 @@ impl RedisBackend {
 
     fn key(&self, doc: &str, what: &str) -> String {
         format!("{}:{{doc:{}}}:{}", self.prefix, doc, what)
+    }
+
+    /// The instance-wide channel (no document's: theirs are
+    /// `<prefix>:{doc:<id>}:ch`).
+    fn revocations_channel(&self) -> String {
+        format!("{}:revocations", self.prefix)
     }
 
     fn conn(&self) -> ConnectionManager {

@@ -1,6 +1,10 @@
 //! Accounts: register (limited per address) and log in (limited per
 //! address and per (username, address)); Argon2id hashes run on the
-//! bounded hash threads of `web::abuse`.
+//! bounded hash threads of `web::abuse`. Log out (revokes the token),
+//! change the password (revokes every older token of the user, answers a
+//! fresh one), delete the account (with the documents it owns; every token
+//! of the user revoked); their password checks are limited like logins.
+//! Revocations reach live sockets on every instance (`web/tokens.rs`).
 //! Must not import: sqlx, redis.
 
 use std::net::SocketAddr;
@@ -12,13 +16,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ErrorBody;
-use crate::auth::{dummy_hash, hash_password, valid_password, valid_username, verify_password};
-use crate::hub::now_ms;
+use crate::auth::{
+    dummy_hash, hash_password, valid_password, valid_username, verify_password, LEEWAY,
+};
+use crate::bus::Revocation;
+use crate::hub::{now_ms, AccessChange};
 use crate::protocol::{color_for, valid_name};
-use crate::store::accounts::UserRow;
+use crate::store::accounts::{Revoked, UserRow};
 use crate::web::abuse::{address_key, Limit};
 use crate::web::error::ApiError;
-use crate::web::identity::{now_secs, ApiJson};
+use crate::web::identity::{ApiJson, Auth};
 use crate::web::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -31,6 +38,18 @@ pub struct RegisterBody {
 #[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
     username: String,
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordBody {
+    current_password: String,
+    /// 8-256 bytes.
+    new_password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteAccountBody {
     password: String,
 }
 
@@ -97,7 +116,7 @@ pub async fn register(
     }
     let token = state
         .keys
-        .issue(&user.id, &user.username, &user.name, now_secs());
+        .issue_at_ms(&user.id, &user.username, &user.name, now_ms());
     Ok((
         StatusCode::CREATED,
         Json(AuthResponse {
@@ -159,9 +178,171 @@ pub async fn login(
         .ok_or(ApiError::Unauthorized("invalid username or password"))?;
     let token = state
         .keys
-        .issue(&user.id, &user.username, &user.name, now_secs());
+        .issue_at_ms(&user.id, &user.username, &user.name, now_ms());
     Ok(Json(AuthResponse {
         user: user_out(&user),
         token,
     }))
+}
+
+/// Log out: this token is refused from now on, everywhere, and the sockets
+/// it opened are closed (1008). A token from before token ids existed is
+/// revoked with every token of the user issued up to it.
+#[utoipa::path(post, path = "/api/auth/logout", security(("bearer" = [])), responses(
+    (status = 204, description = "the token is revoked"), (status = 401, body = ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+) -> Result<StatusCode, ApiError> {
+    let c = who.user()?;
+    let revocation = match &c.jti {
+        Some(jti) => {
+            // Kept until the token would be refused as expired anyway.
+            let expires_ms = c.exp.saturating_add(LEEWAY + 1).saturating_mul(1000);
+            let max = state.config.max_revoked_tokens_per_user.max(1);
+            match state
+                .store
+                .revoke_token(&c.sub, jti, expires_ms, now_ms(), max)
+                .await?
+            {
+                Revoked::Token => Revocation::Token {
+                    user: c.sub.clone(),
+                    jti: jti.clone(),
+                },
+                Revoked::AllBefore { before_ms } => Revocation::User {
+                    user: c.sub.clone(),
+                    before_ms,
+                },
+                Revoked::NoUser => return Err(ApiError::Unauthorized("this token was revoked")),
+            }
+        }
+        None => {
+            let before_ms = c.issued_ms().saturating_add(1);
+            if !state.store.revoke_tokens_before(&c.sub, before_ms).await? {
+                return Err(ApiError::Unauthorized("this token was revoked"));
+            }
+            Revocation::User {
+                user: c.sub.clone(),
+                before_ms,
+            }
+        }
+    };
+    state.tokens.revoke(revocation).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's account, if `password` is its password (an Argon2 verify
+/// on the hash threads, limited like a login at this account from this
+/// address); 401 otherwise.
+async fn verified_user(
+    state: &AppState,
+    ip: &str,
+    c: &crate::auth::Claims,
+    password: String,
+) -> Result<UserRow, ApiError> {
+    // The token's username names the bucket a login would use.
+    let name = if valid_username(&c.username) {
+        c.username.as_str()
+    } else {
+        c.sub.as_str()
+    };
+    state
+        .abuse
+        .check(Limit::LoginUser, &format!("{name}@{ip}"))
+        .await?;
+    let user = state
+        .store
+        .user_by_id(&c.sub)
+        .await?
+        .ok_or(ApiError::Unauthorized("this token was revoked"))?;
+    let hash = user.password_hash.clone();
+    let ok = state
+        .abuse
+        .hash(move || verify_password(&password, &hash))
+        .await?;
+    if !ok {
+        return Err(ApiError::Unauthorized("wrong password"));
+    }
+    Ok(user)
+}
+
+/// Change the password. Every token of the user issued before the change
+/// is refused from now on (their sockets closed, on every instance); the
+/// answer carries a fresh token, so the caller stays signed in.
+#[utoipa::path(post, path = "/api/auth/password", request_body = PasswordBody, security(("bearer" = [])), responses(
+    (status = 200, body = AuthResponse), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody, description = "wrong current password, or a revoked token"),
+    (status = 429, body = ErrorBody), (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    req: Request,
+) -> Result<Json<AuthResponse>, ApiError> {
+    let c = who.user()?.clone();
+    let ip = address_of(&state, &req);
+    let ApiJson(body) = ApiJson::<PasswordBody>::from_request_inner(req, &state).await?;
+    if !valid_password(&body.new_password) {
+        return Err(ApiError::BadRequest("passwords are 8-256 bytes".into()));
+    }
+    let user = verified_user(&state, &ip, &c, body.current_password).await?;
+    let password = body.new_password;
+    let hash = state.abuse.hash(move || hash_password(&password)).await?;
+    // Tokens issued before `now` are refused; the new one is issued at it.
+    let now = now_ms();
+    if !state.store.set_password(&user.id, &hash, now).await? {
+        return Err(ApiError::Unauthorized("this token was revoked"));
+    }
+    state
+        .tokens
+        .revoke(Revocation::User {
+            user: user.id.clone(),
+            before_ms: now,
+        })
+        .await;
+    let token = state
+        .keys
+        .issue_at_ms(&user.id, &user.username, &user.name, now);
+    Ok(Json(AuthResponse {
+        user: user_out(&user),
+        token,
+    }))
+}
+
+/// Delete the caller's account: its memberships, and every document it
+/// owns, shared or not (ownership cannot be handed over; members lose
+/// access, their sockets are closed as on `DELETE /api/documents/{id}`).
+/// Every token of the user is refused from now on and its sockets are
+/// closed (1008), on every instance.
+#[utoipa::path(delete, path = "/api/auth/account", request_body = DeleteAccountBody, security(("bearer" = [])), responses(
+    (status = 204, description = "the account and the documents it owned are gone"),
+    (status = 401, body = ErrorBody, description = "wrong password, or a revoked token"),
+    (status = 429, body = ErrorBody), (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
+    let c = who.user()?.clone();
+    let ip = address_of(&state, &req);
+    let ApiJson(body) = ApiJson::<DeleteAccountBody>::from_request_inner(req, &state).await?;
+    let user = verified_user(&state, &ip, &c, body.password).await?;
+    let docs = state
+        .store
+        .delete_user(&user.id)
+        .await?
+        .ok_or(ApiError::Unauthorized("this token was revoked"))?;
+    state
+        .tokens
+        .revoke(Revocation::User {
+            user: user.id.clone(),
+            before_ms: i64::MAX,
+        })
+        .await;
+    // The documents' live sockets everywhere, as a document deletion does.
+    for doc in &docs {
+        if let Err(e) = state.hub.notify_access(doc, AccessChange::Deleted).await {
+            tracing::warn!(error = %e, doc = %doc, "could not announce a deleted document");
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 //!
 //! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
-//! login), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
+//! login, logout, password change, account deletion), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
 //! versions, restore), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
@@ -14,7 +14,7 @@ mod documents;
 mod history;
 mod members;
 
-pub use accounts::{login, register};
+pub use accounts::{change_password, delete_account, login, logout, register};
 pub use documents::{
     add_tag, create_document, delete_document, get_document, list_documents, post_ops, remove_tag,
     update_document,
@@ -44,6 +44,9 @@ use super::AppState;
         metrics,
         accounts::register,
         accounts::login,
+        accounts::logout,
+        accounts::change_password,
+        accounts::delete_account,
         documents::create_document,
         documents::list_documents,
         documents::get_document,
@@ -63,6 +66,8 @@ use super::AppState;
     components(schemas(
         accounts::RegisterBody,
         accounts::LoginBody,
+        accounts::PasswordBody,
+        accounts::DeleteAccountBody,
         accounts::AuthResponse,
         accounts::UserOut,
         documents::CreateBody,
