@@ -218,7 +218,7 @@ impl DocTask {
         }
         // A resubmit of a committed op is answered before any validation:
         // its base may be long gone.
-        if let Some(&(last, version)) = self.clients.get(&author.client) {
+        if let Some((last, version)) = self.clients.get(&author.client) {
             if seq <= last {
                 let verdict = self.duplicate(&author.client, seq, version).await?;
                 return self.answered(origin, verdict).await;
@@ -406,7 +406,7 @@ impl DocTask {
         let seq = q.origin.seq();
         // A resend, or an edit an earlier round committed after all (its
         // answer was lost to a timeout).
-        if let Some(&(last, version)) = self.clients.get(&q.author.client) {
+        if let Some((last, version)) = self.clients.get(&q.author.client) {
             if seq <= last {
                 let verdict = self.duplicate(&q.author.client, seq, version).await?;
                 self.answer(q.origin, verdict).await;

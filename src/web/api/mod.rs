@@ -137,7 +137,7 @@ impl<T: serde::de::DeserializeOwned> ApiJson<T> {
     }
 }
 
-fn refused(r: Result<u64, crate::hub::Refusal>) -> Result<u64, ApiError> {
+fn refused<T>(r: Result<T, crate::hub::Refusal>) -> Result<T, ApiError> {
     r.map_err(ApiError::Refused)
 }
 
