@@ -26,17 +26,18 @@ fn page_cost(r: &Record) -> usize {
     r.op.size_hint()
 }
 
-/// The records of `it` within `limit` records and `max_bytes` (at least
-/// one, whatever its size).
+/// The first records of `it` within `limit` records and `max_bytes`;
+/// `at_least_one`: the first whatever its size.
 fn take_page<'a>(
     it: impl Iterator<Item = &'a Arc<Record>>,
     limit: usize,
     mut max_bytes: usize,
+    at_least_one: bool,
 ) -> Vec<Arc<Record>> {
     let mut out = Vec::new();
     for r in it.take(limit) {
         let cost = page_cost(r);
-        if !out.is_empty() && cost > max_bytes {
+        if cost > max_bytes && !(at_least_one && out.is_empty()) {
             break;
         }
         max_bytes = max_bytes.saturating_sub(cost);
@@ -107,7 +108,7 @@ impl DocTask {
             return Ok(Vec::new());
         }
         if let Some(it) = self.state.records_after(since) {
-            return Ok(take_page(it, limit, max_bytes));
+            return Ok(take_page(it, limit, max_bytes, true));
         }
         let journal = self
             .hub
@@ -122,18 +123,12 @@ impl DocTask {
         let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
         let last = out.last().map_or(since, |r| r.version);
         let used: usize = out.iter().map(|r| page_cost(r)).sum();
-        // Completed from memory only if the journal's page ended for want
-        // of records, not of budget.
-        if out.len() < limit && used < max_bytes {
+        // Completed from memory (the journal lags by up to one flush),
+        // within what is left of the budget.
+        if out.len() < limit {
             if let Some(it) = self.state.records_after(last) {
-                let more = take_page(it, limit - out.len(), max_bytes - used);
-                let fits = out.is_empty()
-                    || more
-                        .first()
-                        .is_some_and(|r| page_cost(r) <= max_bytes - used);
-                if fits {
-                    out.extend(more);
-                }
+                let left = max_bytes.saturating_sub(used);
+                out.extend(take_page(it, limit - out.len(), left, out.is_empty()));
             }
         }
         Ok(out)

@@ -237,7 +237,6 @@ async fn redis_op_log_is_bounded_in_bytes_while_instances_converge() {
     a.edit(tandem::ot::splice(a.ot.text().chars().count(), 0, 0, "<"))
         .await;
     a.settle().await;
-    version = a.ot.version;
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -275,6 +274,30 @@ async fn redis_op_log_is_bounded_in_bytes_while_instances_converge() {
         .unwrap();
     assert!(clients <= 3 + minted, "{clients} client rows");
     assert!(minted <= 256);
+
+    // A log from before the running total is counted once from the list.
+    let _: () = redis::cmd("DEL")
+        .arg(key("logbytes"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    a.edit(tandem::ot::splice(a.ot.text().chars().count(), 0, 0, ">"))
+        .await;
+    a.settle().await;
+    version = a.ot.version;
+    let log: Vec<String> = redis::cmd("LRANGE")
+        .arg(key("log"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counted: usize = redis::cmd("GET")
+        .arg(key("logbytes"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counted, log.iter().map(String::len).sum::<usize>());
 
     // Both instances and their clients agree.
     b.sync_to(version).await;
