@@ -518,3 +518,34 @@ async fn client_seq_rows_stay_bounded_and_recent_resends_are_still_deduplicated(
     names.sort();
     assert_eq!(names, ["sock6", "sock7", "sock8", "sock9"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_would_replay_megabytes_gets_a_full_init() {
+    let server = TestServer::start(TANDEM, &[]);
+    let api = Api::new(&server);
+    let doc = "resume-bytes";
+    let gone = Editor::join(&server, doc, "g", Some("g1")).await;
+    let history = gone.init.init().history.to_owned();
+    drop(gone);
+    // 25 ops of 200 KB: all in memory, few enough for the outbound queue,
+    // but 5 MB to replay: more than the content costs.
+    let size = 200 * 1024;
+    let (mut version, mut len) = (0, 0);
+    for i in 0..25 {
+        version = replace(&api, doc, version, len, &text(i, size)).await;
+        len = size;
+    }
+    let q = format!("user_id=g&client=g1&version=0&history={history}");
+    let (_ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
+    let i = init.init();
+    assert_eq!(i.resumed, Some(false), "5 MB replayed");
+    assert_eq!(i.content, Some(text(24, size).as_str()));
+    assert_eq!(i.version, version);
+    // A short gap is still replayed.
+    let q = format!(
+        "user_id=g&client=g1&version={}&history={history}",
+        version - 3
+    );
+    let (_ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
+    assert_eq!(init.init().resumed, Some(true));
+}
