@@ -63,6 +63,11 @@ pub struct Config {
     /// past the last durable snapshot).
     #[arg(long, env = "OPLOG_RETAIN", default_value_t = 10_000)]
     pub oplog_retain: usize,
+    /// Bytes of record JSON kept in each document's Redis op log (never
+    /// trimmed past the last durable snapshot; the newest record always
+    /// stays).
+    #[arg(long, env = "OPLOG_RETAIN_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub oplog_retain_bytes: usize,
     /// Users of a vanished instance disappear for everyone within this (ms).
     #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 30_000)]
     pub presence_ttl_ms: u64,
@@ -172,6 +177,25 @@ pub struct Config {
     /// Committed ops kept in memory per document for rebasing and resume.
     #[arg(long, env = "HISTORY_RETAIN", default_value_t = 10_000)]
     pub history_retain: usize,
+    /// Bytes of committed ops kept in memory per document (the newest op
+    /// always stays); also the embedded sequencer's op log. A client
+    /// resuming from before what is kept gets a full init.
+    #[arg(long, env = "HISTORY_RETAIN_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub history_retain_bytes: usize,
+    /// Most op JSON bytes in one page of `GET /api/documents/{id}/history`
+    /// (at least one op per page, whatever its size).
+    #[arg(long, env = "HISTORY_PAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub history_page_bytes: usize,
+    /// Clients whose highest committed seq is kept per document (the
+    /// dedupe of resent ops); beyond it the longest-silent are dropped.
+    #[arg(long, env = "MAX_CLIENTS_PER_DOC", default_value_t = 10_000)]
+    pub max_clients_per_doc: usize,
+    /// Tags one document may carry.
+    #[arg(long, env = "MAX_TAGS_PER_DOC", default_value_t = 32)]
+    pub max_tags_per_doc: usize,
+    /// Documents one user may own.
+    #[arg(long, env = "MAX_DOCS_PER_USER", default_value_t = 1000)]
+    pub max_docs_per_user: u64,
     /// Unload a document this long after its last client leaves (ms).
     #[arg(long, env = "IDLE_UNLOAD_MS", default_value_t = 30_000)]
     pub idle_unload_ms: u64,

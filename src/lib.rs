@@ -139,23 +139,35 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     };
     let background = TaskTracker::new();
     let cancel = CancellationToken::new();
+    let history_retain = doc::Retain {
+        count: config.history_retain,
+        bytes: config.history_retain_bytes,
+    };
     let backends = match &config.redis_url {
         Some(url) => {
             let settings = RedisSettings {
                 url: url.0.clone(),
                 prefix: config.redis_prefix.clone(),
                 retain: config.oplog_retain,
+                retain_bytes: config.oplog_retain_bytes,
+                max_clients: config.max_clients_per_doc,
             };
             Backends::redis(RedisBackend::connect(settings, &background, cancel.clone()).await?)
         }
         // Embedded: a batch is in the store's journal before it is acked.
-        None => Backends::memory(config.history_retain, Some(store.clone())),
+        None => Backends::memory(
+            history_retain,
+            config.max_clients_per_doc,
+            Some(store.clone()),
+        ),
     };
     let settings = HubSettings {
         instance_id: config.instance_id.clone().unwrap_or_else(|| {
             format!("tandem-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
         }),
-        history_retain: config.history_retain,
+        history_retain,
+        max_clients_per_doc: config.max_clients_per_doc,
+        max_tags_per_doc: config.max_tags_per_doc,
         snapshot_interval: Duration::from_millis(config.snapshot_interval_ms.max(10)),
         idle_unload: Duration::from_millis(config.idle_unload_ms),
         outbound_queue: config.outbound_queue.max(128),

@@ -15,7 +15,7 @@ use super::{
     BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry,
     Revocation, Revocations, Seed, Seeded, Sequencer, Subscription, UndoStacks,
 };
-use crate::doc::{History, Record};
+use crate::doc::{ClientSeqs, History, Record, Retain};
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
 
 /// Per-document broadcast channels.
@@ -139,7 +139,7 @@ impl MetaStore for MemoryBus {
 
 struct DocLog {
     log: History,
-    clients: HashMap<String, (u64, u64)>,
+    clients: ClientSeqs,
     /// A batch is being written to the journal: another commit must wait
     /// (its records would claim the same versions).
     journaling: bool,
@@ -155,17 +155,28 @@ pub struct MemorySequencer {
     /// Undo/redo stacks by (document, user); kept while documents unload.
     stacks: Mutex<HashMap<(String, String), Stacks>>,
     bus: Arc<MemoryBus>,
-    retain: usize,
+    /// The op log's bounds, by count and bytes (`HISTORY_RETAIN`,
+    /// `HISTORY_RETAIN_BYTES`: in one process the log and the document's
+    /// history are the same records).
+    retain: Retain,
+    /// Clients kept in each document's dedupe table (`MAX_CLIENTS_PER_DOC`).
+    max_clients: usize,
 }
 
 impl MemorySequencer {
-    pub fn new(bus: Arc<MemoryBus>, retain: usize, journal: Option<Arc<dyn Journal>>) -> Self {
+    pub fn new(
+        bus: Arc<MemoryBus>,
+        retain: Retain,
+        max_clients: usize,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         Self {
             docs: Mutex::new(HashMap::new()),
             journal,
             stacks: Mutex::new(HashMap::new()),
             bus,
-            retain: retain.max(1),
+            retain,
+            max_clients,
         }
     }
 
@@ -190,7 +201,7 @@ fn check(d: &DocLog, batch: &CommitBatch) -> Result<Option<BatchOutcome>, BusErr
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            let &(seq, version) = d.clients.get(&r.client)?;
+            let (seq, version) = d.clients.get(&r.client)?;
             // The exact version if the log still holds it, else the
             // client's latest (with one op in flight, that is the one).
             (r.seq <= seq).then(|| (i, d.log.version_of(&r.client, r.seq).unwrap_or(version)))
@@ -231,7 +242,7 @@ impl Sequencer for MemorySequencer {
         // history.
         let d = docs.entry(doc.to_owned()).or_insert_with(|| DocLog {
             log: History::new(seed.version, self.retain),
-            clients: HashMap::new(),
+            clients: ClientSeqs::new(self.max_clients),
             journaling: false,
             epoch: if seed.epoch.is_empty() {
                 crate::epoch::fresh()
@@ -240,10 +251,7 @@ impl Sequencer for MemorySequencer {
             },
         });
         for c in &seed.clients {
-            let e = d.clients.entry(c.client.clone()).or_insert((0, 0));
-            if c.seq > e.0 {
-                *e = (c.seq, c.version);
-            }
+            d.clients.record(&c.client, c.seq, c.version);
         }
         for r in &seed.records {
             if r.version == d.log.head() + 1 {
@@ -289,7 +297,7 @@ impl Sequencer for MemorySequencer {
         match docs.get_mut(doc) {
             Some(d) if d.log.head() == base => {
                 for r in &recs {
-                    d.clients.insert(r.client.clone(), (r.seq, r.version));
+                    d.clients.record(&r.client, r.seq, r.version);
                     d.log.push(r.clone());
                 }
             }
@@ -324,7 +332,7 @@ impl Sequencer for MemorySequencer {
     async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError> {
         let docs = self.lock();
         let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
-        Ok(d.clients.get(client).copied())
+        Ok(d.clients.get(client))
     }
 
     async fn mark_durable(&self, _doc: &str, _version: u64) -> Result<(), BusError> {

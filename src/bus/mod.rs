@@ -437,11 +437,20 @@ impl Backends {
     /// The embedded backend: one instance, nothing shared; the sequencer
     /// keeps `retain` records per document and, with a `journal`, makes
     /// every batch durable there before it counts as committed.
-    pub fn memory(retain: usize, journal: Option<Arc<dyn Journal>>) -> Self {
+    pub fn memory(
+        retain: crate::doc::Retain,
+        max_clients: usize,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         let bus = memory::MemoryBus::new();
         // Every document's batches share the journal's transactions.
         let journal = journal.map(|j| journal::GroupJournal::spawn(j) as Arc<dyn Journal>);
-        let sequencer = Arc::new(memory::MemorySequencer::new(bus.clone(), retain, journal));
+        let sequencer = Arc::new(memory::MemorySequencer::new(
+            bus.clone(),
+            retain,
+            max_clients,
+            journal,
+        ));
         Self {
             sequencer: sequencer.clone(),
             bus: bus.clone(),

@@ -219,11 +219,18 @@ impl DocTask {
         }
         // A resubmit of a committed op is answered before any validation:
         // its base may be long gone.
-        if let Some(&(last, version)) = self.clients.get(&author.client) {
+        if let Some((last, version)) = self.clients.get(&author.client) {
             if seq <= last {
                 let verdict = self.duplicate(&author.client, seq, version).await?;
                 return self.answered(origin, verdict).await;
             }
+        }
+        if op.is_noop() && self.state.len_at(base) == Some(op.base_len()) {
+            // An edit that changes nothing (as sent: concurrent edits cannot
+            // make it change something) makes no version: acknowledged at
+            // the head, whose ops this client has all been sent.
+            let head = self.state.version();
+            return self.answered(origin, Verdict::Duplicate(head)).await;
         }
         let bytes = op.size_hint();
         let p = &mut self.pipeline;
@@ -407,7 +414,7 @@ impl DocTask {
         let seq = q.origin.seq();
         // A resend, or an edit an earlier round committed after all (its
         // answer was lost to a timeout).
-        if let Some(&(last, version)) = self.clients.get(&q.author.client) {
+        if let Some((last, version)) = self.clients.get(&q.author.client) {
             if seq <= last {
                 let verdict = self.duplicate(&q.author.client, seq, version).await?;
                 self.answer(q.origin, verdict).await;
@@ -430,13 +437,6 @@ impl DocTask {
                 return Ok(None);
             }
         };
-        if op.is_noop() {
-            // Nothing changes, so no version is made: acknowledged at the
-            // head this client has already been sent.
-            let head = self.state.version();
-            self.answer(q.origin, Verdict::Duplicate(head)).await;
-            return Ok(None);
-        }
         let max = self.hub.settings.max_doc_chars;
         if op.target_len() > max && op.target_len() > op.base_len() {
             let m = format!(

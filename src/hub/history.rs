@@ -13,21 +13,53 @@ use crate::doc::Record;
 /// The head version and a page of committed records.
 pub type HistoryPage = (u64, Vec<Arc<Record>>);
 
-/// Records replayed per page by [`Hub::content_at`].
+/// Records replayed per page by [`Hub::content_at`]...
 const REPLAY_PAGE: usize = 2000;
+/// ...and their most op bytes: a replay holds the text (at most
+/// `MAX_DOC_CHARS`) and one such page.
+const REPLAY_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a record counts against a page's byte budget: its op's size
+/// ([`crate::ot::Operation::size_hint`], about its JSON), as the journal
+/// query counts the op's stored JSON.
+fn page_cost(r: &Record) -> usize {
+    r.op.size_hint()
+}
+
+/// The first records of `it` within `limit` records and `max_bytes`;
+/// `at_least_one`: the first whatever its size.
+fn take_page<'a>(
+    it: impl Iterator<Item = &'a Arc<Record>>,
+    limit: usize,
+    mut max_bytes: usize,
+    at_least_one: bool,
+) -> Vec<Arc<Record>> {
+    let mut out = Vec::new();
+    for r in it.take(limit) {
+        let cost = page_cost(r);
+        if cost > max_bytes && !(at_least_one && out.is_empty()) {
+            break;
+        }
+        max_bytes = max_bytes.saturating_sub(cost);
+        out.push(r.clone());
+    }
+    out
+}
 
 impl Hub {
     /// Up to `limit` committed records after version `since`, oldest first,
-    /// and the head version.
+    /// within `max_bytes` of ops (at least one record), and the head version.
     pub async fn history(
         &self,
         doc: &str,
         since: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<HistoryPage, HubError> {
         self.ask(doc, |reply| Cmd::Records {
             since,
             limit,
+            max_bytes,
             reply,
         })
         .await
@@ -39,7 +71,9 @@ impl Hub {
         let mut text = ropey::Rope::new();
         let mut at = 0;
         while at < version {
-            let (head, page) = self.history(doc, at, REPLAY_PAGE).await?;
+            let (head, page) = self
+                .history(doc, at, REPLAY_PAGE, REPLAY_PAGE_BYTES)
+                .await?;
             if version > head {
                 return Ok(None);
             }
@@ -67,24 +101,34 @@ impl DocTask {
         &self,
         since: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Arc<Record>>, HubError> {
         let head = self.state.version();
         if since >= head || limit == 0 {
             return Ok(Vec::new());
         }
         if let Some(it) = self.state.records_after(since) {
-            return Ok(it.take(limit).cloned().collect());
+            return Ok(take_page(it, limit, max_bytes, true));
         }
         let journal = self
             .hub
             .store
-            .journal_after(&self.id, since, limit.min(u32::MAX as usize) as u32)
+            .journal_after(
+                &self.id,
+                since,
+                limit.min(u32::MAX as usize) as u32,
+                max_bytes,
+            )
             .await?;
         let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
         let last = out.last().map_or(since, |r| r.version);
+        let used: usize = out.iter().map(|r| page_cost(r)).sum();
+        // Completed from memory (the journal lags by up to one flush),
+        // within what is left of the budget.
         if out.len() < limit {
             if let Some(it) = self.state.records_after(last) {
-                out.extend(it.take(limit - out.len()).cloned());
+                let left = max_bytes.saturating_sub(used);
+                out.extend(take_page(it, limit - out.len(), left, out.is_empty()));
             }
         }
         Ok(out)

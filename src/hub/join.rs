@@ -18,6 +18,15 @@ use crate::bus::BusEvent;
 use crate::doc::Record;
 use crate::protocol::ServerMessage;
 
+/// Most op bytes a resume replays; a client further behind gets a full init
+/// (the content, at most `MAX_DOC_CHARS`), which costs less.
+const RESUME_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most entries in an init's `users` and `cursors` lists: a crowded
+/// document's newcomer still gets a bounded first frame (the rest arrive as
+/// they join or move).
+pub(super) const INIT_LIST_MAX: usize = 256;
+
 impl DocTask {
     pub(super) async fn join(
         &mut self,
@@ -58,8 +67,10 @@ impl DocTask {
             }
         };
         let mut users = self.users();
+        users.truncate(INIT_LIST_MAX - 1);
         users.push(conn.presence());
-        let cursors = self.current_cursors();
+        let mut cursors = self.current_cursors();
+        cursors.truncate(INIT_LIST_MAX);
         let (version, content) = match (&replay, &resume) {
             (Some(_), Some(r)) => (r.version, None),
             _ => (self.state.version(), Some(self.state.content())),
@@ -76,7 +87,7 @@ impl DocTask {
             role: conn.role,
             resumed: resume.as_ref().map(|_| replay.is_some()),
             seq: last_seq,
-            meta: self.meta.merged.view(),
+            meta: self.meta_view(),
         });
         let mut queued = conn.tx.try_send(init).is_ok();
         for r in replay.iter().flatten() {
@@ -129,7 +140,8 @@ impl DocTask {
     }
 
     /// Records after `n` up to the head, for a resume: from memory, else the
-    /// sequencer's log, else the journal joined to memory.
+    /// sequencer's log, else the journal joined to memory. `None` (a full
+    /// init) beyond `cap` records or [`RESUME_REPLAY_BYTES`].
     async fn records_for_resume(&self, n: u64, cap: usize) -> Option<Vec<Arc<Record>>> {
         let head = self.state.version();
         if n > head {
@@ -138,19 +150,23 @@ impl DocTask {
         if (head - n) as usize > cap {
             return None;
         }
+        let fits = |v: &[Arc<Record>]| {
+            v.iter().map(|r| r.op.size_hint()).sum::<usize>() <= RESUME_REPLAY_BYTES
+        };
         if let Some(it) = self.state.records_after(n) {
-            return Some(it.cloned().collect());
+            let v: Vec<Arc<Record>> = it.cloned().collect();
+            return fits(&v).then_some(v);
         }
         if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n).await {
             if v.last().map_or(n, |r| r.version) == head {
-                return Some(v);
+                return fits(&v).then_some(v);
             }
         }
         let oldest = self.state.oldest();
         let journal = self
             .hub
             .store
-            .journal_after(&self.id, n, (oldest - n) as u32)
+            .journal_after(&self.id, n, (oldest - n) as u32, RESUME_REPLAY_BYTES)
             .await
             .ok()?;
         let contiguous = journal
@@ -162,6 +178,6 @@ impl DocTask {
         }
         let mut out: Vec<Arc<Record>> = journal.into_iter().map(Arc::new).collect();
         out.extend(self.state.records_after(oldest)?.cloned());
-        Some(out)
+        fits(&out).then_some(out)
     }
 }

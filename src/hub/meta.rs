@@ -9,10 +9,14 @@ use tracing::warn;
 use super::outbox::BusWrite;
 use super::registry::Inner;
 use super::task::DocTask;
-use super::{text, HubError};
+use super::{text, HubError, Refusal};
 use crate::bus::BusEvent;
 use crate::meta::{DocMeta, MetaView};
-use crate::protocol::ServerMessage;
+use crate::protocol::{ErrorCode, ServerMessage};
+
+/// How a metadata change ended: the view after it, or why the document
+/// refused it (inner), or why the hub could not ask (outer).
+pub type MetaResult = Result<Result<MetaView, Refusal>, HubError>;
 
 /// A change to a document's metadata.
 #[derive(Clone, Debug)]
@@ -58,18 +62,34 @@ impl MetaState {
 }
 
 impl DocTask {
-    pub(super) async fn change_meta(&mut self, change: MetaChange) -> Result<MetaView, HubError> {
+    pub(super) async fn change_meta(&mut self, change: MetaChange) -> MetaResult {
         let me = self.hub.settings.instance_id.clone();
         let now = (self.hub.clock)();
+        let max_tags = self.hub.settings.max_tags_per_doc;
         let meta = &mut self.meta.merged;
         match change {
             MetaChange::Title(t) => meta.title.set(&t, now, &me),
-            MetaChange::AddTag(t) => meta.tags.add(&t, &me),
+            MetaChange::AddTag(t) => {
+                if !meta.tags.contains(&t) && meta.tags.elements().len() >= max_tags {
+                    return Ok(Err(Refusal {
+                        code: ErrorCode::BadMessage,
+                        message: format!("a document has at most {max_tags} tags"),
+                    }));
+                }
+                meta.tags.add(&t, &me)
+            }
             MetaChange::RemoveTag(t) => meta.tags.remove(&t),
         }
         self.meta_announce();
         self.store_meta().await?;
-        Ok(self.meta.merged.view())
+        Ok(Ok(self.meta_view()))
+    }
+
+    /// What clients see of the metadata (at most `MAX_TAGS_PER_DOC` tags).
+    pub(super) fn meta_view(&self) -> MetaView {
+        self.meta
+            .merged
+            .view_bounded(self.hub.settings.max_tags_per_doc)
     }
 
     /// A view: a fresh open (a resume is the same visit). Stored on the
@@ -84,7 +104,7 @@ impl DocTask {
     /// keep our state in the metadata store; the store write is left to
     /// [`DocTask::store_meta`].
     fn meta_announce(&mut self) {
-        let view = self.meta.merged.view();
+        let view = self.meta_view();
         self.broadcast(None, text(ServerMessage::Meta(&view)));
         let me = self.hub.settings.instance_id.clone();
         self.outbox.publish(BusEvent::Meta {
@@ -99,9 +119,9 @@ impl DocTask {
     /// Another instance's state: merge it, and tell our clients if the
     /// view changed.
     pub(super) fn merge_meta(&mut self, state: &DocMeta) {
-        let before = self.meta.merged.view();
+        let before = self.meta_view();
         self.meta.merged.merge(state);
-        let after = self.meta.merged.view();
+        let after = self.meta_view();
         if after != before {
             self.broadcast(None, text(ServerMessage::Meta(&after)));
         }

@@ -43,7 +43,7 @@ use commit::Origin;
 pub use connection::ConnHandle;
 use connection::ConnState;
 pub use history::HistoryPage;
-pub use meta::MetaChange;
+pub use meta::{MetaChange, MetaResult};
 pub use registry::Background;
 use registry::Inner;
 use task::Cmd;
@@ -52,7 +52,12 @@ use task::Cmd;
 #[derive(Clone, Debug)]
 pub struct HubSettings {
     pub instance_id: String,
-    pub history_retain: usize,
+    /// In-memory history per document: count and bytes.
+    pub history_retain: crate::doc::Retain,
+    /// Clients kept in a document's dedupe table.
+    pub max_clients_per_doc: usize,
+    /// Tags a document may carry (a local add beyond it is refused).
+    pub max_tags_per_doc: usize,
     pub snapshot_interval: Duration,
     pub idle_unload: Duration,
     pub outbound_queue: usize,
@@ -215,8 +220,9 @@ impl Hub {
         self.ask(doc, Cmd::View).await
     }
 
-    /// The document's metadata after `change`, replicated to every instance.
-    pub async fn meta(&self, doc: &str, change: MetaChange) -> Result<MetaView, HubError> {
+    /// The document's metadata after `change`, replicated to every instance
+    /// (or why the document refused the change: too many tags).
+    pub async fn meta(&self, doc: &str, change: MetaChange) -> MetaResult {
         self.ask(doc, |reply| Cmd::Meta(change.clone(), reply))
             .await
     }
@@ -226,7 +232,8 @@ impl Hub {
     pub async fn edit(&self, doc: &str, user: &str, role: Role, edit: Edit) -> EditResult {
         // One client id per REST edit, kept across retries so a retry is
         // deduplicated.
-        let client = format!("http-{}", uuid::Uuid::new_v4().simple());
+        let client =
+            crate::doc::ephemeral_client("http", &uuid::Uuid::new_v4().simple().to_string());
         self.ask(doc, |reply| Cmd::Edit {
             origin: Origin::Rest {
                 client: client.clone(),

@@ -30,11 +30,12 @@ impl DocTask {
     pub(super) fn apply_quiet(&mut self, rec: Arc<Record>) -> Result<bool, HubError> {
         match self.state.apply(rec.clone()) {
             Ok(ApplyOutcome::Applied) => {
-                let entry = self.clients.entry(rec.client.clone()).or_insert((0, 0));
-                if rec.seq > entry.0 {
-                    *entry = (rec.seq, rec.version);
-                }
-                if !self.unsaved.clients.contains(&rec.client) {
+                self.clients.record(&rec.client, rec.seq, rec.version);
+                // Server-minted ids are resent only by this server's own
+                // retries: the store need not keep them.
+                if !crate::doc::is_ephemeral(&rec.client)
+                    && !self.unsaved.clients.contains(&rec.client)
+                {
                     self.unsaved.clients.push(rec.client.clone());
                 }
                 if !self.hub.sequencer.journals() {
@@ -146,7 +147,7 @@ impl DocTask {
                 .flatten()
                 .cloned()
                 .collect(),
-            clients: self.client_seqs(self.clients.keys()),
+            clients: self.all_client_seqs(),
             epoch: self.epoch.clone(),
         };
         let seeded = self.hub.sequencer.seed(&self.id, &seed).await?;

@@ -8,7 +8,6 @@
 //! `DocTask` in their own files.
 //! Must not import: axum, sqlx, redis.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,13 @@ use tracing::{debug, error, info, warn};
 use super::commit::{Edit, Origin, Pipeline, RoundFuture};
 use super::connection::ConnState;
 use super::history::HistoryPage;
-use super::meta::{MetaChange, MetaState};
+use super::meta::{MetaChange, MetaResult, MetaState};
 use super::outbox::Outbox;
 use super::presence::Room;
 use super::registry::Inner;
 use super::{close, DocView, HubError, Resume};
 use crate::bus::{BatchOutcome, BusError, BusEvent, BusRecv, ClientSeq, Seed, Subscription};
-use crate::doc::{DocState, Record};
-use crate::meta::MetaView;
+use crate::doc::{ClientSeqs, DocState, Record};
 use crate::protocol::Presence;
 use crate::store::DocPersist;
 
@@ -56,11 +54,12 @@ pub(super) enum Cmd {
     },
     View(oneshot::Sender<Result<DocView, HubError>>),
     /// Read or change the replicated metadata.
-    Meta(MetaChange, oneshot::Sender<Result<MetaView, HubError>>),
+    Meta(MetaChange, oneshot::Sender<MetaResult>),
     /// Committed records after a version, oldest first (memory, else journal).
     Records {
         since: u64,
         limit: usize,
+        max_bytes: usize,
         reply: oneshot::Sender<Result<HistoryPage, HubError>>,
     },
     Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
@@ -111,8 +110,8 @@ pub(super) struct DocTask {
     generation: u64,
     pub(super) hub: Arc<Inner>,
     pub(super) state: DocState,
-    /// Highest committed seq (and its version) per client id.
-    pub(super) clients: HashMap<String, (u64, u64)>,
+    /// Highest committed seq (and its version) per client id (bounded).
+    pub(super) clients: ClientSeqs,
     pub(super) unsaved: Unsaved,
     pub(super) room: Room,
     pub(super) sub: Subscription,
@@ -174,11 +173,13 @@ impl DocTask {
         let outbox = Outbox::spawn(&hub, &id);
         let mut task = DocTask {
             state: DocState::new(&snap.content, snap.version, hub.settings.history_retain),
-            clients: snap
-                .clients
-                .iter()
-                .map(|c| (c.client.clone(), (c.seq, c.version)))
-                .collect(),
+            clients: {
+                let mut seqs = ClientSeqs::new(hub.settings.max_clients_per_doc);
+                for c in &snap.clients {
+                    seqs.record(&c.client, c.seq, c.version);
+                }
+                seqs
+            },
             unsaved: Unsaved {
                 version: snap.version,
                 journal: Vec::new(),
@@ -200,11 +201,12 @@ impl DocTask {
             epoch: snap.epoch.clone(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
-        // The journal may be ahead of the snapshot.
+        // The journal may be ahead of the snapshot: replayed a bounded page
+        // at a time.
         loop {
             let recs = hub
                 .store
-                .journal_after(&task.id, task.state.version(), 10_000)
+                .journal_after(&task.id, task.state.version(), 10_000, 8 * 1024 * 1024)
                 .await?;
             if recs.is_empty() {
                 break;
@@ -217,7 +219,7 @@ impl DocTask {
         let seed = Seed {
             version: task.state.version(),
             records: Vec::new(),
-            clients: task.client_seqs(task.clients.keys()),
+            clients: task.all_client_seqs(),
             epoch: snap.epoch,
         };
         let seeded = hub.sequencer.seed(&task.id, &seed).await?;
@@ -243,9 +245,21 @@ impl DocTask {
         Ok(task)
     }
 
+    /// Every client's mark, for a seed.
+    pub(super) fn all_client_seqs(&self) -> Vec<ClientSeq> {
+        self.clients
+            .iter()
+            .map(|(c, &(seq, version))| ClientSeq {
+                client: c.clone(),
+                seq,
+                version,
+            })
+            .collect()
+    }
+
     pub(super) fn client_seqs<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<ClientSeq> {
         ids.filter_map(|c| {
-            self.clients.get(c).map(|&(seq, version)| ClientSeq {
+            self.clients.get(c).map(|(seq, version)| ClientSeq {
                 client: c.clone(),
                 seq,
                 version,
@@ -378,16 +392,17 @@ impl DocTask {
             Cmd::Records {
                 since,
                 limit,
+                max_bytes,
                 reply,
             } => {
-                let r = self.records(since, limit).await;
+                let r = self.records(since, limit, max_bytes).await;
                 let _ = reply.send(r.map(|v| (self.state.version(), v)));
             }
             Cmd::View(reply) => {
                 let _ = reply.send(Ok(DocView {
                     content: self.state.content(),
                     version: self.state.version(),
-                    meta: self.meta.merged.view(),
+                    meta: self.meta_view(),
                 }));
             }
             Cmd::Users(reply) => {
@@ -473,6 +488,7 @@ impl DocTask {
             content: self.state.content(),
             journal: self.unsaved.journal.clone(),
             clients: self.client_seqs(self.unsaved.clients.iter()),
+            max_clients: self.hub.settings.max_clients_per_doc,
         })
     }
 

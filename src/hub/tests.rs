@@ -423,7 +423,7 @@ async fn undo_and_redo_revert_only_the_users_own_step_past_others_edits() {
             op,
         } => {
             assert_eq!((version, user.as_str(), seq), (3, "alice", 1));
-            assert!(client.starts_with("undo-"), "{client}");
+            assert!(client.starts_with("undo~"), "{client}");
             assert_eq!(op.apply("hello bob").unwrap(), " bob");
         }
         f => panic!("{f:?}"),
@@ -436,7 +436,7 @@ async fn undo_and_redo_revert_only_the_users_own_step_past_others_edits() {
             version, client, ..
         } => {
             assert_eq!(version, 4);
-            assert!(client.starts_with("redo-"), "{client}");
+            assert!(client.starts_with("redo~"), "{client}");
         }
         f => panic!("{f:?}"),
     }

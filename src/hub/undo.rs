@@ -82,7 +82,10 @@ impl DocTask {
             let kind = if redo { "redo" } else { "undo" };
             let step = Step {
                 conn,
-                client: format!("{kind}-{}", uuid::Uuid::new_v4().simple()),
+                client: crate::doc::ephemeral_client(
+                    kind,
+                    &uuid::Uuid::new_v4().simple().to_string(),
+                ),
                 user,
                 role,
                 from,

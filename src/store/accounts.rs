@@ -20,6 +20,16 @@ pub struct UserRow {
 
 /// A document's stored row, with its owner's username. (Its replicated
 /// title and tags are the metadata CRDT in `meta`, not this.)
+/// How [`Accounts::create_document`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// The id is taken.
+    Exists,
+    /// The owner already owns the most documents allowed.
+    OverQuota,
+}
+
 #[derive(Clone, Debug)]
 pub struct DocumentRow {
     pub id: String,
@@ -120,15 +130,18 @@ pub trait Accounts: Send + Sync {
     async fn delete_user(&self, user_id: &str) -> Result<Option<Vec<String>>, StoreError>;
     /// A user's display name by id.
     async fn user_name(&self, id: &str) -> Result<Option<String>, StoreError>;
-    /// A new document owned by `owner` (with a fresh epoch); false if the
-    /// id exists.
+    /// A new document owned by `owner` (with a fresh epoch), unless the id
+    /// exists or `owner` already owns `max_owned` documents (checked in the
+    /// insert itself; concurrent creates on PostgreSQL may pass it by the
+    /// few that raced).
     async fn create_document(
         &self,
         id: &str,
         title: &str,
         owner: &str,
         now_ms: i64,
-    ) -> Result<bool, StoreError>;
+        max_owned: u64,
+    ) -> Result<Created, StoreError>;
     async fn document_row(&self, id: &str) -> Result<Option<DocumentRow>, StoreError>;
     /// The user's role on the document (owner, or member role), if any.
     async fn role_of(&self, doc: &str, user_id: &str) -> Result<Option<Role>, StoreError>;
@@ -367,20 +380,53 @@ where
         title: &str,
         owner: &str,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+        max_owned: u64,
+    ) -> Result<Created, StoreError> {
         let epoch = crate::epoch::fresh();
+        let max_owned = i64::try_from(max_owned).unwrap_or(i64::MAX);
+        // The owner's row is locked first: creations of one owner take turns,
+        // so concurrent ones cannot all pass the quota, and none outlives an
+        // account being deleted.
+        let mut tx = self.pool.begin().await?;
+        if sqlx::query(DB::LOCK_USER)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::Corrupt("no such owner".into()));
+        }
         let r = sqlx::query(
             "INSERT INTO documents (id, title, owner, created_at, updated_at, epoch) \
-             VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE (SELECT COUNT(*) FROM documents WHERE owner = $7) < $8 \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(title)
         .bind(owner)
         .bind(now_ms)
+        .bind(now_ms)
         .bind(epoch.as_str())
-        .execute(&self.pool)
+        .bind(owner)
+        .bind(max_owned)
+        .execute(&mut *tx)
         .await?;
-        Ok(DB::rows_affected(&r) == 1)
+        if DB::rows_affected(&r) == 1 {
+            tx.commit().await?;
+            return Ok(Created::Created);
+        }
+        let owned: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("n");
+        tx.commit().await?;
+        Ok(if owned >= max_owned {
+            Created::OverQuota
+        } else {
+            Created::Exists
+        })
     }
 
     async fn document_row(&self, id: &str) -> Result<Option<DocumentRow>, StoreError> {

@@ -19,12 +19,16 @@ pub trait Documents: Send + Sync {
     async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError>;
     /// The newest snapshot, or `None` if there is no such document.
     async fn load(&self, doc: &str) -> Result<Option<Snapshot>, StoreError>;
-    /// Journal records with version > `after`, oldest first, at most `limit`.
+    /// Journal records with version > `after`, oldest first, at most
+    /// `limit` and at most `max_bytes` of op JSON (but at least one record
+    /// if there is one): the database sums the sizes, so no more than the
+    /// page is read into memory.
     async fn journal_after(
         &self,
         doc: &str,
         after: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Record>, StoreError>;
     /// The database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
@@ -99,16 +103,25 @@ where
         doc: &str,
         after: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Record>, StoreError> {
         let after = to_i64(after);
+        let max_bytes = to_i64(max_bytes as u64);
+        // The running total of op sizes picks the page; the first record
+        // comes whatever its size.
         let rows = retry(|| {
             sqlx::query(
-                "SELECT version, op, user_id, client, seq, committed_at FROM op_journal \
-                 WHERE document_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+                "SELECT version, op, user_id, client, seq, committed_at FROM ( \
+                   SELECT version, op, user_id, client, seq, committed_at, octet_length(op) AS size, \
+                     SUM(octet_length(op)) OVER (ORDER BY version ROWS UNBOUNDED PRECEDING) AS upto \
+                   FROM (SELECT * FROM op_journal WHERE document_id = $1 AND version > $2 \
+                         ORDER BY version LIMIT $3) AS j \
+                 ) AS w WHERE upto <= $4 OR upto = size ORDER BY version",
             )
             .bind(doc)
             .bind(after)
             .bind(i64::from(limit))
+            .bind(max_bytes)
             .fetch_all(&self.pool)
         })
         .await?;

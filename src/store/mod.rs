@@ -59,6 +59,9 @@ pub struct DocPersist {
     pub content: String,
     pub journal: Vec<Arc<Record>>,
     pub clients: Vec<ClientSeq>,
+    /// Client rows the store keeps for the document (`MAX_CLIENTS_PER_DOC`):
+    /// beyond it, those with the oldest versions are deleted.
+    pub max_clients: usize,
 }
 
 /// A store on one sqlx backend: its pool. [`sqlite::SqliteStore`] and
@@ -103,6 +106,12 @@ impl<'a> BatchRows<'a> {
         }
     }
 }
+
+/// Keep a document's `max_clients` newest client rows (binds: the document
+/// twice, then `max_clients - 1`): a resend from a client silent that long
+/// is no longer recognised, the price of a bounded table.
+const TRIM_CLIENTS: &str = "DELETE FROM client_seqs WHERE document_id = $1 AND version < \
+     (SELECT version FROM client_seqs WHERE document_id = $2 ORDER BY version DESC LIMIT 1 OFFSET $3)";
 
 /// Versions and seqs are stored as BIGINT.
 fn to_i64(v: u64) -> i64 {

@@ -133,6 +133,14 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        for d in docs.iter().filter(|d| !d.clients.is_empty()) {
+            sqlx::query(super::TRIM_CLIENTS)
+                .bind(&d.doc)
+                .bind(&d.doc)
+                .bind(to_i64(d.max_clients.max(1) as u64 - 1))
+                .execute(&mut *tx)
+                .await?;
+        }
         // A snapshot never replaces a newer one, whichever instance wrote it.
         sqlx::query(
             "UPDATE documents d SET snapshot_version = u.v, snapshot_content = u.c, updated_at = $4 \

@@ -135,6 +135,14 @@ impl Store for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
+        for d in rows.docs.iter().filter(|d| !d.clients.is_empty()) {
+            sqlx::query(super::TRIM_CLIENTS)
+                .bind(&d.doc)
+                .bind(&d.doc)
+                .bind(to_i64(d.max_clients.max(1) as u64 - 1))
+                .execute(&mut *tx)
+                .await?;
+        }
         for d in &rows.docs {
             sqlx::query(
                 "UPDATE documents SET snapshot_version = ?, snapshot_content = ?, updated_at = ? \

@@ -4,7 +4,7 @@
 use super::sqlite::SqliteStore;
 use super::{Accounts, Documents};
 use crate::protocol::Role;
-use crate::store::accounts::UserRow;
+use crate::store::accounts::{Created, UserRow};
 
 fn user(id: &str, username: &str) -> UserRow {
     UserRow {
@@ -35,9 +35,24 @@ async fn accounts_contract(s: &dyn Accounts) {
     assert_eq!(s.user_name("u3").await.unwrap(), None);
 
     // Documents: ids are unique; the row carries the owner's username.
-    assert!(s.create_document("d1", "One", "u1", 10).await.unwrap());
-    assert!(!s.create_document("d1", "Again", "u2", 11).await.unwrap());
-    assert!(s.create_document("d2", "Two", "u2", 20).await.unwrap());
+    assert_eq!(
+        s.create_document("d1", "One", "u1", 10, 9).await.unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        s.create_document("d1", "Again", "u2", 11, 9).await.unwrap(),
+        Created::Exists
+    );
+    assert_eq!(
+        s.create_document("d2", "Two", "u2", 20, 9).await.unwrap(),
+        Created::Created
+    );
+    // The owner quota: u1 owns one document; with a quota of one, no more.
+    assert_eq!(
+        s.create_document("dq", "Q", "u1", 30, 1).await.unwrap(),
+        Created::OverQuota
+    );
+    assert!(s.document_row("dq").await.unwrap().is_none());
     let d1 = s.document_row("d1").await.unwrap().unwrap();
     assert_eq!(
         (d1.id.as_str(), d1.title.as_str(), d1.owner.as_deref()),

@@ -14,6 +14,7 @@ mod commit;
 mod deploy;
 mod fuzz_corpus;
 mod hostile;
+mod limits;
 mod metadata;
 mod ot_simulation;
 mod postgres;

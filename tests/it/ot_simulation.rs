@@ -103,7 +103,7 @@ fn deliver_down(p: &mut Peer) {
 fn run(seed: u64, clients: usize, steps: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut server = Server {
-        doc: DocState::new("", 0, 100_000),
+        doc: DocState::new("", 0, tandem::doc::Retain::count(100_000)),
         last: HashMap::new(),
         committed: Vec::new(),
     };

@@ -12,7 +12,7 @@ use tandem::bus::ClientSeq;
 use tandem::doc::Record;
 use tandem::ot::splice;
 use tandem::protocol::Role;
-use tandem::store::accounts::{Revoked, TokenState, UserRow};
+use tandem::store::accounts::{Created, Revoked, TokenState, UserRow};
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
@@ -49,6 +49,7 @@ async fn store_contract(store: &dyn Store) {
         rec(3, splice(3, 3, 0, "c"), "c1", 2),
     ];
     let job = DocPersist {
+        max_clients: 10_000,
         doc: "d".into(),
         version: 3,
         content: "a😀bc".into(),
@@ -73,18 +74,19 @@ async fn store_contract(store: &dyn Store) {
     let mut clients = s.clients.clone();
     clients.sort_by(|a, b| a.client.cmp(&b.client));
     assert_eq!(clients, job.clients);
-    let back = store.journal_after("d", 0, 100).await.unwrap();
+    let back = store.journal_after("d", 0, 100, usize::MAX).await.unwrap();
     assert_eq!(
         back.iter().map(|r| Arc::new(r.clone())).collect::<Vec<_>>(),
         journal
     );
-    let page = store.journal_after("d", 1, 1).await.unwrap();
+    let page = store.journal_after("d", 1, 1, usize::MAX).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].version, 2);
 
     // An older snapshot (another instance, late) never replaces a newer one;
     // journal rows are idempotent; a lower client seq does not win.
     let stale = DocPersist {
+        max_clients: 10_000,
         doc: "d".into(),
         version: 2,
         content: "a😀b".into(),
@@ -99,7 +101,91 @@ async fn store_contract(store: &dyn Store) {
     let s = store.load("d").await.unwrap().unwrap();
     assert_eq!((s.version, s.content.as_str()), (3, "a😀bc"));
     assert!(s.clients.iter().any(|c| c.client == "c1" && c.seq == 2));
-    assert_eq!(store.journal_after("d", 0, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .journal_after("d", 0, 100, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // A page also ends at a byte budget of the ops' stored JSON (bytes, not
+    // characters: the emoji counts 4), with at least one record.
+    let sizes: Vec<usize> = journal.iter().map(|r| r.op.to_string().len()).collect();
+    for (budget, n) in [
+        (0, 1),
+        (sizes[0] + sizes[1] - 1, 1),
+        (sizes[0] + sizes[1], 2),
+        (sizes.iter().sum(), 3),
+    ] {
+        let page = store.journal_after("d", 0, 100, budget).await.unwrap();
+        assert_eq!(page.len(), n, "budget {budget} of {sizes:?}");
+    }
+
+    // Client rows are bounded: beyond `max_clients`, the oldest go.
+    let more = DocPersist {
+        max_clients: 2,
+        doc: "d".into(),
+        version: 3,
+        content: "a😀bc".into(),
+        journal: Vec::new(),
+        clients: vec![ClientSeq {
+            client: "c3".into(),
+            seq: 1,
+            version: 4,
+        }],
+    };
+    store.persist(&[more], 25).await.unwrap();
+    let mut kept: Vec<String> = store
+        .load("d")
+        .await
+        .unwrap()
+        .unwrap()
+        .clients
+        .into_iter()
+        .map(|c| c.client)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["c1", "c3"]);
+
+    // Documents per owner: the quota is checked in the insert.
+    let owner = UserRow {
+        id: "quser".into(),
+        username: "quser".into(),
+        name: "Q".into(),
+        password_hash: "h".into(),
+    };
+    assert!(store.create_user(&owner, 1).await.unwrap());
+    assert_eq!(
+        store
+            .create_document("q1", "1", "quser", 1, 2)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        store
+            .create_document("q1", "1", "quser", 1, 2)
+            .await
+            .unwrap(),
+        Created::Exists
+    );
+    assert_eq!(
+        store
+            .create_document("q2", "2", "quser", 1, 2)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        store
+            .create_document("q3", "3", "quser", 1, 2)
+            .await
+            .unwrap(),
+        Created::OverQuota
+    );
+    assert!(store.document_row("q3").await.unwrap().is_none());
 
     // A large batch in one round.
     let docs: Vec<String> = (0..500).map(|i| format!("bulk{i}")).collect();
@@ -118,6 +204,7 @@ async fn store_contract(store: &dyn Store) {
                 })
                 .collect();
             DocPersist {
+                max_clients: 10_000,
                 doc: d.clone(),
                 version: 10,
                 content: text,
@@ -139,7 +226,14 @@ async fn store_contract(store: &dyn Store) {
     for d in &docs[..5] {
         let s = store.load(d).await.unwrap().unwrap();
         assert_eq!((s.version, s.content.as_str()), (10, "xxxxxxxxxx"));
-        assert_eq!(store.journal_after(d, 0, 100).await.unwrap().len(), 10);
+        assert_eq!(
+            store
+                .journal_after(d, 0, 100, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
     }
 }
 
@@ -255,18 +349,27 @@ async fn revocation_contract(store: &dyn Store) {
 
     // Deleting ru1: its documents (shared or not) and memberships go;
     // ru2's document and ru2 stay.
-    assert!(store
-        .create_document("rd1", "solo", "ru1", 1)
-        .await
-        .unwrap());
-    assert!(store
-        .create_document("rd2", "shared", "ru1", 1)
-        .await
-        .unwrap());
-    assert!(store
-        .create_document("rd3", "theirs", "ru2", 1)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .create_document("rd1", "solo", "ru1", 1, 10)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        store
+            .create_document("rd2", "shared", "ru1", 1, 10)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        store
+            .create_document("rd3", "theirs", "ru2", 1, 10)
+            .await
+            .unwrap(),
+        Created::Created
+    );
     store.set_member("rd2", "ru2", Role::Editor).await.unwrap();
     store.set_member("rd3", "ru1", Role::Viewer).await.unwrap();
     store

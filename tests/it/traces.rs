@@ -21,7 +21,7 @@ fn sequential_traces_replay_to_their_end_content() {
         assert_eq!(rope.to_string(), trace.end, "{name}");
 
         // Through the document state, as committed records with history.
-        let mut doc = DocState::new(&trace.start, 0, 1000);
+        let mut doc = DocState::new(&trace.start, 0, tandem::doc::Retain::count(1000));
         for (i, op) in ops.iter().enumerate() {
             let rec = Record {
                 version: i as u64 + 1,

@@ -41,6 +41,7 @@ pub(crate) async fn commit_script(redis: String, ops: usize, concurrency: usize)
         url: redis,
         prefix,
         retain: 10_000,
+        ..Default::default()
     };
     let backend = RedisBackend::connect(settings, &tracker, cancel.clone())
         .await
@@ -184,6 +185,7 @@ pub(crate) async fn persist(
                     })
                     .collect();
                 DocPersist {
+                    max_clients: 10_000,
                     doc: id.clone(),
                     version: ((round + 1) * rows) as u64,
                     content: text.clone(),

@@ -370,6 +370,7 @@ impl Servers {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
                 retain: 1,
+                ..Default::default()
             };
             if let Ok(b) =
                 tandem::bus::redis::RedisBackend::connect(settings, &tracker, cancel.clone()).await

@@ -137,13 +137,13 @@ mod tests {
         ) {
             let ops = ops_on(&start, &picks);
             // One at a time: each op based on version 0, rebased to the head.
-            let mut seq = DocState::new(&start, 0, 100);
+            let mut seq = DocState::new(&start, 0, crate::doc::Retain::count(100));
             for (i, op) in ops.iter().enumerate() {
                 let op = seq.rebase(0, op.clone()).unwrap();
                 seq.apply(record(i as u64 + 1, op)).unwrap();
             }
             // As one batch.
-            let state = DocState::new(&start, 0, 100);
+            let state = DocState::new(&start, 0, crate::doc::Retain::count(100));
             let mut batch = Batch::new(&state);
             let mut text = start.clone();
             for op in &ops {
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn refused_op_leaves_the_batch_alone() {
-        let state = DocState::new("abc", 0, 10);
+        let state = DocState::new("abc", 0, crate::doc::Retain::count(10));
         let mut batch = Batch::new(&state);
         let op = batch
             .rebase(&state, 0, splice(3, 3, 0, "d"), Tie::RebasedFirst)

@@ -7,7 +7,7 @@
 //! Pure and deterministic; the document task (`hub`) drives it, clocks and
 //! ids come in as arguments.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ropey::Rope;
@@ -87,24 +87,75 @@ pub enum ApplyOutcome {
     },
 }
 
+impl Record {
+    /// Roughly the bytes the record holds (its op's [`Operation::size_hint`]
+    /// plus its ids and fixed fields): what byte caps on histories count.
+    pub fn size(&self) -> usize {
+        self.op.size_hint() + self.user.len() + self.client.len() + RECORD_OVERHEAD
+    }
+}
+
+/// What a record costs besides its op and ids (the `Arc`, the fields, the
+/// op's vector), for [`Record::size`].
+const RECORD_OVERHEAD: usize = 96;
+
+/// How much of the past a [`History`] keeps: at most `count` records and at
+/// most `bytes` of them ([`Record::size`]), but always the newest record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retain {
+    pub count: usize,
+    pub bytes: usize,
+}
+
+impl Retain {
+    /// At most `count` records, whatever their size.
+    pub fn count(count: usize) -> Self {
+        Self {
+            count,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 /// A bounded run of committed records ending at `head`, oldest first:
 /// `records[i].version == oldest() + i + 1`. Used by document state and by
-/// the in-process sequencer's op log.
+/// the in-process sequencer's op log. Bounded by count and by bytes
+/// ([`Retain`]); the newest record is always kept.
 #[derive(Clone, Debug)]
 pub struct History {
     head: u64,
     records: VecDeque<Arc<Record>>,
-    cap: usize,
+    retain: Retain,
+    /// Sum of the held records' [`Record::size`].
+    bytes: usize,
 }
 
 impl History {
-    /// Empty, at `head`, keeping at most `cap` records.
-    pub fn new(head: u64, cap: usize) -> Self {
+    /// Empty, at `head`, keeping what `retain` allows.
+    pub fn new(head: u64, retain: Retain) -> Self {
         Self {
             head,
             records: VecDeque::new(),
-            cap: cap.max(1),
+            retain: Retain {
+                count: retain.count.max(1),
+                bytes: retain.bytes,
+            },
+            bytes: 0,
         }
+    }
+
+    /// Bytes the held records take ([`Record::size`] summed).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 
     pub fn head(&self) -> u64 {
@@ -117,13 +168,18 @@ impl History {
     }
 
     /// Append the record following the head (`rec.version == head + 1`),
-    /// dropping the oldest beyond the cap.
+    /// dropping the oldest beyond the count or byte cap (never the newest).
     pub fn push(&mut self, rec: Arc<Record>) {
         debug_assert_eq!(rec.version, self.head + 1);
         self.head = rec.version;
+        self.bytes += rec.size();
         self.records.push_back(rec);
-        while self.records.len() > self.cap {
-            self.records.pop_front();
+        while self.records.len() > 1
+            && (self.records.len() > self.retain.count || self.bytes > self.retain.bytes)
+        {
+            if let Some(old) = self.records.pop_front() {
+                self.bytes -= old.size();
+            }
         }
     }
 
@@ -148,6 +204,117 @@ impl History {
             .rev()
             .find(|r| r.client == client && r.seq == seq)
             .map(|r| r.version)
+    }
+}
+
+/// Client-seq rows kept per document for server-minted client ids (REST
+/// edits, undo, redo): each is used for one edit, resent only by the
+/// server's own retries within seconds, so only the newest few matter.
+pub const EPHEMERAL_CLIENTS: usize = 256;
+
+/// A client id the server mints for one edit (`kind~unique`): `~` is not
+/// allowed in wire ids, so no socket can claim one.
+pub fn ephemeral_client(kind: &str, unique: &str) -> String {
+    format!("{kind}~{unique}")
+}
+
+/// Whether `client` was minted by [`ephemeral_client`].
+pub fn is_ephemeral(client: &str) -> bool {
+    client.contains('~')
+}
+
+/// Each client's highest committed `(seq, version)`: the dedupe table.
+/// Bounded: at most `cap` clients (and [`EPHEMERAL_CLIENTS`] server-minted
+/// ones, kept apart so a flood of REST edits cannot push out the sockets'
+/// rows); beyond that the clients whose last commit is oldest are dropped
+/// (trimmed in steps of an eighth, so a commit does not pay for a sort). A
+/// dropped client's resend is no longer recognised: the price of the bound,
+/// paid only by a client silent while `cap` others committed.
+#[derive(Clone, Debug)]
+pub struct ClientSeqs {
+    kept: HashMap<String, (u64, u64)>,
+    ephemeral: HashMap<String, (u64, u64)>,
+    cap: usize,
+}
+
+impl ClientSeqs {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            kept: HashMap::new(),
+            ephemeral: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// `client`'s highest committed `(seq, version)`, if kept.
+    pub fn get(&self, client: &str) -> Option<(u64, u64)> {
+        self.map(client).get(client).copied()
+    }
+
+    fn map(&self, client: &str) -> &HashMap<String, (u64, u64)> {
+        if is_ephemeral(client) {
+            &self.ephemeral
+        } else {
+            &self.kept
+        }
+    }
+
+    /// Raise `client`'s mark to `(seq, version)` if `seq` is higher; true
+    /// if it moved.
+    pub fn record(&mut self, client: &str, seq: u64, version: u64) -> bool {
+        let (map, cap) = if is_ephemeral(client) {
+            (&mut self.ephemeral, EPHEMERAL_CLIENTS)
+        } else {
+            (&mut self.kept, self.cap)
+        };
+        if let Some(e) = map.get_mut(client) {
+            if seq <= e.0 {
+                return false;
+            }
+            *e = (seq, version);
+            return true;
+        }
+        map.insert(client.to_owned(), (seq, version));
+        if map.len() > cap + cap / 8 {
+            Self::trim(map, cap);
+        }
+        true
+    }
+
+    /// Keep the `cap` clients with the newest versions.
+    fn trim(map: &mut HashMap<String, (u64, u64)>, cap: usize) {
+        let mut versions: Vec<u64> = map.values().map(|&(_, v)| v).collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(&floor) = versions.get(cap.saturating_sub(1)) {
+            map.retain(|_, &mut (_, v)| v >= floor);
+            // Equal versions (seeded rows) could keep a few more: cut any.
+            let extra = map.len().saturating_sub(cap);
+            if extra > 0 {
+                let drop: Vec<String> = map
+                    .iter()
+                    .filter(|(_, &(_, v))| v == floor)
+                    .take(extra)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in drop {
+                    map.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Every kept client and its mark.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &(u64, u64))> {
+        self.kept.iter().chain(self.ephemeral.iter())
+    }
+
+    /// Clients kept (both kinds).
+    pub fn len(&self) -> usize {
+        self.kept.len() + self.ephemeral.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -178,10 +345,10 @@ pub struct DocState {
 }
 
 impl DocState {
-    pub fn new(content: &str, version: u64, max_history: usize) -> Self {
+    pub fn new(content: &str, version: u64, retain: Retain) -> Self {
         Self {
             text: Rope::from_str(content),
-            history: History::new(version, max_history),
+            history: History::new(version, retain),
         }
     }
 
@@ -302,7 +469,7 @@ mod tests {
 
     #[test]
     fn history_keeps_a_bounded_tail_ending_at_head() {
-        let mut h = History::new(10, 3);
+        let mut h = History::new(10, Retain::count(3));
         assert_eq!((h.oldest(), h.head()), (10, 10));
         assert_eq!(h.after(10).map(|i| i.count()), Some(0));
         for v in 11..=15 {
@@ -322,8 +489,58 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_by_bytes_keeping_the_newest() {
+        let big = |v: u64, n: usize| rec(v, splice(0, 0, 0, &"x".repeat(n)));
+        let one = big(1, 1000).size();
+        let mut h = History::new(
+            0,
+            Retain {
+                count: 100,
+                bytes: 3 * one,
+            },
+        );
+        for v in 1..=10 {
+            h.push(big(v, 1000));
+            assert!(h.bytes() <= 3 * one, "{} bytes held", h.bytes());
+        }
+        assert_eq!((h.oldest(), h.head(), h.len()), (7, 10, 3));
+        assert_eq!(h.bytes(), 3 * one);
+        // One record over the budget is still kept (the newest always is).
+        h.push(big(11, 10_000));
+        assert_eq!((h.oldest(), h.head(), h.len()), (10, 11, 1));
+        assert!(h.after(9).is_none());
+        h.push(big(12, 10));
+        assert_eq!((h.oldest(), h.len()), (11, 1));
+        h.push(big(13, 10));
+        assert_eq!((h.oldest(), h.len()), (11, 2));
+    }
+
+    #[test]
+    fn client_seqs_are_bounded_keeping_the_newest_and_ephemeral_apart() {
+        let mut c = ClientSeqs::new(8);
+        for v in 1..=100u64 {
+            assert!(c.record(&format!("c{v}"), 1, v));
+            assert!(c.len() <= 9, "{} clients", c.len());
+        }
+        assert!(c.get("c100").is_some() && c.get("c93").is_some());
+        assert!(c.get("c1").is_none());
+        // A lower or equal seq does not move the mark.
+        assert!(!c.record("c100", 1, 200));
+        assert!(c.record("c100", 2, 201));
+        assert_eq!(c.get("c100"), Some((2, 201)));
+        // Server-minted ids fill their own table, not the sockets' one.
+        for v in 1000..3000u64 {
+            c.record(&ephemeral_client("http", &v.to_string()), 1, v);
+        }
+        assert!(c.get("c100").is_some(), "sockets' rows pushed out");
+        assert!(c.len() <= 9 + EPHEMERAL_CLIENTS + EPHEMERAL_CLIENTS / 8);
+        assert!(c.get(&ephemeral_client("http", "2999")).is_some());
+        assert!(is_ephemeral("http~1") && !is_ephemeral("http-1"));
+    }
+
+    #[test]
     fn rebase_past_history_and_range_checks() {
-        let mut d = DocState::new("abc", 0, 2);
+        let mut d = DocState::new("abc", 0, Retain::count(2));
         assert_eq!(
             d.apply(rec(1, splice(3, 0, 0, "X"))).unwrap(),
             ApplyOutcome::Applied

@@ -170,6 +170,15 @@ impl DocMeta {
         }
     }
 
+    /// [`DocMeta::view`] with at most `max_tags` tags (the first, sorted):
+    /// concurrent adds on several instances can merge past a local limit,
+    /// and what clients are sent stays bounded.
+    pub fn view_bounded(&self, max_tags: usize) -> MetaView {
+        let mut v = self.view();
+        v.tags.truncate(max_tags);
+        v
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -179,10 +188,18 @@ impl DocMeta {
     }
 }
 
-/// A tag: 1–32 characters, no control characters or commas.
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 32;
+
+/// A tag: 1–32 characters, each a letter, a digit, a space or one of
+/// `-_.:/#+`, not starting or ending with a space.
 pub fn valid_tag(t: &str) -> bool {
     let n = t.chars().count();
-    (1..=32).contains(&n) && !t.chars().any(|c| c.is_control() || c == ',') && t.trim() == t
+    (1..=MAX_TAG_CHARS).contains(&n)
+        && t.chars().all(|c| {
+            c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | ':' | '/' | '#' | '+')
+        })
+        && t.trim() == t
 }
 
 #[cfg(test)]
@@ -238,6 +255,40 @@ mod tests {
             prop_assert!(ab.views.value() >= a.views.value().max(b.views.value()));
             prop_assert!(ab.title.time >= a.title.time.max(b.title.time));
         }
+    }
+
+    #[test]
+    fn tags_are_short_with_a_plain_charset_and_views_bounded() {
+        for ok in [
+            "a",
+            "rust",
+            "v1.2",
+            "to do",
+            "x/y#z+1",
+            "naïve",
+            &"t".repeat(32),
+        ] {
+            assert!(valid_tag(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " a",
+            "a ",
+            "a,b",
+            "a\nb",
+            "<b>",
+            "a\"b",
+            &"t".repeat(33),
+            "😀",
+        ] {
+            assert!(!valid_tag(bad), "{bad:?}");
+        }
+        let mut m = DocMeta::default();
+        for t in ["c", "a", "b"] {
+            m.tags.add(t, "i");
+        }
+        assert_eq!(m.view_bounded(2).tags, ["a", "b"]);
+        assert_eq!(m.view().tags.len(), 3);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct RedisBackend {
     conn: ConnectionManager,
     prefix: String,
     retain: usize,
+    retain_bytes: usize,
+    max_clients: usize,
     scripts: Scripts,
     subs: Subs,
     ctl: mpsc::UnboundedSender<Ctl>,
@@ -68,13 +70,36 @@ pub struct RedisSettings {
     pub url: String,
     /// Prepended to every key and channel (isolates deployments and tests).
     pub prefix: String,
-    /// Op log tail kept per document (`OPLOG_RETAIN`).
+    /// Op log tail kept per document (`OPLOG_RETAIN`)...
     pub retain: usize,
+    /// ...and its bytes of record JSON (`OPLOG_RETAIN_BYTES`).
+    pub retain_bytes: usize,
+    /// Clients kept in each document's dedupe hash (`MAX_CLIENTS_PER_DOC`).
+    pub max_clients: usize,
+}
+
+impl Default for RedisSettings {
+    /// The server's defaults, on a local Redis.
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "tandem".into(),
+            retain: 10_000,
+            retain_bytes: 32 * 1024 * 1024,
+            max_clients: 10_000,
+        }
+    }
 }
 
 /// A script that uses the stack rules: `stack.lua` goes first.
 fn with_stacks(body: &str) -> Script {
     Script::new(&format!("{}\n{body}", include_str!("../scripts/stack.lua")))
+}
+
+/// A script that keeps the op log's and the dedupe hash's bounds:
+/// `bounds.lua` goes first.
+fn with_bounds(body: &str) -> String {
+    format!("{}\n{body}", include_str!("../scripts/bounds.lua"))
 }
 
 fn unavailable(e: redis::RedisError) -> BusError {
@@ -122,10 +147,12 @@ impl RedisBackend {
             conn,
             prefix: settings.prefix,
             retain: settings.retain.max(1),
+            retain_bytes: settings.retain_bytes,
+            max_clients: settings.max_clients.max(1),
             scripts: Scripts {
-                commit: with_stacks(include_str!("../scripts/commit.lua")),
+                commit: with_stacks(&with_bounds(include_str!("../scripts/commit.lua"))),
                 range: Script::new(include_str!("../scripts/range.lua")),
-                seed: Script::new(include_str!("../scripts/seed.lua")),
+                seed: Script::new(&with_bounds(include_str!("../scripts/seed.lua"))),
                 durable: Script::new(include_str!("../scripts/durable.lua")),
                 presence: Script::new(include_str!("../scripts/presence.lua")),
                 undo: with_stacks(include_str!("../scripts/undo.lua")),

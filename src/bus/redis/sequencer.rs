@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::stacks::push_fields;
 use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend};
 use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded, Sequencer};
-use crate::doc::{Record, RecordWire};
+use crate::doc::{Record, RecordWire, EPHEMERAL_CLIENTS};
 use crate::undo::STACK_LIMIT;
 
 /// A record's JSON without its version: the script puts the version first.
@@ -43,8 +43,15 @@ impl Sequencer for RedisBackend {
             .key(self.key(doc, "clients"))
             .key(self.key(doc, "durable"))
             .key(self.key(doc, "epoch"))
+            .key(self.key(doc, "logbytes"))
+            .key(self.key(doc, "clientv"))
+            .key(self.key(doc, "clientv~"))
             .arg(seed.version)
             .arg(&fresh)
+            .arg(self.retain)
+            .arg(self.retain_bytes)
+            .arg(self.max_clients)
+            .arg(EPHEMERAL_CLIENTS)
             .arg(seed.clients.len());
         for c in &seed.clients {
             inv.arg(&c.client).arg(c.seq).arg(c.version);
@@ -77,11 +84,17 @@ impl Sequencer for RedisBackend {
             .key(self.key(doc, "clients"))
             .key(self.key(doc, "durable"))
             .key(self.key(doc, "stacks"))
+            .key(self.key(doc, "logbytes"))
+            .key(self.key(doc, "clientv"))
+            .key(self.key(doc, "clientv~"))
             .arg(batch.base)
             .arg(self.retain)
             .arg(self.key(doc, "ch"))
             .arg(STACK_LIMIT)
-            .arg(batch.records.len());
+            .arg(batch.records.len())
+            .arg(self.retain_bytes)
+            .arg(self.max_clients)
+            .arg(EPHEMERAL_CLIENTS);
         for r in &batch.records {
             let [field, entry, at, clear] = match &r.undo {
                 Some(push) => push_fields(&r.user, push),
@@ -189,7 +202,8 @@ impl Sequencer for RedisBackend {
 
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         let keys: Vec<String> = [
-            "head", "log", "clients", "durable", "epoch", "presence", "stacks", "meta",
+            "head", "log", "clients", "durable", "epoch", "presence", "stacks", "meta", "logbytes",
+            "clientv", "clientv~",
         ]
         .iter()
         .map(|k| self.key(doc, k))

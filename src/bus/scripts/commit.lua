@@ -1,10 +1,15 @@
 -- Commit a batch of ops to one document, atomically: per-record dedupe on
 -- (client, seq), one version check, append all, keep their undo steps,
--- trim, publish once. stack.lua is prepended.
+-- trim (by count and by bytes, never past the durable snapshot, never the
+-- newest record), bound the dedupe hash, publish once. stack.lua and
+-- bounds.lua are prepended.
 -- KEYS: 1 head, 2 log (list of record JSON, oldest first), 3 clients (hash
 --       client -> "seq:version"), 4 durable (last durable snapshot version),
---       5 stacks (undo/redo hash)
+--       5 stacks (undo/redo hash), 6 log bytes (the log's total length),
+--       7 clients by version (sorted set, socket clients), 8 the same for
+--       server-minted clients (ids with '~')
 -- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
+--       6 retain bytes, 7 most socket clients, 8 most server-minted clients,
 --       then n times 7 fields: client, seq, record JSON after its "version"
 --       field (starts with '"op":'), undo field ('' = none), undo entry
 --       JSON, replace the top at ('' = never), field to clear ('' = none)
@@ -20,10 +25,10 @@ local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
 end
-local n, W = tonumber(ARGV[5]), 7
+local n, W, A = tonumber(ARGV[5]), 7, 8
 local dups = {}
 for i = 1, n do
-  local j = 5 + (i - 1) * W
+  local j = A + (i - 1) * W
   local last = redis.call('HGET', KEYS[3], ARGV[j + 1])
   if last then
     local lseq, lver = string.match(last, '^(%d+):(%d+)$')
@@ -49,12 +54,14 @@ if base ~= head then
   return missed
 end
 local limit = tonumber(ARGV[4])
+local bytes = log_bytes(KEYS[2], KEYS[6])
 local recs = {}
 for i = 1, n do
-  local j = 5 + (i - 1) * W
+  local j = A + (i - 1) * W
   local vs = string.format('%d', head + i)
   recs[i] = '{"version":' .. vs .. ',' .. ARGV[j + 3]
-  redis.call('HSET', KEYS[3], ARGV[j + 1], ARGV[j + 2] .. ':' .. vs)
+  bytes = bytes + string.len(recs[i])
+  client_seen(KEYS[3], KEYS[7], KEYS[8], ARGV[j + 1], ARGV[j + 2], vs)
   if ARGV[j + 4] ~= '' then
     stack_push(KEYS[5], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], limit, ARGV[j + 7])
   end
@@ -64,15 +71,8 @@ head = head + n
 local hs = string.format('%d', head)
 redis.call('SET', KEYS[1], hs)
 len = len + n
--- Trim to the retained tail, never past the last durable snapshot.
-local retain = tonumber(ARGV[2])
-if len > retain then
-  local durable = tonumber(redis.call('GET', KEYS[4]) or '0')
-  local oldest = head - len
-  local drop = math.min(len - retain, durable - oldest)
-  if drop > 0 then
-    redis.call('LTRIM', KEYS[2], drop, -1)
-  end
-end
+trim_log(KEYS[2], KEYS[6], KEYS[4], head, len, bytes, tonumber(ARGV[2]), tonumber(ARGV[6]))
+bound_clients(KEYS[3], KEYS[7], tonumber(ARGV[7]))
+bound_clients(KEYS[3], KEYS[8], tonumber(ARGV[8]))
 redis.call('PUBLISH', ARGV[3], '[' .. table.concat(recs, ',') .. ']')
 return {'ok', hs}

@@ -5,14 +5,19 @@
 -- from ARGV[2] (a missing head means Redis lost it, or never had it, and the
 -- caller cannot prove its store holds every record Redis handed out); an
 -- existing one keeps its own (set from ARGV[2] if it predates epochs).
--- KEYS: 1 head, 2 log, 3 clients, 4 durable, 5 epoch
--- ARGV: 1 version, 2 fresh epoch, 3 n (client triples), then n x (client,
---       seq, version), then record JSON strings in version order
+-- The log's byte total and the dedupe hash's bounds are kept as commit.lua
+-- keeps them (bounds.lua is prepended).
+-- KEYS: 1 head, 2 log, 3 clients, 4 durable, 5 epoch, 6 log bytes,
+--       7 socket clients by version, 8 server-minted clients by version
+-- ARGV: 1 version, 2 fresh epoch, 3 retain, 4 retain bytes, 5 most socket
+--       clients, 6 most server-minted clients, 7 n (client triples), then
+--       n x (client, seq, version), then record JSON strings in version order
 -- Returns {"ok", head, epoch} | {"conflict"}
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   head = tonumber(ARGV[1])
   redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[6], '0')
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[4], ARGV[1])
   redis.call('SET', KEYS[5], ARGV[2])
@@ -20,8 +25,9 @@ else
   redis.call('SET', KEYS[5], ARGV[2], 'NX')
 end
 local epoch = redis.call('GET', KEYS[5])
-local n = tonumber(ARGV[3])
-local first = 4 + 3 * n
+local n = tonumber(ARGV[7])
+local C = 8
+local first = C + 3 * n
 local len = redis.call('LLEN', KEYS[2])
 -- Check every overlapping record before changing anything.
 for j = first, #ARGV do
@@ -34,22 +40,28 @@ for j = first, #ARGV do
     end
   end
 end
+local bytes = log_bytes(KEYS[2], KEYS[6])
 for j = first, #ARGV do
   local rec = cjson.decode(ARGV[j])
   if rec.version == head + 1 then
     redis.call('RPUSH', KEYS[2], ARGV[j])
+    bytes = bytes + string.len(ARGV[j])
     head = rec.version
   end
 end
 redis.call('SET', KEYS[1], string.format('%d', head))
-for i = 4, first - 1, 3 do
+trim_log(KEYS[2], KEYS[6], KEYS[4], head, redis.call('LLEN', KEYS[2]), bytes,
+  tonumber(ARGV[3]), tonumber(ARGV[4]))
+for i = C, first - 1, 3 do
   local c, s = ARGV[i], tonumber(ARGV[i + 1])
   local v = tonumber(ARGV[i + 2])
   if v <= head then
     local cur = redis.call('HGET', KEYS[3], c)
     if (not cur) or tonumber(string.match(cur, '^(%d+):')) < s then
-      redis.call('HSET', KEYS[3], c, ARGV[i + 1] .. ':' .. ARGV[i + 2])
+      client_seen(KEYS[3], KEYS[7], KEYS[8], c, ARGV[i + 1], ARGV[i + 2])
     end
   end
 end
+bound_clients(KEYS[3], KEYS[7], tonumber(ARGV[5]))
+bound_clients(KEYS[3], KEYS[8], tonumber(ARGV[6]))
 return {'ok', string.format('%d', head), epoch}

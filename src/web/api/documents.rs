@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{edit, user_id, ErrorBody};
+use super::{edit, refused, user_id, ErrorBody};
 use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
 use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
 use crate::protocol::Role;
+use crate::store::accounts::Created;
 use crate::web::error::ApiError;
 use crate::web::identity::{role_for, ApiJson, Auth, Identity};
 use crate::web::schema;
@@ -98,7 +99,8 @@ async fn document_out(state: &AppState, id: &str, role: Role) -> Result<Document
 
 /// Create a document owned by the caller.
 #[utoipa::path(post, path = "/api/documents", request_body = CreateBody, security(("bearer" = [])), responses(
-    (status = 201, body = DocumentOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    (status = 201, body = DocumentOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody, description = "the caller owns MAX_DOCS_PER_USER documents already")))]
 pub async fn create_document(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -111,12 +113,15 @@ pub async fn create_document(
         return Err(ApiError::PayloadTooLarge);
     }
     let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    if !state
+    let max = state.config.max_docs_per_user;
+    match state
         .store
-        .create_document(&id, &body.title, &user.sub, now_ms())
+        .create_document(&id, &body.title, &user.sub, now_ms(), max)
         .await?
     {
-        return Err(ApiError::Internal);
+        Created::Created => {}
+        Created::Exists => return Err(ApiError::Internal),
+        Created::OverQuota => return Err(ApiError::QuotaExceeded(max)),
     }
     if !content.is_empty() {
         let op = splice(0, 0, 0, &content);
@@ -196,7 +201,7 @@ pub async fn update_document(
         edit(&state, &id, &user, role, Edit::Replace(content)).await?;
     }
     if let Some(title) = body.title {
-        state.hub.meta(&id, MetaChange::Title(title)).await?;
+        refused(state.hub.meta(&id, MetaChange::Title(title)).await?)?;
     }
     Ok(Json(document_out(&state, &id, role).await?))
 }
@@ -263,8 +268,18 @@ pub async fn post_ops(
 
 #[derive(Deserialize, ToSchema)]
 pub struct TagBody {
-    /// 1–32 characters, no commas or control characters.
+    /// 1–32 characters: letters, digits, spaces (not first or last) and
+    /// `-_.:/#+`. A document carries at most `MAX_TAGS_PER_DOC` (default 32).
     tag: String,
+}
+
+fn check_tag(tag: &str) -> Result<(), ApiError> {
+    if !valid_tag(tag) {
+        return Err(ApiError::BadRequest(
+            "tags are 1–32 letters, digits, spaces or -_.:/#+ (no space first or last)".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn change_tags(
@@ -276,7 +291,11 @@ async fn change_tags(
     if !role_for(state, id, who).await?.can_edit() {
         return Err(ApiError::Forbidden("viewers cannot edit"));
     }
-    Ok(Json(state.hub.meta(id, change).await?))
+    match state.hub.meta(id, change).await? {
+        Ok(view) => Ok(Json(view)),
+        // Nothing changed: the document refused the tag.
+        Err(refusal) => Err(ApiError::BadRequest(refusal.message)),
+    }
 }
 
 /// Tag the document; every instance's clients receive the change.
@@ -288,21 +307,18 @@ pub async fn add_tag(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TagBody>,
 ) -> Result<Json<MetaView>, ApiError> {
-    if !valid_tag(&body.tag) {
-        return Err(ApiError::BadRequest(
-            "tags are 1–32 characters, no commas or control characters".into(),
-        ));
-    }
+    check_tag(&body.tag)?;
     change_tags(&state, &who, &id, MetaChange::AddTag(body.tag)).await
 }
 
 /// Remove a tag (the tags this server has seen; a concurrent add elsewhere wins).
 #[utoipa::path(delete, path = "/api/documents/{id}/tags/{tag}", security(("bearer" = [])), responses(
-    (status = 200, body = schema::MetaView), (status = 403, body = ErrorBody)))]
+    (status = 200, body = schema::MetaView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn remove_tag(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Json<MetaView>, ApiError> {
+    check_tag(&tag)?;
     change_tags(&state, &who, &id, MetaChange::RemoveTag(tag)).await
 }

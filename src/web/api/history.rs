@@ -18,7 +18,9 @@ use crate::web::AppState;
 pub struct HistoryQuery {
     /// Records after this version (default 0: from the start).
     since: Option<u64>,
-    /// At most 1000 (default 100). The next page starts after the last version returned.
+    /// At most 1000 (default 100); a page also ends before `HISTORY_PAGE_BYTES`
+    /// (default 1 MiB) of op JSON, holding at least one op. The next page
+    /// starts after the last version returned.
     limit: Option<usize>,
 }
 
@@ -49,7 +51,11 @@ pub async fn get_history(
 ) -> Result<Json<Vec<HistoryItem>>, ApiError> {
     role_for(&state, &id, &who).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let (_, records) = state.hub.history(&id, q.since.unwrap_or(0), limit).await?;
+    let page_bytes = state.config.history_page_bytes;
+    let (_, records) = state
+        .hub
+        .history(&id, q.since.unwrap_or(0), limit, page_bytes)
+        .await?;
     let mut names: std::collections::HashMap<String, String> = Default::default();
     for r in &records {
         if !names.contains_key(&r.user) {

@@ -162,6 +162,10 @@ async fn edit(
         .map_err(ApiError::Refused)
 }
 
+fn refused<T>(r: Result<T, crate::hub::Refusal>) -> Result<T, ApiError> {
+    r.map_err(ApiError::Refused)
+}
+
 fn user_id(who: &Identity) -> String {
     match who {
         Identity::User(c) => c.sub.clone(),
