@@ -15,17 +15,6 @@ use tandem_testkit::{
 
 use crate::TANDEM;
 
-fn rss_kb(server: &TestServer) -> u64 {
-    let pid = server.pid();
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// `n` characters of a letter that depends on `i` (each op's text differs).
 fn text(i: usize, n: usize) -> String {
     char::from(b'a' + (i % 26) as u8).to_string().repeat(n)
@@ -91,13 +80,13 @@ async fn memory_stays_bounded_under_large_ops_and_late_clients_still_get_the_doc
         len = size;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kb(&server);
+    let before = server.rss_kb();
     let ops = 300; // 60 MB of ops
     for i in 5..5 + ops {
         version = replace(&api, doc, version, len, &text(i, size)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kb(&server);
+    let after = server.rss_kb();
     eprintln!(
         "RSS before {before} KiB, after {} ops of {size} B: {after} KiB (+{} KiB)",
         ops,
@@ -548,4 +537,49 @@ async fn a_resume_that_would_replay_megabytes_gets_a_full_init() {
     );
     let (_ws, init) = Ws::connect(&server.ws_url(doc, &q)).await.unwrap();
     assert_eq!(init.init().resumed, Some(true));
+}
+
+/// Undo stacks are bounded in bytes as well as entries, in Redis as in
+/// memory: six replacements of a 1 MB text (each undo step holds the 1 MB it
+/// deleted) keep the newest 4 MB of undo, and undo still reverts the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_stacks_are_bounded_in_bytes() {
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(
+        TANDEM,
+        &redis,
+        1,
+        &[("MAX_FRAME_BYTES", "2097152"), ("OP_RATE_BURST", "1000")],
+    );
+    let doc = "pastes";
+    let mut e = Editor::join(&servers[0], doc, "paster", Some("p1")).await;
+    let paste = 1_000_000;
+    for i in 0..6 {
+        let len = e.ot.text().chars().count();
+        e.edit(tandem::ot::splice(len, 0, len, &text(i, paste)))
+            .await;
+        e.settle().await;
+        // Pastes a second apart: each its own undo step.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stacks: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("tandem:{{doc:{doc}}}:stacks"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let undo: Vec<String> = serde_json::from_str(&stacks["u:paster"]).unwrap();
+    let bytes: usize = undo.iter().map(String::len).sum();
+    println!(
+        "undo stack after 6 replacements of 1 MB: {} entries, {bytes} bytes",
+        undo.len()
+    );
+    assert!(bytes <= tandem::undo::STACK_BYTES, "{bytes} bytes kept");
+    assert_eq!(undo.len(), 4, "{} entries", undo.len());
+    // Undo reverts the newest replacement.
+    e.ws.send(json!({"type": "undo"})).await;
+    let m = e.ws.recv_type(Kind::Op).await;
+    e.handle(&m).await;
+    assert_eq!(e.ot.text(), text(4, paste));
 }

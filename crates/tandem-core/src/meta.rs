@@ -71,10 +71,99 @@ pub type Dot = (String, u64);
 /// Observed-remove set: each add carries a fresh dot; a remove tombstones
 /// the dots it has seen. An add concurrent with a remove has a dot the
 /// remove did not see, so the element stays (add wins).
+///
+/// Kept small whatever the history: tombstoned dots leave `adds` (an
+/// element whose dots are all gone leaves with them), and tombstones are
+/// kept as ranges of counters per instance, so add/remove cycles grow
+/// nothing: the state holds the live dots and at most one range more than
+/// that per instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrSet {
     pub adds: BTreeMap<String, BTreeSet<Dot>>,
-    pub removed: BTreeSet<Dot>,
+    pub removed: Tombstones,
+}
+
+/// Removed dots: per instance, sorted disjoint ranges of counters
+/// (inclusive), adjacent ones joined. Only dots seen removed are covered: a
+/// counter never seen stays outside (it may be a live add not yet merged).
+/// Reads the older form, a list of dots, too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "TombstonesWire")]
+pub struct Tombstones(BTreeMap<String, Vec<(u64, u64)>>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TombstonesWire {
+    Ranges(BTreeMap<String, Vec<(u64, u64)>>),
+    Dots(Vec<Dot>),
+}
+
+impl From<TombstonesWire> for Tombstones {
+    fn from(w: TombstonesWire) -> Self {
+        let mut t = Tombstones::default();
+        match w {
+            TombstonesWire::Ranges(m) => {
+                for (i, ranges) in m {
+                    for (lo, hi) in ranges {
+                        t.insert_range(&i, lo.min(hi), lo.max(hi));
+                    }
+                }
+            }
+            TombstonesWire::Dots(dots) => {
+                for (i, n) in dots {
+                    t.insert_range(&i, n, n);
+                }
+            }
+        }
+        t
+    }
+}
+
+impl Tombstones {
+    pub fn contains(&self, (instance, n): &Dot) -> bool {
+        self.0
+            .get(instance)
+            .is_some_and(|r| r.iter().any(|(lo, hi)| lo <= n && n <= hi))
+    }
+
+    /// The highest counter of `instance` covered.
+    fn max(&self, instance: &str) -> u64 {
+        self.0
+            .get(instance)
+            .and_then(|r| r.last())
+            .map_or(0, |(_, hi)| *hi)
+    }
+
+    fn insert_range(&mut self, instance: &str, lo: u64, hi: u64) {
+        let ranges = self.0.entry(instance.to_owned()).or_default();
+        ranges.push((lo, hi));
+        ranges.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(lo, hi) in ranges.iter() {
+            match joined.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => joined.push((lo, hi)),
+            }
+        }
+        *ranges = joined;
+    }
+
+    pub fn insert(&mut self, (instance, n): &Dot) {
+        self.insert_range(instance, *n, *n);
+    }
+
+    pub fn merge(&mut self, other: &Tombstones) {
+        for (i, ranges) in &other.0 {
+            for &(lo, hi) in ranges {
+                self.insert_range(i, lo, hi);
+            }
+        }
+    }
+
+    /// Ranges held, in all.
+    pub fn ranges(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
 }
 
 impl OrSet {
@@ -83,11 +172,11 @@ impl OrSet {
             .adds
             .values()
             .flatten()
-            .chain(self.removed.iter())
             .filter(|(i, _)| i == instance)
             .map(|(_, n)| *n)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(self.removed.max(instance));
         (instance.to_owned(), max + 1)
     }
 
@@ -97,12 +186,15 @@ impl OrSet {
     }
 
     pub fn remove(&mut self, element: &str) {
-        if let Some(dots) = self.adds.get(element) {
-            self.removed.extend(dots.iter().cloned());
+        if let Some(dots) = self.adds.remove(element) {
+            for d in &dots {
+                self.removed.insert(d);
+            }
         }
     }
 
     pub fn contains(&self, element: &str) -> bool {
+        // A state in the older form may still list tombstoned dots.
         self.adds
             .get(element)
             .is_some_and(|dots| dots.iter().any(|d| !self.removed.contains(d)))
@@ -118,13 +210,19 @@ impl OrSet {
     }
 
     pub fn merge(&mut self, other: &OrSet) {
+        self.removed.merge(&other.removed);
         for (e, dots) in &other.adds {
             self.adds
                 .entry(e.clone())
                 .or_default()
                 .extend(dots.iter().cloned());
         }
-        self.removed.extend(other.removed.iter().cloned());
+        // Drop what the tombstones cover (from either side).
+        let removed = &self.removed;
+        self.adds.retain(|_, dots| {
+            dots.retain(|d| !removed.contains(d));
+            !dots.is_empty()
+        });
     }
 }
 
@@ -308,6 +406,34 @@ mod tests {
         // Re-adding after a remove works (a fresh dot).
         z.add("urgent", "i0");
         assert!(z.contains("urgent"));
+    }
+
+    #[test]
+    fn add_remove_cycles_grow_nothing_and_old_states_still_read() {
+        let mut m = DocMeta::default();
+        m.tags.add("keep", "i0");
+        for _ in 0..10_000 {
+            m.tags.add("churn", "i0");
+            m.tags.remove("churn");
+        }
+        let mut other = DocMeta::default();
+        other.tags.add("theirs", "i1");
+        other.tags.remove("theirs");
+        other.tags.add("theirs", "i1");
+        m.merge(&other);
+        assert_eq!(m.view().tags, ["keep", "theirs"]);
+        // One live dot per live tag, one range per instance past it.
+        assert_eq!(m.tags.adds.values().map(BTreeSet::len).sum::<usize>(), 2);
+        assert_eq!(m.tags.removed.ranges(), 2);
+        assert!(m.to_json().len() < 300, "{}", m.to_json());
+        // A state stored in the older form (tombstones as a list of dots).
+        let old = r#"{"title":{"value":"t","time":1,"instance":"i0"},"views":{},
+            "tags":{"adds":{"a":[["i0",1]],"b":[["i0",2],["i1",1]],"c":[["i0",3]]},
+            "removed":[["i0",2],["i0",3]]}}"#;
+        let m = DocMeta::from_json(old).unwrap();
+        assert_eq!(m.view().tags, ["a", "b"]);
+        assert!(m.tags.removed.contains(&("i0".into(), 2)));
+        assert_eq!(DocMeta::from_json(&m.to_json()), Some(m.clone()));
     }
 
     #[test]

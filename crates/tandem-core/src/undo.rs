@@ -16,6 +16,11 @@ use crate::ot::{OpError, Operation};
 pub const TYPING_RUN_MS: i64 = 1000;
 /// Entries kept per user and stack.
 pub const STACK_LIMIT: usize = 100;
+/// Bytes of entries kept per user and stack (the oldest go first; the
+/// newest is always kept): 100 pastes of 256 KB would otherwise hold 25 MB.
+/// Measured as [`Operation::size_hint`] here and as the entries' JSON length
+/// in Redis, which is about the same.
+pub const STACK_BYTES: usize = 4 << 20;
 
 /// One undoable step: the op that reverts it, applying to the document at
 /// `version` (the version its last edit produced).
@@ -125,6 +130,13 @@ impl Stacks {
             let extra = list.len() - STACK_LIMIT;
             list.drain(..extra);
         }
+        let mut bytes: usize = list.iter().map(|e| e.op.size_hint()).sum();
+        let mut drop = 0;
+        while bytes > STACK_BYTES && drop + 1 < list.len() {
+            bytes -= list[drop].op.size_hint();
+            drop += 1;
+        }
+        list.drain(..drop);
         if p.clear_redo {
             self.redo.clear();
         }
@@ -186,6 +198,27 @@ mod tests {
         }
         assert_eq!(s.undo.len(), STACK_LIMIT);
         assert_eq!(s.undo[0].version, 10);
+        // By bytes too: 1 MiB entries, at most 4 MiB kept; a larger one alone.
+        let mut big = Stacks::default();
+        let mib = |v| entry(v, 0, splice(0, 0, 0, &"x".repeat(1 << 20)));
+        for v in 0..6 {
+            big.push(StackPush {
+                stack: Stack::Undo,
+                entry: mib(v),
+                replace_top_at: None,
+                clear_redo: false,
+            });
+        }
+        let kept: usize = big.undo.iter().map(|e| e.op.size_hint()).sum();
+        assert!(kept <= STACK_BYTES && big.undo.len() == 3, "{kept}");
+        assert_eq!(big.undo.last().unwrap().version, 5);
+        big.push(StackPush {
+            stack: Stack::Undo,
+            entry: entry(9, 0, splice(0, 0, 0, &"y".repeat(5 << 20))),
+            replace_top_at: None,
+            clear_redo: false,
+        });
+        assert_eq!(big.undo.len(), 1);
         // CAS: replaces the top only when it is the one expected.
         s.push(StackPush {
             stack: Stack::Undo,

@@ -11,7 +11,7 @@ use super::stacks::push_fields;
 use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend};
 use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded, Sequencer};
 use crate::doc::{Record, RecordWire, EPHEMERAL_CLIENTS};
-use crate::undo::STACK_LIMIT;
+use crate::undo::{STACK_BYTES, STACK_LIMIT};
 
 /// A record's JSON without its version: the script puts the version first.
 fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
@@ -94,7 +94,8 @@ impl Sequencer for RedisBackend {
             .arg(batch.records.len())
             .arg(self.retain_bytes)
             .arg(self.max_clients)
-            .arg(EPHEMERAL_CLIENTS);
+            .arg(EPHEMERAL_CLIENTS)
+            .arg(STACK_BYTES);
         for r in &batch.records {
             let [field, entry, at, clear] = match &r.undo {
                 Some(push) => push_fields(&r.user, push),

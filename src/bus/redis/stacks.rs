@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{unavailable, RedisBackend};
 use crate::bus::{BusError, MetaStore, UndoStacks};
-use crate::undo::{Stack, StackPush, UndoEntry, STACK_LIMIT};
+use crate::undo::{Stack, StackPush, UndoEntry, STACK_BYTES, STACK_LIMIT};
 
 /// A push as `stack_push`'s arguments (`stack.lua`): the user's stack
 /// field, the entry, the version whose top it replaces ('' = none), and the
@@ -74,6 +74,7 @@ impl UndoStacks for RedisBackend {
             .arg(at)
             .arg(STACK_LIMIT)
             .arg(clear)
+            .arg(STACK_BYTES)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

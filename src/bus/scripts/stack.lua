@@ -19,9 +19,10 @@ local function stack_store(hash, field, list)
 end
 
 -- Push `entry` on `field`, or replace the top if the top's version is `at`
--- ('' = never); keep at most `limit` entries; then clear the field `clear`
+-- ('' = never); keep at most `limit` entries and `max_bytes` bytes of them
+-- (the oldest go first, the newest stays); then clear the field `clear`
 -- ('' = none).
-local function stack_push(hash, field, entry, at, limit, clear)
+local function stack_push(hash, field, entry, at, limit, clear, max_bytes)
   local list = stack_load(hash, field)
   local top = list[#list]
   if at ~= '' and top and cjson.decode(top).version == tonumber(at) then
@@ -30,6 +31,14 @@ local function stack_push(hash, field, entry, at, limit, clear)
     table.insert(list, entry)
   end
   while #list > limit do
+    table.remove(list, 1)
+  end
+  local bytes = 0
+  for _, e in ipairs(list) do
+    bytes = bytes + #e
+  end
+  while bytes > max_bytes and #list > 1 do
+    bytes = bytes - #list[1]
     table.remove(list, 1)
   end
   stack_store(hash, field, list)
