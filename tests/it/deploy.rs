@@ -61,13 +61,14 @@ fn compose_file_has_the_topology_operators_rely_on() {
             svc(s)["healthcheck"]["test"].is_sequence(),
             "{s} has no healthcheck"
         );
-        // Images pinned to an exact version (major.minor.patch).
+        // Images pinned to an exact release: major.minor.patch, or
+        // major.minor where that is the release (PostgreSQL 16.6).
         let image = svc(s)["image"].as_str().unwrap_or_else(|| panic!("{s}: no image"));
         if svc(s)["build"].is_null() {
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
             let version: Vec<&str> = tag.split('-').next().unwrap().split('.').collect();
             assert!(
-                version.len() == 3 && version.iter().all(|p| p.parse::<u32>().is_ok()),
+                (2..=3).contains(&version.len()) && version.iter().all(|p| p.parse::<u32>().is_ok()),
                 "{s}: image {image} is not pinned to an exact version"
             );
         }
@@ -490,5 +491,68 @@ async fn readiness_follows_the_backends() {
     while ready().await != 200 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open a socket through nginx as a browser on the compose default port
+/// does: it connected to `localhost:<port>`, so it sends that Host and
+/// `Origin: http://localhost:<port>` (the server compares the two).
+async fn browser_socket(
+    nginx: &NginxServer,
+    path: &str,
+    origin: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", nginx.addr)
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("host", format!("localhost:{}", nginx.port()).parse().unwrap());
+    h.insert("origin", origin.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(Ws { ws })
+}
+
+/// What a browser on http://localhost:8080 does through the shipped nginx:
+/// load the page and its client, then open the document's socket with its
+/// own Origin, and get `init` (before nginx forwarded the Host with its
+/// port, that socket was refused 403). A foreign Origin is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_a_browser_loads_the_page_and_opens_a_socket() {
+    let server = TestServer::start(TANDEM, &[]);
+    let nginx = NginxServer::start(std::slice::from_ref(&server.addr));
+    let host = format!("localhost:{}", nginx.port());
+    let http = reqwest::Client::new();
+    for (path, needle) in [
+        ("/", "<title>Tandem</title>"),
+        ("/assets/app.js", "import"),
+        ("/assets/tandem-client.js", "TandemClient"),
+    ] {
+        let r = http
+            .get(format!("http://{}{path}", nginx.addr))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+
+    let origin = format!("http://{host}");
+    let mut ws = browser_socket(&nginx, "/ws/browser-doc?user_id=b1&name=B", &origin)
+        .await
+        .unwrap_or_else(|e| panic!("the browser's socket was refused through nginx: {e}"));
+    let init = ws.recv().await;
+    assert_eq!(init.kind(), tandem_testkit::ws::Kind::Init, "{init}");
+    ws.close().await;
+
+    for foreign in ["http://evil.example", "http://localhost:9999", "http://localhost"] {
+        match browser_socket(&nginx, "/ws/browser-doc?user_id=b2", foreign).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{foreign}")
+            }
+            Ok(_) => panic!("{foreign} was let through"),
+            Err(e) => panic!("{foreign}: {e}"),
+        }
     }
 }
