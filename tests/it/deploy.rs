@@ -556,3 +556,56 @@ async fn through_nginx_a_browser_loads_the_page_and_opens_a_socket() {
         }
     }
 }
+
+/// The README's "Trying it" block, run as written with bash, on the test
+/// build of the server (instead of `cargo build --release` and its binary)
+/// and on a free port instead of 8080: it waits for readiness, creates
+/// both users, watches the document with the shipped `scripts/tandem-ws`,
+/// edits over HTTP and over the socket, shares with bob and reads back.
+#[test]
+fn readme_trying_it_works_when_pasted() {
+    let readme = read("README.md");
+    let section = &readme[readme.find("## Trying it\n").expect("Trying it section")..];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a sh block");
+    assert!(block.starts_with("cargo build --release\n"), "{block}");
+    let port = tandem_testkit::free_port().to_string();
+    let script = block
+        .replacen("cargo build --release\n", "", 1)
+        .replace("./target/release/tandem", TANDEM)
+        .replace("localhost:8080", &format!("localhost:{port}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    assert!(!script.contains("8080"), "{script}");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("JWT_SECRET")
+        .env("PORT", &port)
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "{all}");
+    assert!(!stderr.contains("curl:"), "a curl call failed: {all}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // bob exists; the socket saw init, its own ack and alice's HTTP edit.
+    assert!(stdout.contains("\"bob\""), "{all}");
+    assert!(lines.iter().any(|l| l.starts_with("{\"type\":\"init\"")), "{all}");
+    assert!(lines.iter().any(|l| l.contains("\"type\":\"ack\"")), "{all}");
+    assert!(
+        lines.iter().any(|l| l.contains("\"type\":\"op\"") && l.contains(", world 🌍")),
+        "{all}"
+    );
+    // The document holds both edits.
+    let content = lines.last().unwrap();
+    assert!(content.starts_with("hello") && content.contains(", world 🌍") && content.contains('!'), "{all}");
+}
