@@ -609,3 +609,83 @@ fn readme_trying_it_works_when_pasted() {
     let content = lines.last().unwrap();
     assert!(content.starts_with("hello") && content.contains(", world 🌍") && content.contains('!'), "{all}");
 }
+
+/// `tandem --help` as an operator reads it, with the secrets set in the
+/// environment (as in a compose file or `.env`): no secret value shows,
+/// every option has its text, and the log format is a choice.
+#[test]
+fn help_shows_every_setting_and_no_secret() {
+    let secrets = [
+        ("DATABASE_URL", "postgres://tandem:pg-pass-4c1d@db:5432/tandem"),
+        ("REDIS_URL", "redis://:redis-pass-9e2a@redis:6379"),
+        ("JWT_SECRET", "jwt-secret-7f3b-0123456789abcdef0123456789"),
+        ("JWT_PREVIOUS_SECRET", "jwt-prev-secret-5a8c-0123456789abcdef012345"),
+    ];
+    let out = std::process::Command::new(TANDEM)
+        .arg("--help")
+        .envs(secrets)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (var, value) in secrets {
+        assert!(help.contains(var), "{var} not documented");
+        for part in value.split([':', '@', '/']).filter(|p| p.contains("pass") || p.contains("secret")) {
+            assert!(!help.contains(part), "--help prints {var}'s value:\n{help}");
+        }
+    }
+    assert!(
+        help.contains("- pretty:") && help.contains("- json:"),
+        "LOG_FORMAT is not a choice:\n{help}"
+    );
+    // Long help: each option's line is followed by its text, not straight
+    // by its [env: …] / [default: …] lines.
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with("--") || l.trim_start().starts_with("-h") {
+            let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
+            assert!(
+                !next.is_empty() && !next.starts_with('['),
+                "{l} has no help text"
+            );
+        }
+    }
+}
+
+/// Logs to a file or pipe carry no terminal colour codes, and the start-up
+/// line says where the data lives.
+#[test]
+fn start_up_log_is_plain_off_a_terminal_and_says_where_data_lives() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(TANDEM)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log:\n{log}");
+    let db = dir.path().join("tandem.db");
+    let listening = log
+        .lines()
+        .find(|l| l.contains("tandem listening on"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{log}"));
+    assert!(
+        listening.contains(&format!("data in sqlite {}", db.display())),
+        "{listening}"
+    );
+}
