@@ -288,7 +288,10 @@ mod tests {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             assert!(help.trim().len() > 10, "--{id} has no help text");
             assert!(!help.starts_with("..."), "--{id}: {help}");
-            assert!(arg.get_env().is_some(), "--{id} has no environment variable");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
         }
     }
 
@@ -296,9 +299,22 @@ mod tests {
     fn secrets_are_hidden_in_help() {
         let cmd = Config::command();
         for arg in cmd.get_arguments() {
-            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-            if ["DATABASE_URL", "REDIS_URL", "JWT_SECRET", "JWT_PREVIOUS_SECRET"].contains(&env.as_str()) {
-                assert!(arg.is_hide_env_values_set(), "{env} would print its value in --help");
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if [
+                "DATABASE_URL",
+                "REDIS_URL",
+                "JWT_SECRET",
+                "JWT_PREVIOUS_SECRET",
+            ]
+            .contains(&env.as_str())
+            {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "{env} would print its value in --help"
+                );
             }
         }
     }

@@ -63,12 +63,15 @@ fn compose_file_has_the_topology_operators_rely_on() {
         );
         // Images pinned to an exact release: major.minor.patch, or
         // major.minor where that is the release (PostgreSQL 16.6).
-        let image = svc(s)["image"].as_str().unwrap_or_else(|| panic!("{s}: no image"));
+        let image = svc(s)["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s}: no image"));
         if svc(s)["build"].is_null() {
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
             let version: Vec<&str> = tag.split('-').next().unwrap().split('.').collect();
             assert!(
-                (2..=3).contains(&version.len()) && version.iter().all(|p| p.parse::<u32>().is_ok()),
+                (2..=3).contains(&version.len())
+                    && version.iter().all(|p| p.parse::<u32>().is_ok()),
                 "{s}: image {image} is not pinned to an exact version"
             );
         }
@@ -76,7 +79,10 @@ fn compose_file_has_the_topology_operators_rely_on() {
     // One instance definition, built once: the only service with `build`,
     // with an image name the scaled containers share; nothing that stops
     // `--scale` (a fixed hostname, container name or published port).
-    let built: Vec<&&str> = names.iter().filter(|s| !svc(s)["build"].is_null()).collect();
+    let built: Vec<&&str> = names
+        .iter()
+        .filter(|s| !svc(s)["build"].is_null())
+        .collect();
     assert_eq!(built, [&"tandem"], "images built by several services");
     let tandem = svc("tandem");
     for key in ["hostname", "container_name", "ports"] {
@@ -95,7 +101,10 @@ fn compose_file_has_the_topology_operators_rely_on() {
     // Secrets are required: compose refuses to start without them, never
     // falls back to a default password.
     for secret in ["POSTGRES_PASSWORD", "JWT_SECRET"] {
-        let uses: Vec<&str> = raw.match_indices(&format!("${{{secret}")).map(|(i, _)| &raw[i..]).collect();
+        let uses: Vec<&str> = raw
+            .match_indices(&format!("${{{secret}"))
+            .map(|(i, _)| &raw[i..])
+            .collect();
         assert!(!uses.is_empty(), "{secret} unused");
         for u in uses {
             assert!(
@@ -109,8 +118,14 @@ fn compose_file_has_the_topology_operators_rely_on() {
     // instances, reaching them by the service's name.
     let nginx = svc("nginx");
     let mounts = serde_yaml::to_string(&nginx["volumes"]).unwrap();
-    assert!(mounts.contains("./nginx.conf:/etc/nginx/nginx.conf"), "{mounts}");
-    assert_eq!(nginx["depends_on"]["tandem"]["condition"], "service_healthy");
+    assert!(
+        mounts.contains("./nginx.conf:/etc/nginx/nginx.conf"),
+        "{mounts}"
+    );
+    assert_eq!(
+        nginx["depends_on"]["tandem"]["condition"],
+        "service_healthy"
+    );
     assert!(nginx["ports"].as_sequence().is_some_and(|p| !p.is_empty()));
     assert!(read("nginx.conf").contains("server tandem:8080 resolve"));
     // Only nginx publishes ports.
@@ -143,7 +158,10 @@ fn each_scaled_instance_takes_its_container_hostname_as_id() {
         }
         String::from_utf8(c.output().unwrap().stdout).unwrap()
     };
-    let hostname = std::process::Command::new("hostname").output().unwrap().stdout;
+    let hostname = std::process::Command::new("hostname")
+        .output()
+        .unwrap()
+        .stdout;
     let hostname = String::from_utf8(hostname).unwrap().trim().to_owned();
     assert!(!hostname.is_empty());
     assert_eq!(run(None), hostname);
@@ -200,7 +218,10 @@ fn nginx_conf_is_valid_for_nginx() {
     assert_eq!(Balance::shipped(), Balance::Hash);
     // The browser's Host, port included (the Origin check compares them);
     // compose's instances found and re-found through Docker's DNS.
-    assert!(!raw.contains("Host $host;"), "Host forwarded without its port");
+    assert!(
+        !raw.contains("Host $host;"),
+        "Host forwarded without its port"
+    );
     assert_eq!(raw.matches("proxy_set_header Host $http_host;").count(), 2);
     assert!(raw.contains("resolver 127.0.0.11 valid=10s"));
     assert!(raw.contains("zone tandem "));
@@ -507,7 +528,10 @@ async fn browser_socket(
         .into_client_request()
         .unwrap();
     let h = req.headers_mut();
-    h.insert("host", format!("localhost:{}", nginx.port()).parse().unwrap());
+    h.insert(
+        "host",
+        format!("localhost:{}", nginx.port()).parse().unwrap(),
+    );
     h.insert("origin", origin.parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     Ok(Ws { ws })
@@ -546,7 +570,11 @@ async fn through_nginx_a_browser_loads_the_page_and_opens_a_socket() {
     assert_eq!(init.kind(), tandem_testkit::ws::Kind::Init, "{init}");
     ws.close().await;
 
-    for foreign in ["http://evil.example", "http://localhost:9999", "http://localhost"] {
+    for foreign in [
+        "http://evil.example",
+        "http://localhost:9999",
+        "http://localhost",
+    ] {
         match browser_socket(&nginx, "/ws/browser-doc?user_id=b2", foreign).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 assert_eq!(r.status(), 403, "{foreign}")
@@ -599,15 +627,26 @@ fn readme_trying_it_works_when_pasted() {
     let lines: Vec<&str> = stdout.lines().collect();
     // bob exists; the socket saw init, its own ack and alice's HTTP edit.
     assert!(stdout.contains("\"bob\""), "{all}");
-    assert!(lines.iter().any(|l| l.starts_with("{\"type\":\"init\"")), "{all}");
-    assert!(lines.iter().any(|l| l.contains("\"type\":\"ack\"")), "{all}");
     assert!(
-        lines.iter().any(|l| l.contains("\"type\":\"op\"") && l.contains(", world 🌍")),
+        lines.iter().any(|l| l.starts_with("{\"type\":\"init\"")),
+        "{all}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"type\":\"ack\"")),
+        "{all}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"type\":\"op\"") && l.contains(", world 🌍")),
         "{all}"
     );
     // The document holds both edits.
     let content = lines.last().unwrap();
-    assert!(content.starts_with("hello") && content.contains(", world 🌍") && content.contains('!'), "{all}");
+    assert!(
+        content.starts_with("hello") && content.contains(", world 🌍") && content.contains('!'),
+        "{all}"
+    );
 }
 
 /// `tandem --help` as an operator reads it, with the secrets set in the
@@ -616,10 +655,16 @@ fn readme_trying_it_works_when_pasted() {
 #[test]
 fn help_shows_every_setting_and_no_secret() {
     let secrets = [
-        ("DATABASE_URL", "postgres://tandem:pg-pass-4c1d@db:5432/tandem"),
+        (
+            "DATABASE_URL",
+            "postgres://tandem:pg-pass-4c1d@db:5432/tandem",
+        ),
         ("REDIS_URL", "redis://:redis-pass-9e2a@redis:6379"),
         ("JWT_SECRET", "jwt-secret-7f3b-0123456789abcdef0123456789"),
-        ("JWT_PREVIOUS_SECRET", "jwt-prev-secret-5a8c-0123456789abcdef012345"),
+        (
+            "JWT_PREVIOUS_SECRET",
+            "jwt-prev-secret-5a8c-0123456789abcdef012345",
+        ),
     ];
     let out = std::process::Command::new(TANDEM)
         .arg("--help")
@@ -630,7 +675,10 @@ fn help_shows_every_setting_and_no_secret() {
     let help = String::from_utf8(out.stdout).unwrap();
     for (var, value) in secrets {
         assert!(help.contains(var), "{var} not documented");
-        for part in value.split([':', '@', '/']).filter(|p| p.contains("pass") || p.contains("secret")) {
+        for part in value
+            .split([':', '@', '/'])
+            .filter(|p| p.contains("pass") || p.contains("secret"))
+        {
             assert!(!help.contains(part), "--help prints {var}'s value:\n{help}");
         }
     }
@@ -678,7 +726,10 @@ fn start_up_log_is_plain_off_a_terminal_and_says_where_data_lives() {
         .status();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8(out.stderr).unwrap();
-    assert!(!log.contains('\u{1b}'), "colour codes in a piped log:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log:\n{log}"
+    );
     let db = dir.path().join("tandem.db");
     let listening = log
         .lines()
@@ -688,4 +739,63 @@ fn start_up_log_is_plain_off_a_terminal_and_says_where_data_lives() {
         listening.contains(&format!("data in sqlite {}", db.display())),
         "{listening}"
     );
+}
+
+/// A fresh server's /metrics: every series is there before its first
+/// event, with HELP text; every histogram is a Prometheus histogram with
+/// buckets (aggregatable across instances), not a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_a_fresh_server_have_every_series_with_help_and_buckets() {
+    use tandem::telemetry::{Kind, CATALOG};
+    let server = TestServer::start(TANDEM, &[]);
+    let text = scrape(&server).await;
+    assert!(
+        !text.contains("quantile="),
+        "summaries in /metrics:\n{text}"
+    );
+    for m in CATALOG {
+        let name = m.name;
+        assert!(
+            text.contains(&format!("# HELP {name} {}", m.help)),
+            "{name} has no HELP:\n{text}"
+        );
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect();
+        match m.kind {
+            Kind::Histogram(buckets) => {
+                assert!(text.contains(&format!("# TYPE {name} histogram")), "{name}");
+                for b in buckets {
+                    let le = format!("{name}_bucket{{le=\"{b}\"}} 0");
+                    assert!(text.contains(&le), "{le} missing:\n{text}");
+                }
+                assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 0")));
+                assert!(text.contains(&format!("{name}_count 0")), "{name}");
+            }
+            Kind::Counter | Kind::Gauge => {
+                let kind = if m.kind == Kind::Counter {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name}");
+                match m.label {
+                    None => assert!(
+                        samples.contains(&format!("{name} 0").as_str()),
+                        "{name}: {samples:?}"
+                    ),
+                    Some((key, values)) => {
+                        for v in values {
+                            let line = format!("{name}{{{key}=\"{v}\"}} 0");
+                            assert!(
+                                samples.contains(&line.as_str()),
+                                "{line} missing: {samples:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

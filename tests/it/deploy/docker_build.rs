@@ -38,11 +38,16 @@ pub fn instructions(dockerfile: &str) -> Vec<(String, String)> {
             continue;
         }
         current.push_str(trimmed);
-        let (word, rest) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
+        let (word, rest) = current
+            .split_once(char::is_whitespace)
+            .unwrap_or((&current, ""));
         out.push((word.to_ascii_uppercase(), rest.trim().to_owned()));
         current.clear();
     }
-    assert!(current.is_empty(), "the Dockerfile ends inside a continued line");
+    assert!(
+        current.is_empty(),
+        "the Dockerfile ends inside a continued line"
+    );
     out
 }
 
@@ -94,7 +99,9 @@ fn match_segments(pat: &[String], path: &[&str]) -> bool {
         None => path.is_empty(),
         Some((p, rest)) if p == "**" => (0..=path.len()).any(|i| match_segments(rest, &path[i..])),
         Some((p, rest)) => {
-            !path.is_empty() && glob(p.as_bytes(), path[0].as_bytes()) && match_segments(rest, &path[1..])
+            !path.is_empty()
+                && glob(p.as_bytes(), path[0].as_bytes())
+                && match_segments(rest, &path[1..])
         }
     }
 }
@@ -146,8 +153,9 @@ pub fn replay_build_stage(
     scratch: &Path,
     run: &mut dyn FnMut(&str, &Path) -> String,
 ) -> Vec<String> {
-    let ignore =
-        DockerIgnore::parse(&std::fs::read_to_string(context.join(".dockerignore")).unwrap_or_default());
+    let ignore = DockerIgnore::parse(
+        &std::fs::read_to_string(context.join(".dockerignore")).unwrap_or_default(),
+    );
     let _ = std::fs::remove_dir_all(scratch);
     std::fs::create_dir_all(scratch).unwrap();
     let mut workdir = scratch.to_path_buf();
@@ -168,7 +176,9 @@ pub fn replay_build_stage(
             "COPY" | "ADD" => {
                 let parts: Vec<&str> = args.split_whitespace().collect();
                 assert!(
-                    !parts.iter().any(|p| p.starts_with("--from") || p.starts_with('[')),
+                    !parts
+                        .iter()
+                        .any(|p| p.starts_with("--from") || p.starts_with('[')),
                     "the replay does not handle {word} {args}"
                 );
                 let parts: Vec<&str> = parts.into_iter().filter(|p| !p.starts_with("--")).collect();
@@ -186,7 +196,10 @@ pub fn replay_build_stage(
                         dest.clone()
                     };
                     let copied = copy_in(context, rel, &target, &ignore);
-                    assert!(copied > 0, "{word} {src}: nothing copied (missing or .dockerignored)");
+                    assert!(
+                        copied > 0,
+                        "{word} {src}: nothing copied (missing or .dockerignored)"
+                    );
                 }
             }
             "RUN" => outputs.push(run(&args, &workdir)),
@@ -238,9 +251,18 @@ fn the_context_leaves_out_build_output_secrets_and_local_data() {
         "web/node_modules/playwright-core/package.json",
         "bench/results/abuse/x.json",
     ] {
-        assert!(ig.excluded(path), "{path} would be sent to the Docker daemon");
+        assert!(
+            ig.excluded(path),
+            "{path} would be sent to the Docker daemon"
+        );
     }
-    for path in ["Cargo.toml", "Cargo.lock", "src/main.rs", "web/static/index.html", "migrations/sqlite/0001_documents.sql"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/main.rs",
+        "web/static/index.html",
+        "migrations/sqlite/0001_documents.sql",
+    ] {
         assert!(!ig.excluded(path), "{path} is needed by the build");
     }
 }
@@ -256,7 +278,10 @@ fn the_image_build_stage_builds_from_what_the_dockerfile_copies() {
     let scratch = target.join("docker-replay");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut run = |cmd: &str, dir: &Path| {
-        assert!(cmd.contains("cargo build --release"), "unexpected RUN: {cmd}");
+        assert!(
+            cmd.contains("cargo build --release"),
+            "unexpected RUN: {cmd}"
+        );
         let cmd = cmd
             .replace("cargo build --release", "cargo check")
             .replace("cargo ", &format!("{cargo} "));
@@ -270,7 +295,10 @@ fn the_image_build_stage_builds_from_what_the_dockerfile_copies() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "RUN {cmd}\nfailed in the replayed build:\n{stderr}");
+        assert!(
+            out.status.success(),
+            "RUN {cmd}\nfailed in the replayed build:\n{stderr}"
+        );
         stderr
     };
     let outputs = replay_build_stage(&root, &dockerfile, &scratch, &mut run);
