@@ -1,20 +1,42 @@
 # syntax=docker/dockerfile:1
-# Build stage: dependencies are compiled in their own cached layer, so a
-# source change rebuilds only the tandem crate.
-FROM rust:1-slim-bookworm AS build
+# Build: `docker compose build` (or `docker build -t tandem .`). The context
+# is filtered by .dockerignore (no target/, .env, node_modules, data, .git).
+# tests/it/docker_build.rs replays this build stage on the host (no Docker
+# engine needed): it copies exactly what the COPY lines copy into a scratch
+# directory and runs these RUN commands there, so a file the build needs
+# but the Dockerfile forgets fails CI.
+
+# Build stage. Dependencies are compiled in their own layer from the
+# manifests alone (stub sources at every target path the manifests name),
+# so a source change rebuilds only the workspace's own crates.
+FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# The workspace's other crates (test kit, bench): their manifests must be
-# there for cargo to read the workspace; only the server is built.
+COPY crates/tandem-core/Cargo.toml crates/tandem-core/
+COPY crates/tandem-testkit/Cargo.toml crates/tandem-testkit/
+COPY crates/tandem-bench/Cargo.toml crates/tandem-bench/
+RUN mkdir -p src crates/tandem-core/src crates/tandem-testkit/src \
+        crates/tandem-bench/src crates/tandem-bench/benches \
+    && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > crates/tandem-bench/src/main.rs \
+    && echo 'fn main() {}' > crates/tandem-bench/benches/ot.rs \
+    && touch src/lib.rs crates/tandem-core/src/lib.rs crates/tandem-testkit/src/lib.rs \
+    && cargo build --release --locked -p tandem \
+    && rm -rf src crates
+# The sources: the core crate, the workspace's other manifests (and the
+# bench target cargo checks exists), SQL migrations and the browser client
+# (both embedded at compile time), the server.
 COPY crates crates
-RUN mkdir -p src && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs && cargo build --release --locked -p tandem && rm -rf src
-COPY src src
 COPY migrations migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p tandem --bin tandem
+COPY web/static web/static
+COPY src src
+# COPY keeps the files' own (older) times: touch the crate roots the stub
+# build compiled, or cargo would take the stubs' output as up to date.
+RUN touch src/main.rs src/lib.rs crates/tandem-core/src/lib.rs \
+    && cargo build --release --locked -p tandem --bin tandem
 
 # Runtime stage: a small Debian with just the binary, as a non-root user.
-FROM debian:bookworm-slim
+FROM debian:12.12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /var/lib/tandem --create-home tandem

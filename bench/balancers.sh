@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nginx's balancing policies compared in one run, on Redis with 2 instances,
-# every client through nginx running deploy/nginx.conf (the bench swaps its
+# every client through nginx running nginx.conf (the bench swaps its
 # balancing line):
 #   hot document: 1 doc x 200 clients x 5 edits/s, with --balancer none (no
 #                 proxy, the generator alternates clients between instances;

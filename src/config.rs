@@ -29,6 +29,15 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Tandem server settings. Every flag can be set by the environment
 /// variable named beside it; `.env` in the working directory is read first.
 #[derive(Clone, Debug, Parser)]
@@ -44,8 +53,9 @@ pub struct Config {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
-    /// PostgreSQL URL; unset: the embedded SQLite store under DATA_DIR.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL URL (postgres://user:password@host:port/db); unset: the
+    /// embedded SQLite store under DATA_DIR. Its value never prints.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
     /// Most PostgreSQL connections per instance.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
@@ -53,8 +63,9 @@ pub struct Config {
     /// PostgreSQL statement timeout (ms).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub db_statement_timeout_ms: u64,
-    /// Redis URL; unset: the in-process sequencer and bus (single node).
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL (redis://[:password@]host:port[/db]); unset: the
+    /// in-process sequencer and bus (single node). Its value never prints.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel (separates deployments).
     #[arg(long, env = "REDIS_PREFIX", default_value = "tandem")]
@@ -90,8 +101,10 @@ pub struct Config {
     /// The previous secret, still accepted after a rotation.
     #[arg(long, env = "JWT_PREVIOUS_SECRET", hide_env_values = true)]
     pub jwt_previous_secret: Option<Secret>,
+    /// Issuer (`iss`) written into tokens and required of them.
     #[arg(long, env = "JWT_ISSUER", default_value = "tandem")]
     pub jwt_issuer: String,
+    /// Audience (`aud`) written into tokens and required of them.
     #[arg(long, env = "JWT_AUDIENCE", default_value = "tandem")]
     pub jwt_audience: String,
     /// Token lifetime in seconds.
@@ -161,11 +174,12 @@ pub struct Config {
     /// `X-Real-IP` / `X-Forwarded-For` names the client. Unset: none.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
-    /// Ops per second one connection may send (sustained), and REST edits
-    /// per second of one user...
+    /// Ops per second one connection may send, sustained (also REST edits
+    /// per second of one user); see OP_RATE_BURST.
     #[arg(long, env = "OP_RATE_PER_SEC", default_value_t = 100)]
     pub op_rate_per_sec: u32,
-    /// ...and in a burst.
+    /// Ops one connection (or one user's REST edits) may send in a burst
+    /// above OP_RATE_PER_SEC.
     #[arg(long, env = "OP_RATE_BURST", default_value_t = 200)]
     pub op_rate_burst: u32,
     /// Cursor messages per second one connection may send; more are dropped.
@@ -205,9 +219,10 @@ pub struct Config {
     /// A connection silent for this long is dropped (ms).
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 45_000)]
     pub idle_timeout_ms: u64,
-    /// `pretty` (human) or `json` (one object per line).
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
-    pub log_format: String,
+    /// Log format on stderr: `pretty` (for people; coloured only when
+    /// stderr is a terminal) or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
     /// On SIGTERM, exit within this long (ms) even if clients linger.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -226,5 +241,103 @@ impl Config {
     /// Defaults only (tests build on this).
     pub fn defaults() -> Self {
         Config::parse_from(["tandem"])
+    }
+
+    /// Where this instance keeps its data, for the start-up log: the
+    /// SQLite file, or the PostgreSQL and Redis servers (host, port,
+    /// database; never the user or password).
+    pub fn storage_summary(&self) -> (String, Option<String>) {
+        let store = match &self.database_url {
+            Some(url) => format!("postgresql {}", without_credentials(&url.0)),
+            None => format!("sqlite {}", self.data_dir.join("tandem.db").display()),
+        };
+        let bus = self
+            .redis_url
+            .as_ref()
+            .map(|url| format!("redis {}", without_credentials(&url.0)));
+        (store, bus)
+    }
+}
+
+/// `scheme://user:password@host:port/db?options` → `host:port/db`.
+pub fn without_credentials(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if path.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{host}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_setting_has_help_text_and_an_env_variable() {
+        let cmd = Config::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.trim().len() > 10, "--{id} has no help text");
+            assert!(!help.starts_with("..."), "--{id}: {help}");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_hidden_in_help() {
+        let cmd = Config::command();
+        for arg in cmd.get_arguments() {
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if [
+                "DATABASE_URL",
+                "REDIS_URL",
+                "JWT_SECRET",
+                "JWT_PREVIOUS_SECRET",
+            ]
+            .contains(&env.as_str())
+            {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "{env} would print its value in --help"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn storage_summary_names_hosts_without_credentials() {
+        assert_eq!(
+            without_credentials("postgres://tandem:s3cret@db.internal:5432/tandem?sslmode=require"),
+            "db.internal:5432/tandem"
+        );
+        assert_eq!(without_credentials("redis://:pw@redis:6379"), "redis:6379");
+        assert_eq!(without_credentials("redis://redis:6379/2"), "redis:6379/2");
+        assert_eq!(without_credentials("redis://u:p@w@h:1"), "h:1");
+        let mut c = Config::defaults();
+        c.data_dir = "/var/lib/tandem/data".into();
+        assert_eq!(
+            c.storage_summary(),
+            ("sqlite /var/lib/tandem/data/tandem.db".to_owned(), None)
+        );
+        c.database_url = Some(Secret("postgres://a:secret@pg:5432/t".into()));
+        c.redis_url = Some(Secret("redis://:secret@r:6379".into()));
+        let (store, bus) = c.storage_summary();
+        assert_eq!(store, "postgresql pg:5432/t");
+        assert_eq!(bus.as_deref(), Some("redis r:6379"));
     }
 }

@@ -12,6 +12,7 @@ pub mod epoch;
 pub mod hub;
 pub mod persist;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 // The pure core lives in its own crate (crates/tandem-core), which has no
@@ -26,9 +27,6 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use std::sync::OnceLock;
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Keys, MIN_SECRET_BYTES};
@@ -105,14 +103,6 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     std::io::Write::write_all(&mut opts.open(path)?, contents.as_bytes())
-}
-
-/// The process-wide Prometheus recorder (installed once).
-fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
-        .clone()
 }
 
 /// Build the application state from the config: pick the store, sequencer
@@ -198,7 +188,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         keys: Arc::new(keys),
         tokens,
         sessions: TaskTracker::new(),
-        metrics: metrics_handle(),
+        metrics: telemetry::metrics_handle(),
         abuse,
         conn_limits,
     })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tandem::config::Config;
+use tandem::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -17,10 +17,12 @@ async fn main() -> std::process::ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    if config.log_format == "json" {
-        logs.json().with_current_span(true).init();
-    } else {
-        logs.init();
+    match config.log_format {
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        // Colours only for a person at a terminal, not in files or pipes.
+        LogFormat::Pretty => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
     // Every connection is a file descriptor: take all the system allows.
     match tandem::web::raise_file_limit() {
@@ -41,6 +43,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let (store, bus) = config.storage_summary();
     let state = match tandem::build(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -49,7 +52,13 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
-    info!(instance = %state.hub.instance_id(), "tandem listening on http://{local}");
+    info!(
+        instance = %state.hub.instance_id(),
+        store = %store,
+        bus = %bus.as_deref().unwrap_or("in-process (single node)"),
+        "tandem listening on http://{local}; data in {store}{}",
+        bus.as_deref().map(|b| format!(", ops through {b}")).unwrap_or_default()
+    );
     // Tests and scripts read this line to find the port.
     println!("listening on http://{local}");
 

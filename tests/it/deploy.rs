@@ -17,17 +17,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::TANDEM;
 
+mod docker_build;
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 #[test]
 fn compose_file_has_the_topology_operators_rely_on() {
-    let compose: Value =
-        serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML");
+    let raw = read("docker-compose.yml");
+    let compose: Value = serde_yaml::from_str(&raw).expect("docker-compose.yml is YAML");
     let services = compose["services"].as_mapping().expect("services");
     let svc = |name: &str| &compose["services"][name];
-    // Redis: AOF every second, on a volume, health-checked.
+    let names: Vec<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    assert_eq!(names, ["redis", "postgres", "tandem", "nginx"]);
+    // Redis: AOF every second, on a volume.
     let redis_cmd = serde_yaml::to_string(&svc("redis")["command"]).unwrap();
     assert!(
         redis_cmd.contains("appendonly") && redis_cmd.contains("yes"),
@@ -44,55 +48,124 @@ fn compose_file_has_the_topology_operators_rely_on() {
                 .is_some_and(|v| !v.is_empty()),
             "{s} has no volume"
         );
+    }
+    for s in &names {
+        // Every service comes back after a crash or a reboot, and says
+        // when it is healthy.
+        let restart = svc(s)["restart"].as_str().unwrap_or("no");
+        assert!(
+            ["always", "unless-stopped"].contains(&restart),
+            "{s}: restart {restart}"
+        );
         assert!(
             svc(s)["healthcheck"]["test"].is_sequence(),
             "{s} has no healthcheck"
         );
-    }
-    // Two or more instances, each waiting for healthy backends, configured
-    // for the cluster (the YAML merge key `<<` is resolved by hand here).
-    let anchor = &compose["x-tandem"];
-    let tandems: Vec<&str> = services
-        .keys()
-        .filter_map(|k| k.as_str())
-        .filter(|k| k.starts_with("tandem"))
-        .collect();
-    assert!(tandems.len() >= 2, "{tandems:?}");
-    for t in &tandems {
-        let merged = |key: &str| {
-            let own = &svc(t)[key];
-            if own.is_null() {
-                anchor[key].clone()
-            } else {
-                own.clone()
-            }
-        };
-        let deps = merged("depends_on");
-        for backend in ["redis", "postgres"] {
-            assert_eq!(
-                deps[backend]["condition"], "service_healthy",
-                "{t} → {backend}"
+        // Images pinned to an exact release: major.minor.patch, or
+        // major.minor where that is the release (PostgreSQL 16.6).
+        let image = svc(s)["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s}: no image"));
+        if svc(s)["build"].is_null() {
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+            let version: Vec<&str> = tag.split('-').next().unwrap().split('.').collect();
+            assert!(
+                (2..=3).contains(&version.len())
+                    && version.iter().all(|p| p.parse::<u32>().is_ok()),
+                "{s}: image {image} is not pinned to an exact version"
             );
         }
-        let env = merged("environment");
-        for var in ["REDIS_URL", "DATABASE_URL", "JWT_SECRET"] {
-            assert!(env[var].is_string(), "{t} lacks {var}");
+    }
+    // One instance definition, built once: the only service with `build`,
+    // with an image name the scaled containers share; nothing that stops
+    // `--scale` (a fixed hostname, container name or published port).
+    let built: Vec<&&str> = names
+        .iter()
+        .filter(|s| !svc(s)["build"].is_null())
+        .collect();
+    assert_eq!(built, [&"tandem"], "images built by several services");
+    let tandem = svc("tandem");
+    for key in ["hostname", "container_name", "ports"] {
+        assert!(tandem[key].is_null(), "tandem sets {key}: it cannot scale");
+    }
+    for backend in ["redis", "postgres"] {
+        assert_eq!(
+            tandem["depends_on"][backend]["condition"], "service_healthy",
+            "tandem → {backend}"
+        );
+    }
+    let env = &tandem["environment"];
+    for var in ["REDIS_URL", "DATABASE_URL", "JWT_SECRET"] {
+        assert!(env[var].is_string(), "tandem lacks {var}");
+    }
+    // Secrets are required: compose refuses to start without them, never
+    // falls back to a default password.
+    for secret in ["POSTGRES_PASSWORD", "JWT_SECRET"] {
+        let uses: Vec<&str> = raw
+            .match_indices(&format!("${{{secret}"))
+            .map(|(i, _)| &raw[i..])
+            .collect();
+        assert!(!uses.is_empty(), "{secret} unused");
+        for u in uses {
+            assert!(
+                u.starts_with(&format!("${{{secret}:?")),
+                "{secret} has a default: {}",
+                &u[..u.find('}').unwrap_or(u.len()).min(60)]
+            );
         }
     }
-    // nginx in front, with the project's config, after healthy instances.
+    // nginx in front, with the top-level nginx.conf, after healthy
+    // instances, reaching them by the service's name.
     let nginx = svc("nginx");
     let mounts = serde_yaml::to_string(&nginx["volumes"]).unwrap();
-    assert!(mounts.contains("deploy/nginx.conf"), "{mounts}");
-    for t in &tandems {
-        assert_eq!(nginx["depends_on"][*t]["condition"], "service_healthy");
-    }
+    assert!(
+        mounts.contains("./nginx.conf:/etc/nginx/nginx.conf"),
+        "{mounts}"
+    );
+    assert_eq!(
+        nginx["depends_on"]["tandem"]["condition"],
+        "service_healthy"
+    );
     assert!(nginx["ports"].as_sequence().is_some_and(|p| !p.is_empty()));
+    assert!(read("nginx.conf").contains("server tandem:8080 resolve"));
     // Only nginx publishes ports.
     for (name, s) in services {
         if name.as_str() != Some("nginx") {
             assert!(s["ports"].is_null(), "{name:?} publishes ports");
         }
     }
+}
+
+/// The instance's entrypoint as compose runs it (`$$` is a literal `$`),
+/// with the server swapped for printing the id it would get.
+#[test]
+fn each_scaled_instance_takes_its_container_hostname_as_id() {
+    let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).unwrap();
+    let entry: Vec<String> = compose["services"]["tandem"]["entrypoint"]
+        .as_sequence()
+        .expect("tandem entrypoint")
+        .iter()
+        .map(|v| v.as_str().unwrap().replace("$$", "$"))
+        .collect();
+    assert_eq!(entry[..2], ["/bin/sh", "-c"]);
+    let script = entry[2].replace("exec /usr/local/bin/tandem", "printf %s \"$INSTANCE_ID\"");
+    assert_ne!(script, entry[2], "the entrypoint does not exec the server");
+    let run = |id: Option<&str>| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(&script).env_remove("INSTANCE_ID");
+        if let Some(id) = id {
+            c.env("INSTANCE_ID", id);
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let hostname = std::process::Command::new("hostname")
+        .output()
+        .unwrap()
+        .stdout;
+    let hostname = String::from_utf8(hostname).unwrap().trim().to_owned();
+    assert!(!hostname.is_empty());
+    assert_eq!(run(None), hostname);
+    assert_eq!(run(Some("tandem-a")), "tandem-a");
 }
 
 #[test]
@@ -141,8 +214,17 @@ fn nginx_conf_is_valid_for_nginx() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let raw = read("deploy/nginx.conf");
+    let raw = read("nginx.conf");
     assert_eq!(Balance::shipped(), Balance::Hash);
+    // The browser's Host, port included (the Origin check compares them);
+    // compose's instances found and re-found through Docker's DNS.
+    assert!(
+        !raw.contains("Host $host;"),
+        "Host forwarded without its port"
+    );
+    assert_eq!(raw.matches("proxy_set_header Host $http_host;").count(), 2);
+    assert!(raw.contains("resolver 127.0.0.11 valid=10s"));
+    assert!(raw.contains("zone tandem "));
     assert!(raw.contains("hash $tandem_doc consistent;") && raw.contains("map $uri $tandem_doc"));
     assert!(raw.contains("proxy_set_header Upgrade") && raw.contains("proxy_next_upstream"));
     assert!(raw.contains("location = /metrics"));
@@ -430,5 +512,290 @@ async fn readiness_follows_the_backends() {
     while ready().await != 200 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open a socket through nginx as a browser on the compose default port
+/// does: it connected to `localhost:<port>`, so it sends that Host and
+/// `Origin: http://localhost:<port>` (the server compares the two).
+async fn browser_socket(
+    nginx: &NginxServer,
+    path: &str,
+    origin: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", nginx.addr)
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert(
+        "host",
+        format!("localhost:{}", nginx.port()).parse().unwrap(),
+    );
+    h.insert("origin", origin.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(Ws { ws })
+}
+
+/// What a browser on http://localhost:8080 does through the shipped nginx:
+/// load the page and its client, then open the document's socket with its
+/// own Origin, and get `init` (before nginx forwarded the Host with its
+/// port, that socket was refused 403). A foreign Origin is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_a_browser_loads_the_page_and_opens_a_socket() {
+    let server = TestServer::start(TANDEM, &[]);
+    let nginx = NginxServer::start(std::slice::from_ref(&server.addr));
+    let host = format!("localhost:{}", nginx.port());
+    let http = reqwest::Client::new();
+    for (path, needle) in [
+        ("/", "<title>Tandem</title>"),
+        ("/assets/app.js", "import"),
+        ("/assets/tandem-client.js", "TandemClient"),
+    ] {
+        let r = http
+            .get(format!("http://{}{path}", nginx.addr))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+
+    let origin = format!("http://{host}");
+    let mut ws = browser_socket(&nginx, "/ws/browser-doc?user_id=b1&name=B", &origin)
+        .await
+        .unwrap_or_else(|e| panic!("the browser's socket was refused through nginx: {e}"));
+    let init = ws.recv().await;
+    assert_eq!(init.kind(), tandem_testkit::ws::Kind::Init, "{init}");
+    ws.close().await;
+
+    for foreign in [
+        "http://evil.example",
+        "http://localhost:9999",
+        "http://localhost",
+    ] {
+        match browser_socket(&nginx, "/ws/browser-doc?user_id=b2", foreign).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{foreign}")
+            }
+            Ok(_) => panic!("{foreign} was let through"),
+            Err(e) => panic!("{foreign}: {e}"),
+        }
+    }
+}
+
+/// The README's "Trying it" block, run as written with bash, on the test
+/// build of the server (instead of `cargo build --release` and its binary)
+/// and on a free port instead of 8080: it waits for readiness, creates
+/// both users, watches the document with the shipped `scripts/tandem-ws`,
+/// edits over HTTP and over the socket, shares with bob and reads back.
+#[test]
+fn readme_trying_it_works_when_pasted() {
+    let readme = read("README.md");
+    let section = &readme[readme.find("## Trying it\n").expect("Trying it section")..];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a sh block");
+    assert!(block.starts_with("cargo build --release\n"), "{block}");
+    let port = tandem_testkit::free_port().to_string();
+    let script = block
+        .replacen("cargo build --release\n", "", 1)
+        .replace("./target/release/tandem", TANDEM)
+        .replace("localhost:8080", &format!("localhost:{port}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    assert!(!script.contains("8080"), "{script}");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("JWT_SECRET")
+        .env("PORT", &port)
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "{all}");
+    assert!(!stderr.contains("curl:"), "a curl call failed: {all}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // bob exists; the socket saw init, its own ack and alice's HTTP edit.
+    assert!(stdout.contains("\"bob\""), "{all}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("{\"type\":\"init\"")),
+        "{all}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"type\":\"ack\"")),
+        "{all}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"type\":\"op\"") && l.contains(", world 🌍")),
+        "{all}"
+    );
+    // The document holds both edits.
+    let content = lines.last().unwrap();
+    assert!(
+        content.starts_with("hello") && content.contains(", world 🌍") && content.contains('!'),
+        "{all}"
+    );
+}
+
+/// `tandem --help` as an operator reads it, with the secrets set in the
+/// environment (as in a compose file or `.env`): no secret value shows,
+/// every option has its text, and the log format is a choice.
+#[test]
+fn help_shows_every_setting_and_no_secret() {
+    let secrets = [
+        (
+            "DATABASE_URL",
+            "postgres://tandem:pg-pass-4c1d@db:5432/tandem",
+        ),
+        ("REDIS_URL", "redis://:redis-pass-9e2a@redis:6379"),
+        ("JWT_SECRET", "jwt-secret-7f3b-0123456789abcdef0123456789"),
+        (
+            "JWT_PREVIOUS_SECRET",
+            "jwt-prev-secret-5a8c-0123456789abcdef012345",
+        ),
+    ];
+    let out = std::process::Command::new(TANDEM)
+        .arg("--help")
+        .envs(secrets)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (var, value) in secrets {
+        assert!(help.contains(var), "{var} not documented");
+        for part in value
+            .split([':', '@', '/'])
+            .filter(|p| p.contains("pass") || p.contains("secret"))
+        {
+            assert!(!help.contains(part), "--help prints {var}'s value:\n{help}");
+        }
+    }
+    assert!(
+        help.contains("- pretty:") && help.contains("- json:"),
+        "LOG_FORMAT is not a choice:\n{help}"
+    );
+    // Long help: each option's line is followed by its text, not straight
+    // by its [env: …] / [default: …] lines.
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with("--") || l.trim_start().starts_with("-h") {
+            let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
+            assert!(
+                !next.is_empty() && !next.starts_with('['),
+                "{l} has no help text"
+            );
+        }
+    }
+}
+
+/// Logs to a file or pipe carry no terminal colour codes, and the start-up
+/// line says where the data lives.
+#[test]
+fn start_up_log_is_plain_off_a_terminal_and_says_where_data_lives() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(TANDEM)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log:\n{log}"
+    );
+    let db = dir.path().join("tandem.db");
+    let listening = log
+        .lines()
+        .find(|l| l.contains("tandem listening on"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{log}"));
+    assert!(
+        listening.contains(&format!("data in sqlite {}", db.display())),
+        "{listening}"
+    );
+}
+
+/// A fresh server's /metrics: every series is there before its first
+/// event, with HELP text; every histogram is a Prometheus histogram with
+/// buckets (aggregatable across instances), not a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_a_fresh_server_have_every_series_with_help_and_buckets() {
+    use tandem::telemetry::{Kind, CATALOG};
+    let server = TestServer::start(TANDEM, &[]);
+    let text = scrape(&server).await;
+    assert!(
+        !text.contains("quantile="),
+        "summaries in /metrics:\n{text}"
+    );
+    for m in CATALOG {
+        let name = m.name;
+        assert!(
+            text.contains(&format!("# HELP {name} {}", m.help)),
+            "{name} has no HELP:\n{text}"
+        );
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect();
+        match m.kind {
+            Kind::Histogram(buckets) => {
+                assert!(text.contains(&format!("# TYPE {name} histogram")), "{name}");
+                for b in buckets {
+                    let le = format!("{name}_bucket{{le=\"{b}\"}} 0");
+                    assert!(text.contains(&le), "{le} missing:\n{text}");
+                }
+                assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 0")));
+                assert!(text.contains(&format!("{name}_count 0")), "{name}");
+            }
+            Kind::Counter | Kind::Gauge => {
+                let kind = if m.kind == Kind::Counter {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name}");
+                match m.label {
+                    None => assert!(
+                        samples.contains(&format!("{name} 0").as_str()),
+                        "{name}: {samples:?}"
+                    ),
+                    Some((key, values)) => {
+                        for v in values {
+                            let line = format!("{name}{{{key}=\"{v}\"}} 0");
+                            assert!(
+                                samples.contains(&line.as_str()),
+                                "{line} missing: {samples:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

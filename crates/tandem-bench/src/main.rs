@@ -81,7 +81,7 @@ enum Workload {
         redis: Option<String>,
         #[arg(long)]
         database_url: Option<String>,
-        /// Connect every client through nginx running deploy/nginx.conf
+        /// Connect every client through nginx running nginx.conf
         /// with this balancing policy (`none`: straight to the instances,
         /// each document's clients alternating between them).
         #[arg(long, value_enum, default_value = "none")]

@@ -34,7 +34,7 @@ impl System {
 
 /// What the clients connect to: the instances themselves (the generator
 /// spreads each document's clients over them), or nginx running the
-/// shipped deploy/nginx.conf in front of them with one balancing policy.
+/// shipped nginx.conf in front of them with one balancing policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Balancer {
     /// No proxy: clients alternate between the instances.
@@ -276,7 +276,7 @@ impl Servers {
         self.children.iter().map(Process::pid).collect()
     }
 
-    /// Put nginx (deploy/nginx.conf balancing with `balancer`) in front of
+    /// Put nginx (nginx.conf balancing with `balancer`) in front of
     /// the instances: from now on every URL points at it.
     pub async fn front(&mut self, balancer: Balancer) {
         let Some(balance) = balancer.balance() else {

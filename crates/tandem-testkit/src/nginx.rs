@@ -1,5 +1,5 @@
-//! Debian's nginx running the project's `deploy/nginx.conf`, rendered for
-//! loopback, stopped on Drop.
+//! Debian's nginx running the project's top-level `nginx.conf`, rendered
+//! for loopback, stopped on Drop.
 //!
 //! Must not import: `tandem`.
 
@@ -24,7 +24,7 @@ pub enum Balance {
 impl Balance {
     pub const ALL: [Balance; 2] = [Balance::LeastConn, Balance::Hash];
 
-    /// The directive's line as deploy/nginx.conf writes it.
+    /// The directive's line as nginx.conf writes it.
     pub fn line(self) -> &'static str {
         match self {
             Balance::LeastConn => "        least_conn;\n",
@@ -32,9 +32,9 @@ impl Balance {
         }
     }
 
-    /// The policy deploy/nginx.conf ships with.
+    /// The policy nginx.conf ships with.
     pub fn shipped() -> Balance {
-        let conf = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
+        let conf = std::fs::read_to_string(repo_root().join("nginx.conf")).unwrap();
         let found: Vec<Balance> = Balance::ALL
             .into_iter()
             .filter(|b| conf.contains(b.line()))
@@ -42,14 +42,14 @@ impl Balance {
         assert_eq!(
             found.len(),
             1,
-            "deploy/nginx.conf must carry exactly one of {:?}",
+            "nginx.conf must carry exactly one of {:?}",
             Balance::ALL.map(Balance::line)
         );
         found[0]
     }
 }
 
-/// Debian's nginx running the project's `deploy/nginx.conf`, rendered for
+/// Debian's nginx running the project's `nginx.conf`, rendered for
 /// loopback (listen port, upstream servers, pid and temp paths).
 pub struct NginxServer {
     child: Option<Child>,
@@ -57,7 +57,7 @@ pub struct NginxServer {
     _dir: tempfile::TempDir,
 }
 
-/// Render deploy/nginx.conf: each replaced piece must exist, so a change to
+/// Render nginx.conf: each replaced piece must exist, so a change to
 /// the file that breaks the rendering fails loudly.
 pub fn render_nginx_conf(upstreams: &[String], port: u16, dir: &Path) -> String {
     render_nginx_conf_with(upstreams, port, dir, Balance::shipped())
@@ -70,7 +70,7 @@ pub fn render_nginx_conf_with(
     dir: &Path,
     balance: Balance,
 ) -> String {
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nginx.conf")).unwrap();
+    let conf = std::fs::read_to_string(repo_root().join("nginx.conf")).unwrap();
     let servers: String = upstreams
         .iter()
         .map(|a| format!("        server {a} max_fails=1 fail_timeout=5s;\n"))
@@ -80,7 +80,9 @@ pub fn render_nginx_conf_with(
     for (from, to) in [
         ("pid /var/run/nginx.pid;".to_owned(), format!("pid {d}/nginx.pid;")),
         (
-            "        server tandem-1:8080 max_fails=1 fail_timeout=5s;\n        server tandem-2:8080 max_fails=1 fail_timeout=5s;\n".to_owned(),
+            // The compose service name, re-resolved through Docker's DNS
+            // (nginx 1.27.3+), becomes the loopback instances.
+            "        server tandem:8080 resolve max_fails=1 fail_timeout=5s;\n".to_owned(),
             servers,
         ),
         ("listen 80;".to_owned(), format!("listen 127.0.0.1:{port};")),
@@ -93,7 +95,7 @@ pub fn render_nginx_conf_with(
             balance.line().to_owned(),
         ),
     ] {
-        assert!(out.contains(&from), "deploy/nginx.conf no longer contains {from:?}");
+        assert!(out.contains(&from), "nginx.conf no longer contains {from:?}");
         out = out.replacen(&from, &to, 1);
     }
     out
