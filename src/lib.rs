@@ -12,6 +12,7 @@ pub mod epoch;
 pub mod hub;
 pub mod persist;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 // The pure core lives in its own crate (crates/tandem-core), which has no

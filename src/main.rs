@@ -10,18 +10,16 @@ use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::load();
+    let mut config = Config::load();
+    // The instance id names this process in logs, presence and traces.
+    let instance = config
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("tandem-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    config.instance_id = Some(instance.clone());
     // Logs go to stderr; stdout carries only the "listening on" line.
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.rust_log).unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    if config.log_format == "json" {
-        logs.json().with_current_span(true).init();
-    } else {
-        logs.init();
-    }
+    let telemetry =
+        tandem::telemetry::init(&config.rust_log, config.log_format == "json", &instance);
     // Every connection is a file descriptor: take all the system allows.
     match tandem::web::raise_file_limit() {
         Ok((before, after)) if after > before => {
@@ -108,6 +106,7 @@ async fn main() -> std::process::ExitCode {
             error!(error = %e, "server error");
         }
     }
+    telemetry.shutdown();
     if !durable {
         error!("some changes could not be written to the store");
         return std::process::ExitCode::FAILURE;
