@@ -166,3 +166,80 @@ async fn one_edit_is_one_trace_across_instances() {
         .iter()
         .any(|s| s.name == "op.fanout" && s.instance == "inst1"));
 }
+
+/// Metric names (`tandem_…`) an expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("tandem_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        out.push(name);
+    }
+    out
+}
+
+/// Every query of the Grafana dashboard and every alert rule names a
+/// series a fresh server exports (after one edit); the rules pass
+/// `promtool check rules` where promtool is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alerts_use_only_exported_metrics() {
+    let server = tandem_testkit::TestServer::start(TANDEM, &[]);
+    let mut ed = Editor::join(&server, "metered", "u", None).await;
+    ed.edit(tandem::ot::splice(0, 0, 0, "x")).await;
+    ed.settle().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let text = reqwest::get(server.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let root = tandem_testkit::repo_root().join("observability");
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let rules_path = root.join("alerts.yml");
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&rules_path).unwrap()).unwrap();
+    for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
+        assert!(rule["alert"].as_str().is_some() && rule["annotations"]["summary"].is_string());
+        exprs.push(rule["expr"].as_str().unwrap().to_owned());
+    }
+    for e in &exprs {
+        for name in metric_names(e) {
+            assert!(
+                exported.contains(name.as_str()),
+                "{name} (in `{e}`) is not exported; /metrics has {exported:?}"
+            );
+        }
+    }
+    if let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules_path)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
