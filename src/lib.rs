@@ -12,7 +12,7 @@ pub mod epoch;
 pub mod hub;
 pub mod persist;
 pub mod store;
-pub mod telemetry;
+pub mod otel;
 pub mod web;
 
 // The pure core lives in its own crate (crates/tandem-core), which has no

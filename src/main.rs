@@ -19,7 +19,7 @@ async fn main() -> std::process::ExitCode {
     config.instance_id = Some(instance.clone());
     // Logs go to stderr; stdout carries only the "listening on" line.
     let telemetry =
-        tandem::telemetry::init(&config.rust_log, config.log_format == "json", &instance);
+        tandem::otel::init(&config.rust_log, config.log_format == "json", &instance);
     // Every connection is a file descriptor: take all the system allows.
     match tandem::web::raise_file_limit() {
         Ok((before, after)) if after > before => {

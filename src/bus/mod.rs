@@ -102,7 +102,7 @@ pub struct CommitRecord {
     /// The undo (or redo) step to keep for `user` once committed; its
     /// entry's version is the version this record produces.
     pub undo: Option<StackPush>,
-    /// The edit's trace context (see `crate::telemetry`), carried in the
+    /// The edit's trace context (see `crate::otel`), carried in the
     /// record to every instance.
     pub trace: Option<String>,
 }

@@ -489,7 +489,7 @@ impl DocTask {
             seq,
             time,
             undo: Some(undo),
-            trace: crate::telemetry::traceparent(&q.commit),
+            trace: crate::otel::traceparent(&q.commit),
         };
         Ok(Some((q, rec)))
     }

@@ -243,7 +243,7 @@ impl Hub {
             },
             edit: edit.clone(),
             // The REST request's span (it follows an incoming traceparent).
-            span: crate::telemetry::edit_span(),
+            span: crate::otel::edit_span(),
         })
         .await
     }

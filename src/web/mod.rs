@@ -345,10 +345,10 @@ pub fn app(state: AppState) -> Router {
             let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
                 trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
             // A caller's W3C trace context: this request joins its trace.
-            if crate::telemetry::exporting() {
+            if crate::otel::exporting() {
                 let tp = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
-                crate::telemetry::follow(&span, tp);
-                crate::telemetry::note_ids(&span);
+                crate::otel::follow(&span, tp);
+                crate::otel::note_ids(&span);
             }
             span
         }))

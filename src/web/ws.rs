@@ -376,7 +376,7 @@ impl Session {
                     }
                     Err(e) => return Some(error_msg(ErrorCode::BadOp, &e.to_string(), Some(seq))),
                 };
-                let span = crate::telemetry::receipt_span(&self.doc, seq);
+                let span = crate::otel::receipt_span(&self.doc, seq);
                 self.conn.op_in(version, seq, op, span).await
             }
             ClientMessage::Cursor {
