@@ -10,6 +10,7 @@ pub mod bus;
 pub mod config;
 pub mod epoch;
 pub mod hub;
+pub mod otel;
 pub mod persist;
 pub mod store;
 pub mod telemetry;

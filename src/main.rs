@@ -10,20 +10,19 @@ use tracing::{error, info, warn};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::load();
+    let mut config = Config::load();
+    // The instance id names this process in logs, presence and traces.
+    let instance = config
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("tandem-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    config.instance_id = Some(instance.clone());
     // Logs go to stderr; stdout carries only the "listening on" line.
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.rust_log).unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-        // Colours only for a person at a terminal, not in files or pipes.
-        LogFormat::Pretty => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+    let telemetry = tandem::otel::init(
+        &config.rust_log,
+        config.log_format == LogFormat::Json,
+        &instance,
+    );
     // Every connection is a file descriptor: take all the system allows.
     match tandem::web::raise_file_limit() {
         Ok((before, after)) if after > before => {
@@ -117,6 +116,7 @@ async fn main() -> std::process::ExitCode {
             error!(error = %e, "server error");
         }
     }
+    telemetry.shutdown();
     if !durable {
         error!("some changes could not be written to the store");
         return std::process::ExitCode::FAILURE;

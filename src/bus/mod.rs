@@ -102,6 +102,9 @@ pub struct CommitRecord {
     /// The undo (or redo) step to keep for `user` once committed; its
     /// entry's version is the version this record produces.
     pub undo: Option<StackPush>,
+    /// The edit's trace context (see `crate::otel`), carried in the
+    /// record to every instance.
+    pub trace: Option<String>,
 }
 
 /// Ops to commit back to back as versions `base + 1 ..= base + n`.
@@ -126,6 +129,7 @@ impl CommitBatch {
                     client: r.client,
                     seq: r.seq,
                     time: r.time,
+                    trace: r.trace,
                 })
             })
             .collect()
@@ -211,6 +215,7 @@ pub trait Sequencer: Send + Sync + 'static {
                 seq: req.seq,
                 time: req.time,
                 undo: None,
+                trace: None,
             }],
         };
         Ok(match self.commit_batch(doc, batch).await? {

@@ -72,6 +72,10 @@ pub(super) struct Queued {
     outages: u32,
     /// `op.size_hint()`, for the byte caps.
     bytes: usize,
+    /// The edit's receipt span, and its commit span this round (none when
+    /// traces are not exported).
+    span: tracing::Span,
+    commit: tracing::Span,
 }
 
 /// What waits for the next round, in arrival order.
@@ -190,7 +194,12 @@ fn refused(code: ErrorCode, message: &str) -> Verdict {
 impl DocTask {
     /// Check an edit and queue it for the next commit round (or answer it
     /// now: refused, or a resend of a committed op).
-    pub(super) async fn edit(&mut self, origin: Origin, edit: Edit) -> Result<(), HubError> {
+    pub(super) async fn edit(
+        &mut self,
+        origin: Origin,
+        edit: Edit,
+        span: tracing::Span,
+    ) -> Result<(), HubError> {
         let Some(author) = self.author(&origin) else {
             // The socket left meanwhile.
             return Ok(());
@@ -250,6 +259,8 @@ impl DocTask {
             attempts: 0,
             outages: 0,
             bytes,
+            span,
+            commit: tracing::Span::none(),
         }));
         Ok(())
     }
@@ -278,6 +289,8 @@ impl DocTask {
             attempts: 0,
             outages: 0,
             bytes: 0,
+            span: tracing::Span::none(),
+            commit: tracing::Span::none(),
         }
     }
 
@@ -372,6 +385,9 @@ impl DocTask {
                 continue;
             }
             metrics::histogram!("tandem_commit_batch_ops").record(items.len() as f64);
+            for q in &items {
+                q.commit.record("batch", items.len());
+            }
             let batch = CommitBatch {
                 base: head,
                 records,
@@ -429,7 +445,10 @@ impl DocTask {
         }
         metrics::histogram!("tandem_rebase_depth")
             .record(self.state.version().saturating_sub(q.base) as f64 + batch.len() as f64);
-        let op = match batch.rebase(&self.state, q.base, q.op.clone(), q.tie) {
+        let rebase = child_span(&q.span, "op.rebase");
+        let rebased = rebase.in_scope(|| batch.rebase(&self.state, q.base, q.op.clone(), q.tie));
+        drop(rebase);
+        let op = match rebased {
             Ok(op) => op,
             Err(e) => {
                 let verdict = self.unrebasable(&q.author, seq, e).await?;
@@ -461,6 +480,8 @@ impl DocTask {
             time,
         };
         let undo = step_push(&q.origin, &q.author.user, entry, last_step);
+        let mut q = q;
+        q.commit = child_span(&q.span, "op.commit");
         let rec = CommitRecord {
             op,
             user: q.author.user.clone(),
@@ -468,6 +489,7 @@ impl DocTask {
             seq,
             time,
             undo: Some(undo),
+            trace: crate::otel::traceparent(&q.commit),
         };
         Ok(Some((q, rec)))
     }
@@ -697,5 +719,17 @@ fn step_push(
         entry,
         replace_top_at,
         clear_redo: true,
+    }
+}
+
+/// A span for one step of a traced edit, under `parent`; none when the
+/// edit is not traced (nothing is made on the hot path then).
+fn child_span(parent: &tracing::Span, name: &'static str) -> tracing::Span {
+    if parent.is_none() {
+        return tracing::Span::none();
+    }
+    match name {
+        "op.rebase" => tracing::info_span!(parent: parent, "op.rebase"),
+        _ => tracing::info_span!(parent: parent, "op.commit", batch = tracing::field::Empty),
     }
 }

@@ -33,10 +33,24 @@ impl ConnHandle {
     }
 
     /// Submit an op (decoded, not yet validated against the document).
+    /// Submit an op, not traced.
     pub async fn op(&self, version: u64, seq: u64, op: Operation) -> Result<(), HubError> {
+        self.op_in(version, seq, op, tracing::Span::none()).await
+    }
+
+    /// [`Self::op`] under `span`, its receipt span, which the commit's
+    /// spans continue.
+    pub async fn op_in(
+        &self,
+        version: u64,
+        seq: u64,
+        op: Operation,
+        span: tracing::Span,
+    ) -> Result<(), HubError> {
         self.send(Cmd::Edit {
             origin: Origin::Socket { conn: self.id, seq },
             edit: Edit::Op { version, op },
+            span,
         })
         .await
     }

@@ -242,6 +242,8 @@ impl Hub {
                 reply,
             },
             edit: edit.clone(),
+            // The REST request's span (it follows an incoming traceparent).
+            span: crate::otel::edit_span(),
         })
         .await
     }

@@ -59,6 +59,8 @@ impl DocTask {
 
     /// Tell every local connection: its own op becomes an ack, others an op.
     pub(super) fn fanout(&mut self, rec: &Record) {
+        let span = crate::otel::fanout_span(rec.version, rec.trace.as_deref());
+        let _in = span.enter();
         let lag_ms = (self.hub.clock)().saturating_sub(rec.time).max(0);
         metrics::histogram!("tandem_fanout_lag_seconds").record(lag_ms as f64 / 1000.0);
         let op_msg = text(ServerMessage::Op {

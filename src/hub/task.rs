@@ -40,6 +40,8 @@ pub(super) enum Cmd {
     Edit {
         origin: Origin,
         edit: Edit,
+        /// The edit's receipt span (none when traces are not exported).
+        span: tracing::Span,
     },
     Cursor {
         conn: u64,
@@ -377,7 +379,7 @@ impl DocTask {
                 reply,
             } => self.join(*conn, resume, reply).await?,
             Cmd::Leave(id) => self.drop_conns(&[id], "left"),
-            Cmd::Edit { origin, edit } => self.edit(origin, edit).await?,
+            Cmd::Edit { origin, edit, span } => self.edit(origin, edit, span).await?,
             Cmd::Cursor {
                 conn,
                 version,

@@ -136,6 +136,7 @@ where
                     client: r.get("client"),
                     seq: r.get::<i64, _>("seq") as u64,
                     time: r.get("committed_at"),
+                    trace: None,
                 };
                 Record::from_wire(wire).map_err(|e| corrupt(e.to_string()))
             })

@@ -342,7 +342,15 @@ pub fn app(state: AppState) -> Router {
         .merge(docs)
         // Spans name the path only: query strings may carry tokens.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+                trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+            // A caller's W3C trace context: this request joins its trace.
+            if crate::otel::exporting() {
+                let tp = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+                crate::otel::follow(&span, tp);
+                crate::otel::note_ids(&span);
+            }
+            span
         }))
         .with_state(state)
 }

@@ -176,6 +176,7 @@ pub async fn upgrade(
     let max = state.config.max_frame_bytes;
     let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
     let sessions = state.sessions.clone();
+    let doc_name = doc.clone();
     Ok(ws
         .max_message_size(hard)
         .max_frame_size(hard)
@@ -183,7 +184,9 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             sessions.track_future(
                 async move {
-                    Session::new(state, conn).run(socket, outbound, live).await;
+                    Session::new(state, conn, doc_name)
+                        .run(socket, outbound, live)
+                        .await;
                     drop((slots, permit));
                 }
                 .instrument(span),
@@ -232,6 +235,8 @@ fn scoped_client(user: &str, client: String) -> Result<String, ApiError> {
 struct Session {
     state: AppState,
     conn: ConnHandle,
+    /// The document's id (for the spans of traced edits).
+    doc: String,
     ops: TokenBucket,
     cursors: TokenBucket,
     last_cursor_notice: Option<Instant>,
@@ -241,7 +246,7 @@ struct Session {
 type Local = mpsc::Sender<Outbound>;
 
 impl Session {
-    fn new(state: AppState, conn: ConnHandle) -> Self {
+    fn new(state: AppState, conn: ConnHandle, doc: String) -> Self {
         let now = Instant::now();
         let c = &state.config;
         let ops = TokenBucket::new(c.op_rate_per_sec, c.op_rate_burst, now);
@@ -249,6 +254,7 @@ impl Session {
         Self {
             state,
             conn,
+            doc,
             ops,
             cursors,
             last_cursor_notice: None,
@@ -370,7 +376,8 @@ impl Session {
                     }
                     Err(e) => return Some(error_msg(ErrorCode::BadOp, &e.to_string(), Some(seq))),
                 };
-                self.conn.op(version, seq, op).await
+                let span = crate::otel::receipt_span(&self.doc, seq);
+                self.conn.op_in(version, seq, op, span).await
             }
             ClientMessage::Cursor {
                 version,

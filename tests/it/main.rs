@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod metadata;
 mod ot_simulation;
+mod otel;
 mod postgres;
 mod resume;
 mod server;

@@ -50,6 +50,7 @@ impl Server {
             client: from.into(),
             seq: msg.seq,
             time: 0,
+            trace: None,
         });
         self.doc.apply(rec.clone()).map_err(|e| e.to_string())?;
         self.last.insert(from.into(), (msg.seq, rec.version));

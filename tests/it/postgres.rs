@@ -29,6 +29,7 @@ fn rec(version: u64, op: tandem::ot::Operation, client: &str, seq: u64) -> Arc<R
         client: client.into(),
         seq,
         time: 1000 + version as i64,
+        trace: None,
     })
 }
 

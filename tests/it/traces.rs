@@ -30,6 +30,7 @@ fn sequential_traces_replay_to_their_end_content() {
                 client: "c".into(),
                 seq: i as u64 + 1,
                 time: 0,
+                trace: None,
             };
             doc.apply(Arc::new(rec)).unwrap();
         }

@@ -181,6 +181,7 @@ pub(crate) async fn persist(
                             client: "c".into(),
                             seq: (round * rows + k + 1) as u64,
                             time: 0,
+                            trace: None,
                         })
                     })
                     .collect();

@@ -110,6 +110,7 @@ mod tests {
             client: format!("c{version}"),
             seq: 1,
             time: 0,
+            trace: None,
         })
     }
 

@@ -26,6 +26,9 @@ pub struct Record {
     pub seq: u64,
     /// Commit time, milliseconds since the Unix epoch.
     pub time: i64,
+    /// The W3C `traceparent` of the edit's commit, when it is traced: the
+    /// instances that fan it out join its trace. Not stored.
+    pub trace: Option<String>,
 }
 
 /// Wire/storage form of a record (op as its JSON array).
@@ -37,6 +40,8 @@ pub struct RecordWire {
     pub client: String,
     pub seq: u64,
     pub time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl Record {
@@ -48,6 +53,7 @@ impl Record {
             client: self.client.clone(),
             seq: self.seq,
             time: self.time,
+            trace: self.trace.clone(),
         }
     }
 
@@ -61,6 +67,7 @@ impl Record {
             client: w.client,
             seq: w.seq,
             time: w.time,
+            trace: w.trace,
         })
     }
 }
@@ -464,6 +471,7 @@ mod tests {
             client: "c".into(),
             seq: version,
             time: 0,
+            trace: None,
         })
     }
 

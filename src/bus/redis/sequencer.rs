@@ -22,6 +22,7 @@ fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
         client: r.client.clone(),
         seq: r.seq,
         time: r.time,
+        trace: r.trace.clone(),
     })
     .map_err(|e| BusError::Corrupt(e.to_string()))?;
     full.strip_prefix("{\"version\":0,")
