@@ -30,7 +30,28 @@ fn compose_file_has_the_topology_operators_rely_on() {
     let services = compose["services"].as_mapping().expect("services");
     let svc = |name: &str| &compose["services"][name];
     let names: Vec<&str> = services.keys().filter_map(|k| k.as_str()).collect();
-    assert_eq!(names, ["redis", "postgres", "tandem", "nginx"]);
+    // The deployment, and the optional observability profile (traces,
+    // metrics, dashboards) that `docker compose up` alone does not start.
+    let (core, optional): (Vec<&str>, Vec<&str>) =
+        names.iter().partition(|s| svc(s)["profiles"].is_null());
+    assert_eq!(core, ["redis", "postgres", "tandem", "nginx"]);
+    assert_eq!(optional, ["jaeger", "prometheus", "grafana"]);
+    for s in &optional {
+        assert_eq!(svc(s)["profiles"][0], "observability", "{s}");
+    }
+    for file in [
+        "observability/prometheus.yml",
+        "observability/alerts.yml",
+        "observability/grafana-dashboard.json",
+        "observability/grafana-provisioning/datasources/prometheus.yml",
+    ] {
+        assert!(
+            raw.contains(&format!("./{file}"))
+                || raw.contains("./observability/grafana-provisioning"),
+            "{file} not mounted"
+        );
+        read(file);
+    }
     // Redis: AOF every second, on a volume.
     let redis_cmd = serde_yaml::to_string(&svc("redis")["command"]).unwrap();
     assert!(
@@ -68,7 +89,13 @@ fn compose_file_has_the_topology_operators_rely_on() {
             .unwrap_or_else(|| panic!("{s}: no image"));
         if svc(s)["build"].is_null() {
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
-            let version: Vec<&str> = tag.split('-').next().unwrap().split('.').collect();
+            let version: Vec<&str> = tag
+                .split('-')
+                .next()
+                .unwrap()
+                .trim_start_matches('v')
+                .split('.')
+                .collect();
             assert!(
                 (2..=3).contains(&version.len())
                     && version.iter().all(|p| p.parse::<u32>().is_ok()),
@@ -128,9 +155,17 @@ fn compose_file_has_the_topology_operators_rely_on() {
     );
     assert!(nginx["ports"].as_sequence().is_some_and(|p| !p.is_empty()));
     assert!(read("nginx.conf").contains("server tandem:8080 resolve"));
-    // Only nginx publishes ports.
+    // Only nginx publishes ports; the observability UIs only on loopback.
     for (name, s) in services {
-        if name.as_str() != Some("nginx") {
+        let name = name.as_str().unwrap_or("");
+        if optional.contains(&name) {
+            for p in s["ports"].as_sequence().into_iter().flatten() {
+                assert!(
+                    p.as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+                    "{name}: {p:?}"
+                );
+            }
+        } else if name != "nginx" {
             assert!(s["ports"].is_null(), "{name:?} publishes ports");
         }
     }
