@@ -80,7 +80,7 @@ pub(super) struct Queued {
 
 /// What waits for the next round, in arrival order.
 pub(super) enum Waiting {
-    Edit(Queued),
+    Edit(Box<Queued>),
     /// `undo` / `redo` from a socket: its step is taken from the stack when
     /// it reaches the front with no round in flight, so the stack holds
     /// every edit before it.
@@ -250,7 +250,7 @@ impl DocTask {
                 .await;
         }
         p.queued_bytes += bytes;
-        p.queue.push_back(Waiting::Edit(Queued {
+        p.queue.push_back(Waiting::Edit(Box::new(Queued {
             origin,
             author,
             base,
@@ -261,7 +261,7 @@ impl DocTask {
             bytes,
             span,
             commit: tracing::Span::none(),
-        }));
+        })));
         Ok(())
     }
 
@@ -361,7 +361,7 @@ impl DocTask {
                     Some(Waiting::Edit(_)) => match self.pipeline.queue.pop_front() {
                         Some(Waiting::Edit(q)) => {
                             self.pipeline.queued_bytes -= q.bytes;
-                            q
+                            *q
                         }
                         _ => break,
                     },
@@ -414,7 +414,7 @@ impl DocTask {
     fn requeue(&mut self, items: impl DoubleEndedIterator<Item = Queued>) {
         for q in items.rev() {
             self.pipeline.queued_bytes += q.bytes;
-            self.pipeline.queue.push_front(Waiting::Edit(q));
+            self.pipeline.queue.push_front(Waiting::Edit(Box::new(q)));
         }
     }
 
