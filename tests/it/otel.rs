@@ -243,3 +243,42 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         );
     }
 }
+
+/// With JSON logs, a log line written inside a traced request carries its
+/// trace and span ids, so a log line leads to its trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_trace_id() {
+    let (endpoint, _got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = tandem_testkit::TestServer::start_logged(
+        TANDEM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ],
+        &log,
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = reqwest::Client::new()
+        .get(server.http("/api/documents/nothing-here"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["span"]["trace_id"] == trace)
+        .unwrap_or_else(|| panic!("no log line with the trace id in:\n{text}"));
+    assert!(
+        line["span"]["span_id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 16),
+        "{line}"
+    );
+}
