@@ -445,7 +445,7 @@ impl DocTask {
         }
         metrics::histogram!("tandem_rebase_depth")
             .record(self.state.version().saturating_sub(q.base) as f64 + batch.len() as f64);
-        let rebase = child_span(&q.span, "op.rebase");
+        let rebase = rebase_span(&q.span);
         let rebased = rebase.in_scope(|| batch.rebase(&self.state, q.base, q.op.clone(), q.tie));
         drop(rebase);
         let op = match rebased {
@@ -481,7 +481,7 @@ impl DocTask {
         };
         let undo = step_push(&q.origin, &q.author.user, entry, last_step);
         let mut q = q;
-        q.commit = child_span(&q.span, "op.commit");
+        q.commit = commit_span(&q.span);
         let rec = CommitRecord {
             op,
             user: q.author.user.clone(),
@@ -722,14 +722,20 @@ fn step_push(
     }
 }
 
-/// A span for one step of a traced edit, under `parent`; none when the
+/// The span of a traced edit's rebase, under its receipt; none when the
 /// edit is not traced (nothing is made on the hot path then).
-fn child_span(parent: &tracing::Span, name: &'static str) -> tracing::Span {
-    if parent.is_none() {
+fn rebase_span(receipt: &tracing::Span) -> tracing::Span {
+    if receipt.is_none() {
         return tracing::Span::none();
     }
-    match name {
-        "op.rebase" => tracing::info_span!(parent: parent, "op.rebase"),
-        _ => tracing::info_span!(parent: parent, "op.commit", batch = tracing::field::Empty),
+    tracing::info_span!(parent: receipt, "op.rebase")
+}
+
+/// The span of a traced edit's commit round (its batch size recorded when
+/// the batch is built), under its receipt; none when not traced.
+fn commit_span(receipt: &tracing::Span) -> tracing::Span {
+    if receipt.is_none() {
+        return tracing::Span::none();
     }
+    tracing::info_span!(parent: receipt, "op.commit", batch = tracing::field::Empty)
 }

@@ -168,6 +168,33 @@ pub trait Accounts: Send + Sync {
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
 }
 
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    /// The user `sql` (selecting the `UserRow` columns) finds by `key`.
+    async fn user_where(
+        &self,
+        sql: &'static str,
+        key: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UserRow {
+            id: r.get("id"),
+            username: r.get("username"),
+            name: r.get("name"),
+            password_hash: r.get("password_hash"),
+        }))
+    }
+}
+
 // The bounds are those of `Documents for SqlStore<DB>` (`documents.rs`).
 #[async_trait]
 impl<DB> Accounts for SqlStore<DB>
@@ -195,30 +222,19 @@ where
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, username, name, password_hash FROM users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| UserRow {
-            id: r.get("id"),
-            username: r.get("username"),
-            name: r.get("name"),
-            password_hash: r.get("password_hash"),
-        }))
+        self.user_where(
+            "SELECT id, username, name, password_hash FROM users WHERE username = $1",
+            username,
+        )
+        .await
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query("SELECT id, username, name, password_hash FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| UserRow {
-            id: r.get("id"),
-            username: r.get("username"),
-            name: r.get("name"),
-            password_hash: r.get("password_hash"),
-        }))
+        self.user_where(
+            "SELECT id, username, name, password_hash FROM users WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     async fn token_state(

@@ -92,9 +92,7 @@ pub async fn register(
             "usernames are 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit".into(),
         ));
     }
-    if !valid_password(&body.password) {
-        return Err(ApiError::BadRequest("passwords are 8-256 bytes".into()));
-    }
+    check_new_password(&body.password)?;
     let name = body.name.unwrap_or_else(|| body.username.clone());
     if !valid_name(&name) {
         return Err(ApiError::BadRequest(
@@ -124,6 +122,34 @@ pub async fn register(
             token,
         }),
     ))
+}
+
+/// A new password obeys the rule, or 400.
+fn check_new_password(p: &str) -> Result<(), ApiError> {
+    if valid_password(p) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("passwords are 8-256 bytes".into()))
+    }
+}
+
+/// The login limit's key: guesses at `username` from the address `ip`.
+fn login_key(username: &str, ip: &str) -> String {
+    format!("{username}@{ip}")
+}
+
+/// Whether `password` matches `hash` (none: an unknown user, checked
+/// against a dummy hash so it costs the same), verified on the hash
+/// threads.
+async fn password_matches(
+    state: &AppState,
+    password: String,
+    hash: Option<String>,
+) -> Result<bool, ApiError> {
+    state
+        .abuse
+        .hash(move || verify_password(&password, hash.as_deref().unwrap_or_else(|| dummy_hash())))
+        .await
 }
 
 /// The key the request's client address is limited under.
@@ -159,19 +185,12 @@ pub async fn login(
     // place are limited, and nobody elsewhere can lock its owner out.
     state
         .abuse
-        .check(Limit::LoginUser, &format!("{}@{ip}", body.username))
+        .check(Limit::LoginUser, &login_key(&body.username, &ip))
         .await?;
     let user = state.store.user_by_username(&body.username).await?;
+    // An unknown user costs a hash too.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = body.password;
-    // An unknown user costs a hash too (made once, on the hash threads).
-    let ok = state
-        .abuse
-        .hash(move || match hash {
-            Some(h) => verify_password(&password, &h),
-            None => verify_password(&password, dummy_hash()),
-        })
-        .await?;
+    let ok = password_matches(&state, body.password, hash).await?;
     // Same answer for an unknown user and a wrong password.
     let user = user
         .filter(|_| ok)
@@ -248,18 +267,14 @@ async fn verified_user(
     };
     state
         .abuse
-        .check(Limit::LoginUser, &format!("{name}@{ip}"))
+        .check(Limit::LoginUser, &login_key(name, ip))
         .await?;
     let user = state
         .store
         .user_by_id(&c.sub)
         .await?
         .ok_or(ApiError::Unauthorized("this token was revoked"))?;
-    let hash = user.password_hash.clone();
-    let ok = state
-        .abuse
-        .hash(move || verify_password(&password, &hash))
-        .await?;
+    let ok = password_matches(state, password, Some(user.password_hash.clone())).await?;
     if !ok {
         return Err(ApiError::Unauthorized("wrong password"));
     }
@@ -281,9 +296,7 @@ pub async fn change_password(
     let c = who.user()?.clone();
     let ip = address_of(&state, &req);
     let ApiJson(body) = ApiJson::<PasswordBody>::from_request_inner(req, &state).await?;
-    if !valid_password(&body.new_password) {
-        return Err(ApiError::BadRequest("passwords are 8-256 bytes".into()));
-    }
+    check_new_password(&body.new_password)?;
     let user = verified_user(&state, &ip, &c, body.current_password).await?;
     let password = body.new_password;
     let hash = state.abuse.hash(move || hash_password(&password)).await?;
