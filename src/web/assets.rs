@@ -19,27 +19,77 @@ struct Asset {
 }
 
 macro_rules! assets {
-    ($($name:literal => $mime:literal),* $(,)?) => {
-        &[$(Asset {
+    ($($dir:literal: { $($name:literal => $mime:literal),* $(,)? })*) => {
+        &[$($(Asset {
             name: $name,
             mime: $mime,
-            body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/static/", $name)),
-        }),*]
+            body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $name)),
+        },)*)*]
     };
 }
 
+/// Served as `/assets/{name}`: the pages, styles and scripts of `web/static`
+/// (the vendored bundles under `vendor/` are listed by `web/build.mjs`), and
+/// the protocol client from its package, `web/client`.
 static ASSETS: &[Asset] = assets! {
-    "index.html" => "text/html; charset=utf-8",
-    "app.js" => "text/javascript; charset=utf-8",
-    "editor.js" => "text/javascript; charset=utf-8",
-    "tandem-client.js" => "text/javascript; charset=utf-8",
-    "style.css" => "text/css; charset=utf-8",
-    "favicon.svg" => "image/svg+xml",
-    "vendor/codemirror.js" => "text/javascript; charset=utf-8",
+    "web/static": {
+        "index.html" => "text/html; charset=utf-8",
+        "app.js" => "text/javascript; charset=utf-8",
+        "editor.js" => "text/javascript; charset=utf-8",
+        "cm-editor.js" => "text/javascript; charset=utf-8",
+        "monaco-editor.js" => "text/javascript; charset=utf-8",
+        "style.css" => "text/css; charset=utf-8",
+        "favicon.svg" => "image/svg+xml",
+        // vendor files: written by web/build.mjs
+        "vendor/cm/chunk-3H43PHPM.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/chunk-4IZH5DVO.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/chunk-HMEBEWP3.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/chunk-SSBRMLCQ.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/chunk-WQCI2QWW.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/chunk-ZP5OUT56.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-2FIQMS37.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-5AC6URMU.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-5RFYHGAI.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-B2WO5LDW.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-GDZP3BAZ.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-JZASRS6U.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-PEZUJIZR.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-QLW37VYK.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-S63BNLTH.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-U7D6KFJD.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-VB25MQJU.js" => "text/javascript; charset=utf-8",
+        "vendor/cm/dist-YB4TZLFH.js" => "text/javascript; charset=utf-8",
+        "vendor/codemirror.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/chunk-PE5CAUAH.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/chunk-QCNLGKCZ.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/chunk-XNZRITFD.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/cpp-QQOZNFZJ.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/css-RFMMGZES.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/go-3NJHUSX7.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/html-V5FVH5JA.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/java-DKVIXUZZ.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/javascript-Z3NUIJDL.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/markdown-S6623E66.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/python-5GBFKKUR.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/rust-YZMQ47MP.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/sql-WETD2ZPF.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/typescript-YVKQLWTX.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/chunks/yaml-4AIJSWWQ.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/codicon.ttf" => "font/ttf",
+        "vendor/monaco/editor.worker.js" => "text/javascript; charset=utf-8",
+        "vendor/monaco/monaco.css" => "text/css; charset=utf-8",
+        "vendor/monaco/monaco.js" => "text/javascript; charset=utf-8",
+        // end of vendor files
+    }
+    "web/client": {
+        "tandem-client.js" => "text/javascript; charset=utf-8",
+    }
 };
 
 /// Scripts and styles from this origin only; sockets to this origin. CodeMirror
-/// injects its own `<style>` elements, hence `'unsafe-inline'` for styles only.
+/// and Monaco inject their own `<style>` elements, hence `'unsafe-inline'` for
+/// styles only. Monaco's worker and font come from this origin too (workers
+/// fall back to `script-src`, fonts to `default-src`).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; \
                    base-uri 'none'; form-action 'self'";
@@ -119,6 +169,42 @@ mod tests {
         assert_eq!(
             serve("../Cargo.toml", &HeaderMap::new()).status(),
             StatusCode::NOT_FOUND
+        );
+    }
+
+    fn files(dir: &std::path::Path, out: &mut Vec<String>, base: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out, base);
+            } else {
+                let rel = path.strip_prefix(base).unwrap();
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+
+    /// A file in web/static the table leaves out would be a 404 in the
+    /// browser (a lazily loaded chunk fails only when first needed); one the
+    /// table names that is gone fails the build.
+    #[test]
+    fn every_file_of_the_browser_client_is_served() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/static");
+        let mut on_disk = Vec::new();
+        files(&base, &mut on_disk, &base);
+        on_disk.push("tandem-client.js".into());
+        for f in &on_disk {
+            assert!(
+                ASSETS.iter().any(|a| &a.name == f),
+                "web/static/{f} is not in the asset table (run `npm run build` in web/)"
+            );
+        }
+        assert_eq!(on_disk.len(), ASSETS.len(), "the table lists a file twice");
+        let worker = serve("vendor/monaco/editor.worker.js", &HeaderMap::new());
+        assert_eq!(worker.status(), StatusCode::OK);
+        assert_eq!(
+            serve("vendor/monaco/codicon.ttf", &HeaderMap::new()).headers()[header::CONTENT_TYPE],
+            "font/ttf"
         );
     }
 }

@@ -1,0 +1,1 @@
+import{a,b,c,d,e}from"./chunk-ZP5OUT56.js";import"./chunk-WQCI2QWW.js";import"./chunk-HMEBEWP3.js";import"./chunk-4IZH5DVO.js";import"./chunk-3H43PHPM.js";import"./chunk-SSBRMLCQ.js";export{e as autoCloseTags,d as html,a as htmlCompletionSource,b as htmlCompletionSourceWith,c as htmlLanguage};
