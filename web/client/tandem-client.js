@@ -302,6 +302,54 @@ export function splice(len, from, to, text) {
   return new OpBuilder().retain(from).delete(to - from).insert(text).retain(len - to).build();
 }
 
+// ---------------------------------------------------------------- UTF-16 editors
+
+/**
+ * An editor's changes to `old` — `{from, to, insert}` in UTF-16 offsets of
+ * `old`, ascending and not overlapping (CodeMirror's and Monaco's change
+ * events, once sorted) — as one code-point op on `old`.
+ */
+export function fromUtf16Changes(old, changes) {
+  const op = new OpBuilder();
+  let u = 0; // UTF-16 position in old
+  for (const { from, to, insert } of changes) {
+    op.retain(cpLength(old.slice(u, from)))
+      .delete(cpLength(old.slice(from, to)))
+      .insert(insert);
+    u = to;
+  }
+  return op.retain(cpLength(old.slice(u))).build();
+}
+
+/**
+ * A code-point op on `doc` as `{from, to, insert}` changes in UTF-16 offsets,
+ * all in `doc`'s coordinates, ascending and not touching (an insert followed
+ * by a delete at its position is one replacement), to apply to an editor as
+ * one batch.
+ */
+export function toUtf16Changes(doc, op) {
+  const changes = [];
+  const push = (from, to, insert) => {
+    const last = changes[changes.length - 1];
+    // An insert and the delete right after it: one replacement.
+    if (last && last.to === from) {
+      last.to = to;
+      last.insert += insert;
+    } else changes.push({ from, to, insert });
+  };
+  let u = 0;
+  for (const c of op) {
+    if (typeof c === "string") push(u, u, c);
+    else if (c > 0) u = cpToUtf16(doc, c, u);
+    else {
+      const to = cpToUtf16(doc, -c, u);
+      push(u, to, "");
+      u = to;
+    }
+  }
+  return changes;
+}
+
 // ---------------------------------------------------------------- client state
 
 /**
@@ -425,7 +473,7 @@ function randomId() {
  * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
  * to the editor), `status` {state: "connecting"|"online"|"offline", pending,
  * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `meta`
- * {title, tags, views} (replicated metadata), `error`
+ * {title, tags, views, language, language_set} (replicated metadata), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
  * deleted, replaced by another tab).
  */
@@ -645,10 +693,13 @@ export class TandemClient {
         this.emit("users", this.userList());
         this.#emitCursors();
         return;
-      case "meta":
-        this.meta = { title: msg.title, tags: msg.tags, views: msg.views };
-        this.emit("meta", this.meta);
+      case "meta": {
+        // Every field the server sends (title, tags, views, language, …).
+        const { type: _type, ...meta } = msg;
+        this.meta = meta;
+        this.emit("meta", meta);
         return;
+      }
       case "role":
         this.role = msg.role;
         this.emit("role", msg.role);

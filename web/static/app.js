@@ -247,7 +247,7 @@ function docRow(d, reload, err) {
   const owner = d.role === "owner";
   const canEdit = d.role !== "viewer";
   const when = d.updated_at ? new Date(d.updated_at).toLocaleString() : "";
-  const titleCell = h("td", {}, h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document" }));
+  const titleCell = h("td.title", {}, h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document", title: d.title }));
   function panel(...children) {
     sub.replaceChildren(h("td", { colspan: 4 }, h("div.row", {}, ...children)));
     sub.hidden = false;

@@ -1,111 +1,24 @@
-// The editor page: CodeMirror 6 bound to a TandemClient. Converts between
-// CodeMirror's UTF-16 offsets and the protocol's code points at this edge, draws
-// remote carets and selections in each user's colour with a name label, shows
-// who is here and the connection state ("saved", "saving…", "offline — N edits
-// pending"), and turns read-only for viewers.
-import {
-  EditorState,
-  EditorView,
-  StateField,
-  StateEffect,
-  Annotation,
-  Transaction,
-  Compartment,
-  Decoration,
-  WidgetType,
-  keymap,
-  lineNumbers,
-  highlightActiveLine,
-  highlightActiveLineGutter,
-  drawSelection,
-  placeholder,
-  defaultKeymap,
-  indentWithTab,
-} from "./vendor/codemirror.js";
-import { TandemClient, OpBuilder, cpLength, cpToUtf16 } from "./tandem-client.js";
+// The editor page, whichever editor it shows: the top bar (title, language,
+// presence, the connection state, the editor switch, History), the history
+// panel, tags, banners, and the TandemClient session. The text editor itself
+// is an adapter module loaded for the page — cm-editor.js (CodeMirror, the
+// default) or monaco-editor.js (`?editor=monaco`) — with one interface:
+//
+//   createEditor(host, {content, readOnly, language}, hooks) → editor
+//   hooks:  edit(op), cursor(anchor, head), undo(), redo()  (code points)
+//   editor: reset(text), applyRemote(op), setCursors(list), setReadOnly(bool),
+//           setLanguage(id), text(), focus(), destroy(), language, kind
+import { TandemClient, cpLength } from "./tandem-client.js";
 
-const remote = Annotation.define();
-const setCursors = StateEffect.define();
+export const EDITORS = {
+  codemirror: { label: "CodeMirror", module: "./cm-editor.js" },
+  monaco: { label: "Monaco", module: "./monaco-editor.js" },
+};
 
-class CaretWidget extends WidgetType {
-  constructor(name, color) {
-    super();
-    this.name = name;
-    this.color = color;
-  }
-  eq(o) {
-    return o.name === this.name && o.color === this.color;
-  }
-  toDOM() {
-    const el = document.createElement("span");
-    el.className = "cm-remote-caret";
-    el.style.setProperty("--c", this.color);
-    const label = document.createElement("span");
-    label.className = "cm-remote-label";
-    label.textContent = this.name;
-    el.append(label);
-    return el;
-  }
-  ignoreEvent() {
-    return true;
-  }
-}
-
-// Remote carets, in UTF-16 offsets of the current document.
-const cursorField = StateField.define({
-  create: () => Decoration.none,
-  update(deco, tr) {
-    deco = deco.map(tr.changes);
-    for (const e of tr.effects) if (e.is(setCursors)) deco = e.value;
-    return deco;
-  },
-  provide: (f) => EditorView.decorations.from(f),
-});
-
-function cursorDecorations(doc, cursors) {
-  const ranges = [];
-  const len = doc.length;
-  for (const c of cursors) {
-    const a = Math.min(len, cpToUtf16(doc, c.anchor));
-    const hd = Math.min(len, cpToUtf16(doc, c.head));
-    const from = Math.min(a, hd);
-    const to = Math.max(a, hd);
-    if (from < to) {
-      ranges.push(Decoration.mark({ attributes: { style: `background-color: ${c.color}33`, "data-remote-selection": c.user } }).range(from, to));
-    }
-    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color), side: 1 }).range(hd));
-  }
-  return Decoration.set(ranges, true);
-}
-
-/** A CodeMirror transaction's changes as one code-point op on its start document. */
-function toOp(tr) {
-  const old = tr.startState.doc.toString();
-  const op = new OpBuilder();
-  let u = 0; // UTF-16 position in old
-  tr.changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
-    op.retain(cpLength(old.slice(u, fromA)))
-      .delete(cpLength(old.slice(fromA, toA)))
-      .insert(inserted.toString());
-    u = toA;
-  });
-  return op.retain(cpLength(old.slice(u))).build();
-}
-
-/** A code-point op as CodeMirror changes on `doc` (all in `doc`'s coordinates). */
-function toChanges(doc, op) {
-  const changes = [];
-  let u = 0;
-  for (const c of op) {
-    if (typeof c === "string") changes.push({ from: u, insert: c });
-    else if (c > 0) u = cpToUtf16(doc, c, u);
-    else {
-      const to = cpToUtf16(doc, -c, u);
-      changes.push({ from: u, to });
-      u = to;
-    }
-  }
-  return changes;
+/** The editor `?editor=` names (CodeMirror unless it says monaco). */
+export function editorKind(search) {
+  const k = new URLSearchParams(search).get("editor");
+  return Object.prototype.hasOwnProperty.call(EDITORS, k) ? k : "codemirror";
 }
 
 function initials(name) {
@@ -114,15 +27,28 @@ function initials(name) {
   return chars.map((p) => Array.from(p)[0] || "").join("").toUpperCase().slice(0, 4);
 }
 
-export function openEditor({ main, topSlot, id, h, api, session, go }) {
+export function openEditor({ main, topSlot, id, h, api, session }) {
+  const kind = editorKind(location.search);
+  const other = kind === "monaco" ? "codemirror" : "monaco";
   const status = h("span.status.saving", { "data-status": "connecting", text: "connecting…", role: "status" });
   const presence = h("div.presence", { "aria-label": "People here" });
   const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200 });
-  const back = h("a", { href: "/", "data-nav": true, text: "← Documents" });
-  const historyBtn = h("button", { text: "History", "aria-expanded": "false" });
-  topSlot.append(back, title, presence, status, historyBtn);
+  const back = h("a.back", { href: "/", "data-nav": true, text: "← Documents", title: "All documents" });
+  const language = h("select.lang-select", { "aria-label": "Language", disabled: true });
+  const switcher = h("a.editor-switch", {
+    href: `/d/${id}${other === "codemirror" ? "" : `?editor=${other}`}`,
+    "data-nav": true,
+    "data-editor": other,
+    text: EDITORS[other].label,
+    title: `Open this document in ${EDITORS[other].label}`,
+  });
+  const historyBtn = h("button.history-btn", { text: "History", "aria-expanded": "false" });
+  topSlot.append(
+    h("div.top-doc", {}, back, title),
+    h("div.top-tools", {}, language, switcher, presence, status, historyBtn),
+  );
   const banner = h("div.banner", { hidden: true, role: "alert" });
-  const host = h("div.editor-host");
+  const host = h("div.editor-host", { "data-editor": kind });
   const tags = h("div.tags", { "aria-label": "Tags" });
   const views = h("span.muted", { id: "doc-views" });
   const foot = h("div.foot", {}, h("span", {}, h("span", { id: "doc-info" }), " · ", views), tags, h("span.muted", { text: "Ctrl/Cmd-Z undoes your own edits only." }));
@@ -134,11 +60,13 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     if (!panel.hidden) loadHistory();
   });
 
-  const editable = new Compartment();
-  let view = null;
-  let applyingRemote = false;
+  let adapter = null; // the editor module
+  let editor = null; // its editor, once the document is loaded
   let closed = false;
+  let torn = false;
   let lastUsers = [];
+  let languages = []; // [{id, name, extensions}] from /api/languages
+  let meta = null;
 
   const client = new TandemClient({
     url: location.origin.replace(/^http/, "ws"),
@@ -153,85 +81,66 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     banner.hidden = !text;
   }
 
+  const readOnly = () => client.role === "viewer" || closed;
+
+  const hooks = {
+    edit: (op) => client.edit(op),
+    cursor: (anchor, head) => {
+      if (!readOnly()) client.setCursor(anchor, head);
+    },
+    undo: () => {
+      if (!readOnly()) client.undo();
+    },
+    redo: () => {
+      if (!readOnly()) client.redo();
+    },
+  };
+
   function setContent(content) {
-    if (!view) {
-      view = new EditorView({
-        parent: host,
-        state: EditorState.create({
-          doc: content,
-          extensions: [
-            lineNumbers(),
-            highlightActiveLineGutter(),
-            highlightActiveLine(),
-            drawSelection(),
-            EditorView.lineWrapping,
-            placeholder("Start typing…"),
-            // Undo/redo are the server's: per user, past everyone's later edits.
-            EditorView.domEventHandlers({ keydown: onHistoryKey, beforeinput: onHistoryInput }),
-            keymap.of([...defaultKeymap, indentWithTab]),
-            cursorField,
-            editable.of(editableExt(client.role)),
-            EditorView.updateListener.of(onUpdate),
-          ],
-        }),
-      });
-      view.focus();
+    if (!editor) {
+      editor = adapter.createEditor(host, { content, readOnly: readOnly(), language: meta ? meta.language : "plaintext" }, hooks);
+      editor.focus();
     } else {
-      applyingRemote = true;
-      view.dispatch({
-        changes: { from: 0, to: view.state.doc.length, insert: content },
-        annotations: [remote.of(true), Transaction.addToHistory.of(false)],
-      });
-      applyingRemote = false;
+      editor.reset(content);
     }
     drawCursors();
   }
 
-  // Ctrl/Cmd-Z: undo; Ctrl/Cmd-Shift-Z and Ctrl/Cmd-Y: redo.
-  function onHistoryKey(e) {
-    if (!(e.ctrlKey || e.metaKey) || e.altKey) return false;
-    const k = e.key.toLowerCase();
-    if (k !== "z" && k !== "y") return false;
-    e.preventDefault();
-    if (client.role === "viewer" || closed) return true;
-    if (k === "y" || e.shiftKey) client.redo();
-    else client.undo();
-    return true;
-  }
-
-  // The browser's own undo (menus, gestures) goes to the server too.
-  function onHistoryInput(e) {
-    if (e.inputType !== "historyUndo" && e.inputType !== "historyRedo") return false;
-    e.preventDefault();
-    if (client.role !== "viewer" && !closed) e.inputType === "historyUndo" ? client.undo() : client.redo();
-    return true;
-  }
-
-  function onUpdate(u) {
-    if (u.docChanged && !applyingRemote) {
-      for (const tr of u.transactions) {
-        if (!tr.docChanged || tr.annotation(remote)) continue;
-        client.edit(toOp(tr));
-      }
-    }
-    if ((u.selectionSet || u.docChanged) && !applyingRemote && client.role !== "viewer") {
-      const sel = u.state.selection.main;
-      const doc = u.state.doc;
-      const cp = (pos) => cpLength(doc.sliceString(0, pos));
-      client.setCursor(cp(sel.anchor), cp(sel.head));
-    }
-  }
-
   function drawCursors() {
-    if (!view) return;
-    const doc = view.state.doc.toString();
-    view.dispatch({ effects: setCursors.of(cursorDecorations(doc, client.cursorList())) });
+    if (editor) editor.setCursors(client.cursorList());
   }
 
-  function editableExt(role) {
-    const ro = role === "viewer" || closed;
-    return [EditorState.readOnly.of(ro), EditorView.editable.of(!ro)];
+  // ---- language
+
+  function renderLanguage() {
+    const set = meta && meta.language_set;
+    const effective = (meta && meta.language) || "plaintext";
+    const name = (lid) => (languages.find((l) => l.id === lid) || { name: lid }).name;
+    if (language.options.length !== languages.length + 1) {
+      language.replaceChildren(h("option", { value: "" }), ...languages.map((l) => h("option", { value: l.id, text: l.name })));
+    }
+    language.options[0].textContent = `Auto (from title)${set ? "" : `: ${name(effective)}`}`;
+    language.value = set ? effective : "";
+    language.dataset.language = effective;
+    language.disabled = readOnly() || languages.length === 0;
+    if (editor && editor.language !== effective) editor.setLanguage(effective);
   }
+
+  language.addEventListener("change", async () => {
+    try {
+      await api("PUT", `/api/documents/${id}`, { language: language.value });
+    } catch (e) {
+      showBanner("bad", e.message);
+      renderLanguage();
+    }
+  });
+
+  api("GET", "/api/languages")
+    .then((list) => {
+      languages = list;
+      renderLanguage();
+    })
+    .catch((e) => showBanner("bad", `The list of languages did not load: ${e.message}`));
 
   function renderStatus({ state }) {
     let cls;
@@ -379,22 +288,22 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     })
     .on("reset", ({ content }) => setContent(content))
     .on("remote", ({ op }) => {
-      if (!view) return;
+      if (!editor) return;
       showVersion();
-      applyingRemote = true;
-      view.dispatch({
-        changes: toChanges(view.state.doc.toString(), op),
-        annotations: [remote.of(true), Transaction.addToHistory.of(false)],
-      });
-      applyingRemote = false;
+      editor.applyRemote(op);
     })
     .on("cursors", () => drawCursors())
     .on("users", renderUsers)
-    .on("meta", renderMeta)
+    .on("meta", (m) => {
+      meta = m;
+      renderMeta(m);
+      renderLanguage();
+    })
     .on("status", renderStatus)
     .on("role", (role) => {
-      if (view) view.dispatch({ effects: editable.reconfigure(editableExt(role)) });
+      if (editor) editor.setReadOnly(readOnly());
       title.readOnly = role === "viewer";
+      renderLanguage();
     })
     .on("error", ({ code, message }) => {
       if (code === "rate_limited" || code === "internal") return; // retried by the client
@@ -402,7 +311,8 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     })
     .on("closed", ({ code, reason }) => {
       closed = true;
-      if (view) view.dispatch({ effects: editable.reconfigure(editableExt("viewer")) });
+      if (editor) editor.setReadOnly(true);
+      renderLanguage();
       const why =
         code === 4001
           ? "This document was opened in another tab with the same session; this tab stopped syncing."
@@ -443,14 +353,35 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     }
   };
   window.addEventListener("beforeunload", beforeUnload);
-  client.connect();
+  // The editor module first, then the session: the editor is made from the
+  // first init.
+  import(EDITORS[kind].module)
+    .then((mod) => {
+      if (torn) return;
+      adapter = mod;
+      client.connect();
+    })
+    .catch((e) => showBanner("bad", `The editor did not load: ${e.message}`));
   // For tests and debugging.
-  window.tandem = { client, get view() { return view; }, get users() { return lastUsers; } };
+  window.tandem = {
+    client,
+    kind,
+    get editor() {
+      return editor;
+    },
+    get view() {
+      return editor && editor.view;
+    },
+    get users() {
+      return lastUsers;
+    },
+  };
 
   return () => {
+    torn = true;
     window.removeEventListener("beforeunload", beforeUnload);
     client.close();
-    if (view) view.destroy();
+    if (editor) editor.destroy();
   };
 }
 

@@ -4,7 +4,7 @@
 // access closes the session.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { TandemClient, splice, cpLength } from "../static/tandem-client.js";
+import { TandemClient, splice, cpLength } from "../client/tandem-client.js";
 import { startServer, startProxy, rest, register, until, rng } from "./harness.mjs";
 
 const ALPHABET = ["a", "b", "c", " ", "\n", "é", "中", "😀", "👍🏽", "𝄞", "🇫🇷"];

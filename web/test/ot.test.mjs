@@ -15,7 +15,9 @@ import {
   cpToUtf16,
   utf16ToCp,
   OtState,
-} from "../static/tandem-client.js";
+  fromUtf16Changes,
+  toUtf16Changes,
+} from "../client/tandem-client.js";
 
 const V = JSON.parse(readFileSync(new URL("./vectors.json", import.meta.url), "utf8"));
 
@@ -27,6 +29,18 @@ test("vectors are present", () => {
 
 test("apply agrees with Rust", () => {
   for (const c of V.apply) assert.equal(apply(c.doc, c.op), c.result, JSON.stringify(c));
+});
+
+test("an op as UTF-16 editor changes and back (the CodeMirror and Monaco edge)", () => {
+  for (const c of V.apply) {
+    const changes = toUtf16Changes(c.doc, c.op);
+    // Ascending, not touching, all in the old document's UTF-16 offsets.
+    for (let i = 1; i < changes.length; i++) assert.ok(changes[i - 1].to < changes[i].from, JSON.stringify(changes));
+    let s = c.doc;
+    for (const ch of [...changes].reverse()) s = s.slice(0, ch.from) + ch.insert + s.slice(ch.to);
+    assert.equal(s, c.result, JSON.stringify(c));
+    assert.equal(apply(c.doc, fromUtf16Changes(c.doc, changes)), c.result, JSON.stringify(c));
+  }
 });
 
 test("compose agrees with Rust (component for component)", () => {
