@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, startProxy, register, rest, until } from "./harness.mjs";
+import { startServer, startProxy, register, rest, until, signedInPage } from "./harness.mjs";
 
 let server, proxy, browser, alice, bob, docId, aliceToken;
 const SHOTS = process.env.TANDEM_SCREENSHOTS;
@@ -268,15 +268,8 @@ test("Ctrl-Z undoes only my own edits; history restores a version; tags and titl
 test("a viewer gets a read-only editor, and deletion is explained", async () => {
   const carol = await register(server.http, "carol", "Carol");
   await rest(server.http, "PUT", `/api/documents/${docId}/members/carol`, { role: "viewer" }, aliceToken);
-  const ctx = await browser.newContext();
-  await ctx.addInitScript(
-    ([token, user]) => {
-      localStorage.setItem("tandem.token", token);
-      localStorage.setItem("tandem.user", user);
-    },
-    [carol.token, JSON.stringify(carol.user)],
-  );
-  const page = await ctx.newPage();
+  const page = await signedInPage(browser, carol);
+  const ctx = page.context();
   await page.goto(`${server.http}/d/${docId}`);
   await page.waitForSelector(".cm-content");
   await page.waitForSelector("text=You can view this document");

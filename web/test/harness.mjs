@@ -143,3 +143,22 @@ export function rng(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * A page in a new browser context of `browser`, signed in as `account` (what
+ * `register` returned: its token and user are put in localStorage before any
+ * script runs). `opts` are the context's options (viewport, colour scheme…).
+ */
+export async function signedInPage(browser, account, opts = {}) {
+  const ctx = await browser.newContext(opts);
+  await ctx.addInitScript(
+    ([token, user]) => {
+      localStorage.setItem("tandem.token", token);
+      localStorage.setItem("tandem.user", user);
+    },
+    [account.token, JSON.stringify(account.user)],
+  );
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => console.error(`[${account.user.username}] page error:`, e.message));
+  return page;
+}
