@@ -30,6 +30,7 @@ COPY crates crates
 COPY migrations migrations
 COPY web/static web/static
 COPY web/client/tandem-client.js web/client/tandem-client.js
+COPY docs/protocol.md docs/protocol.md
 COPY src src
 # COPY keeps the files' own (older) times: touch the crate roots the stub
 # build compiled, or cargo would take the stubs' output as up to date.

@@ -1,6 +1,6 @@
-// Rebuilds the vendored bundles the browser client imports. Run
-// `npm ci && npm run build` in web/ after changing package.json; commit the
-// output: the server embeds static/ and needs no npm step to run.
+// Rebuilds the vendored files the pages use. Run `npm ci && npm run build`
+// in web/ after changing package.json; commit the output: the server embeds
+// static/ and needs no npm step to run.
 //
 // - static/vendor/codemirror.js: CodeMirror (the editor page's default
 //   editor), with each language parser split into a lazily imported chunk
@@ -8,12 +8,14 @@
 // - static/vendor/monaco/: Monaco (`/d/{id}?editor=monaco`), loaded only on
 //   that page: monaco.js + monaco.css + codicon.ttf, the editor worker, and
 //   one chunk per language tokenizer.
+// - static/vendor/swagger-ui/: the API reference page's files (/docs),
+//   copied as the swagger-ui-dist package ships them.
 //
 // Every output file is registered in src/web/assets.rs: this script rewrites
 // the block between its `vendor files` markers (a Rust test checks that every
 // file under web/static is registered).
 import { build } from "esbuild";
-import { readdirSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const common = {
@@ -55,6 +57,11 @@ for (const f of readdirSync("static/vendor/monaco/chunks")) {
   if (f.endsWith(".css")) rmSync(join("static/vendor/monaco/chunks", f));
 }
 
+mkdirSync("static/vendor/swagger-ui", { recursive: true });
+for (const f of ["swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"]) {
+  copyFileSync(`node_modules/swagger-ui-dist/${f}`, `static/vendor/swagger-ui/${f}`);
+}
+
 // ---- register the outputs in src/web/assets.rs
 
 const MIME = {
@@ -74,7 +81,7 @@ const files = walk("static/vendor")
   .map((p) => relative("static", p))
   .sort();
 const lines = files.map((f) => {
-  const mime = MIME[f.slice(f.lastIndexOf("."))];
+  const mime = f.endsWith("/LICENSE") ? "text/plain; charset=utf-8" : MIME[f.slice(f.lastIndexOf("."))];
   if (!mime) throw new Error(`no MIME type for ${f}`);
   return `        "${f}" => "${mime}",`;
 });

@@ -1,7 +1,7 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
 //! document state and rebasing (`doc`), the wire protocol (`protocol`), the
 //! client state machine (`client`), undo stacks (`undo`), metadata CRDTs
-//! (`meta`), abuse limits as data (`limits`) and the fuzz entry points
+//! (`meta`), document languages (`language`), abuse limits as data (`limits`) and the fuzz entry points
 //! (`fuzzing`). The server crate `tandem` re-exports every module under the
 //! same name.
 //!
@@ -14,6 +14,7 @@ pub mod client;
 pub mod doc;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod language;
 pub mod limits;
 pub mod meta;
 pub mod ot;
