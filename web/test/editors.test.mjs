@@ -234,6 +234,8 @@ test("the highlighting follows the system's light or dark setting, live", async 
 });
 
 test("the editor switch moves between CodeMirror and Monaco on the same document", async () => {
+  // On a 980 px screen the title keeps room beside the tools.
+  assert.ok((await bob.evaluate(() => document.querySelector(".doc-title").clientWidth)) >= 150, "the title has room");
   await bob.click("a.editor-switch");
   await bob.waitForSelector(".monaco-editor .view-lines");
   assert.match(bob.url(), /\?editor=monaco$/);
