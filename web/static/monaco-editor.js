@@ -8,7 +8,8 @@
 import * as monaco from "./vendor/monaco/monaco.js";
 import { cpLength, cpToUtf16, fromUtf16Changes, toUtf16Changes } from "./tandem-client.js";
 
-// Monaco's worker (diffs, word ranges) from this origin, as a module worker.
+// Monaco's editor worker, for the features that want one, from this origin
+// as a module worker (the page's CSP allows workers from 'self' only).
 self.MonacoEnvironment = {
   getWorker: () => new Worker(new URL("./vendor/monaco/editor.worker.js", import.meta.url), { type: "module", name: "monaco-editor" }),
 };

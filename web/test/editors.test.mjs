@@ -16,8 +16,25 @@ const SHOTS = process.env.TANDEM_SCREENSHOTS;
 let server, browser, alice, bob, docId;
 const users = {};
 
-const pageFor = (account, opts = {}) =>
-  signedInPage(browser, account, { viewport: { width: 980, height: 620 }, deviceScaleFactor: 1, ...opts });
+const pageFor = async (account, opts = {}) =>
+  watch(await signedInPage(browser, account, { viewport: { width: 980, height: 620 }, deviceScaleFactor: 1, ...opts }));
+
+// Everything the pages ask for and complain about: no request may leave the
+// server, and the page's CSP must not block anything (Monaco's worker, font
+// and styles included).
+const offsite = [];
+const violations = [];
+const workers = [];
+function watch(p) {
+  p.on("request", (r) => {
+    if (!r.url().startsWith(server.http) && !r.url().startsWith("ws://" + server.addr) && !r.url().startsWith("data:") && !r.url().startsWith("blob:")) offsite.push(r.url());
+  });
+  p.on("console", (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text());
+  });
+  p.on("worker", (w) => workers.push(w.url()));
+  return p;
+}
 
 before(async () => {
   server = await startServer();
@@ -81,6 +98,22 @@ test("a Monaco user and a CodeMirror user typing at once, emoji included, conver
     bob.keyboard.type("CodeMirror waves 🇫🇷 𝄞 back! ", { delay: 12 }),
   ]);
   let t = await converged([alice, bob]);
+  // Monaco's worker is served from the binary and starts under the page's
+  // CSP (the editor spawns it only for features that need one).
+  const url = `${server.http}/assets/vendor/monaco/editor.worker.js`;
+  const started = await alice.evaluate(
+    (url) =>
+      new Promise((resolve) => {
+        const w = new Worker(url, { type: "module" });
+        w.onerror = (e) => resolve(`error: ${e.message}`);
+        setTimeout(() => resolve("running"), 1500);
+      }),
+    url,
+  );
+  assert.equal(started, "running");
+  assert.ok(workers.includes(url), JSON.stringify(workers));
+  assert.deepEqual(violations, []);
+  assert.deepEqual(offsite, []);
   const typed = "Monaco says hi 😀 👍🏽 and 中文. CodeMirror waves 🇫🇷 𝄞 back! ";
   assert.deepEqual([...t].sort(), [...typed].sort(), "every keystroke arrived once");
 
@@ -326,6 +359,11 @@ for (const editor of ["codemirror", "monaco"]) {
     await phone.context().close();
   });
 }
+
+test("no page asked anything of another origin, and the CSP blocked nothing", () => {
+  assert.deepEqual(offsite, []);
+  assert.deepEqual(violations, []);
+});
 
 const RUST = `// A tiny shared counter, edited by two people at once.
 use std::collections::HashMap;
