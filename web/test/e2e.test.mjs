@@ -193,7 +193,7 @@ async function screenshots() {
     "## Packing",
     "- Adapters, sunscreen, light bags 🎒",
   ].join("\n");
-  await rest(server.http, "PUT", `/api/documents/${docId}`, { title: "Lisbon trip", content }, aliceToken);
+  await rest(server.http, "PUT", `/api/documents/${docId}`, { title: "Lisbon trip.md", content }, aliceToken);
   await converged();
   const select = (p, from, to) =>
     p.evaluate(
