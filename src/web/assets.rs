@@ -217,7 +217,7 @@ mod tests {
         on_disk.push("tandem-client.js".into());
         for f in &on_disk {
             assert!(
-                ASSETS.iter().any(|a| &a.name == f),
+                ASSETS.iter().any(|a| a.name == *f),
                 "web/static/{f} is not in the asset table (run `npm run build` in web/)"
             );
         }
