@@ -49,6 +49,8 @@ pub struct AppState {
     pub abuse: abuse::Abuse,
     /// Connection caps (per address, per user) and trusted proxies.
     pub conn_limits: ConnLimits,
+    /// Single-use WebSocket tickets (shared by every instance when clustered).
+    pub tickets: Arc<dyn crate::bus::Tickets>,
 }
 
 /// Connection caps, shared by the accept loop and the WebSocket upgrade.
@@ -297,6 +299,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/login", post(api::login))
         .route("/api/auth/logout", post(api::logout))
         .route("/api/auth/password", post(api::change_password))
+        .route("/api/auth/ws-ticket", post(api::ws_ticket))
         .route(
             "/api/auth/account",
             axum::routing::delete(api::delete_account),

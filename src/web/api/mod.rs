@@ -4,7 +4,8 @@
 //!
 //! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
-//! login, logout, password change, account deletion), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
+//! login, logout, password change, account deletion), `tickets.rs`
+//! (single-use WebSocket tickets), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
 //! versions, restore), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
@@ -13,6 +14,7 @@ mod accounts;
 mod documents;
 mod history;
 mod members;
+mod tickets;
 
 pub use accounts::{change_password, delete_account, login, logout, register};
 pub use documents::{
@@ -21,6 +23,7 @@ pub use documents::{
 };
 pub use history::{get_history, get_version, restore_version};
 pub use members::{delete_member, get_users, put_member};
+pub use tickets::{redeem, ws_ticket};
 
 use axum::extract::{Request, State};
 use axum::Json;
@@ -47,6 +50,7 @@ use super::AppState;
         accounts::logout,
         accounts::change_password,
         accounts::delete_account,
+        tickets::ws_ticket,
         documents::create_document,
         documents::list_documents,
         documents::get_document,
@@ -70,6 +74,8 @@ use super::AppState;
         accounts::DeleteAccountBody,
         accounts::AuthResponse,
         accounts::UserOut,
+        tickets::TicketBody,
+        tickets::TicketOut,
         documents::CreateBody,
         documents::UpdateBody,
         documents::DocumentOut,
