@@ -1,6 +1,6 @@
 //! WebSocket tickets: `POST /api/auth/ws-ticket` trades the bearer token
 //! for a random, single-use ticket bound to the user and one document,
-//! valid [`TICKET_SECS`]; `/ws/{id}?ticket=…` redeems it (on any instance:
+//! valid `WS_TICKET_TTL_MS` (30 s); `/ws/{id}?ticket=…` redeems it (on any instance:
 //! tickets live in the bus backend's [`crate::bus::Tickets`]), so a browser
 //! never puts its long-lived token in a URL.
 //! Must not import: sqlx, redis.
@@ -20,8 +20,6 @@ use crate::web::error::ApiError;
 use crate::web::identity::{role_for, ApiJson, Auth, Identity};
 use crate::web::AppState;
 
-/// How long a ticket may wait to be redeemed.
-pub const TICKET_SECS: i64 = 30;
 /// Live tickets held at most (every instance together when clustered).
 const MAX_TICKETS: usize = 100_000;
 
@@ -82,9 +80,10 @@ pub async fn ws_ticket(
     };
     let value = serde_json::to_string(&held).map_err(|_| ApiError::Unavailable)?;
     let now = now_ms();
+    let ttl = i64::try_from(state.config.ws_ticket_ttl_ms.max(1)).unwrap_or(30_000);
     let kept = state
         .tickets
-        .put_ticket(&key(&ticket), &value, now + TICKET_SECS * 1000, now, MAX_TICKETS)
+        .put_ticket(&key(&ticket), &value, now + ttl, now, MAX_TICKETS)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "ticket store unavailable");
@@ -96,7 +95,7 @@ pub async fn ws_ticket(
     }
     Ok(Json(TicketOut {
         ticket,
-        expires_in: TICKET_SECS,
+        expires_in: (ttl + 999) / 1000,
     }))
 }
 
