@@ -316,7 +316,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/documents/{id}/ops", post(api::post_ops))
         .route("/api/documents/{id}/users", get(api::get_users))
+        .route("/api/documents/{id}/members", get(api::get_members))
         .route("/api/documents/{id}/history", get(api::get_history))
+        .route(
+            "/api/documents/{id}/history/sessions",
+            get(api::get_sessions),
+        )
         .route("/api/documents/{id}/tags", post(api::add_tag))
         .route(
             "/api/documents/{id}/tags/{tag}",

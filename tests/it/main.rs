@@ -22,6 +22,7 @@ mod postgres;
 mod resume;
 mod server;
 mod sessions;
+mod sharing;
 mod tickets;
 mod traces;
 mod undo;

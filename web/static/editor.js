@@ -23,6 +23,7 @@ import {
   indentWithTab,
 } from "./vendor/codemirror.js";
 import { TandemClient, OpBuilder, cpLength, cpToUtf16 } from "./tandem-client.js";
+import { ticketSource } from "./ws-ticket.js";
 
 const remote = Annotation.define();
 const setCursors = StateEffect.define();
@@ -143,7 +144,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
   const client = new TandemClient({
     url: location.origin.replace(/^http/, "ws"),
     document: id,
-    token: session.token,
+    getTicket: ticketSource(api),
     clientId: tabClientId(id),
   });
 

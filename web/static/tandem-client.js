@@ -416,8 +416,11 @@ function randomId() {
 /**
  * A live session on one document.
  *
- * Options: `url` (ws(s)://host), `document`, and `token`, or `userId` + `name` on an
- * anonymous server; `clientId` (kept across reconnects; made up if absent);
+ * Options: `url` (ws(s)://host), `document`, and `getTicket` (async, called before
+ * every connection attempt: resolves to a single-use ticket from
+ * `POST /api/auth/ws-ticket`, so no long-lived token goes in a URL; rejecting with
+ * an error whose `fatal` is true stops reconnecting) or `token` (API clients), or
+ * `userId` + `name` on an anonymous server; `clientId` (kept across reconnects; made up if absent);
  * `WebSocket` (a constructor, where there is no global one); `cursorThrottleMs` (50);
  * `backoff` {min, max} in ms; `random` (a 0..1 source, for tests).
  *
@@ -497,11 +500,12 @@ export class TandemClient {
     if (this.ws) this.ws.close(4000, "client disconnect");
   }
 
-  #url() {
+  #url(ticket) {
     const o = this.opts;
     const q = new URLSearchParams();
     q.set("client", this.clientId);
-    if (o.token) q.set("token", o.token);
+    if (ticket) q.set("ticket", ticket);
+    else if (o.token) q.set("token", o.token);
     if (o.userId) q.set("user_id", o.userId);
     if (o.name) q.set("name", o.name);
     if (this.state) {
@@ -517,9 +521,30 @@ export class TandemClient {
   #open() {
     clearTimeout(this.reconnectTimer);
     this.#setStatus("connecting");
+    if (!this.opts.getTicket) return this.#openSocket(null);
+    // A fresh ticket for every attempt (each is good once, for seconds).
+    const attempt = (this.openAttempt = (this.openAttempt || 0) + 1);
+    Promise.resolve()
+      .then(() => this.opts.getTicket(this.opts.document))
+      .then(
+        (ticket) => {
+          if (attempt === this.openAttempt && !this.closedForGood) this.#openSocket(ticket);
+        },
+        (e) => {
+          if (attempt !== this.openAttempt || this.closedForGood) return;
+          if (e && e.fatal) {
+            this.closedForGood = true;
+            this.#setStatus("offline");
+            this.emit("closed", { code: 1008, reason: e.message || "" });
+          } else this.#scheduleReconnect();
+        },
+      );
+  }
+
+  #openSocket(ticket) {
     let ws;
     try {
-      ws = new this.WS(this.#url());
+      ws = new this.WS(this.#url(ticket));
     } catch (e) {
       this.#scheduleReconnect();
       return;

@@ -6,7 +6,7 @@
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
 //! login, logout, password change, account deletion), `tickets.rs`
 //! (single-use WebSocket tickets), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
-//! versions, restore), `members.rs` (presence, sharing).
+//! versions, restore), `sessions.rs` (history as sessions), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
 
@@ -14,6 +14,7 @@ mod accounts;
 mod documents;
 mod history;
 mod members;
+mod sessions;
 mod tickets;
 
 pub use accounts::{change_password, delete_account, login, logout, register};
@@ -22,7 +23,8 @@ pub use documents::{
     update_document,
 };
 pub use history::{get_history, get_version, restore_version};
-pub use members::{delete_member, get_users, put_member};
+pub use sessions::get_sessions;
+pub use members::{delete_member, get_members, get_users, put_member};
 pub use tickets::{redeem, ws_ticket};
 
 use axum::extract::{Request, State};
@@ -58,11 +60,13 @@ use super::AppState;
         documents::delete_document,
         documents::post_ops,
         history::get_history,
+        sessions::get_sessions,
         history::get_version,
         documents::add_tag,
         documents::remove_tag,
         history::restore_version,
         members::get_users,
+        members::get_members,
         members::put_member,
         members::delete_member,
         openapi
@@ -83,11 +87,15 @@ use super::AppState;
         documents::OpsBody,
         documents::VersionOut,
         history::HistoryItem,
+        sessions::SessionsPage,
+        sessions::Session,
+        sessions::Author,
         history::VersionContent,
         documents::TagBody,
         schema::MetaView,
         members::MemberBody,
         members::MemberOut,
+        members::MemberListItem,
         schema::Presence,
         schema::Role,
         ErrorBody,
