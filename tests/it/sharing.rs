@@ -22,7 +22,12 @@ async fn members_are_listed_owner_first_and_the_list_shows_owners() {
     let members = format!("/api/documents/{id}/members");
     for (who, role) in [("carol", "viewer"), ("bob", "editor")] {
         let (st, _) = api
-            .call(Method::PUT, &format!("{members}/{who}"), Some(&alice), Some(json!({"role": role})))
+            .call(
+                Method::PUT,
+                &format!("{members}/{who}"),
+                Some(&alice),
+                Some(json!({"role": role})),
+            )
             .await;
         assert_eq!(st, StatusCode::OK);
     }
@@ -56,15 +61,25 @@ async fn members_are_listed_owner_first_and_the_list_shows_owners() {
     let (st, _) = api.call(Method::GET, &members, None, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     // Carol's list shows who owns the document.
-    let (_, docs) = api.call(Method::GET, "/api/documents", Some(&carol), None).await;
+    let (_, docs) = api
+        .call(Method::GET, "/api/documents", Some(&carol), None)
+        .await;
     assert_eq!(docs[0]["owner"], "alice");
     assert_eq!(docs[0]["role"], "viewer");
     // Sharing with a username nobody has says so.
     let (st, v) = api
-        .call(Method::PUT, &format!("{members}/nobody"), Some(&alice), Some(json!({"role": "editor"})))
+        .call(
+            Method::PUT,
+            &format!("{members}/nobody"),
+            Some(&alice),
+            Some(json!({"role": "editor"})),
+        )
         .await;
     assert_eq!((st, error_code(&v)), (StatusCode::NOT_FOUND, "not_found"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("sign up"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("sign up"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,17 +115,30 @@ async fn history_sessions_page_back_to_the_first_version() {
         assert_eq!(st, StatusCode::OK, "{v}");
     }
     let (st, page) = api
-        .call(Method::GET, &format!("/api/documents/{id}/history/sessions"), Some(&alice), None)
+        .call(
+            Method::GET,
+            &format!("/api/documents/{id}/history/sessions"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{page}");
     let s = &page["sessions"][0];
-    assert_eq!((s["first"].as_u64(), s["last"].as_u64()), (Some(1), Some(30)));
+    assert_eq!(
+        (s["first"].as_u64(), s["last"].as_u64()),
+        (Some(1), Some(30))
+    );
     assert_eq!(s["authors"][0]["name"], "ALICE");
     assert_eq!(s["inserted"].as_u64().unwrap(), 28 * 2);
     assert_eq!(s["deleted"].as_u64().unwrap(), 2);
     assert!(page["next"].is_null());
     let (st, _) = api
-        .call(Method::GET, &format!("/api/documents/{id}/history/sessions?before=zzz"), Some(&alice), None)
+        .call(
+            Method::GET,
+            &format!("/api/documents/{id}/history/sessions?before=zzz"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // Per-version pages backwards: 30..21, 20..11, 10..1.
@@ -118,7 +146,12 @@ async fn history_sessions_page_back_to_the_first_version() {
     let mut seen = Vec::new();
     while before > 1 {
         let (st, items) = api
-            .call(Method::GET, &format!("/api/documents/{id}/history?before={before}&limit=10"), Some(&alice), None)
+            .call(
+                Method::GET,
+                &format!("/api/documents/{id}/history?before={before}&limit=10"),
+                Some(&alice),
+                None,
+            )
             .await;
         assert_eq!(st, StatusCode::OK);
         let items = items.as_array().unwrap();

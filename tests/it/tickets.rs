@@ -58,7 +58,9 @@ async fn tickets_are_single_use_across_instances_bound_to_their_document_and_exp
     assert_eq!(t["expires_in"], 2);
     let tk = t["ticket"].as_str().unwrap().to_owned();
     assert!(tk.len() >= 43 && !tk.contains('.'), "not a JWT: {tk}");
-    let (_ws, init) = ws(&servers[1], &doc, &format!("ticket={tk}")).await.unwrap();
+    let (_ws, init) = ws(&servers[1], &doc, &format!("ticket={tk}"))
+        .await
+        .unwrap();
     assert_eq!(init.json()["type"], "init");
     assert_eq!(init.json()["content"], "hi");
     assert!(init.json()["users"].to_string().contains(&alice_id));
@@ -69,13 +71,22 @@ async fn tickets_are_single_use_across_instances_bound_to_their_document_and_exp
     // For another document: refused, and used up all the same.
     let (_, t) = ticket(&api, &alice, &doc).await;
     let tk = t["ticket"].as_str().unwrap().to_owned();
-    assert_eq!(ws(&servers[1], &other, &format!("ticket={tk}")).await.err(), Some(403));
-    assert_eq!(ws(&servers[1], &doc, &format!("ticket={tk}")).await.err(), Some(401));
+    assert_eq!(
+        ws(&servers[1], &other, &format!("ticket={tk}")).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        ws(&servers[1], &doc, &format!("ticket={tk}")).await.err(),
+        Some(401)
+    );
     // Expired.
     let (_, t) = ticket(&api, &alice, &doc).await;
     let tk = t["ticket"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert_eq!(ws(&servers[0], &doc, &format!("ticket={tk}")).await.err(), Some(401));
+    assert_eq!(
+        ws(&servers[0], &doc, &format!("ticket={tk}")).await.err(),
+        Some(401)
+    );
     // Made up.
     assert_eq!(ws(&servers[0], &doc, "ticket=nope").await.err(), Some(401));
     // No ticket for a document bob cannot open, nor without a token.
@@ -93,7 +104,9 @@ async fn tickets_are_single_use_across_instances_bound_to_their_document_and_exp
     let (st, _) = ticket(&api, &alice, "no such doc!").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // API clients keep ?token=.
-    assert!(ws(&servers[1], &doc, &format!("token={alice}")).await.is_ok());
+    assert!(ws(&servers[1], &doc, &format!("token={alice}"))
+        .await
+        .is_ok());
     // A ticket of a token revoked since it was minted is refused.
     let (_, t) = ticket(&api, &alice, &doc).await;
     let tk = t["ticket"].as_str().unwrap().to_owned();
@@ -101,7 +114,10 @@ async fn tickets_are_single_use_across_instances_bound_to_their_document_and_exp
         .call(Method::POST, "/api/auth/logout", Some(&alice), None)
         .await;
     assert!(st.is_success());
-    assert_eq!(ws(&servers[1], &doc, &format!("ticket={tk}")).await.err(), Some(401));
+    assert_eq!(
+        ws(&servers[1], &doc, &format!("ticket={tk}")).await.err(),
+        Some(401)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +132,10 @@ async fn tickets_work_embedded_and_are_rate_limited_per_user() {
     let (_, t) = ticket(&api, &carol, &doc).await;
     let tk = t["ticket"].as_str().unwrap().to_owned();
     assert!(ws(&server, &doc, &format!("ticket={tk}")).await.is_ok());
-    assert_eq!(ws(&server, &doc, &format!("ticket={tk}")).await.err(), Some(401));
+    assert_eq!(
+        ws(&server, &doc, &format!("ticket={tk}")).await.err(),
+        Some(401)
+    );
     let mut limited = false;
     for _ in 0..40 {
         let (st, _) = ticket(&api, &carol, &doc).await;

@@ -102,7 +102,10 @@ async fn interleaved_runs(a: &TestServer, b: &TestServer, doc: &str) {
     assert_eq!(t, "12345Hello");
     assert!(history(&mut alice, "undo").await);
     let t = catch_up(&mut [&mut alice, &mut bob], b, doc).await;
-    assert_eq!(t, "12345", "one undo removes Alice's whole run, none of Bob's");
+    assert_eq!(
+        t, "12345",
+        "one undo removes Alice's whole run, none of Bob's"
+    );
     assert!(history(&mut alice, "redo").await);
     let t = catch_up(&mut [&mut alice, &mut bob], a, doc).await;
     assert_eq!(t, "12345Hello");

@@ -24,22 +24,26 @@ import {
 } from "./vendor/codemirror.js";
 import { TandemClient, OpBuilder, cpLength, cpToUtf16 } from "./tandem-client.js";
 import { ticketSource } from "./ws-ticket.js";
+import { presenceLabels } from "./presence-labels.js";
+import { historyPanel } from "./history-panel.js";
 
 const remote = Annotation.define();
 const setCursors = StateEffect.define();
 
 class CaretWidget extends WidgetType {
-  constructor(name, color) {
+  constructor(name, color, active) {
     super();
     this.name = name;
     this.color = color;
+    this.active = active;
   }
   eq(o) {
-    return o.name === this.name && o.color === this.color;
+    return o.name === this.name && o.color === this.color && o.active === this.active;
   }
   toDOM() {
     const el = document.createElement("span");
-    el.className = "cm-remote-caret";
+    el.className = this.active ? "cm-remote-caret active" : "cm-remote-caret";
+    el.title = this.name;
     el.style.setProperty("--c", this.color);
     const label = document.createElement("span");
     label.className = "cm-remote-label";
@@ -63,7 +67,7 @@ const cursorField = StateField.define({
   provide: (f) => EditorView.decorations.from(f),
 });
 
-function cursorDecorations(doc, cursors) {
+function cursorDecorations(doc, cursors, active = () => true) {
   const ranges = [];
   const len = doc.length;
   for (const c of cursors) {
@@ -74,7 +78,7 @@ function cursorDecorations(doc, cursors) {
     if (from < to) {
       ranges.push(Decoration.mark({ attributes: { style: `background-color: ${c.color}33`, "data-remote-selection": c.user } }).range(from, to));
     }
-    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color), side: 1 }).range(hd));
+    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color, active(c.client)), side: 1 }).range(hd));
   }
   return Decoration.set(ranges, true);
 }
@@ -147,6 +151,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     getTicket: ticketSource(api),
     clientId: tabClientId(id),
   });
+  const labels = presenceLabels(client, { presence, host, redraw: () => drawCursors() });
 
   function showBanner(kind, text) {
     banner.className = `banner ${kind}`;
@@ -226,7 +231,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
   function drawCursors() {
     if (!view) return;
     const doc = view.state.doc.toString();
-    view.dispatch({ effects: setCursors.of(cursorDecorations(doc, client.cursorList())) });
+    view.dispatch({ effects: setCursors.of(cursorDecorations(doc, client.cursorList(), labels.active)) });
   }
 
   function editableExt(role) {
@@ -294,67 +299,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     );
   }
 
-  async function loadHistory() {
-    panel.replaceChildren(h("h2", { text: "History" }), h("p.muted", { text: "Loading…" }));
-    let items;
-    try {
-      const since = Math.max(0, client.version - 60);
-      items = await api("GET", `/api/documents/${id}/history?since=${since}&limit=60`);
-    } catch (ex) {
-      panel.replaceChildren(h("h2", { text: "History" }), h("p.error", { text: ex.message }));
-      return;
-    }
-    const list = h("ol.history-list", { reversed: true });
-    for (const it of items.reverse()) {
-      let ins = 0;
-      let del = 0;
-      for (const c of it.op) {
-        if (typeof c === "string") ins += cpLength(c);
-        else if (c < 0) del -= c;
-      }
-      const when = new Date(it.at).toLocaleTimeString();
-      list.append(
-        h(
-          "li",
-          {},
-          h("button.history-item", { "data-version": it.version, onclick: () => preview(it.version) },
-            h("strong", { text: `v${it.version}` }), ` ${it.name} · ${when} · `,
-            h("span.ins", { text: `+${ins}` }), " ", h("span.del", { text: `−${del}` })),
-        ),
-      );
-    }
-    panel.replaceChildren(
-      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: "History" }), h("button", { text: "Refresh", onclick: loadHistory })),
-      items.length ? list : h("p.muted", { text: "No edits yet." }),
-    );
-  }
-
-  async function preview(n) {
-    let v;
-    try {
-      v = await api("GET", `/api/documents/${id}/versions/${n}`);
-    } catch (ex) {
-      showBanner("bad", ex.message);
-      return;
-    }
-    const canEdit = client.role !== "viewer" && !closed;
-    panel.replaceChildren(
-      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: `Version ${n}` }), h("button", { text: "Back", onclick: loadHistory })),
-      h("pre.preview", { text: v.content || "(empty)" }),
-      canEdit &&
-        h("button.primary", {
-          text: "Restore this version",
-          onclick: async () => {
-            try {
-              await api("POST", `/api/documents/${id}/versions/${n}/restore`);
-              loadHistory();
-            } catch (ex) {
-              showBanner("bad", ex.message);
-            }
-          },
-        }),
-    );
-  }
+  const loadHistory = historyPanel({ panel, api, h, id, client, canEdit: () => client.role !== "viewer" && !closed, showBanner });
 
   function renderUsers(users) {
     lastUsers = users;

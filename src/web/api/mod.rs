@@ -23,8 +23,8 @@ pub use documents::{
     update_document,
 };
 pub use history::{get_history, get_version, restore_version};
-pub use sessions::get_sessions;
 pub use members::{delete_member, get_members, get_users, put_member};
+pub use sessions::get_sessions;
 pub use tickets::{redeem, ws_ticket};
 
 use axum::extract::{Request, State};
