@@ -2,7 +2,7 @@
 //! document state and rebasing (`doc`), the wire protocol (`protocol`), the
 //! client state machine (`client`), undo stacks (`undo`) and typing runs
 //! (`runs`), metadata CRDTs
-//! (`meta`), abuse limits as data (`limits`) and the fuzz entry points
+//! (`meta`), document languages (`language`), abuse limits as data (`limits`) and the fuzz entry points
 //! (`fuzzing`). The server crate `tandem` re-exports every module under the
 //! same name.
 //!
@@ -15,6 +15,7 @@ pub mod client;
 pub mod doc;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod language;
 pub mod limits;
 pub mod meta;
 pub mod ot;
