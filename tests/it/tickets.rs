@@ -8,21 +8,11 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tandem_testkit::{cluster, error_code, Api, Frame, RedisServer, TestServer, Ws};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::TANDEM;
 
 async fn ws(server: &TestServer, doc: &str, query: &str) -> Result<(Ws, Frame), u16> {
-    let req = server.ws_url(doc, query).into_client_request().unwrap();
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => {
-            let mut ws = Ws { ws };
-            let init = ws.recv().await;
-            Ok((ws, init))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+    Ws::try_connect(server.ws_url(doc, query)).await
 }
 
 async fn ticket(api: &Api<'_>, token: &str, doc: &str) -> (StatusCode, serde_json::Value) {
