@@ -11,7 +11,7 @@ export const LABEL_MS = 3000;
  * (the avatars) and `host` (the editor) get the stale marks while offline.
  */
 export function presenceLabels(client, { presence, host, redraw }) {
-  const last = new Map(); // client -> {anchor, head, at}
+  const last = new Map(); // client -> {at}: its last activity
   let timer = null;
   let offlineSince = null;
 
@@ -20,22 +20,29 @@ export function presenceLabels(client, { presence, host, redraw }) {
     const now = Date.now();
     let next = Infinity;
     for (const c of last.values()) if (c.at + LABEL_MS > now) next = Math.min(next, c.at + LABEL_MS);
-    if (next !== Infinity) timer = setTimeout(() => redraw(), next - now + 20);
+    if (next !== Infinity)
+      timer = setTimeout(() => {
+        redraw();
+        schedule();
+      }, next - now + 20);
   }
 
-  client.on("cursors", (cursors) => {
-    const now = Date.now();
-    const seen = new Set();
-    for (const c of cursors) {
-      seen.add(c.client);
-      const p = last.get(c.client);
-      if (!p || p.anchor !== c.anchor || p.head !== c.head) last.set(c.client, { anchor: c.anchor, head: c.head, at: now });
-    }
-    for (const k of [...last.keys()]) if (!seen.has(k)) last.delete(k);
+  // Activity: the remote client moved its caret or typed (not its caret
+  // carried along by someone else's edit).
+  const touch = ({ client: c }) => {
+    if (!c) return;
+    last.set(c, { at: Date.now() });
+    if (last.size > 1000) last.delete(last.keys().next().value);
     schedule();
+    // After the editor applied the op (its handler runs after this one).
+    queueMicrotask(redraw);
+  };
+  client.on("activity", touch);
+  client.on("remote", touch);
+  client.on("cursors", (cursors) => {
+    const here = new Set(cursors.map((c) => c.client));
+    for (const k of [...last.keys()]) if (!here.has(k) && Date.now() - last.get(k).at > LABEL_MS) last.delete(k);
   });
-  // Typing moves the caret with the text: a remote op counts as activity of
-  // its author's caret when the next cursor update comes (above).
 
   function markStale(on) {
     const title = on ? `offline — last seen ${new Date(offlineSince).toLocaleTimeString()}` : null;

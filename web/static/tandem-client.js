@@ -426,7 +426,8 @@ function randomId() {
  *
  * Events (`on(name, fn)`): `ready` (first init), `reset` {content} (the text was
  * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
- * to the editor), `status` {state: "connecting"|"online"|"offline", pending,
+ * to the editor; `user`, `client`: its author), `activity` {client, user} (that
+ * client moved its caret, not carried by edits), `status` {state: "connecting"|"online"|"offline", pending,
  * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `meta`
  * {title, tags, views} (replicated metadata), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
@@ -799,7 +800,10 @@ export class TandemClient {
         head = transformIndex(h.op, head);
       }
     }
+    const was = this.cursors.get(msg.client);
     this.cursors.set(msg.client, { user: msg.user, anchor, head });
+    // A caret that moved (not one re-sent where edits carried it).
+    if (!was || was.anchor !== anchor || was.head !== head) this.emit("activity", { client: msg.client, user: msg.user });
     this.#emitCursors();
   }
 

@@ -155,6 +155,17 @@ test("remote name labels show on activity, fade, show on hover; offline marks ot
   if (SHOTS) await alice.screenshot({ path: join(SHOTS, "presence-fade.png") });
   await until(async () => !(await label.getAttribute("class")).includes("active"), "the label to fade", 6000);
   await until(async () => (await opacity()) < 0.05, "the label hidden");
+  // Alice typing before Bob's caret carries it along: that is not Bob's activity.
+  await alice.click(".cm-content");
+  await alice.keyboard.press("Control+Home");
+  await alice.keyboard.type("A: ");
+  await until(async () => (await status(alice)) === "saved", "alice saved");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(!(await label.getAttribute("class")).includes("active"), "Bob's label stays hidden");
+  // Bob moving his caret is.
+  await bob.keyboard.press("ArrowLeft");
+  await until(async () => (await label.getAttribute("class")).includes("active"), "Bob's move to show his label");
+  await until(async () => !(await label.getAttribute("class")).includes("active"), "the label to fade again", 6000);
   const box = await label.boundingBox();
   await alice.mouse.move(box.x + 1, box.y + box.height / 2);
   await until(async () => (await opacity()) > 0.9, "hover to show the label");
@@ -184,7 +195,14 @@ test("history as sessions: expand, load older back to version 1, preview as a di
   await alice.waitForSelector(".history-item.session");
   const first = await alice.locator(".history-item.session").first().textContent();
   assert.match(first, /^Alice Liddell — \S.*–\S.* · \+1000 −0/);
-  while (await alice.locator(".load-older:not([hidden])").count()) await alice.click(".load-older");
+  let pages = 1;
+  while (!(await alice.locator(".load-older").isHidden())) {
+    const n = await alice.locator(".history-item.session").count();
+    await alice.click(".load-older");
+    await until(async () => (await alice.locator(".history-item.session").count()) > n, "an older page");
+    pages++;
+  }
+  assert.ok(pages >= 2, "more than one page of sessions");
   await alice.waitForSelector('.history-item.session[data-first="1"]');
   const oldest = await alice.locator('.history-item.session[data-first="1"]').textContent();
   assert.match(oldest, /^(Alice Liddell, Bob Builder|Bob Builder, Alice Liddell) — /);
