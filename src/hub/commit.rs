@@ -16,6 +16,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -710,11 +711,12 @@ impl DocTask {
                 clear_redo: false,
             };
         }
-        let carried = run.and_then(|run| self.carry(batch, run, user));
+        let carried = run.and_then(|run| self.carry(batch, Run::clone(&run), user));
         match next_step(carried, op, entry.clone()) {
             Ok((run, push)) => {
-                if runs.len() < MAX_RUNS {
-                    runs.insert(user.to_owned(), run);
+                // A sealed run takes nothing more: not kept.
+                if !run.sealed && runs.len() < MAX_RUNS {
+                    runs.insert(user.to_owned(), Arc::new(run));
                 }
                 push
             }
@@ -755,8 +757,8 @@ impl DocTask {
     }
 }
 
-/// Open typing runs by user.
-type Runs = std::collections::HashMap<String, Run>;
+/// Open typing runs by user (shared: each round starts from a copy).
+type Runs = std::collections::HashMap<String, Arc<Run>>;
 
 /// Users with an open run kept at most per document (runs close after a
 /// second without an edit, so this is only reached by a crowd).

@@ -16,6 +16,10 @@ use crate::undo::{Stack, StackPush, UndoEntry, TYPING_RUN_MS};
 
 /// A run never spans more than this (ms from its first edit to its last).
 pub const RUN_MAX_MS: i64 = 5000;
+/// A step whose inverse is larger than this ([`Operation::size_hint`]) is
+/// one of its own: nothing joins it (so no large op is carried and composed
+/// again on every keystroke after it).
+pub const RUN_MAX_BYTES: usize = 64 * 1024;
 
 /// A user's open run: the undo entry on top of their stack that their next
 /// edit may join, and where their caret was left.
@@ -101,9 +105,9 @@ impl Run {
         let (_, _, caret) = span(op);
         Self {
             start: entry.time,
+            sealed: is_paste(op) || entry.op.size_hint() > RUN_MAX_BYTES,
             entry,
             caret: (caret, caret),
-            sealed: is_paste(op),
         }
     }
 
@@ -121,12 +125,14 @@ impl Run {
     }
 
     /// Whether `op` by the run's user at `time`, applying to the text the
-    /// run was carried to, goes on with it: not sealed, not a paste, within
+    /// run was carried to, goes on with it: not sealed, not a paste nor
+    /// large, within
     /// the pause and the longest span, touching the caret.
     pub fn goes_on_with(&self, op: &Operation, time: i64) -> bool {
         let (first, end, _) = span(op);
         !self.sealed
             && !is_paste(op)
+            && op.size_hint() <= RUN_MAX_BYTES
             && time - self.entry.time <= TYPING_RUN_MS
             && time - self.start <= RUN_MAX_MS
             && first <= self.caret.1
@@ -156,10 +162,10 @@ pub fn next_step(
             };
             let (_, _, caret) = span(op);
             let next = Run {
+                sealed: merged.op.size_hint() > RUN_MAX_BYTES,
                 entry: merged.clone(),
                 start: run.start,
                 caret: (caret, caret),
-                sealed: false,
             };
             let push = StackPush {
                 stack: Stack::Undo,

@@ -307,3 +307,30 @@ fn a_run_longer_than_its_span_is_cut() {
     let first = &sim.stacks[&'a'].undo[0];
     assert!(first.version <= 17, "{}", first.version);
 }
+
+#[test]
+fn a_large_edit_is_a_step_of_its_own() {
+    let big = "x".repeat(RUN_MAX_BYTES + 1);
+    let n = big.chars().count();
+    // Deleting a large text: its inverse (re-inserting it) is large.
+    let delete = splice(n, 0, n, "");
+    let entry = UndoEntry {
+        version: 1,
+        op: splice(0, 0, 0, &big),
+        time: 0,
+    };
+    let run = Run::open(&delete, entry);
+    assert!(run.sealed);
+    assert!(!run.goes_on_with(&splice(0, 0, 0, "c"), 10));
+    // A large edit does not join a small run either.
+    let small = Run::open(
+        &splice(0, 0, 0, "a"),
+        UndoEntry {
+            version: 1,
+            op: splice(1, 0, 1, ""),
+            time: 0,
+        },
+    );
+    assert!(small.goes_on_with(&splice(1, 1, 0, "b"), 10));
+    assert!(!small.goes_on_with(&splice(1, 1, 0, &big), 10));
+}
