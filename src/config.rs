@@ -117,6 +117,10 @@ pub struct Config {
     /// down) still honours a revoked token. 0: ask on every request.
     #[arg(long, env = "TOKEN_CHECK_CACHE_MS", default_value_t = 5_000)]
     pub token_check_cache_ms: u64,
+    /// How long a WebSocket ticket (`POST /api/auth/ws-ticket`) may wait to
+    /// be redeemed, once, on any instance.
+    #[arg(long, env = "WS_TICKET_TTL_MS", default_value_t = 30_000)]
+    pub ws_ticket_ttl_ms: u64,
     /// Revoked tokens (logouts) kept per user before a further logout
     /// revokes every token of that user issued until then instead.
     #[arg(long, env = "MAX_REVOKED_TOKENS_PER_USER", default_value_t = 1_000)]

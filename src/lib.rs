@@ -21,7 +21,7 @@ pub mod web;
 // `tandem::protocol`, …).
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
-pub use tandem_core::{batch, client, doc, language, limits, meta, ot, protocol, undo};
+pub use tandem_core::{batch, client, doc, language, limits, meta, ot, protocol, runs, undo};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +181,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         cancel,
     };
     let abuse = web::abuse::Abuse::new(&config, backends.rates.clone());
+    let tickets = backends.tickets.clone();
     let hub = Hub::new(settings, backends, store.clone(), background);
     Ok(AppState {
         hub,
@@ -192,5 +193,6 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics: telemetry::metrics_handle(),
         abuse,
         conn_limits,
+        tickets,
     })
 }

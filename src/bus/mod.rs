@@ -4,8 +4,9 @@
 //! durable in before they count, the [`Bus`] (fan-out of
 //! committed ops, presence and cursors to every instance), [`UndoStacks`]
 //! (per-user undo/redo stacks), [`MetaStore`] (each instance's metadata
-//! state) and [`Revocations`] (token revocations on one instance-wide
-//! channel), bundled as [`Backends`] with the [`SharedRates`] of a
+//! state), [`Revocations`] (token revocations on one instance-wide
+//! channel) and [`Tickets`] (single-use WebSocket tickets every instance
+//! can redeem), bundled as [`Backends`] with the [`SharedRates`] of a
 //! clustered deployment.
 //!
 //! Owns: the traits, their event and outcome types, and the in-process
@@ -21,6 +22,7 @@ pub(crate) const SUBSCRIBER_CAPACITY: usize = 1024;
 pub mod journal;
 pub mod memory;
 pub mod redis;
+pub mod tickets;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -414,6 +416,27 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn all(&self, doc: &str) -> Result<Vec<String>, BusError>;
 }
 
+/// Short-lived single-use tickets (WebSocket sign-in without a token in the
+/// URL), kept where every instance can redeem them: Redis when clustered,
+/// this process embedded. Keys are digests of the tickets (a dump holds no
+/// usable ticket); values are opaque to the backend.
+#[async_trait]
+pub trait Tickets: Send + Sync + 'static {
+    /// Keep `value` under `key` until `expires_ms`, sweeping expired
+    /// tickets first; `Ok(false)` when `cap` live tickets are already held.
+    async fn put_ticket(
+        &self,
+        key: &str,
+        value: &str,
+        expires_ms: i64,
+        now_ms: i64,
+        cap: usize,
+    ) -> Result<bool, BusError>;
+    /// Take the ticket (it is gone after this, whoever asked first wins);
+    /// `None` when unknown, already taken or expired.
+    async fn take_ticket(&self, key: &str, now_ms: i64) -> Result<Option<String>, BusError>;
+}
+
 /// The hub's handles on one backend: in-process, or Redis.
 #[derive(Clone)]
 pub struct Backends {
@@ -425,6 +448,7 @@ pub struct Backends {
     /// keeps its own).
     pub rates: Option<Arc<dyn SharedRates>>,
     pub revocations: Arc<dyn Revocations>,
+    pub tickets: Arc<dyn Tickets>,
 }
 
 /// Rate limits every instance shares (abuse limits on logins and
@@ -463,6 +487,7 @@ impl Backends {
             meta: bus.clone(),
             rates: None,
             revocations: bus,
+            tickets: Arc::new(tickets::MemoryTickets::default()),
         }
     }
 
@@ -474,7 +499,8 @@ impl Backends {
             stacks: backend.clone(),
             meta: backend.clone(),
             rates: Some(backend.clone()),
-            revocations: backend,
+            revocations: backend.clone(),
+            tickets: backend,
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -29,7 +30,8 @@ use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, MAX_BATCH_RE
 use crate::doc::{RebaseError, Tie};
 use crate::ot::Operation;
 use crate::protocol::{ErrorCode, Role, ServerMessage};
-use crate::undo::{merge_run, Stack, StackPush, UndoEntry};
+use crate::runs::{next_step, Run};
+use crate::undo::{Stack, StackPush, UndoEntry, TYPING_RUN_MS};
 
 /// Rounds an edit may take part in when another instance keeps committing
 /// first. From the third, a short random pause before the round breaks
@@ -93,8 +95,8 @@ pub(super) enum Waiting {
 /// The round in flight: its edits in batch order.
 struct Round {
     items: Vec<Queued>,
-    /// The undo step on top once it commits (for typing runs).
-    last_step: Option<(String, UndoEntry)>,
+    /// The users' typing runs once it commits.
+    runs: Runs,
     started: Instant,
 }
 
@@ -107,9 +109,9 @@ pub(super) struct Pipeline {
     queue: VecDeque<Waiting>,
     queued_bytes: usize,
     round: Option<Round>,
-    /// The last undo step this instance committed and its user, while it is
-    /// the head: an edit right after it by the same user may join its run.
-    last_step: Option<(String, UndoEntry)>,
+    /// Each user's open typing run on this instance (the undo entry their
+    /// next edit may join: `crate::runs`), as of the last committed round.
+    runs: Runs,
     /// Wait this long before the next round's call (racing, outage).
     pause: Option<Duration>,
 }
@@ -333,11 +335,8 @@ impl DocTask {
             let mut bytes = 0;
             let time = (self.hub.clock)();
             let head = self.state.version();
-            let mut last_step = self
-                .pipeline
-                .last_step
-                .clone()
-                .filter(|(_, e)| e.version == head);
+            let mut runs = self.pipeline.runs.clone();
+            runs.retain(|_, r| time - r.entry.time <= TYPING_RUN_MS);
             while items.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
                 let q = match self.pipeline.queue.front() {
                     None => break,
@@ -366,7 +365,7 @@ impl DocTask {
                         _ => break,
                     },
                 };
-                let prepared = self.prepare(&mut batch, q, time, &mut last_step).await?;
+                let prepared = self.prepare(&mut batch, q, time, &mut runs).await?;
                 if self.state.version() != head {
                     // A refill moved the head while an edit was checked:
                     // build the batch again on the new head.
@@ -394,7 +393,7 @@ impl DocTask {
             };
             self.pipeline.round = Some(Round {
                 items,
-                last_step,
+                runs,
                 started: Instant::now(),
             });
             let sequencer = self.hub.sequencer.clone();
@@ -425,7 +424,7 @@ impl DocTask {
         batch: &mut Batch,
         q: Queued,
         time: i64,
-        last_step: &mut Option<(String, UndoEntry)>,
+        runs: &mut Runs,
     ) -> Result<Option<(Queued, CommitRecord)>, HubError> {
         let seq = q.origin.seq();
         // A resend, or an edit an earlier round committed after all (its
@@ -479,7 +478,7 @@ impl DocTask {
             op: inverse,
             time,
         };
-        let undo = step_push(&q.origin, &q.author.user, entry, last_step);
+        let undo = self.step_push(batch, &q.origin, &q.author.user, &op, entry, runs);
         let mut q = q;
         q.commit = commit_span(&q.span);
         let rec = CommitRecord {
@@ -511,7 +510,7 @@ impl DocTask {
                 for r in recs {
                     self.ingest(r).await?;
                 }
-                self.pipeline.last_step = round.last_step;
+                self.pipeline.runs = round.runs;
                 for (q, v) in round.items.into_iter().zip(versions) {
                     self.answer(q.origin, Verdict::Committed(v)).await;
                 }
@@ -683,44 +682,87 @@ impl DocTask {
     }
 }
 
-/// The stack push that keeps a committed edit's inverse: a new edit goes on
-/// the user's undo stack (joining the typing run on top when it continues
-/// it) and clears redo; an undo goes on the redo stack, a redo back on the
-/// undo stack. `last` is the undo step on top so far in this batch.
-fn step_push(
-    origin: &Origin,
-    user: &str,
-    entry: UndoEntry,
-    last: &mut Option<(String, UndoEntry)>,
-) -> StackPush {
-    if let Origin::Undo(step) = origin {
-        let stack = match step.from {
-            Stack::Undo => Stack::Redo,
-            Stack::Redo => Stack::Undo,
-        };
-        *last = (stack == Stack::Undo).then(|| (user.to_owned(), entry.clone()));
-        return StackPush {
-            stack,
-            entry,
-            replace_top_at: None,
-            clear_redo: false,
-        };
+impl DocTask {
+    /// The stack push that keeps a committed edit's inverse: a new edit
+    /// goes on the user's undo stack (joining their open typing run when it
+    /// goes on with it: `crate::runs`) and clears redo; an undo goes on the
+    /// redo stack, a redo back on the undo stack (and ends the run). `op` is
+    /// the edit as just pushed on `batch`.
+    fn step_push(
+        &self,
+        batch: &Batch,
+        origin: &Origin,
+        user: &str,
+        op: &Operation,
+        entry: UndoEntry,
+        runs: &mut Runs,
+    ) -> StackPush {
+        let run = runs.remove(user);
+        if let Origin::Undo(step) = origin {
+            let stack = match step.from {
+                Stack::Undo => Stack::Redo,
+                Stack::Redo => Stack::Undo,
+            };
+            return StackPush {
+                stack,
+                entry,
+                replace_top_at: None,
+                fallback: None,
+                clear_redo: false,
+            };
+        }
+        let carried = run.and_then(|run| self.carry(batch, Run::clone(&run), user));
+        match next_step(carried, op, entry.clone()) {
+            Ok((run, push)) => {
+                // A sealed run takes nothing more: not kept.
+                if !run.sealed && runs.len() < MAX_RUNS {
+                    runs.insert(user.to_owned(), Arc::new(run));
+                }
+                push
+            }
+            Err(_) => StackPush {
+                stack: Stack::Undo,
+                entry,
+                replace_top_at: None,
+                fallback: None,
+                clear_redo: true,
+            },
+        }
     }
-    let (entry, replace_top_at) = match last.as_ref() {
-        Some((u, top)) if u == user => match merge_run(top, &entry) {
-            Ok(Some(merged)) => (merged, Some(top.version)),
-            _ => (entry, None),
-        },
-        _ => (entry, None),
-    };
-    *last = Some((user.to_owned(), entry.clone()));
-    StackPush {
-        stack: Stack::Undo,
-        entry,
-        replace_top_at,
-        clear_redo: true,
+
+    /// `run` carried past every op committed after its last edit up to the
+    /// one just pushed on `batch` (the history, then the batch's ops before
+    /// it), with the version its entry was pushed at; `None` when the user
+    /// edited since through another path (an undo, another instance), or
+    /// the history no longer reaches back.
+    fn carry(&self, batch: &Batch, run: Run, user: &str) -> Option<(Run, u64)> {
+        let top_at = run.entry.version;
+        let mut run = run;
+        let before = batch.ops().len().checked_sub(1)?;
+        let from = if top_at < batch.base() {
+            for r in self.state.records_after(top_at)? {
+                if r.user == user {
+                    return None;
+                }
+                run = run.past(&r.op).ok()?;
+            }
+            0
+        } else {
+            usize::try_from(top_at - batch.base()).ok()?
+        };
+        for op in batch.ops().get(from..before)? {
+            run = run.past(op).ok()?;
+        }
+        Some((run, top_at))
     }
 }
+
+/// Open typing runs by user (shared: each round starts from a copy).
+type Runs = std::collections::HashMap<String, Arc<Run>>;
+
+/// Users with an open run kept at most per document (runs close after a
+/// second without an edit, so this is only reached by a crowd).
+const MAX_RUNS: usize = 1024;
 
 /// The span of a traced edit's rebase, under its receipt; none when the
 /// edit is not traced (nothing is made on the hot path then).

@@ -103,6 +103,7 @@ impl DocTask {
             stack: step.from,
             entry: step.entry,
             replace_top_at: None,
+            fallback: None,
             clear_redo: false,
         };
         let _ = self.hub.stacks.push(&self.id, &step.user, &push).await;

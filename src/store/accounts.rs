@@ -49,7 +49,20 @@ pub struct DocListItem {
     pub version: u64,
     pub updated_at: i64,
     pub role: Role,
+    /// The owner's username (`None`: an unowned, anonymous-mode document).
+    pub owner: Option<String>,
 }
+
+/// Someone with access to a document: its owner or a member.
+#[derive(Clone, Debug)]
+pub struct MemberRow {
+    pub username: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Members listed per document at most (owner included).
+pub const MAX_LISTED_MEMBERS: i64 = 1000;
 
 pub fn role_from_str(s: &str) -> Option<Role> {
     match s {
@@ -169,6 +182,9 @@ pub trait Accounts: Send + Sync {
     /// False if there was no such document.
     async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
     async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError>;
+    /// The owner, then the members by username (at most
+    /// [`MAX_LISTED_MEMBERS`]).
+    async fn members(&self, doc: &str) -> Result<Vec<MemberRow>, StoreError>;
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
 }
 
@@ -488,9 +504,10 @@ where
         offset: i64,
     ) -> Result<Vec<DocListItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.title, d.language, d.snapshot_version, d.updated_at, \
+            "SELECT d.id, d.title, d.language, d.snapshot_version, d.updated_at, o.username AS owner_username, \
              CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
              LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 \
+             LEFT JOIN users o ON o.id = d.owner \
              WHERE d.owner = $1 OR m.user_id IS NOT NULL \
              ORDER BY d.updated_at DESC, d.id LIMIT $2 OFFSET $3",
         )
@@ -509,6 +526,7 @@ where
                     version: r.get::<i64, _>("snapshot_version") as u64,
                     updated_at: r.get("updated_at"),
                     role: role_from_str(&r.get::<String, _>("role"))?,
+                    owner: r.get("owner_username"),
                 })
             })
             .collect())
@@ -574,6 +592,30 @@ where
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn members(&self, doc: &str) -> Result<Vec<MemberRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.username, u.name, 'owner' AS role, 0 AS k FROM documents d \
+             JOIN users u ON u.id = d.owner WHERE d.id = $1 \
+             UNION ALL SELECT u.username, u.name, m.role, 1 AS k FROM document_members m \
+             JOIN users u ON u.id = m.user_id WHERE m.document_id = $1 \
+             ORDER BY k, username LIMIT $2",
+        )
+        .bind(doc)
+        .bind(MAX_LISTED_MEMBERS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(MemberRow {
+                    username: r.get("username"),
+                    name: r.get("name"),
+                    role: role_from_str(&r.get::<String, _>("role"))?,
+                })
+            })
+            .collect())
     }
 
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError> {

@@ -45,6 +45,8 @@ pub enum Limit {
     Register,
     /// REST edits of one user.
     RestEdit,
+    /// WebSocket tickets minted for one user.
+    WsTicket,
 }
 
 impl Limit {
@@ -54,13 +56,14 @@ impl Limit {
             Limit::LoginUser => "login_user",
             Limit::Register => "register",
             Limit::RestEdit => "rest_edit",
+            Limit::WsTicket => "ws_ticket",
         }
     }
 
     /// Whether every instance shares this limit (REST edits, like socket
     /// edits, are limited where they arrive).
     fn shared(self) -> bool {
-        !matches!(self, Limit::RestEdit)
+        !matches!(self, Limit::RestEdit | Limit::WsTicket)
     }
 }
 
@@ -105,6 +108,7 @@ pub struct Abuse {
     login_user: Arc<Local>,
     register: Arc<Local>,
     rest_edit: Arc<Local>,
+    ws_ticket: Arc<Local>,
     shared: Option<Arc<dyn SharedRates>>,
     hashers: Hashers,
 }
@@ -170,6 +174,8 @@ impl Abuse {
                 config.registrations_per_hour.clamp(1, 5),
             )),
             rest_edit: Arc::new(Local::new(rest_per, config.op_rate_burst)),
+            // A reconnecting page asks for one per attempt (backing off).
+            ws_ticket: Arc::new(Local::new(Duration::from_millis(500), 20)),
             shared,
             hashers: Hashers::spawn(hashers, config.password_hash_queue),
         }
@@ -181,6 +187,7 @@ impl Abuse {
             Limit::LoginUser => &self.login_user,
             Limit::Register => &self.register,
             Limit::RestEdit => &self.rest_edit,
+            Limit::WsTicket => &self.ws_ticket,
         }
     }
 

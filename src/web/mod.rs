@@ -50,6 +50,8 @@ pub struct AppState {
     pub abuse: abuse::Abuse,
     /// Connection caps (per address, per user) and trusted proxies.
     pub conn_limits: ConnLimits,
+    /// Single-use WebSocket tickets (shared by every instance when clustered).
+    pub tickets: Arc<dyn crate::bus::Tickets>,
 }
 
 /// Connection caps, shared by the accept loop and the WebSocket upgrade.
@@ -298,6 +300,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/login", post(api::login))
         .route("/api/auth/logout", post(api::logout))
         .route("/api/auth/password", post(api::change_password))
+        .route("/api/auth/ws-ticket", post(api::ws_ticket))
         .route(
             "/api/auth/account",
             axum::routing::delete(api::delete_account),
@@ -314,7 +317,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/documents/{id}/ops", post(api::post_ops))
         .route("/api/documents/{id}/users", get(api::get_users))
+        .route("/api/documents/{id}/members", get(api::get_members))
         .route("/api/documents/{id}/history", get(api::get_history))
+        .route(
+            "/api/documents/{id}/history/sessions",
+            get(api::get_sessions),
+        )
         .route("/api/documents/{id}/tags", post(api::add_tag))
         .route(
             "/api/documents/{id}/tags/{tag}",

@@ -3,6 +3,8 @@
 //! task and writes the document task's outbound queue to the socket, with
 //! server pings and an idle timeout. A session opened with a token is
 //! registered with `tokens` and closed (1008) when that token is revoked.
+//! Identity: a single-use `?ticket=` (browsers; `api/tickets.rs`), else the
+//! Authorization header or `?token=` (API clients).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,6 +39,8 @@ pub struct WsQuery {
     /// The `init.history` the client's version belongs to.
     history: Option<String>,
     token: Option<String>,
+    /// A single-use ticket from `POST /api/auth/ws-ticket` (browsers).
+    ticket: Option<String>,
 }
 
 /// Frames up to this many times the limit are read and refused with
@@ -66,7 +70,10 @@ pub async fn upgrade(
     }
     // The document id is checked by `role_for` below, on every path.
     let generation = state.tokens.generation();
-    let who = identify(&state, &headers, q.token.as_deref()).await?;
+    let who = match q.ticket.as_deref() {
+        Some(ticket) => super::api::redeem(&state, ticket, &doc).await?,
+        None => identify(&state, &headers, q.token.as_deref()).await?,
+    };
     // Registered before the session starts, so a revocation from now on
     // closes it; one applied since the check above is checked again.
     let live = match &who {

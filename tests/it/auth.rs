@@ -29,15 +29,7 @@ async fn ws_with(
         req.headers_mut()
             .insert(name, HeaderValue::from_str(v).unwrap());
     }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => {
-            let mut ws = Ws { ws };
-            let init = ws.recv().await;
-            Ok((ws, init))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+    Ws::try_connect(req).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

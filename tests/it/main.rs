@@ -22,6 +22,8 @@ mod postgres;
 mod resume;
 mod server;
 mod sessions;
+mod sharing;
+mod tickets;
 mod traces;
 mod undo;
 mod web_client;

@@ -12,7 +12,6 @@ use tandem_testkit::proxy::Proxy;
 use tandem_testkit::{
     cluster, error_code, Api, Frame, PgServer, RedisServer, TestServer, Ws, TEST_JWT_SECRET,
 };
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::TANDEM;
 
@@ -23,19 +22,7 @@ const LONG_CACHE: (&str, &str) = ("TOKEN_CHECK_CACHE_MS", "60000");
 
 /// A socket on `doc` with `token`, or the upgrade's HTTP status.
 async fn ws(server: &TestServer, doc: &str, token: &str) -> Result<(Ws, Frame), u16> {
-    let req = server
-        .ws_url(doc, &format!("token={token}"))
-        .into_client_request()
-        .unwrap();
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => {
-            let mut ws = Ws { ws };
-            let init = ws.recv().await;
-            Ok((ws, init))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+    Ws::try_connect(server.ws_url(doc, &format!("token={token}"))).await
 }
 
 /// The close code the server ends `ws` with, within `within`.

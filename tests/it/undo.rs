@@ -1,6 +1,7 @@
 //! Server-side undo/redo against the real binary: a user's undo reverts only
-//! their own step (typing runs as one), across instances sharing Redis, and
-//! stays convergent under random concurrent edits, undos and redos.
+//! their own step (typing runs as one, however others' keystrokes interleave
+//! with theirs), across instances sharing Redis, and stays convergent under
+//! random concurrent edits, undos and redos.
 
 use std::time::Duration;
 
@@ -81,6 +82,49 @@ async fn undo_reverts_only_the_users_own_step_across_instances() {
     assert!(history(&mut bob, "undo").await);
     let t = catch_up(&mut [&mut alice, &mut bob, &mut alice2], &servers[0], doc).await;
     assert_eq!(t, ">bob!\n");
+}
+
+/// Alice types "Hello" at the end while Bob types "12345" at the start
+/// between each of her keystrokes (on `a` and `b`): one undo removes her
+/// whole run and none of Bob's text; redo puts it back; Bob's undo is his.
+async fn interleaved_runs(a: &TestServer, b: &TestServer, doc: &str) {
+    let mut alice = Editor::join(a, doc, "alice", None).await;
+    let mut bob = Editor::join(b, doc, "bob", None).await;
+    for (i, (h, d)) in "Hello".chars().zip("12345".chars()).enumerate() {
+        let len = alice.ot.len_chars();
+        alice.edit(splice(len, len, 0, &h.to_string())).await;
+        alice.settle().await;
+        bob.sync_to(alice.ot.version).await;
+        type_at(&mut bob, i, &d.to_string()).await;
+        alice.sync_to(bob.ot.version).await;
+    }
+    let t = catch_up(&mut [&mut alice, &mut bob], a, doc).await;
+    assert_eq!(t, "12345Hello");
+    assert!(history(&mut alice, "undo").await);
+    let t = catch_up(&mut [&mut alice, &mut bob], b, doc).await;
+    assert_eq!(
+        t, "12345",
+        "one undo removes Alice's whole run, none of Bob's"
+    );
+    assert!(history(&mut alice, "redo").await);
+    let t = catch_up(&mut [&mut alice, &mut bob], a, doc).await;
+    assert_eq!(t, "12345Hello");
+    assert!(history(&mut bob, "undo").await);
+    let t = catch_up(&mut [&mut alice, &mut bob], b, doc).await;
+    assert_eq!(t, "Hello", "Bob's run was his own too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interleaved_with_anothers_keystrokes_undoes_as_one_on_redis() {
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
+    interleaved_runs(&servers[0], &servers[1], "interleaved").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interleaved_with_anothers_keystrokes_undoes_as_one_embedded() {
+    let server = TestServer::start(TANDEM, &[]);
+    interleaved_runs(&server, &server, "interleaved").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,7 +169,13 @@ export interface TandemClientOptions {
   url: string;
   /** The document id. */
   document: string;
-  /** A bearer token (JWT) for the user. */
+  /**
+   * Called before every connection attempt: resolves to a single-use ticket
+   * (`POST /api/auth/ws-ticket`), so no long-lived token goes in a URL.
+   * Rejecting with an error whose `fatal` is true stops reconnecting.
+   */
+  getTicket?: (document: string) => Promise<string>;
+  /** A bearer token (JWT) for the user (API clients; browsers use `getTicket`). */
   token?: string;
   /** On a server with anonymous access: the user id and display name. */
   userId?: string;
@@ -196,6 +202,8 @@ export interface TandemClientEvents {
   reset: { content: string };
   /** Apply this code-point op to the editor. */
   remote: { op: Op; user: string; client: string };
+  /** That client moved its caret (not one carried along by edits). */
+  activity: { client: string; user: string };
   status: { state: ConnectionState; pending: number; saved: boolean };
   users: Presence[];
   cursors: RemoteCursor[];

@@ -464,14 +464,18 @@ function randomId() {
 /**
  * A live session on one document.
  *
- * Options: `url` (ws(s)://host), `document`, and `token`, or `userId` + `name` on an
- * anonymous server; `clientId` (kept across reconnects; made up if absent);
+ * Options: `url` (ws(s)://host), `document`, and `getTicket` (async, called before
+ * every connection attempt: resolves to a single-use ticket from
+ * `POST /api/auth/ws-ticket`, so no long-lived token goes in a URL; rejecting with
+ * an error whose `fatal` is true stops reconnecting) or `token` (API clients), or
+ * `userId` + `name` on an anonymous server; `clientId` (kept across reconnects; made up if absent);
  * `WebSocket` (a constructor, where there is no global one); `cursorThrottleMs` (50);
  * `backoff` {min, max} in ms; `random` (a 0..1 source, for tests).
  *
  * Events (`on(name, fn)`): `ready` (first init), `reset` {content} (the text was
  * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
- * to the editor), `status` {state: "connecting"|"online"|"offline", pending,
+ * to the editor; `user`, `client`: its author), `activity` {client, user} (that
+ * client moved its caret, not carried by edits), `status` {state: "connecting"|"online"|"offline", pending,
  * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `meta`
  * {title, tags, views, language, language_set} (replicated metadata), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
@@ -545,11 +549,12 @@ export class TandemClient {
     if (this.ws) this.ws.close(4000, "client disconnect");
   }
 
-  #url() {
+  #url(ticket) {
     const o = this.opts;
     const q = new URLSearchParams();
     q.set("client", this.clientId);
-    if (o.token) q.set("token", o.token);
+    if (ticket) q.set("ticket", ticket);
+    else if (o.token) q.set("token", o.token);
     if (o.userId) q.set("user_id", o.userId);
     if (o.name) q.set("name", o.name);
     if (this.state) {
@@ -565,9 +570,30 @@ export class TandemClient {
   #open() {
     clearTimeout(this.reconnectTimer);
     this.#setStatus("connecting");
+    if (!this.opts.getTicket) return this.#openSocket(null);
+    // A fresh ticket for every attempt (each is good once, for seconds).
+    const attempt = (this.openAttempt = (this.openAttempt || 0) + 1);
+    Promise.resolve()
+      .then(() => this.opts.getTicket(this.opts.document))
+      .then(
+        (ticket) => {
+          if (attempt === this.openAttempt && !this.closedForGood) this.#openSocket(ticket);
+        },
+        (e) => {
+          if (attempt !== this.openAttempt || this.closedForGood) return;
+          if (e && e.fatal) {
+            this.closedForGood = true;
+            this.#setStatus("offline");
+            this.emit("closed", { code: 1008, reason: e.message || "" });
+          } else this.#scheduleReconnect();
+        },
+      );
+  }
+
+  #openSocket(ticket) {
     let ws;
     try {
-      ws = new this.WS(this.#url());
+      ws = new this.WS(this.#url(ticket));
     } catch (e) {
       this.#scheduleReconnect();
       return;
@@ -825,7 +851,10 @@ export class TandemClient {
         head = transformIndex(h.op, head);
       }
     }
+    const was = this.cursors.get(msg.client);
     this.cursors.set(msg.client, { user: msg.user, anchor, head });
+    // A caret that moved (not one re-sent where edits carried it).
+    if (!was || was.anchor !== anchor || was.head !== head) this.emit("activity", { client: msg.client, user: msg.user });
     this.#emitCursors();
   }
 

@@ -2,6 +2,8 @@
 // rename, delete, share) and the editor page (editor.js). Talks to the REST API
 // with the token kept in localStorage; renders with plain DOM calls.
 import { openEditor } from "./editor.js";
+import { sharePanel } from "./share-panel.js";
+import { passwordRules, showFieldError } from "./signup-form.js";
 
 const main = document.getElementById("main");
 const topSlot = document.getElementById("top-slot");
@@ -156,12 +158,25 @@ function renderAuth(next) {
   const nameRow = h("label", {}, "Display name (optional)", name);
   const submit = h("button.primary", { type: "submit", text: "Log in" });
   const tabs = h("div.tabs");
-  const form = h("form.stack", { onsubmit: onSubmit }, h("label", {}, "Username", username), nameRow, h("label", {}, "Password", password), submit, err);
+  const rules = passwordRules(h, username, password);
+  const fieldErr = { username: h("small.field-error", { role: "alert" }), password: h("small.field-error", { role: "alert" }), name: h("small.field-error", { role: "alert" }) };
+  const form = h(
+    "form.stack",
+    { onsubmit: onSubmit },
+    h("label", {}, "Username", username, rules.userHint, fieldErr.username),
+    nameRow,
+    h("label", {}, "Password", password, rules.passHint, fieldErr.password),
+    submit,
+    err,
+  );
+  nameRow.append(fieldErr.name);
   function setMode(m) {
     mode = m;
     nameRow.hidden = m === "login";
     submit.textContent = m === "login" ? "Log in" : "Create account";
     password.setAttribute("autocomplete", m === "login" ? "current-password" : "new-password");
+    rules.show(m === "signup");
+    for (const el of Object.values(fieldErr)) el.textContent = "";
     tabs.replaceChildren(
       h("button", { type: "button", class: m === "login" ? "on" : "", text: "Log in", onclick: () => setMode("login") }),
       h("button", { type: "button", class: m === "signup" ? "on" : "", text: "Sign up", onclick: () => setMode("signup") }),
@@ -179,7 +194,8 @@ function renderAuth(next) {
       session.set(r.token, r.user);
       go(next && next.startsWith("/") ? next : "/");
     } catch (ex) {
-      err.textContent = ex.message;
+      if (mode === "signup") showFieldError(ex, fieldErr, err);
+      else err.textContent = ex.message;
     } finally {
       submit.disabled = false;
     }
@@ -247,7 +263,12 @@ function docRow(d, reload, err) {
   const owner = d.role === "owner";
   const canEdit = d.role !== "viewer";
   const when = d.updated_at ? new Date(d.updated_at).toLocaleString() : "";
-  const titleCell = h("td.title", {}, h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document", title: d.title }));
+  const titleCell = h(
+    "td.title",
+    {},
+    h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document", title: d.title }),
+    d.owner && !owner && h("span.owner.muted", { "data-owner": d.owner, text: ` · by @${d.owner}` }),
+  );
   function panel(...children) {
     sub.replaceChildren(h("td", { colspan: 4 }, h("div.row", {}, ...children)));
     sub.hidden = false;
@@ -285,39 +306,9 @@ function docRow(d, reload, err) {
       h("button", {
         text: "Share",
         onclick: () => {
-          const who = h("input", { placeholder: "username", "aria-label": "Username to share with" });
-          const role = h("select", { "aria-label": "Role" }, h("option", { value: "editor", text: "can edit" }), h("option", { value: "viewer", text: "can view" }));
-          const note = h("span.muted");
-          panel(
-            who,
-            role,
-            h("button.primary", {
-              text: "Share",
-              onclick: async () => {
-                try {
-                  await api("PUT", `/api/documents/${d.id}/members/${encodeURIComponent(who.value.trim())}`, { role: role.value });
-                  note.textContent = `Shared with ${who.value.trim()}. Send them the link: ${location.origin}/d/${d.id}`;
-                } catch (ex) {
-                  note.textContent = ex.message;
-                }
-              },
-            }),
-            h("button", {
-              text: "Revoke",
-              title: "Remove this user's access",
-              onclick: async () => {
-                try {
-                  await api("DELETE", `/api/documents/${d.id}/members/${encodeURIComponent(who.value.trim())}`);
-                  note.textContent = `${who.value.trim()} no longer has access.`;
-                } catch (ex) {
-                  note.textContent = ex.message;
-                }
-              },
-            }),
-            h("button", { text: "Close", onclick: () => (sub.hidden = true) }),
-            note,
-          );
-          who.focus();
+          const box = h("div");
+          panel(box);
+          sharePanel({ d, api, h, box, close: () => (sub.hidden = true) });
         },
       }),
       " ",

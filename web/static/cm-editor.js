@@ -43,17 +43,19 @@ const remote = Annotation.define();
 const setCursors = StateEffect.define();
 
 class CaretWidget extends WidgetType {
-  constructor(name, color) {
+  constructor(name, color, active) {
     super();
     this.name = name;
     this.color = color;
+    this.active = active;
   }
   eq(o) {
-    return o.name === this.name && o.color === this.color;
+    return o.name === this.name && o.color === this.color && o.active === this.active;
   }
   toDOM() {
     const el = document.createElement("span");
-    el.className = "cm-remote-caret";
+    el.className = this.active ? "cm-remote-caret active" : "cm-remote-caret";
+    el.title = this.name;
     el.style.setProperty("--c", this.color);
     const label = document.createElement("span");
     label.className = "cm-remote-label";
@@ -77,7 +79,7 @@ const cursorField = StateField.define({
   provide: (f) => EditorView.decorations.from(f),
 });
 
-function cursorDecorations(doc, cursors) {
+function cursorDecorations(doc, cursors, active) {
   const ranges = [];
   const len = doc.length;
   for (const c of cursors) {
@@ -88,7 +90,7 @@ function cursorDecorations(doc, cursors) {
     if (from < to) {
       ranges.push(Decoration.mark({ attributes: { style: `background-color: ${c.color}33`, "data-remote-selection": c.user } }).range(from, to));
     }
-    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color), side: 1 }).range(hd));
+    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.color, active(c.client)), side: 1 }).range(hd));
   }
   return Decoration.set(ranges, true);
 }
@@ -195,8 +197,8 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
     applyRemote(op) {
       dispatchRemote({ changes: toUtf16Changes(view.state.doc.toString(), op) });
     },
-    setCursors(list) {
-      view.dispatch({ effects: setCursors.of(cursorDecorations(view.state.doc.toString(), list)) });
+    setCursors(list, active = () => true) {
+      view.dispatch({ effects: setCursors.of(cursorDecorations(view.state.doc.toString(), list, active)) });
     },
     setReadOnly(ro) {
       view.dispatch({ effects: editable.reconfigure(editableExt(ro)) });

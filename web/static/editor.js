@@ -6,9 +6,13 @@
 //
 //   createEditor(host, {content, readOnly, language}, hooks) → editor
 //   hooks:  edit(op), cursor(anchor, head), undo(), redo()  (code points)
-//   editor: reset(text), applyRemote(op), setCursors(list), setReadOnly(bool),
+//   editor: reset(text), applyRemote(op), setCursors(list, active(client)),
+//           setReadOnly(bool),
 //           setLanguage(id), text(), focus(), destroy(), language, kind
-import { TandemClient, cpLength } from "./tandem-client.js";
+import { TandemClient } from "./tandem-client.js";
+import { ticketSource } from "./ws-ticket.js";
+import { presenceLabels } from "./presence-labels.js";
+import { historyPanel } from "./history-panel.js";
 
 export const EDITORS = {
   codemirror: { label: "CodeMirror", module: "./cm-editor.js" },
@@ -27,7 +31,7 @@ function initials(name) {
   return chars.map((p) => Array.from(p)[0] || "").join("").toUpperCase().slice(0, 4);
 }
 
-export function openEditor({ main, topSlot, id, h, api, session }) {
+export function openEditor({ main, topSlot, id, h, api }) {
   const kind = editorKind(location.search);
   const other = kind === "monaco" ? "codemirror" : "monaco";
   const status = h("span.status.saving", { "data-status": "connecting", text: "connecting…", role: "status" });
@@ -71,9 +75,10 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
   const client = new TandemClient({
     url: location.origin.replace(/^http/, "ws"),
     document: id,
-    token: session.token,
+    getTicket: ticketSource(api),
     clientId: tabClientId(id),
   });
+  const labels = presenceLabels(client, { presence, host, redraw: () => drawCursors() });
 
   function showBanner(kind, text) {
     banner.className = `banner ${kind}`;
@@ -107,7 +112,7 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
   }
 
   function drawCursors() {
-    if (editor) editor.setCursors(client.cursorList());
+    if (editor) editor.setCursors(client.cursorList(), labels.active);
   }
 
   // ---- language
@@ -202,67 +207,7 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
     );
   }
 
-  async function loadHistory() {
-    panel.replaceChildren(h("h2", { text: "History" }), h("p.muted", { text: "Loading…" }));
-    let items;
-    try {
-      const since = Math.max(0, client.version - 60);
-      items = await api("GET", `/api/documents/${id}/history?since=${since}&limit=60`);
-    } catch (ex) {
-      panel.replaceChildren(h("h2", { text: "History" }), h("p.error", { text: ex.message }));
-      return;
-    }
-    const list = h("ol.history-list", { reversed: true });
-    for (const it of items.reverse()) {
-      let ins = 0;
-      let del = 0;
-      for (const c of it.op) {
-        if (typeof c === "string") ins += cpLength(c);
-        else if (c < 0) del -= c;
-      }
-      const when = new Date(it.at).toLocaleTimeString();
-      list.append(
-        h(
-          "li",
-          {},
-          h("button.history-item", { "data-version": it.version, onclick: () => preview(it.version) },
-            h("strong", { text: `v${it.version}` }), ` ${it.name} · ${when} · `,
-            h("span.ins", { text: `+${ins}` }), " ", h("span.del", { text: `−${del}` })),
-        ),
-      );
-    }
-    panel.replaceChildren(
-      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: "History" }), h("button", { text: "Refresh", onclick: loadHistory })),
-      items.length ? list : h("p.muted", { text: "No edits yet." }),
-    );
-  }
-
-  async function preview(n) {
-    let v;
-    try {
-      v = await api("GET", `/api/documents/${id}/versions/${n}`);
-    } catch (ex) {
-      showBanner("bad", ex.message);
-      return;
-    }
-    const canEdit = client.role !== "viewer" && !closed;
-    panel.replaceChildren(
-      h("div.row", { style: "justify-content: space-between" }, h("h2", { text: `Version ${n}` }), h("button", { text: "Back", onclick: loadHistory })),
-      h("pre.preview", { text: v.content || "(empty)" }),
-      canEdit &&
-        h("button.primary", {
-          text: "Restore this version",
-          onclick: async () => {
-            try {
-              await api("POST", `/api/documents/${id}/versions/${n}/restore`);
-              loadHistory();
-            } catch (ex) {
-              showBanner("bad", ex.message);
-            }
-          },
-        }),
-    );
-  }
+  const loadHistory = historyPanel({ panel, api, h, id, client, canEdit: () => client.role !== "viewer" && !closed, showBanner });
 
   function renderUsers(users) {
     lastUsers = users;

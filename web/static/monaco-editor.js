@@ -140,7 +140,7 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
   // Remote carets: a content widget each (caret + name), selections as decorations.
   const widgets = new Map(); // client -> {widget, node, position}
   const selections = ed.createDecorationsCollection();
-  function setCursors(list) {
+  function setCursors(list, active = () => true) {
     const seen = new Set();
     const decos = [];
     for (const c of list) {
@@ -174,6 +174,8 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
       w.node.style.setProperty("--c", /^#[0-9a-fA-F]{3,8}$/.test(c.color) ? c.color : "#888");
       w.node.style.height = `${ed.getOption(monaco.editor.EditorOption.lineHeight)}px`;
       w.label.textContent = c.name;
+      w.node.title = c.name;
+      w.node.classList.toggle("active", active(c.client));
       w.position = hd;
       ed.layoutContentWidget(w.widget);
     }

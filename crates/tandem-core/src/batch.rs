@@ -86,6 +86,11 @@ impl Batch {
         Ok(inverse)
     }
 
+    /// The batch's ops so far, in order.
+    pub fn ops(&self) -> &[Operation] {
+        &self.ops
+    }
+
     /// The version the `i`th op of the batch (from 0) will produce.
     pub fn version_of(&self, i: usize) -> u64 {
         self.base + i as u64 + 1

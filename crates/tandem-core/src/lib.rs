@@ -1,6 +1,7 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
 //! document state and rebasing (`doc`), the wire protocol (`protocol`), the
-//! client state machine (`client`), undo stacks (`undo`), metadata CRDTs
+//! client state machine (`client`), undo stacks (`undo`) and typing runs
+//! (`runs`), metadata CRDTs
 //! (`meta`), document languages (`language`), abuse limits as data (`limits`) and the fuzz entry points
 //! (`fuzzing`). The server crate `tandem` re-exports every module under the
 //! same name.
@@ -19,4 +20,5 @@ pub mod limits;
 pub mod meta;
 pub mod ot;
 pub mod protocol;
+pub mod runs;
 pub mod undo;

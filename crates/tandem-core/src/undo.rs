@@ -1,18 +1,17 @@
-//! Per-user undo/redo stacks as pure data: what an entry is, when a new
-//! entry joins the typing run on top of the stack, and the bounded stack
-//! operations the sequencers store (in memory, or in Redis by `undo.lua`
-//! with the same rules).
+//! Per-user undo/redo stacks as pure data: what an entry is, and the
+//! bounded stack operations the sequencers store (in memory, or in Redis by
+//! `undo.lua` with the same rules). Which edits join one entry: `runs.rs`.
 //!
-//! Owns: [`UndoEntry`], [`merge_run`], [`Stack`], [`StackPush`], [`Stacks`].
+//! Owns: [`UndoEntry`], [`Stack`], [`StackPush`], [`Stacks`].
 //! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
 //! (enforced: tandem-core has no such dependency).
 
 use serde::{Deserialize, Serialize};
 
-use crate::ot::{OpError, Operation};
+use crate::ot::Operation;
 
-/// Keystrokes closer together than this (and with no one else's commit in
-/// between) undo as one step.
+/// A user's keystrokes closer together than this (next to each other,
+/// whatever others commit in between) undo as one step (`runs.rs`).
 pub const TYPING_RUN_MS: i64 = 1000;
 /// Entries kept per user and stack.
 pub const STACK_LIMIT: usize = 100;
@@ -59,21 +58,6 @@ impl UndoEntry {
     }
 }
 
-/// The entry for `new` folded into `top` when `new` continues its typing
-/// run: it was committed right after `top`'s last edit (no commit between)
-/// within [`TYPING_RUN_MS`]. Undoing the result reverts both.
-pub fn merge_run(top: &UndoEntry, new: &UndoEntry) -> Result<Option<UndoEntry>, OpError> {
-    if new.version != top.version + 1 || new.time - top.time > TYPING_RUN_MS {
-        return Ok(None);
-    }
-    // Revert the newer edit first, then the older ones.
-    Ok(Some(UndoEntry {
-        version: new.version,
-        op: new.op.compose(&top.op)?,
-        time: new.time,
-    }))
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stack {
     Undo,
@@ -92,12 +76,15 @@ impl Stack {
 
 /// A push: `entry` goes on top, or replaces the top when the top is still
 /// the entry at `replace_top_at` (compare-and-set, so a concurrent push is
-/// never overwritten). `clear_redo`: a new edit forgets what was undone.
+/// never overwritten); when it is not, `fallback` (if any) goes on top
+/// instead of `entry` (a run's merged entry must not land on another top).
+/// `clear_redo`: a new edit forgets what was undone.
 #[derive(Clone, Debug)]
 pub struct StackPush {
     pub stack: Stack,
     pub entry: UndoEntry,
     pub replace_top_at: Option<u64>,
+    pub fallback: Option<UndoEntry>,
     pub clear_redo: bool,
 }
 
@@ -124,7 +111,7 @@ impl Stacks {
         let list = self.list(p.stack);
         match (p.replace_top_at, list.last_mut()) {
             (Some(v), Some(top)) if top.version == v => *top = p.entry,
-            _ => list.push(p.entry),
+            _ => list.push(p.fallback.unwrap_or(p.entry)),
         }
         if list.len() > STACK_LIMIT {
             let extra = list.len() - STACK_LIMIT;
@@ -161,24 +148,6 @@ mod tests {
     }
 
     #[test]
-    fn a_typing_run_undoes_as_one_step() {
-        // "" --"a"--> "a" (v1) --"b"--> "ab" (v2)
-        let inv1 = splice(1, 0, 1, "");
-        let inv2 = splice(2, 1, 1, "");
-        let top = entry(1, 1000, inv1);
-        let merged = merge_run(&top, &entry(2, 1500, inv2.clone()))
-            .unwrap()
-            .unwrap();
-        assert_eq!(merged.version, 2);
-        assert_eq!(merged.op.apply("ab").unwrap(), "");
-        // Too late, or someone else committed in between: a new step.
-        assert!(merge_run(&top, &entry(2, 2001, inv2.clone()))
-            .unwrap()
-            .is_none());
-        assert!(merge_run(&top, &entry(3, 1500, inv2)).unwrap().is_none());
-    }
-
-    #[test]
     fn stacks_replace_only_the_expected_top_and_stay_bounded() {
         let mut s = Stacks::default();
         let e = |v| entry(v, 0, splice(1, 0, 1, ""));
@@ -186,6 +155,7 @@ mod tests {
             stack: Stack::Redo,
             entry: e(9),
             replace_top_at: None,
+            fallback: None,
             clear_redo: false,
         });
         for v in 0..(STACK_LIMIT as u64 + 10) {
@@ -193,6 +163,7 @@ mod tests {
                 stack: Stack::Undo,
                 entry: e(v),
                 replace_top_at: None,
+                fallback: None,
                 clear_redo: false,
             });
         }
@@ -206,6 +177,7 @@ mod tests {
                 stack: Stack::Undo,
                 entry: mib(v),
                 replace_top_at: None,
+                fallback: None,
                 clear_redo: false,
             });
         }
@@ -216,6 +188,7 @@ mod tests {
             stack: Stack::Undo,
             entry: entry(9, 0, splice(0, 0, 0, &"y".repeat(5 << 20))),
             replace_top_at: None,
+            fallback: None,
             clear_redo: false,
         });
         assert_eq!(big.undo.len(), 1);
@@ -224,6 +197,7 @@ mod tests {
             stack: Stack::Undo,
             entry: e(500),
             replace_top_at: Some(1),
+            fallback: None,
             clear_redo: true,
         });
         assert_eq!(s.top(Stack::Undo).unwrap().version, 500);
@@ -234,10 +208,20 @@ mod tests {
             stack: Stack::Undo,
             entry: e(501),
             replace_top_at: Some(500),
+            fallback: None,
             clear_redo: false,
         });
         assert_eq!(s.undo[STACK_LIMIT - 2].version, top);
-        assert_eq!(s.pop(Stack::Undo).unwrap().version, 501);
+        assert_eq!(s.top(Stack::Undo).unwrap().version, 501);
+        // The top moved: the fallback goes on instead of the merged entry.
+        s.push(StackPush {
+            stack: Stack::Undo,
+            entry: e(600),
+            replace_top_at: Some(42),
+            fallback: Some(e(601)),
+            clear_redo: false,
+        });
+        assert_eq!(s.pop(Stack::Undo).unwrap().version, 601);
         let round = UndoEntry::from_json(&e(7).to_json()).unwrap();
         assert_eq!(round, e(7));
     }

@@ -182,6 +182,23 @@ impl Ws {
         Ok((ws, init))
     }
 
+    /// Open a session with `req` (a URL or a request with headers): the
+    /// socket and its first frame, or the HTTP status the upgrade was
+    /// refused with.
+    pub async fn try_connect(
+        req: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<(Ws, Frame), u16> {
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => {
+                let mut ws = Ws { ws };
+                let init = ws.recv().await;
+                Ok((ws, init))
+            }
+            Err(Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }

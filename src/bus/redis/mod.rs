@@ -1,6 +1,7 @@
 //! Redis backend (clustered mode): one [`RedisBackend`] serving the
 //! sequencer (`sequencer.rs`), the bus (`bus.rs`), undo stacks and metadata
-//! (`stacks.rs`), and rate limits every instance shares (`rates.rs`).
+//! (`stacks.rs`), rate limits every instance shares (`rates.rs`) and
+//! single-use WebSocket tickets (`tickets.rs`).
 //! The only module that talks to Redis.
 //!
 //! Keys are hash-tagged per document so one document's keys share a Redis
@@ -18,6 +19,7 @@ mod bus;
 mod rates;
 mod sequencer;
 mod stacks;
+mod tickets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -41,6 +43,7 @@ struct Scripts {
     presence: Script,
     undo: Script,
     rate: Script,
+    tickets: Script,
 }
 
 type Subs = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>>;
@@ -157,6 +160,7 @@ impl RedisBackend {
                 presence: Script::new(include_str!("../scripts/presence.lua")),
                 undo: with_stacks(include_str!("../scripts/undo.lua")),
                 rate: Script::new(include_str!("../scripts/rate.lua")),
+                tickets: Script::new(include_str!("../scripts/tickets.lua")),
             },
             subs,
             ctl,

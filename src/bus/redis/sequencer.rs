@@ -98,7 +98,7 @@ impl Sequencer for RedisBackend {
             .arg(EPHEMERAL_CLIENTS)
             .arg(STACK_BYTES);
         for r in &batch.records {
-            let [field, entry, at, clear] = match &r.undo {
+            let [field, entry, at, clear, fallback] = match &r.undo {
                 Some(push) => push_fields(&r.user, push),
                 None => Default::default(),
             };
@@ -108,7 +108,8 @@ impl Sequencer for RedisBackend {
                 .arg(field)
                 .arg(entry)
                 .arg(at)
-                .arg(clear);
+                .arg(clear)
+                .arg(fallback);
         }
         let out: Vec<String> = inv
             .invoke_async(&mut self.conn())

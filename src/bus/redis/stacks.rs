@@ -9,9 +9,10 @@ use crate::bus::{BusError, MetaStore, UndoStacks};
 use crate::undo::{Stack, StackPush, UndoEntry, STACK_BYTES, STACK_LIMIT};
 
 /// A push as `stack_push`'s arguments (`stack.lua`): the user's stack
-/// field, the entry, the version whose top it replaces ('' = none), and the
-/// field to clear ('' = none).
-pub(super) fn push_fields(user: &str, push: &StackPush) -> [String; 4] {
+/// field, the entry, the version whose top it replaces ('' = none), the
+/// field to clear ('' = none), and the entry pushed instead when the top is
+/// not at that version ('' = the entry).
+pub(super) fn push_fields(user: &str, push: &StackPush) -> [String; 5] {
     let clear = if push.clear_redo {
         format!("{}{user}", Stack::Redo.prefix())
     } else {
@@ -24,6 +25,10 @@ pub(super) fn push_fields(user: &str, push: &StackPush) -> [String; 4] {
             .map(|v| v.to_string())
             .unwrap_or_default(),
         clear,
+        push.fallback
+            .as_ref()
+            .map(UndoEntry::to_json)
+            .unwrap_or_default(),
     ]
 }
 
@@ -63,7 +68,7 @@ impl RedisBackend {
 #[async_trait]
 impl UndoStacks for RedisBackend {
     async fn push(&self, doc: &str, user: &str, push: &StackPush) -> Result<(), BusError> {
-        let [field, entry, at, clear] = push_fields(user, push);
+        let [field, entry, at, clear, fallback] = push_fields(user, push);
         let _: i64 = self
             .scripts
             .undo
@@ -75,6 +80,7 @@ impl UndoStacks for RedisBackend {
             .arg(STACK_LIMIT)
             .arg(clear)
             .arg(STACK_BYTES)
+            .arg(fallback)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -10,9 +10,10 @@
 --       server-minted clients (ids with '~')
 -- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
 --       6 retain bytes, 7 most socket clients, 8 most server-minted clients,
---       9 stack limit in bytes, then n times 7 fields: client, seq, record JSON after its "version"
+--       9 stack limit in bytes, then n times 8 fields: client, seq, record JSON after its "version"
 --       field (starts with '"op":'), undo field ('' = none), undo entry
---       JSON, replace the top at ('' = never), field to clear ('' = none)
+--       JSON, replace the top at ('' = never), field to clear ('' = none),
+--       entry pushed instead when the top is not at that version ('' = none)
 -- Returns one of:
 --   {"ok", head}              appended as base+1..head, published as one
 --                             JSON array of the records
@@ -25,7 +26,7 @@ local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
 end
-local n, W, A = tonumber(ARGV[5]), 7, 9
+local n, W, A = tonumber(ARGV[5]), 8, 9
 local dups = {}
 for i = 1, n do
   local j = A + (i - 1) * W
@@ -63,7 +64,7 @@ for i = 1, n do
   bytes = bytes + string.len(recs[i])
   client_seen(KEYS[3], KEYS[7], KEYS[8], ARGV[j + 1], ARGV[j + 2], vs)
   if ARGV[j + 4] ~= '' then
-    stack_push(KEYS[5], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], limit, ARGV[j + 7], stack_bytes)
+    stack_push(KEYS[5], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], limit, ARGV[j + 7], stack_bytes, ARGV[j + 8])
   end
 end
 redis.call('RPUSH', KEYS[2], unpack(recs))

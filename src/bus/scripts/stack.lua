@@ -19,14 +19,17 @@ local function stack_store(hash, field, list)
 end
 
 -- Push `entry` on `field`, or replace the top if the top's version is `at`
--- ('' = never); keep at most `limit` entries and `max_bytes` bytes of them
+-- ('' = never; when the top is another, `fallback` is pushed instead unless
+-- it is ''); keep at most `limit` entries and `max_bytes` bytes of them
 -- (the oldest go first, the newest stays); then clear the field `clear`
 -- ('' = none).
-local function stack_push(hash, field, entry, at, limit, clear, max_bytes)
+local function stack_push(hash, field, entry, at, limit, clear, max_bytes, fallback)
   local list = stack_load(hash, field)
   local top = list[#list]
   if at ~= '' and top and cjson.decode(top).version == tonumber(at) then
     list[#list] = entry
+  elseif fallback ~= '' then
+    table.insert(list, fallback)
   else
     table.insert(list, entry)
   end

@@ -72,6 +72,9 @@ pub struct DocumentListItem {
     updated_at: i64,
     #[schema(value_type = schema::Role)]
     role: Role,
+    /// The owner's username (absent on unowned anonymous-mode documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -193,6 +196,7 @@ pub async fn list_documents(
                 version: d.version,
                 updated_at: d.updated_at,
                 role: d.role,
+                owner: d.owner,
             })
             .collect(),
     ))

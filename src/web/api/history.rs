@@ -18,6 +18,10 @@ use crate::web::AppState;
 pub struct HistoryQuery {
     /// Records after this version (default 0: from the start).
     since: Option<u64>,
+    /// Instead of `since`: the newest records before this version (cursor
+    /// paging backwards: the next, older page is `before=<the first
+    /// version returned>`).
+    before: Option<u64>,
     /// At most 1000 (default 100); a page also ends before `HISTORY_PAGE_BYTES`
     /// (default 1 MiB) of op JSON, holding at least one op. The next page
     /// starts after the last version returned.
@@ -40,9 +44,14 @@ pub struct HistoryItem {
     at: i64,
 }
 
-/// The committed ops after `since`, oldest first, a page at a time.
+/// The committed ops after `since` (or the newest before `before`), oldest
+/// first, a page at a time.
 #[utoipa::path(get, path = "/api/documents/{id}/history", params(HistoryQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<HistoryItem>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<HistoryItem>, description = "A page of committed ops, oldest first"),
+    (status = 400, body = ErrorBody, description = "Bad parameters"),
+    (status = 401, body = ErrorBody, description = "Not signed in"),
+    (status = 403, body = ErrorBody, description = "No access to the document"),
+    (status = 404, body = ErrorBody, description = "No such document")))]
 pub async fn get_history(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -52,10 +61,23 @@ pub async fn get_history(
     role_for(&state, &id, &who).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let page_bytes = state.config.history_page_bytes;
-    let (_, records) = state
-        .hub
-        .history(&id, q.since.unwrap_or(0), limit, page_bytes)
-        .await?;
+    let records = match (q.since, q.before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give since or before, not both".into(),
+            ))
+        }
+        (_, Some(before)) => {
+            super::sessions::records_before(&state, &id, before, limit, page_bytes).await?
+        }
+        (since, None) => {
+            state
+                .hub
+                .history(&id, since.unwrap_or(0), limit, page_bytes)
+                .await?
+                .1
+        }
+    };
     let mut names: std::collections::HashMap<String, String> = Default::default();
     for r in &records {
         if !names.contains_key(&r.user) {

@@ -1,4 +1,5 @@
-//! Who is here and who may: live presence, sharing with members.
+//! Who is here and who may: live presence, the member list, sharing with
+//! members.
 //! Must not import: sqlx, redis.
 
 use axum::extract::{Path, State};
@@ -28,6 +29,42 @@ pub async fn get_users(
     Ok(Json(state.hub.users(&id).await?))
 }
 
+/// Someone with access: the owner or a member.
+#[derive(Serialize, ToSchema)]
+pub struct MemberListItem {
+    username: String,
+    name: String,
+    #[schema(value_type = schema::Role)]
+    role: Role,
+}
+
+/// Who has access to the document: its owner first, then the members by
+/// username (at most 1,000). Owner and members may read it.
+#[utoipa::path(get, path = "/api/documents/{id}/members", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<MemberListItem>, description = "The owner, then the members"),
+    (status = 400, body = ErrorBody, description = "Bad document id"),
+    (status = 401, body = ErrorBody, description = "Not signed in"),
+    (status = 403, body = ErrorBody, description = "No access to the document"),
+    (status = 404, body = ErrorBody, description = "No such document")))]
+pub async fn get_members(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<MemberListItem>>, ApiError> {
+    who.user()?;
+    role_for(&state, &id, &who).await?;
+    let rows = state.store.members(&id).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|m| MemberListItem {
+                username: m.username,
+                name: m.name,
+                role: m.role,
+            })
+            .collect(),
+    ))
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct MemberBody {
     /// "editor" or "viewer"
@@ -55,7 +92,9 @@ async fn owner_and_member(
         .store
         .user_by_username(username)
         .await?
-        .ok_or(ApiError::NotFound("no such user"))?;
+        .ok_or(ApiError::NotFound(
+            "no account has this username yet: they need to sign up first, then share again",
+        ))?;
     if member.id == owner.sub {
         return Err(ApiError::BadRequest(
             "the owner's role cannot change".into(),
@@ -66,8 +105,10 @@ async fn owner_and_member(
 
 /// Share with a user (owner only); takes effect on live sockets at once.
 #[utoipa::path(put, path = "/api/documents/{id}/members/{username}", request_body = MemberBody,
-    security(("bearer" = [])), responses((status = 200, body = MemberOut), (status = 403, body = ErrorBody),
-    (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = MemberOut, description = "Shared (or the role changed)"),
+    (status = 400, body = ErrorBody, description = "Bad role, or the owner named"),
+    (status = 403, body = ErrorBody, description = "Not the owner"),
+    (status = 404, body = ErrorBody, description = "No such document, or no account has this username (they must sign up first)")))]
 pub async fn put_member(
     State(state): State<AppState>,
     Auth(who): Auth,

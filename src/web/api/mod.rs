@@ -4,8 +4,9 @@
 //!
 //! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
-//! login, logout, password change, account deletion), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
-//! versions, restore), `members.rs` (presence, sharing).
+//! login, logout, password change, account deletion), `tickets.rs`
+//! (single-use WebSocket tickets), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
+//! versions, restore), `sessions.rs` (history as sessions), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
 
@@ -14,6 +15,8 @@ mod documents;
 mod history;
 mod members;
 mod openapi;
+mod sessions;
+mod tickets;
 
 use openapi::Extras;
 
@@ -23,7 +26,9 @@ pub use documents::{
     post_ops, remove_tag, update_document,
 };
 pub use history::{get_history, get_version, restore_version};
-pub use members::{delete_member, get_users, put_member};
+pub use members::{delete_member, get_members, get_users, put_member};
+pub use sessions::get_sessions;
+pub use tickets::{redeem, ws_ticket};
 
 use axum::extract::{Request, State};
 use axum::Json;
@@ -58,6 +63,7 @@ use super::AppState;
         accounts::logout,
         accounts::change_password,
         accounts::delete_account,
+        tickets::ws_ticket,
         documents::create_document,
         documents::list_documents,
         documents::get_document,
@@ -66,11 +72,13 @@ use super::AppState;
         documents::list_languages,
         documents::post_ops,
         history::get_history,
+        sessions::get_sessions,
         history::get_version,
         documents::add_tag,
         documents::remove_tag,
         history::restore_version,
         members::get_users,
+        members::get_members,
         members::put_member,
         members::delete_member,
         openapi
@@ -82,6 +90,8 @@ use super::AppState;
         accounts::DeleteAccountBody,
         accounts::AuthResponse,
         accounts::UserOut,
+        tickets::TicketBody,
+        tickets::TicketOut,
         documents::CreateBody,
         documents::UpdateBody,
         documents::DocumentOut,
@@ -90,11 +100,15 @@ use super::AppState;
         documents::OpsBody,
         documents::VersionOut,
         history::HistoryItem,
+        sessions::SessionsPage,
+        sessions::Session,
+        sessions::Author,
         history::VersionContent,
         documents::TagBody,
         schema::MetaView,
         members::MemberBody,
         members::MemberOut,
+        members::MemberListItem,
         schema::Presence,
         schema::Role,
         ErrorBody,

@@ -99,8 +99,9 @@ fn websocket() -> PathItem {
              `user_joined`/`user_left` and `meta`; the client sends `op`, `cursor`, \
              `undo`, `redo` and `ping`. The messages, error codes and close codes are \
              described on [the WebSocket protocol page](/docs/protocol).\n\n\
-             Send the token as `Authorization: Bearer <token>`, or — for clients that \
-             cannot set headers — as `?token=`. \"Try it out\" here cannot open a \
+             Browsers: get a single-use ticket from `POST /api/auth/ws-ticket` and pass \
+             it as `?ticket=` (no long-lived token in the URL). API clients: send the \
+             token as `Authorization: Bearer <token>`, or as `?token=`. \"Try it out\" here cannot open a \
              WebSocket; use a WebSocket client (`scripts/tandem-ws`, or \
              `tandem-client.js`).",
         ))
@@ -125,8 +126,13 @@ fn websocket() -> PathItem {
             "The `init.history` that `version` belongs to; a resume replays only within it.",
         ))
         .parameter(query(
+            "ticket",
+            "A single-use ticket from `POST /api/auth/ws-ticket` for this document \
+             (browsers); a used, expired or unknown one gets 401, another document's 403.",
+        ))
+        .parameter(query(
             "token",
-            "The bearer token, for clients that cannot send an Authorization header.",
+            "The bearer token, for API clients that cannot send an Authorization header.",
         ))
         .parameter(query(
             "user_id",

@@ -42,6 +42,7 @@ client
   .on("meta", (m: DocMeta) => console.log(m.title, m.language, m.language_set, m.tags.length))
   .on("status", ({ state, pending, saved }) => console.log(state === "online", pending + 1, saved))
   .on("closed", ({ code, reason }) => console.log(code, reason.length))
+  .on("activity", ({ client: who, user }) => console.log(who, user))
   .on("error", ({ code }) => console.log(code === "rate_limited"));
 client.connect();
 client.edit(splice(cpLength(client.text), 0, 0, "héllo 😀"));
@@ -51,6 +52,15 @@ client.redo();
 client.disconnect();
 client.close();
 const me: string = client.clientId;
+const browserClient = new TandemClient({
+  url: "wss://tandem.example",
+  document: "notes",
+  getTicket: async (doc) => {
+    const r = await fetch("/api/auth/ws-ticket", { method: "POST", body: JSON.stringify({ document: doc }) });
+    return ((await r.json()) as { ticket: string }).ticket;
+  },
+});
+void browserClient;
 const users = client.userList().map((u) => u.client + u.color);
 
 const op: Op = new OpBuilder().retain(2).insert("x").delete(1).build();
