@@ -2,24 +2,27 @@
 // +312 −40"), each expandable to its versions, "Load older" paging back to
 // version 1 (GET …/history/sessions?before=), a version's preview as a diff
 // against the current text (inserted and deleted text highlighted), restore.
-import { cpLength } from "./tandem-client.js";
+import { cpLength, diff } from "./tandem-client.js";
 
 const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 const day = (ms) => new Date(ms).toLocaleDateString();
 
-/** Character diff of `a` → `b` (common prefix/suffix, then the middle). */
+/** Character diff of `a` → `b`: the client's one-splice `diff`, as parts to show. */
 export function diffParts(a, b) {
   const A = Array.from(a);
-  const B = Array.from(b);
-  let p = 0;
-  while (p < A.length && p < B.length && A[p] === B[p]) p++;
-  let s = 0;
-  while (s < A.length - p && s < B.length - p && A[A.length - 1 - s] === B[B.length - 1 - s]) s++;
+  let pre = 0;
+  let del = 0;
+  let ins = "";
+  for (const c of diff(a, b)) {
+    if (typeof c === "string") ins += c;
+    else if (c < 0) del -= c;
+    else if (del === 0 && ins === "") pre = c; // the common prefix
+  }
   return [
-    ["same", A.slice(0, p).join("")],
-    ["del", A.slice(p, A.length - s).join("")],
-    ["ins", B.slice(p, B.length - s).join("")],
-    ["same", A.slice(A.length - s).join("")],
+    ["same", A.slice(0, pre).join("")],
+    ["del", A.slice(pre, pre + del).join("")],
+    ["ins", ins],
+    ["same", A.slice(pre + del).join("")],
   ].filter(([, t]) => t);
 }
 
