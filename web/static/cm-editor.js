@@ -151,6 +151,10 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
     state: EditorState.create({
       doc: content,
       extensions: [
+        // Only "\n" breaks lines: a "\r" stays a character of the text, so
+        // the editor's text is the server's exactly (CodeMirror would
+        // otherwise turn "\r\n" into "\n" and the lengths would differ).
+        EditorState.lineSeparator.of("\n"),
         lineNumbers(),
         foldGutter(),
         highlightActiveLineGutter(),

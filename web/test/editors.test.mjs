@@ -360,6 +360,16 @@ for (const editor of ["codemirror", "monaco"]) {
   });
 }
 
+test("CodeMirror keeps a document with \\r\\n line ends exactly: what it shows and sends is the server's text", async () => {
+  await rest(server.http, "PUT", `/api/documents/${docId}`, { content: "one\r\ntwo\r\n", language: "" }, users.alice.token);
+  await open(bob, "codemirror");
+  await until(async () => (await text(bob)) === "one\r\ntwo\r\n", "the \\r\\n text in CodeMirror");
+  await bob.click(".cm-content");
+  await bob.keyboard.press("Control+End");
+  await bob.keyboard.type("three", { delay: 5 });
+  assert.equal(await converged([bob]), "one\r\ntwo\r\nthree");
+});
+
 test("no page asked anything of another origin, and the CSP blocked nothing", () => {
   assert.deepEqual(offsite, []);
   assert.deepEqual(violations, []);
