@@ -67,9 +67,18 @@ function colourClass(color) {
   return cls;
 }
 
+// Monaco's model has one line ending for all its lines and turns any "\r"
+// into it, which would make its text differ from the server's. So a "\r"
+// is held in the model as "␍" (one UTF-16 unit and one code point, like
+// "\r": offsets stay the same) and shown as that, and turned back into "\r"
+// on the way out.
+const CR_SHOWN = "\u240d";
+const toModel = (s) => (s.includes("\r") ? s.replaceAll("\r", CR_SHOWN) : s);
+const fromModel = (s) => (s.includes(CR_SHOWN) ? s.replaceAll(CR_SHOWN, "\r") : s);
+
 /** See cm-editor.js: the same interface. */
 export function createEditor(host, { content, readOnly, language }, hooks) {
-  const model = monaco.editor.createModel(content, "plaintext");
+  const model = monaco.editor.createModel(toModel(content), "plaintext");
   model.setEOL(monaco.editor.EndOfLineSequence.LF);
   let text = model.getValue(); // the model's text before each change event
   let applyingRemote = false;
@@ -107,7 +116,7 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
     text = model.getValue();
     if (applyingRemote) return;
     const changes = e.changes
-      .map((c) => ({ from: c.rangeOffset, to: c.rangeOffset + c.rangeLength, insert: c.text }))
+      .map((c) => ({ from: c.rangeOffset, to: c.rangeOffset + c.rangeLength, insert: fromModel(c.text) }))
       .sort((a, b) => a.from - b.from);
     hooks.edit(fromUtf16Changes(old, changes));
     sendCursor();
@@ -129,7 +138,7 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
       model.applyEdits(
         changes.map(({ from, to, insert }) => ({
           range: monaco.Range.fromPositions(model.getPositionAt(from), model.getPositionAt(to)),
-          text: insert,
+          text: toModel(insert),
         })),
       );
     } finally {
@@ -195,7 +204,7 @@ export function createEditor(host, { content, readOnly, language }, hooks) {
     get language() {
       return current;
     },
-    text: () => model.getValue(),
+    text: () => fromModel(model.getValue()),
     focus: () => ed.focus(),
     reset(next) {
       applyChanges([{ from: 0, to: text.length, insert: next }]);

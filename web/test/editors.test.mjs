@@ -360,7 +360,7 @@ for (const editor of ["codemirror", "monaco"]) {
   });
 }
 
-test("CodeMirror keeps a document with \\r\\n line ends exactly: what it shows and sends is the server's text", async () => {
+test("CodeMirror and Monaco keep a document with \\r\\n line ends exactly: what they show and send is the server's text", async () => {
   await rest(server.http, "PUT", `/api/documents/${docId}`, { content: "one\r\ntwo\r\n", language: "" }, users.alice.token);
   await open(bob, "codemirror");
   await until(async () => (await text(bob)) === "one\r\ntwo\r\n", "the \\r\\n text in CodeMirror");
@@ -368,6 +368,15 @@ test("CodeMirror keeps a document with \\r\\n line ends exactly: what it shows a
   await bob.keyboard.press("Control+End");
   await bob.keyboard.type("three", { delay: 5 });
   assert.equal(await converged([bob]), "one\r\ntwo\r\nthree");
+  // Monaco holds each "\r" as a visible "␍": same offsets, same text out.
+  await open(alice, "monaco");
+  await until(async () => (await text(alice)) === "one\r\ntwo\r\nthree", "the \\r\\n text in Monaco");
+  await alice.click(".monaco-editor .view-lines");
+  await alice.keyboard.press("Control+End");
+  await alice.keyboard.type("!", { delay: 5 });
+  await bob.keyboard.type("?", { delay: 5 });
+  const t = await converged([alice, bob]);
+  assert.match(t, /^one\r\ntwo\r\nthree[!?]{2}$/, JSON.stringify(t));
 });
 
 test("no page asked anything of another origin, and the CSP blocked nothing", () => {
