@@ -23,6 +23,9 @@ import {
   indentWithTab,
 } from "./vendor/codemirror.js";
 import { TandemClient, OpBuilder, cpLength, cpToUtf16 } from "./tandem-client.js";
+import { offlineStore } from "./offline-store.js";
+import { mountAwareness, userPresence } from "./awareness.js";
+import { downloadDocument } from "./files.js";
 
 const remote = Annotation.define();
 const setCursors = StateEffect.define();
@@ -120,7 +123,9 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
   const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200 });
   const back = h("a", { href: "/", "data-nav": true, text: "← Documents" });
   const historyBtn = h("button", { text: "History", "aria-expanded": "false" });
-  topSlot.append(back, title, presence, status, historyBtn);
+  const downloadBtn = h("button", { text: "Download", title: "Download as a file", "data-download": true });
+  downloadBtn.addEventListener("click", () => downloadDocument(id, session.token).catch((e) => showBanner("bad", e.message)));
+  topSlot.append(back, title, presence, status, historyBtn, downloadBtn);
   const banner = h("div.banner", { hidden: true, role: "alert" });
   const host = h("div.editor-host");
   const tags = h("div.tags", { "aria-label": "Tags" });
@@ -145,7 +150,12 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     document: id,
     token: session.token,
     clientId: tabClientId(id),
+    // Pending edits survive a reload or a closed tab (IndexedDB).
+    pendingStore: offlineStore(id, session.user && session.user.id),
   });
+  // Tests shorten the idle time (TANDEM_IDLE_MS).
+  const aware = mountAwareness(client, { h, idleMs: globalThis.TANDEM_IDLE_MS });
+  presence.after(aware.hint);
 
   function showBanner(kind, text) {
     banner.className = `banner ${kind}`;
@@ -212,6 +222,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
       for (const tr of u.transactions) {
         if (!tr.docChanged || tr.annotation(remote)) continue;
         client.edit(toOp(tr));
+        aware.typed();
       }
     }
     if ((u.selectionSet || u.docChanged) && !applyingRemote && client.role !== "viewer") {
@@ -361,14 +372,16 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
     const seen = new Map();
     for (const u of users) if (!seen.has(u.id)) seen.set(u.id, u);
     presence.replaceChildren(
-      ...[...seen.values()].map((u) =>
-        h("span.avatar", {
+      ...[...seen.values()].map((u) => {
+        const state = userPresence(users, u.id);
+        return h(`span.avatar.${state}`, {
           style: `background:${u.color}`,
-          title: u.id === me ? `${u.name} (you)` : u.name,
+          title: (u.id === me ? `${u.name} (you)` : u.name) + (state === "active" ? "" : ` — ${state}`),
           "data-user": u.id,
+          "data-presence": state,
           text: initials(u.name),
-        }),
-      ),
+        });
+      }),
     );
   }
 
@@ -449,6 +462,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
 
   return () => {
     window.removeEventListener("beforeunload", beforeUnload);
+    aware.stop();
     client.close();
     if (view) view.destroy();
   };

@@ -4,13 +4,14 @@
 //!
 //! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
-//! login, logout, password change, account deletion), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
+//! login, logout, password change, account deletion), `documents.rs` (CRUD, HTTP edits, tags), `files.rs` (export, import), `history.rs` (records,
 //! versions, restore), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
 
 mod accounts;
 mod documents;
+mod files;
 mod history;
 mod members;
 
@@ -19,6 +20,7 @@ pub use documents::{
     add_tag, create_document, delete_document, get_document, list_documents, post_ops, remove_tag,
     update_document,
 };
+pub use files::{export_document, import_document};
 pub use history::{get_history, get_version, restore_version};
 pub use members::{delete_member, get_users, put_member};
 
@@ -53,6 +55,8 @@ use super::AppState;
         documents::update_document,
         documents::delete_document,
         documents::post_ops,
+        files::export_document,
+        files::import_document,
         history::get_history,
         history::get_version,
         documents::add_tag,
@@ -83,6 +87,7 @@ use super::AppState;
         members::MemberBody,
         members::MemberOut,
         schema::Presence,
+        schema::PresenceState,
         schema::Role,
         ErrorBody,
         ErrorDetail
