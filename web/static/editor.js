@@ -155,7 +155,7 @@ export function openEditor({ main, topSlot, id, h, api, session, go }) {
   });
   // Tests shorten the idle time (TANDEM_IDLE_MS).
   const aware = mountAwareness(client, { h, idleMs: globalThis.TANDEM_IDLE_MS });
-  presence.after(aware.hint);
+  banner.after(aware.hint);
 
   function showBanner(kind, text) {
     banner.className = `banner ${kind}`;
