@@ -29,6 +29,7 @@ RUN mkdir -p src crates/tandem-core/src crates/tandem-testkit/src \
 COPY crates crates
 COPY migrations migrations
 COPY web/static web/static
+COPY docs/protocol.md docs/protocol.md
 COPY src src
 # COPY keeps the files' own (older) times: touch the crate roots the stub
 # build compiled, or cargo would take the stubs' output as up to date.

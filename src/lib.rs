@@ -21,7 +21,7 @@ pub mod web;
 // `tandem::protocol`, …).
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
-pub use tandem_core::{awareness, batch, client, doc, limits, meta, ot, protocol, undo};
+pub use tandem_core::{awareness, batch, client, doc, language, limits, meta, ot, protocol, undo};
 
 use std::sync::Arc;
 use std::time::Duration;

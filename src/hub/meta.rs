@@ -22,6 +22,8 @@ pub type MetaResult = Result<Result<MetaView, Refusal>, HubError>;
 #[derive(Clone, Debug)]
 pub enum MetaChange {
     Title(String),
+    /// A [`crate::language`] id, or empty: back to guessing from the title.
+    Language(String),
     AddTag(String),
     RemoveTag(String),
 }
@@ -69,6 +71,7 @@ impl DocTask {
         let meta = &mut self.meta.merged;
         match change {
             MetaChange::Title(t) => meta.title.set(&t, now, &me),
+            MetaChange::Language(l) => meta.language.set(&l, now, &me),
             MetaChange::AddTag(t) => {
                 if !meta.tags.contains(&t) && meta.tags.elements().len() >= max_tags {
                     return Ok(Err(Refusal {
@@ -133,10 +136,16 @@ impl DocTask {
             return Ok(());
         }
         let me = &self.hub.settings.instance_id;
-        let title = self.meta.merged.title.value.clone();
+        let merged = &self.meta.merged;
         self.hub
             .store
-            .put_meta(&self.id, me, &self.meta.merged.to_json(), &title)
+            .put_meta(
+                &self.id,
+                me,
+                &merged.to_json(),
+                &merged.title.value,
+                &merged.language.value,
+            )
             .await?;
         self.meta.dirty = false;
         Ok(())

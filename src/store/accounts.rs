@@ -44,6 +44,8 @@ pub struct DocumentRow {
 pub struct DocListItem {
     pub id: String,
     pub title: String,
+    /// The language chosen for it (empty: none; the title says).
+    pub language: String,
     pub version: u64,
     pub updated_at: i64,
     pub role: Role,
@@ -154,13 +156,15 @@ pub trait Accounts: Send + Sync {
     ) -> Result<Vec<DocListItem>, StoreError>;
     /// Every instance's metadata state of the document (JSON, see `meta.rs`).
     async fn meta_states(&self, id: &str) -> Result<Vec<String>, StoreError>;
-    /// Store this instance's metadata state, and the merged title for lists.
+    /// Store this instance's metadata state, and the merged title and
+    /// chosen language (empty: none) for lists.
     async fn put_meta(
         &self,
         id: &str,
         instance: &str,
         state: &str,
         title: &str,
+        language: &str,
     ) -> Result<(), StoreError>;
     /// False if there was no such document.
     async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
@@ -484,7 +488,7 @@ where
         offset: i64,
     ) -> Result<Vec<DocListItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.title, d.snapshot_version, d.updated_at, \
+            "SELECT d.id, d.title, d.language, d.snapshot_version, d.updated_at, \
              CASE WHEN d.owner = $1 THEN 'owner' ELSE m.role END AS role FROM documents d \
              LEFT JOIN document_members m ON m.document_id = d.id AND m.user_id = $1 \
              WHERE d.owner = $1 OR m.user_id IS NOT NULL \
@@ -501,6 +505,7 @@ where
                 Some(DocListItem {
                     id: r.get("id"),
                     title: r.get("title"),
+                    language: r.get("language"),
                     version: r.get::<i64, _>("snapshot_version") as u64,
                     updated_at: r.get("updated_at"),
                     role: role_from_str(&r.get::<String, _>("role"))?,
@@ -525,6 +530,7 @@ where
         instance: &str,
         state: &str,
         title: &str,
+        language: &str,
     ) -> Result<(), StoreError> {
         // Skipped when the document is gone (deleted meanwhile).
         sqlx::query(
@@ -537,11 +543,15 @@ where
         .bind(state)
         .execute(&self.pool)
         .await?;
-        sqlx::query("UPDATE documents SET title = $1 WHERE id = $2 AND title <> $1")
-            .bind(title)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE documents SET title = $1, language = $2 WHERE id = $3 \
+             AND (title <> $1 OR language <> $2)",
+        )
+        .bind(title)
+        .bind(language)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

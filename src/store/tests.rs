@@ -84,13 +84,13 @@ async fn accounts_contract(s: &dyn Accounts) {
     // Metadata: one state per instance, the merged title on the row; a
     // document gone meanwhile is skipped.
     assert!(s.meta_states("d1").await.unwrap().is_empty());
-    s.put_meta("d1", "i1", "{\"a\":1}", "Renamed")
+    s.put_meta("d1", "i1", "{\"a\":1}", "Renamed", "")
         .await
         .unwrap();
-    s.put_meta("d1", "i2", "{\"b\":2}", "Renamed")
+    s.put_meta("d1", "i2", "{\"b\":2}", "Renamed", "")
         .await
         .unwrap();
-    s.put_meta("d1", "i1", "{\"a\":3}", "Renamed")
+    s.put_meta("d1", "i1", "{\"a\":3}", "Renamed", "rust")
         .await
         .unwrap();
     let mut states = s.meta_states("d1").await.unwrap();
@@ -98,7 +98,9 @@ async fn accounts_contract(s: &dyn Accounts) {
     assert_eq!(states, ["{\"a\":3}", "{\"b\":2}"]);
     let d1 = s.document_row("d1").await.unwrap().unwrap();
     assert_eq!(d1.title, "Renamed");
-    s.put_meta("gone", "i1", "{}", "Gone").await.unwrap();
+    let listed = s.list_documents("u1", 10, 0).await.unwrap();
+    assert_eq!(listed[0].language, "rust");
+    s.put_meta("gone", "i1", "{}", "Gone", "").await.unwrap();
     assert!(s.meta_states("gone").await.unwrap().is_empty());
 
     // Members leave; documents go with their members and metadata.

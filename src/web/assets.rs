@@ -2,7 +2,7 @@
 //! the server needs no npm step and no files beside it.
 //!
 //! Owns: the asset table, the page routes (`/`, `/d/{id}`, `/login`) that all
-//! serve the single-page app, ETag revalidation and the page's security headers.
+//! serve the single-page app, `/docs` (the API reference page), ETag revalidation and the page's security headers.
 //! Must not import: anything outside the web layer.
 
 use std::sync::OnceLock;
@@ -39,6 +39,12 @@ static ASSETS: &[Asset] = assets! {
     "style.css" => "text/css; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
     "vendor/codemirror.js" => "text/javascript; charset=utf-8",
+    "docs.html" => "text/html; charset=utf-8",
+    "docs.js" => "text/javascript; charset=utf-8",
+    "docs.css" => "text/css; charset=utf-8",
+    "vendor/swagger-ui/swagger-ui-bundle.js" => "text/javascript; charset=utf-8",
+    "vendor/swagger-ui/swagger-ui.css" => "text/css; charset=utf-8",
+    "vendor/swagger-ui/LICENSE" => "text/plain; charset=utf-8",
 };
 
 /// Scripts and styles from this origin only; sockets to this origin. CodeMirror
@@ -78,26 +84,42 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     if asset.mime.starts_with("text/html") {
+        page_headers(h);
+    } else {
         h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
     }
     res
 }
 
+/// The headers every HTML page gets: the CSP, no sniffing, no referrer
+/// beyond this origin.
+pub fn page_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
 /// The single-page app, for every page route.
 pub async fn page(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
+}
+
+/// `/docs`: the interactive API reference (Swagger UI, vendored).
+pub async fn docs_page(headers: HeaderMap) -> Response {
+    serve("docs.html", &headers)
 }
 
 /// `/assets/{*path}`

@@ -11,6 +11,7 @@ mod api;
 mod assets;
 pub mod error;
 mod identity;
+mod protocol_page;
 mod schema;
 pub mod tokens;
 mod ws;
@@ -330,6 +331,7 @@ pub fn app(state: AppState) -> Router {
             "/api/documents/{id}/members/{username}",
             put(api::put_member).delete(api::delete_member),
         )
+        .route("/api/languages", get(api::list_languages))
         .route("/api/openapi.json", get(api::openapi))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     Router::new()
@@ -340,6 +342,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(assets::page))
         .route("/login", get(assets::page))
         .route("/d/{id}", get(assets::page))
+        .route("/docs", get(assets::docs_page))
+        .route("/docs/protocol", get(protocol_page::page))
         .route("/assets/{*path}", get(assets::asset))
         .merge(docs)
         // Spans name the path only: query strings may carry tokens.

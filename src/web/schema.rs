@@ -47,6 +47,12 @@ pub enum Role {
 #[derive(ToSchema)]
 pub struct MetaView {
     title: String,
+    /// The language to show the document in: the one chosen, or the guess
+    /// from the title's extension (`plaintext` when there is none). One of
+    /// the ids of `GET /api/languages`.
+    language: String,
+    /// Whether `language` was chosen (true) or guessed from the title.
+    language_set: bool,
     tags: Vec<String>,
     views: u64,
 }

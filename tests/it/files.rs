@@ -123,11 +123,20 @@ async fn files_round_trip(server: &TestServer) {
     let (st, h, body) = export(server, Some(&ann), &id).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body, format!("{text}!"));
-    assert_eq!(header(&h, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(header(&h, "content-type"), "text/markdown; charset=utf-8");
     assert_eq!(
         header(&h, "content-disposition"),
-        "attachment; filename=\"Trip_ _Lisbon__Porto.txt\"; filename*=UTF-8''Trip_%20_Lisbon__Porto.txt"
+        "attachment; filename=\"Trip_ _Lisbon__Porto.md\"; filename*=UTF-8''Trip_%20_Lisbon__Porto.md"
     );
+    // Plain text is .txt; JSON is served as such.
+    let (_, h, _) = export(server, Some(&ann), empty["id"].as_str().unwrap()).await;
+    assert_eq!(header(&h, "content-type"), "text/plain; charset=utf-8");
+    assert!(header(&h, "content-disposition").contains("filename=\"empty.txt\""));
+    let (st, j) = import(server, Some(&ann), Some("data.json"), "").await;
+    assert_eq!(st, StatusCode::CREATED, "{j}");
+    let (_, h, _) = export(server, Some(&ann), j["id"].as_str().unwrap()).await;
+    assert_eq!(header(&h, "content-type"), "application/json");
+    assert!(header(&h, "content-disposition").contains("filename=\"data.json\""));
     // Not a member: 403; no token: 401; unknown document: 404.
     let (st, _, body) = export(server, Some(&bob), &id).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
@@ -215,6 +224,7 @@ async fn files_round_trip(server: &TestServer) {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let mut after = list(&api, &ann).await;
     after.retain(|t| t != "edge");
+    assert_eq!(after.len(), 3, "{after:?}");
     assert_eq!(after, before);
 
     // The document quota (MAX_DOCS_PER_USER = 5; empty files take no edit).

@@ -188,7 +188,7 @@ test("documents are imported from the list (button and drop) and downloaded from
   await p.keyboard.type("more ✓", { delay: 5 });
   await until(async () => (await status(p)) === "saved", "saved");
   const [dl] = await Promise.all([p.waitForEvent("download"), p.click("button[data-download]")]);
-  assert.equal(dl.suggestedFilename(), "Meeting notes.txt");
+  assert.equal(dl.suggestedFilename(), "Meeting notes.md");
   assert.equal(readFileSync(await dl.path(), "utf8"), md + "more ✓");
 
   // Drop a file on the list: a new document opens with its content.

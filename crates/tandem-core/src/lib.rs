@@ -1,7 +1,8 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
 //! document state and rebasing (`doc`), the wire protocol (`protocol`), the
 //! client state machine (`client`), undo stacks (`undo`), metadata CRDTs
-//! (`meta`), awareness states and their bounds (`awareness`), abuse limits as data (`limits`) and the fuzz entry points
+//! (`meta`), document languages (`language`), awareness states and their
+//! bounds (`awareness`), abuse limits as data (`limits`) and the fuzz entry points
 //! (`fuzzing`). The server crate `tandem` re-exports every module under the
 //! same name.
 //!
@@ -15,6 +16,7 @@ pub mod client;
 pub mod doc;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod language;
 pub mod limits;
 pub mod meta;
 pub mod ot;

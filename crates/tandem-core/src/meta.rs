@@ -1,7 +1,7 @@
 //! Replicated document metadata as state-based CRDTs: the title is a
 //! last-writer-wins register, the view count a grow-only counter (one slot per
 //! instance), the tags an observed-remove set (an add wins over a concurrent
-//! remove). Every instance keeps a full state; states merge by [`DocMeta::merge`],
+//! remove), the language another last-writer-wins register. Every instance keeps a full state; states merge by [`DocMeta::merge`],
 //! which is commutative, associative and idempotent, so instances converge
 //! whatever order states arrive in and however often.
 //!
@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::language;
 
 /// Last-writer-wins register: the write with the greater `(time, instance)`
 /// wins; ties between equal stamps are impossible within one instance.
@@ -232,14 +234,30 @@ pub struct DocMeta {
     pub title: Lww,
     pub views: GCounter,
     pub tags: OrSet,
+    /// The language chosen for the document, a [`crate::language`] id; empty
+    /// when none was (or the choice was cleared): then the title says.
+    /// States stored before languages existed read as empty.
+    #[serde(default)]
+    pub language: Lww,
 }
 
 /// What clients see.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaView {
     pub title: String,
+    /// The language to show the document in: the one chosen, or the guess
+    /// from the title's extension (`plaintext` when there is none).
+    #[serde(default = "plain")]
+    pub language: String,
+    /// Whether `language` was chosen (true) or guessed from the title.
+    #[serde(default)]
+    pub language_set: bool,
     pub tags: Vec<String>,
     pub views: u64,
+}
+
+fn plain() -> String {
+    language::PLAIN.to_owned()
 }
 
 impl DocMeta {
@@ -258,11 +276,15 @@ impl DocMeta {
         self.title.merge(&other.title);
         self.views.merge(&other.views);
         self.tags.merge(&other.tags);
+        self.language.merge(&other.language);
     }
 
     pub fn view(&self) -> MetaView {
+        let chosen = &self.language.value;
         MetaView {
             title: self.title.value.clone(),
+            language: language::effective(chosen, &self.title.value).to_owned(),
+            language_set: language::valid(chosen),
             tags: self.tags.elements(),
             views: self.views.value(),
         }
@@ -307,13 +329,14 @@ mod tests {
 
     /// Random histories of operations at three instances, as states.
     fn arb_meta() -> impl Strategy<Value = DocMeta> {
-        let op = (0..3usize, 0..5u8, "[a-c]{1,2}", 0..50i64);
+        let op = (0..3usize, 0..6u8, "[a-c]{1,2}", 0..50i64);
         proptest::collection::vec(op, 0..12).prop_map(|ops| {
             let mut m = DocMeta::default();
             for (inst, kind, s, t) in ops {
                 let inst = ["i0", "i1", "i2"][inst];
                 match kind {
                     0 => m.title.set(&s, t, inst),
+                    5 => m.language.set(["rust", "", "go"][t as usize % 3], t, inst),
                     1 => m.views.increment(inst, 1),
                     2 | 3 => m.tags.add(&s, inst),
                     _ => m.tags.remove(&s),

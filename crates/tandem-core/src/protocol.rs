@@ -197,7 +197,8 @@ pub enum ServerFrame {
         #[serde(default)]
         resumed: Option<bool>,
         seq: u64,
-        meta: crate::meta::MetaView,
+        /// Boxed: the other frames are far smaller.
+        meta: Box<crate::meta::MetaView>,
         #[serde(default)]
         awareness: Vec<AwarenessInfo>,
     },

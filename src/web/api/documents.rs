@@ -1,5 +1,5 @@
-//! Documents: create, list, read, update (title, content), delete; HTTP
-//! edits (`ops`); tags.
+//! Documents: create, list, read, update (title, language, content),
+//! delete; HTTP edits (`ops`); tags; the languages a document can be in.
 //! Must not import: sqlx, redis.
 
 use axum::extract::{Path, Query, State};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{edit, refused, user_id, ErrorBody};
 use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
+use crate::language;
 use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
 use crate::protocol::Role;
@@ -25,18 +26,29 @@ use crate::web::AppState;
 pub struct CreateBody {
     title: String,
     content: Option<String>,
+    /// A language id of `GET /api/languages`; left out, the title's
+    /// extension says (`main.rs` is Rust).
+    language: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateBody {
     title: Option<String>,
     content: Option<String>,
+    /// A language id of `GET /api/languages`, or `""` to go back to guessing
+    /// from the title. Reaches every open editor live, as the title does.
+    language: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DocumentOut {
     id: String,
     title: String,
+    /// The language to show it in: the one chosen, or the guess from the
+    /// title's extension (`plaintext` when there is none).
+    language: String,
+    /// Whether `language` was chosen (true) or guessed from the title.
+    language_set: bool,
     content: String,
     version: u64,
     /// Owner's username (null for anonymous documents).
@@ -55,6 +67,8 @@ pub struct DocumentOut {
 pub struct DocumentListItem {
     id: String,
     title: String,
+    /// The language it is shown in (chosen, or guessed from the title).
+    language: String,
     version: u64,
     updated_at: i64,
     #[schema(value_type = schema::Role)]
@@ -77,6 +91,16 @@ fn check_title(t: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A language to choose: empty (none: guess from the title) or a known id.
+fn check_language(l: &str) -> Result<(), ApiError> {
+    if !l.is_empty() && !language::valid(l) {
+        return Err(ApiError::BadRequest(
+            "unknown language: see GET /api/languages for the ids".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn document_out(
     state: &AppState,
     id: &str,
@@ -91,6 +115,8 @@ pub(super) async fn document_out(
     Ok(DocumentOut {
         id: meta.id,
         title: view.meta.title,
+        language: view.meta.language,
+        language_set: view.meta.language_set,
         tags: view.meta.tags,
         views: view.meta.views,
         content: view.content,
@@ -112,23 +138,29 @@ pub async fn create_document(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<DocumentOut>), ApiError> {
     let user = who.user()?;
+    if let Some(l) = &body.language {
+        check_language(l)?;
+    }
     let content = body.content.unwrap_or_default();
-    let id = create_owned(&state, &user.sub, &body.title, &content).await?;
+    let language = body.language.filter(|l| !l.is_empty());
+    let id = create_owned(&state, &user.sub, &body.title, &content, language).await?;
     Ok((
         StatusCode::CREATED,
         Json(document_out(&state, &id, Role::Owner).await?),
     ))
 }
 
-/// Create a document owned by `user` with `title` and `content` (checked
-/// here: title rules, `MAX_DOC_CHARS`, `MAX_DOCS_PER_USER`); non-empty
-/// content goes in as one op, a REST edit (its rate is taken before the
-/// document is created, so a refusal creates nothing). Returns its id.
+/// Create a document owned by `user` with `title`, `content` and a chosen
+/// `language` (a known id; checked by the caller) (checked here: title
+/// rules, `MAX_DOC_CHARS`, `MAX_DOCS_PER_USER`); non-empty content goes in
+/// as one op, a REST edit (its rate is taken before the document is
+/// created, so a refusal creates nothing). Returns its id.
 pub(super) async fn create_owned(
     state: &AppState,
     user: &str,
     title: &str,
     content: &str,
+    language: Option<String>,
 ) -> Result<String, ApiError> {
     check_title(title)?;
     if content.chars().count() > state.config.max_doc_chars {
@@ -147,6 +179,9 @@ pub(super) async fn create_owned(
         Created::Created => {}
         Created::Exists => return Err(ApiError::Internal),
         Created::OverQuota => return Err(ApiError::QuotaExceeded(max)),
+    }
+    if let Some(l) = language {
+        refused(state.hub.meta(&id, MetaChange::Language(l)).await?)?;
     }
     if !content.is_empty() {
         let op = splice(0, 0, 0, content);
@@ -172,6 +207,7 @@ pub async fn list_documents(
         docs.into_iter()
             .map(|d| DocumentListItem {
                 id: d.id,
+                language: language::effective(&d.language, &d.title).to_owned(),
                 title: d.title,
                 version: d.version,
                 updated_at: d.updated_at,
@@ -193,7 +229,8 @@ pub async fn get_document(
     Ok(Json(document_out(&state, &id, role).await?))
 }
 
-/// Rename, and/or replace the content (as one op: live clients converge).
+/// Rename, choose the language, and/or replace the content (as one op:
+/// live clients converge).
 #[utoipa::path(put, path = "/api/documents/{id}", request_body = UpdateBody, security(("bearer" = [])), responses(
     (status = 200, body = DocumentOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update_document(
@@ -209,6 +246,9 @@ pub async fn update_document(
     if let Some(title) = &body.title {
         check_title(title)?;
     }
+    if let Some(l) = &body.language {
+        check_language(l)?;
+    }
     if let Some(content) = body.content {
         if content.chars().count() > state.config.max_doc_chars {
             return Err(ApiError::PayloadTooLarge);
@@ -218,6 +258,9 @@ pub async fn update_document(
     }
     if let Some(title) = body.title {
         refused(state.hub.meta(&id, MetaChange::Title(title)).await?)?;
+    }
+    if let Some(l) = body.language {
+        refused(state.hub.meta(&id, MetaChange::Language(l)).await?)?;
     }
     Ok(Json(document_out(&state, &id, role).await?))
 }
@@ -337,4 +380,31 @@ pub async fn remove_tag(
 ) -> Result<Json<MetaView>, ApiError> {
     check_tag(&tag)?;
     change_tags(&state, &who, &id, MetaChange::RemoveTag(tag)).await
+}
+
+/// A language a document can be shown in.
+#[derive(Serialize, ToSchema)]
+pub struct LanguageOut {
+    /// What `language` fields carry.
+    id: &'static str,
+    /// The name to show in menus.
+    name: &'static str,
+    /// File extensions it is guessed from (the first names exported files).
+    extensions: &'static [&'static str],
+}
+
+/// Every language a document can be in, in menu order (no sign-in needed).
+#[utoipa::path(get, path = "/api/languages", responses(
+    (status = 200, body = Vec<LanguageOut>, description = "the languages, in menu order")))]
+pub async fn list_languages() -> Json<Vec<LanguageOut>> {
+    Json(
+        language::LANGUAGES
+            .iter()
+            .map(|l| LanguageOut {
+                id: l.id,
+                name: l.name,
+                extensions: l.extensions,
+            })
+            .collect(),
+    )
 }

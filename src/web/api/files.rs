@@ -1,6 +1,7 @@
 //! Documents as files: export (the content as a download named from the
-//! title) and import (a raw file body creating a document owned by the
-//! caller, titled from the file name).
+//! title, with its language's extension) and import (a raw file body
+//! creating a document owned by the caller, titled from the file name, its
+//! language from the extension).
 //! Must not import: sqlx, redis.
 
 use axum::body::Body;
@@ -68,6 +69,21 @@ pub(super) fn safe_stem(title: &str) -> String {
     }
 }
 
+/// The name a document is exported under: its title made safe, with the
+/// first extension of its language (`.txt` for plain text) unless the
+/// title already ends with it (`trip.md` stays `trip.md`).
+pub(super) fn file_name(title: &str, language: &str) -> String {
+    let ext = crate::language::find(language)
+        .and_then(|l| l.extensions.first().copied())
+        .unwrap_or("txt");
+    let stem = safe_stem(title);
+    if stem.to_lowercase().ends_with(&format!(".{ext}")) {
+        stem
+    } else {
+        format!("{stem}.{ext}")
+    }
+}
+
 /// `Content-Disposition: attachment` naming `name`: an ASCII `filename`
 /// (other characters as `_`) and the exact name as RFC 5987 `filename*`.
 fn disposition(name: &str) -> HeaderValue {
@@ -93,7 +109,8 @@ fn disposition(name: &str) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-/// The document's content as a file: named from its title, `.txt`.
+/// The document's content as a file: named from its title, with its
+/// language's extension (`.txt` for plain text).
 #[utoipa::path(get, path = "/api/documents/{id}/export", security(("bearer" = [])), responses(
     (status = 200, body = String, content_type = "text/plain", description = "the content as a file (Content-Disposition: attachment, named from the title; Content-Type by extension)"),
     (status = 401, body = ErrorBody, description = "no identity (documents with an owner)"),
@@ -107,8 +124,8 @@ pub async fn export_document(
 ) -> Result<Response, ApiError> {
     role_for(&state, &id, &who).await?;
     let view = state.hub.view(&id).await?;
-    let ext = "txt";
-    let name = format!("{}.{ext}", safe_stem(&view.meta.title));
+    let name = file_name(&view.meta.title, &view.meta.language);
+    let ext = name.rsplit('.').next().unwrap_or("txt");
     let headers = [
         (
             header::CONTENT_TYPE,
@@ -145,7 +162,9 @@ pub(super) fn title_from(filename: &str) -> Result<String, ApiError> {
 }
 
 /// Create a document from a file: the request body is the file's bytes
-/// (UTF-8 text; a leading byte-order mark is dropped), `filename` names it.
+/// (UTF-8 text; a leading byte-order mark is dropped), `filename` names it
+/// (the title is the name without its extension; the extension chooses the
+/// language when it names one).
 /// Counts against `MAX_DOCS_PER_USER` and the REST edit rate.
 #[utoipa::path(post, path = "/api/documents/import", params(ImportQuery), security(("bearer" = [])),
     request_body(content = String, content_type = "text/plain", description = "the file's bytes, UTF-8"),
@@ -165,7 +184,10 @@ pub async fn import_document(
     body: Body,
 ) -> Result<(StatusCode, Json<DocumentOut>), ApiError> {
     let user = who.user()?.sub.clone();
-    let title = title_from(q.filename.as_deref().unwrap_or_default())?;
+    let filename = q.filename.as_deref().unwrap_or_default();
+    let title = title_from(filename)?;
+    let language = crate::language::guess(filename);
+    let language = (language != crate::language::PLAIN).then(|| language.to_owned());
     // A character is at most 4 bytes: more bytes cannot be within the limit.
     let max_bytes = state
         .config
@@ -178,7 +200,7 @@ pub async fn import_document(
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::UnsupportedMediaType("files must be UTF-8 text"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let id = create_owned(&state, &user, &title, text).await?;
+    let id = create_owned(&state, &user, &title, text, language).await?;
     Ok((
         StatusCode::CREATED,
         Json(document_out(&state, &id, Role::Owner).await?),
@@ -211,6 +233,15 @@ mod tests {
         assert!(title_from("").is_err());
         assert!(title_from("dir/").is_err());
         assert!(title_from(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn file_names_take_the_language_extension_once() {
+        assert_eq!(file_name("Trip", "plaintext"), "Trip.txt");
+        assert_eq!(file_name("Trip", "markdown"), "Trip.md");
+        assert_eq!(file_name("trip.MD", "markdown"), "trip.MD");
+        assert_eq!(file_name("main", "rust"), "main.rs");
+        assert_eq!(file_name("a/b", "nope"), "a_b.txt");
     }
 
     #[test]

@@ -14,11 +14,14 @@ mod documents;
 mod files;
 mod history;
 mod members;
+mod openapi;
+
+use openapi::Extras;
 
 pub use accounts::{change_password, delete_account, login, logout, register};
 pub use documents::{
-    add_tag, create_document, delete_document, get_document, list_documents, post_ops, remove_tag,
-    update_document,
+    add_tag, create_document, delete_document, get_document, list_documents, list_languages,
+    post_ops, remove_tag, update_document,
 };
 pub use files::{export_document, import_document};
 pub use history::{get_history, get_version, restore_version};
@@ -38,7 +41,15 @@ use super::AppState;
 #[openapi(
     info(
         title = "Tandem",
-        description = "Real-time collaborative editing server. WebSocket protocol: docs/protocol.md"
+        description = "Real-time collaborative editing server. Every route below but the WebSocket \
+            can be tried from this page: sign in with `POST /api/auth/login` (or register), copy \
+            the `token` and press **Authorize**. The WebSocket protocol (the messages after \
+            `GET /ws/{id}`) is on [its own page](/docs/protocol)."
+    ),
+    modifiers(&Extras),
+    tags(
+        (name = "websocket", description = "The live session: one WebSocket per open document. \
+            Its messages are described on [the protocol page](/docs/protocol).")
     ),
     paths(
         healthz,
@@ -54,6 +65,7 @@ use super::AppState;
         documents::get_document,
         documents::update_document,
         documents::delete_document,
+        documents::list_languages,
         documents::post_ops,
         files::export_document,
         files::import_document,
@@ -78,6 +90,7 @@ use super::AppState;
         documents::UpdateBody,
         documents::DocumentOut,
         documents::DocumentListItem,
+        documents::LanguageOut,
         documents::OpsBody,
         documents::VersionOut,
         history::HistoryItem,
