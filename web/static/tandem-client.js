@@ -955,16 +955,7 @@ export class TandemClient {
   #flushCursor() {
     if (!this.myCursor || !this.state || this.pending || !this.live) return;
     if (this.role === "viewer") return;
-    const wait = (this.opts.cursorThrottleMs ?? 50) - (Date.now() - this.lastCursorSent);
-    if (wait > 0) {
-      if (!this.cursorTimer) {
-        this.cursorTimer = setTimeout(() => {
-          this.cursorTimer = null;
-          this.#flushCursor();
-        }, wait);
-      }
-      return;
-    }
+    if (!this.#due("cursorTimer", this.lastCursorSent, this.opts.cursorThrottleMs ?? 50, () => this.#flushCursor())) return;
     const c = this.myCursor;
     if (this.sentCursor && this.sentCursor.anchor === c.anchor && this.sentCursor.head === c.head && this.sentCursor.version === this.state.version) return;
     const msg = { type: "cursor", version: this.state.version, anchor: c.anchor, head: c.head };
@@ -972,6 +963,22 @@ export class TandemClient {
       this.lastCursorSent = Date.now();
       this.sentCursor = msg;
     }
+  }
+
+  /**
+   * Throttling: whether `every` ms have passed since `last` (then send now);
+   * else `flush` is scheduled for then (once: the timer is kept in `this[timer]`).
+   */
+  #due(timer, last, every, flush) {
+    const wait = every - (Date.now() - last);
+    if (wait <= 0) return true;
+    if (!this[timer]) {
+      this[timer] = setTimeout(() => {
+        this[timer] = null;
+        flush();
+      }, wait);
+    }
+    return false;
   }
 
   /**
@@ -1000,16 +1007,7 @@ export class TandemClient {
 
   #flushAwareness() {
     if (!this.awarenessDirty || !this.live) return;
-    const wait = (this.opts.awarenessThrottleMs ?? 100) - (Date.now() - this.lastAwarenessSent);
-    if (wait > 0) {
-      if (!this.awarenessTimer) {
-        this.awarenessTimer = setTimeout(() => {
-          this.awarenessTimer = null;
-          this.#flushAwareness();
-        }, wait);
-      }
-      return;
-    }
+    if (!this.#due("awarenessTimer", this.lastAwarenessSent, this.opts.awarenessThrottleMs ?? 100, () => this.#flushAwareness())) return;
     if (this.#send({ type: "awareness", state: this.myAwareness, presence: this.myPresence })) {
       this.lastAwarenessSent = Date.now();
       this.awarenessDirty = false;
