@@ -87,8 +87,8 @@ impl DocTask {
             role: conn.role,
             resumed: resume.as_ref().map(|_| replay.is_some()),
             seq: last_seq,
-            meta: self.meta_view(),
-            awareness: self.current_awareness(),
+            meta: &self.meta_view(),
+            awareness: &self.current_awareness(),
         });
         let mut queued = conn.tx.try_send(init).is_ok();
         for r in replay.iter().flatten() {

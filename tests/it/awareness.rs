@@ -131,7 +131,11 @@ async fn awareness_crosses_instances_reaches_late_joiners_and_goes_with_its_clie
     for s in [1usize, 2] {
         let (c, init) = Ws::connect(&s_url(&servers[s], doc, "dave")).await.unwrap();
         let clients: Vec<String> = init_awareness(&init).into_iter().map(|a| a.0).collect();
-        assert_eq!(clients, [b1.clone()], "on instance {s}: {init}");
+        assert_eq!(
+            clients,
+            std::slice::from_ref(&b1),
+            "on instance {s}: {init}"
+        );
         c.close().await;
     }
 

@@ -159,7 +159,15 @@ async fn files_round_trip(server: &TestServer) {
 
     // Refusals create nothing.
     let before = list(&api, &ann).await;
-    let cases: Vec<(Option<&str>, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    // (token, filename, body, status, error code)
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             None,
             Some("a.txt"),

@@ -126,9 +126,9 @@ pub enum ServerMessage<'a> {
         /// a client reusing its id continues from `seq + 1`.
         seq: u64,
         /// Extension: the document's title, tags and view count.
-        meta: crate::meta::MetaView,
+        meta: &'a crate::meta::MetaView,
         /// Extension: the awareness state of every client that set one.
-        awareness: Vec<AwarenessInfo>,
+        awareness: &'a [AwarenessInfo],
     },
     Ack {
         seq: u64,
@@ -428,8 +428,8 @@ mod tests {
                 role: Role::Editor,
                 resumed: None,
                 seq: 0,
-                meta: meta.clone(),
-                awareness: vec![aware.clone()],
+                meta: &meta,
+                awareness: std::slice::from_ref(&aware),
             },
             ServerMessage::Ack { seq: 2, version: 9 },
             ServerMessage::Op {
