@@ -51,7 +51,8 @@ const range = (doc, client) => (client === undefined ? IDBKeyRange.bound([doc], 
 /** The part of a client id the page chose (the server appends `@<user tag>`). */
 const baseId = (client) => client.split("@")[0];
 
-/** Hold the lock named after `client` for as long as the page lives; false if taken. */
+/** Hold the lock named after `client` for as long as the page lives; false if taken
+ * (without Web Locks: true, and the caller adopts no other tab's edits). */
 function lock(doc, client) {
   if (!navigator.locks) return Promise.resolve(true);
   return new Promise((resolve) => {
@@ -98,7 +99,8 @@ export function offlineStore(doc, userId) {
       if (!held) id = null;
       const own = id && [...latest.values()].find((r) => baseId(r.client) === baseId(id));
       if (own) return { client: own.client, record: own };
-      for (const r of latest.values()) {
+      // Without Web Locks nothing tells a gone tab from a live one: adopt nothing.
+      for (const r of navigator.locks ? latest.values() : []) {
         if (id && baseId(r.client) === baseId(id)) continue;
         if (await lock(doc, r.client)) {
           sessionStorage.setItem(key, baseId(r.client));
