@@ -158,7 +158,10 @@ test("each tab has its own client id; a tab closed offline hands its edits to th
   // Two new tabs at once: exactly one adopts tab 1's edits (its id), both sync.
   const [t3, t4] = [await gatedPage(ctx, "tab3"), await gatedPage(ctx, "tab4")];
   await Promise.all([open(t3, id), open(t4, id)]);
-  await until(async () => once(await content(id), "[closed tab]") === 1, "tab 1's edit on the server");
+  await until(async () => once(await content(id), "[closed tab]") === 1, "tab 1's edit on the server").catch(async (e) => {
+    const st = { id1, records: await records(t3), t3: [await clientId(t3), await status(t3)], t4: [await clientId(t4), await status(t4)], errors: [await t3.evaluate(() => window.tandem.client.lastError), await t4.evaluate(() => window.tandem.client.lastError)], text4: await text(t4), server: await content(id), locks: await t3.evaluate(async () => (await navigator.locks.query()).held.map((l) => l.name)) };
+    throw new Error(`${e.message}: ${JSON.stringify(st)}`);
+  });
   await until(async () => (await status(t3)) === "saved" && (await status(t4)) === "saved", "new tabs saved");
   const ids = [await clientId(t3), await clientId(t4)];
   assert.equal(ids.filter((c) => c === id1).length, 1, `one tab took over ${id1}: ${ids}`);
