@@ -101,6 +101,7 @@ test("edits typed offline survive a reload and arrive exactly once", async () =>
   await a.keyboard.press("Control+End");
   await a.keyboard.type(" [three 😀]", { delay: 5 });
   const typed = await text(a);
+  await a.evaluate(() => window.tandem.client.saving);
   await until(async () => {
     const r = await records(a);
     return r.length === 1 && r[0].client === before && r[0].inflight;
@@ -145,6 +146,9 @@ test("each tab has its own client id; a tab closed offline hands its edits to th
   await t1.click(".cm-content");
   await t1.keyboard.press("Control+End");
   await t1.keyboard.type(" [closed tab]", { delay: 5 });
+  // Every keystroke's write has landed (IndexedDB writes are asynchronous:
+  // a tab closed within milliseconds of a keystroke can lose that one).
+  await t1.evaluate(() => window.tandem.client.saving);
   await until(async () => (await records(t1)).some((r) => r.client === id1), "tab 1's edits stored");
   await t1.close();
   // Gone: the browser lets go of its client id's lock (a moment after the close).
