@@ -187,6 +187,7 @@ pub struct Config {
     #[arg(long, env = "OP_RATE_BURST", default_value_t = 200)]
     pub op_rate_burst: u32,
     /// Cursor messages per second one connection may send; more are dropped.
+    /// Awareness updates are limited to as many again, on their own count.
     #[arg(long, env = "CURSOR_RATE_PER_SEC", default_value_t = 20)]
     pub cursor_rate_per_sec: u32,
     /// Messages queued to one slow client before it is disconnected.

@@ -21,7 +21,9 @@ pub mod web;
 // `tandem::protocol`, …).
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
-pub use tandem_core::{batch, client, doc, language, limits, meta, ot, protocol, runs, undo};
+pub use tandem_core::{
+    awareness, batch, client, doc, language, limits, meta, ot, protocol, runs, undo,
+};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,6 +16,7 @@ use super::{
     Revocation, Revocations, Seed, Seeded, Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{ClientSeqs, History, Record, Retain};
+use crate::protocol::AwarenessInfo;
 use crate::undo::{Stack, StackPush, Stacks, UndoEntry};
 
 /// Per-document broadcast channels.
@@ -106,6 +107,16 @@ impl Bus for MemoryBus {
         _: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError> {
         Ok((Vec::new(), Vec::new()))
+    }
+    // Likewise: the document task holds every client's awareness.
+    async fn awareness_put(&self, _: &str, _: &AwarenessInfo, _: i64) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn awareness_remove(&self, _: &str, _: &[String]) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn awareness_list(&self, _: &str) -> Result<Vec<AwarenessInfo>, BusError> {
+        Ok(Vec::new())
     }
 }
 

@@ -2,7 +2,7 @@
 //! dedupe + version check + append of a batch of ops to the op log, with
 //! their undo steps), the [`Journal`] the embedded sequencer makes batches
 //! durable in before they count, the [`Bus`] (fan-out of
-//! committed ops, presence and cursors to every instance), [`UndoStacks`]
+//! committed ops, presence, cursors and awareness to every instance), [`UndoStacks`]
 //! (per-user undo/redo stacks), [`MetaStore`] (each instance's metadata
 //! state), [`Revocations`] (token revocations on one instance-wide
 //! channel) and [`Tickets`] (single-use WebSocket tickets every instance
@@ -32,7 +32,7 @@ use tokio::sync::broadcast;
 
 use crate::doc::Record;
 use crate::ot::Operation;
-use crate::protocol::{CursorInfo, Presence};
+use crate::protocol::{AwarenessInfo, CursorInfo, Presence};
 use crate::undo::{Stack, StackPush, UndoEntry};
 
 /// Failures talking to the sequencer or bus backend. The text is for logs.
@@ -262,6 +262,11 @@ pub enum BusEvent {
         instance: String,
         cursor: CursorInfo,
     },
+    /// A client's awareness (or presence state) changed.
+    Awareness {
+        instance: String,
+        info: AwarenessInfo,
+    },
     /// The channel was down (reconnect): events may be missing. Refill.
     Resync,
     /// Access to the document changed (from the REST API, any instance).
@@ -381,6 +386,19 @@ pub trait Bus: Send + Sync + 'static {
         doc: &str,
         now_ms: i64,
     ) -> Result<(Vec<PresenceEntry>, Vec<PresenceEntry>), BusError>;
+    /// Keep a client's awareness where instances loading the document find
+    /// it (replacing the client's previous one), for `ttl_ms` at least.
+    async fn awareness_put(
+        &self,
+        doc: &str,
+        info: &AwarenessInfo,
+        ttl_ms: i64,
+    ) -> Result<(), BusError>;
+    /// Forget these clients' awareness (they left, or were reaped).
+    async fn awareness_remove(&self, doc: &str, clients: &[String]) -> Result<(), BusError>;
+    /// Every kept awareness of the document (callers keep those of clients
+    /// present).
+    async fn awareness_list(&self, doc: &str) -> Result<Vec<AwarenessInfo>, BusError>;
 }
 
 /// Token revocations, told to every instance on one instance-wide channel

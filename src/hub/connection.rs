@@ -9,7 +9,7 @@ use super::commit::{Edit, Origin};
 use super::task::Cmd;
 use super::{HubError, Outbound};
 use crate::ot::Operation;
-use crate::protocol::{Presence, Role, UserInfo};
+use crate::protocol::{Presence, PresenceState, Role, UserInfo};
 
 /// A socket's handle on its document task. Dropping it (or [`Self::leave`])
 /// takes the connection out of the document.
@@ -70,6 +70,20 @@ impl ConnHandle {
         .await
     }
 
+    /// An awareness update (`state` already checked).
+    pub async fn awareness(
+        &self,
+        state: serde_json::Value,
+        presence: Option<PresenceState>,
+    ) -> Result<(), HubError> {
+        self.send(Cmd::Awareness {
+            conn: self.id,
+            state,
+            presence,
+        })
+        .await
+    }
+
     /// `undo`, or with `redo` true, `redo`.
     pub async fn undo(&self, redo: bool) -> Result<(), HubError> {
         self.send(Cmd::Undo {
@@ -112,6 +126,8 @@ impl ConnState {
             name: self.user.name.clone(),
             color: self.user.color.clone(),
             client: self.client.clone(),
+            // Shared entries carry no state (it changes; they must not).
+            state: None,
         }
     }
 }

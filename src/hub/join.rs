@@ -68,7 +68,7 @@ impl DocTask {
         };
         let mut users = self.users();
         users.truncate(INIT_LIST_MAX - 1);
-        users.push(conn.presence());
+        users.push(self.room.shown(conn.presence()));
         let mut cursors = self.current_cursors();
         cursors.truncate(INIT_LIST_MAX);
         let (version, content) = match (&replay, &resume) {
@@ -87,7 +87,8 @@ impl DocTask {
             role: conn.role,
             resumed: resume.as_ref().map(|_| replay.is_some()),
             seq: last_seq,
-            meta: self.meta_view(),
+            meta: &self.meta_view(),
+            awareness: &self.current_awareness(),
         });
         let mut queued = conn.tx.try_send(init).is_ok();
         for r in replay.iter().flatten() {

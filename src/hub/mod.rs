@@ -8,13 +8,14 @@
 //! connection), `task` (a document task: load, the select loop, unload,
 //! the persistence hand-off), `commit` (the one edit pipeline), `sync`
 //! (ordered application of committed records), `presence` (fan-out, joins,
-//! leaves, heartbeat, access changes), `join` (join and resume), `cursors`,
+//! leaves, heartbeat, access changes), `join` (join and resume), `cursors`, `awareness`,
 //! `undo`, `meta`, `history` and `outbox` (the ordered bus writer).
 //! Sockets talk to a document task over a bounded channel; the task answers
 //! on each connection's bounded outbound queue and disconnects a client
 //! whose queue is full rather than wait for it.
 //! Must not import: axum, sqlx, redis. No lock is held across `.await`.
 
+mod awareness;
 mod commit;
 mod connection;
 mod cursors;

@@ -1,4 +1,4 @@
-//! A document's ordered bus writer: presence, cursor and metadata
+//! A document's ordered bus writer: presence, cursor, awareness and metadata
 //! writes the document task does not wait for, applied in order by one
 //! worker per document. Losses (backend down) are repaired by the next
 //! heartbeat.
@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::registry::Inner;
 use crate::bus::{BusEvent, PresenceEntry};
+use crate::protocol::AwarenessInfo;
 
 /// Writes queued per document before presence and cursors are dropped.
 const CAPACITY: usize = 1024;
@@ -24,6 +25,10 @@ pub(super) enum BusWrite {
     PresenceRemove(PresenceEntry),
     /// This instance's metadata state (JSON).
     MetaPut(String),
+    /// A local client's awareness, for instances loading the document.
+    AwarenessPut(AwarenessInfo),
+    /// Clients whose awareness is to go (left, or reaped).
+    AwarenessRemove(Vec<String>),
 }
 
 /// The document task's end of its bus writer.
@@ -65,6 +70,12 @@ async fn bus_writer(hub: Arc<Inner>, doc: String, mut rx: mpsc::Receiver<BusWrit
                     .await
             }
             BusWrite::PresenceRemove(entry) => hub.bus.presence_remove(&doc, &entry).await,
+            BusWrite::AwarenessPut(info) => {
+                hub.bus
+                    .awareness_put(&doc, &info, hub.presence_lease_ms())
+                    .await
+            }
+            BusWrite::AwarenessRemove(clients) => hub.bus.awareness_remove(&doc, &clients).await,
             BusWrite::MetaPut(state) => {
                 hub.meta_store
                     .put(&doc, &hub.settings.instance_id, &state)

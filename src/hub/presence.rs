@@ -1,6 +1,6 @@
 //! Who is on a document and what they are told: the [`Room`] (local
 //! connections, other instances' users, carets), fan-out of committed
-//! records, broadcasts, leaves, the presence heartbeat that keeps the
+//! records, broadcasts, leaves (which take the client's awareness along), the presence heartbeat that keeps the
 //! shared presence set fresh and reconciles other instances' users, and
 //! access changes (role updates, revocations, deletion).
 //! Must not import: axum, sqlx, redis.
@@ -16,7 +16,9 @@ use super::task::DocTask;
 use super::{close, error_msg, text, Outbound};
 use crate::bus::{AccessChange, BusEvent, PresenceEntry};
 use crate::doc::Record;
-use crate::protocol::{CursorInfo, ErrorCode, Presence, Role, ServerMessage, UserInfo};
+use crate::protocol::{
+    AwarenessInfo, CursorInfo, ErrorCode, Presence, Role, ServerMessage, UserInfo,
+};
 
 /// Everyone on the document, as this instance sees it.
 #[derive(Default)]
@@ -27,6 +29,9 @@ pub(super) struct Room {
     pub(super) remote: HashMap<String, Presence>,
     /// The last caret of each client, for later joiners.
     pub(super) cursors: HashMap<String, CursorInfo>,
+    /// The awareness of each present client that set one (bounded by
+    /// `MAX_CLIENTS_PER_DOC`; see `awareness.rs`).
+    pub(super) awareness: HashMap<String, AwarenessInfo>,
     /// Since when no local connection is left (`None`: someone is here).
     pub(super) idle_since: Option<Instant>,
 }
@@ -36,11 +41,18 @@ impl Room {
         self.conns.iter().find(|c| c.id == id)
     }
 
-    /// Local and remote users.
+    /// Local and remote users, with their presence state.
     pub(super) fn users(&self) -> Vec<Presence> {
         let mut users: Vec<Presence> = self.conns.iter().map(ConnState::presence).collect();
         users.extend(self.remote.values().cloned());
-        users
+        users.into_iter().map(|p| self.shown(p)).collect()
+    }
+
+    /// `p` as clients see it: with its client's presence state.
+    pub(super) fn shown(&self, mut p: Presence) -> Presence {
+        let state = self.awareness.get(&p.client).map(|a| a.presence);
+        p.state = Some(state.unwrap_or_default());
+        p
     }
 }
 
@@ -122,6 +134,7 @@ impl DocTask {
     }
 
     fn leave_presence(&mut self, c: &ConnState) {
+        self.forget_awareness(&c.client, true);
         self.announce_left(&c.user, &c.client);
         self.outbox.write(BusWrite::PresenceRemove(self.entry(c)));
         self.outbox.publish(BusEvent::Left {
@@ -163,6 +176,10 @@ impl DocTask {
                 return;
             }
         };
+        if !reaped.is_empty() {
+            let clients = reaped.iter().map(|e| e.presence.client.clone()).collect();
+            self.outbox.write(BusWrite::AwarenessRemove(clients));
+        }
         for e in reaped {
             self.outbox.publish(BusEvent::Left {
                 instance: e.instance.clone(),
@@ -216,9 +233,10 @@ impl DocTask {
     }
 
     /// Someone (here or on another instance) left: forget their caret and
-    /// tell the local sockets.
+    /// awareness, and tell the local sockets.
     fn announce_left(&mut self, user: &UserInfo, client: &str) {
         self.room.cursors.remove(client);
+        self.forget_awareness(client, false);
         self.broadcast(None, text(ServerMessage::UserLeft { user, client }));
     }
 

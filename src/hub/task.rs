@@ -49,6 +49,12 @@ pub(super) enum Cmd {
         anchor: Option<u64>,
         head: Option<u64>,
     },
+    /// An awareness update from a socket (its state already checked).
+    Awareness {
+        conn: u64,
+        state: serde_json::Value,
+        presence: Option<crate::protocol::PresenceState>,
+    },
     /// `undo` (or with `redo`, `redo`) from a socket.
     Undo {
         conn: u64,
@@ -81,7 +87,7 @@ impl Cmd {
             Cmd::Meta(_, reply) => drop(reply.send(Err(e))),
             Cmd::Users(reply) => drop(reply.send(Err(e))),
             Cmd::Edit { origin, .. } => origin.refuse(e),
-            Cmd::Leave(_) | Cmd::Cursor { .. } | Cmd::Undo { .. } => {}
+            Cmd::Leave(_) | Cmd::Cursor { .. } | Cmd::Awareness { .. } | Cmd::Undo { .. } => {}
         }
     }
 }
@@ -238,6 +244,7 @@ impl DocTask {
                 .remote
                 .insert(e.presence.client.clone(), e.presence);
         }
+        task.load_awareness().await;
         info!(
             version = task.state.version(),
             chars = task.state.len_chars(),
@@ -386,6 +393,11 @@ impl DocTask {
                 anchor,
                 head,
             } => self.cursor(conn, version, anchor, head),
+            Cmd::Awareness {
+                conn,
+                state,
+                presence,
+            } => self.awareness(conn, state, presence),
             Cmd::Undo { conn, redo } => self.queue_undo(conn, redo),
             Cmd::Meta(change, reply) => {
                 let r = self.change_meta(change).await;
@@ -439,6 +451,7 @@ impl DocTask {
             }
             BusEvent::Left { instance, presence } if instance != me => self.remote_left(presence),
             BusEvent::Cursor { instance, cursor } if instance != me => self.remote_cursor(cursor),
+            BusEvent::Awareness { instance, info } if instance != me => self.remote_awareness(info),
             _ => {}
         }
         Ok(())

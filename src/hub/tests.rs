@@ -115,6 +115,7 @@ fn presence(user: &str, client: &str) -> Presence {
         name: u.name,
         color: u.color,
         client: client.to_owned(),
+        state: Some(crate::protocol::PresenceState::Active),
     }
 }
 

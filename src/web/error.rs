@@ -29,6 +29,9 @@ pub enum ApiError {
     QuotaExceeded(u64),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The body is not what the route takes (an import that is not UTF-8).
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
     /// Over a rate limit; the seconds until one more request is allowed.
     #[error("too many attempts; try again later")]
     TooManyRequests(u64),
@@ -55,6 +58,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::TooManyRequests(_) | ApiError::TooManyConnections => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }

@@ -315,6 +315,8 @@ pub fn app(state: AppState) -> Router {
                 .put(api::update_document)
                 .delete(api::delete_document),
         )
+        .route("/api/documents/import", post(api::import_document))
+        .route("/api/documents/{id}/export", get(api::export_document))
         .route("/api/documents/{id}/ops", post(api::post_ops))
         .route("/api/documents/{id}/users", get(api::get_users))
         .route("/api/documents/{id}/members", get(api::get_members))

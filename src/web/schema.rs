@@ -4,7 +4,7 @@
 //! `api.rs` names the mirror wherever the OpenAPI document needs the type.
 //! The tests check every mirror against the serde output of its original.
 //!
-//! Owns: the mirrors of [`protocol::Presence`], [`protocol::Role`] and
+//! Owns: the mirrors of [`protocol::Presence`] (and its `PresenceState`), [`protocol::Role`] and
 //! [`meta::MetaView`]. Must not import: sqlx, redis.
 //!
 //! [`protocol::Presence`]: crate::protocol::Presence
@@ -21,6 +21,17 @@ pub struct Presence {
     name: String,
     color: String,
     client: String,
+    /// The client's presence state (`active` when it never set one).
+    state: Option<PresenceState>,
+}
+
+/// A user's attention as their client reports it.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum PresenceState {
+    Active,
+    Idle,
+    Away,
 }
 
 /// Access level of a connection.
@@ -90,6 +101,7 @@ mod tests {
             name: "n".into(),
             color: "#000".into(),
             client: "c".into(),
+            state: Some(protocol::PresenceState::Idle),
         };
         assert_eq!(properties(&schema::<super::Presence>()), keys(presence));
         assert_eq!(
@@ -102,5 +114,11 @@ mod tests {
             protocol::Role::Viewer,
         ];
         assert_eq!(schema::<super::Role>()["enum"], json!(roles));
+        let states = [
+            protocol::PresenceState::Active,
+            protocol::PresenceState::Idle,
+            protocol::PresenceState::Away,
+        ];
+        assert_eq!(schema::<super::PresenceState>()["enum"], json!(states));
     }
 }

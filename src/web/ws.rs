@@ -246,6 +246,8 @@ struct Session {
     doc: String,
     ops: TokenBucket,
     cursors: TokenBucket,
+    /// Awareness updates, limited as cursors are (their own bucket).
+    awareness: TokenBucket,
     last_cursor_notice: Option<Instant>,
 }
 
@@ -258,12 +260,14 @@ impl Session {
         let c = &state.config;
         let ops = TokenBucket::new(c.op_rate_per_sec, c.op_rate_burst, now);
         let cursors = TokenBucket::new(c.cursor_rate_per_sec, c.cursor_rate_per_sec, now);
+        let awareness = TokenBucket::new(c.cursor_rate_per_sec, c.cursor_rate_per_sec, now);
         Self {
             state,
             conn,
             doc,
             ops,
             cursors,
+            awareness,
             last_cursor_notice: None,
         }
     }
@@ -391,23 +395,19 @@ impl Session {
                 anchor,
                 head,
             } => {
-                let now = Instant::now();
-                if !self.cursors.allow(now) {
-                    // Dropped; say so at most once a second.
-                    if self
-                        .last_cursor_notice
-                        .is_some_and(|t| now - t < Duration::from_secs(1))
-                    {
-                        return None;
-                    }
-                    self.last_cursor_notice = Some(now);
-                    return Some(error_msg(
-                        ErrorCode::RateLimited,
-                        "too many cursor updates; some were dropped",
-                        None,
-                    ));
+                if let Some(notice) = self.throttled(false) {
+                    return notice;
                 }
                 self.conn.cursor(version, anchor, head).await
+            }
+            ClientMessage::Awareness { state, presence } => {
+                if let Err(e) = crate::awareness::check_state(&state) {
+                    return Some(error_msg(ErrorCode::BadMessage, &e, None));
+                }
+                if let Some(notice) = self.throttled(true) {
+                    return notice;
+                }
+                self.conn.awareness(state, presence).await
             }
             ClientMessage::Undo {} => self.conn.undo(false).await,
             ClientMessage::Redo {} => self.conn.undo(true).await,
@@ -418,6 +418,33 @@ impl Session {
         // The document task is gone: end the session (the writer closes).
         sent.err()
             .map(|_| Outbound::Close(close::TRY_AGAIN, "document unavailable"))
+    }
+}
+
+impl Session {
+    /// Whether a cursor (or, `awareness`, an awareness update) is over its
+    /// rate: then it is dropped, and `Some` holds the reply: a
+    /// `rate_limited` notice at most once a second (shared by both).
+    fn throttled(&mut self, awareness: bool) -> Option<Option<Outbound>> {
+        let now = Instant::now();
+        let bucket = if awareness {
+            &mut self.awareness
+        } else {
+            &mut self.cursors
+        };
+        if bucket.allow(now) {
+            return None;
+        }
+        if self
+            .last_cursor_notice
+            .is_some_and(|t| now - t < Duration::from_secs(1))
+        {
+            return Some(None);
+        }
+        self.last_cursor_notice = Some(now);
+        let what = if awareness { "awareness" } else { "cursor" };
+        let m = format!("too many {what} updates; some were dropped");
+        Some(Some(error_msg(ErrorCode::RateLimited, &m, None)))
     }
 }
 

@@ -9,9 +9,11 @@
 
 mod abuse;
 mod auth;
+mod awareness;
 mod cluster;
 mod commit;
 mod deploy;
+mod files;
 mod fuzz_corpus;
 mod hostile;
 mod limits;

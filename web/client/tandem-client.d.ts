@@ -141,6 +141,41 @@ export interface UserInfo {
 /** One connection on the document (a user may have several). */
 export interface Presence extends UserInfo {
   client: string;
+  /** Its presence state (absent from servers that predate it: active). */
+  state?: PresenceState;
+}
+/** Set by each page from focus and input (`setPresence`). */
+export type PresenceState = "active" | "idle" | "away";
+/** A JSON object of at most 1 KB serialised, 4 levels, 64 keys and items. */
+export type AwarenessState = { [key: string]: unknown };
+/** Another client's awareness. */
+export interface Awareness {
+  client: string;
+  /** The user id. */
+  user: string;
+  state: AwarenessState | null;
+  presence: PresenceState;
+}
+/** What a `pendingStore` keeps per client: its pending edits, client id and seq. */
+export interface PendingRecord {
+  document: string;
+  client: string;
+  user: string | null;
+  history: string | null;
+  version: number;
+  serverText: string;
+  nextSeq: number;
+  inflight: unknown;
+  buffer: unknown;
+  pendingEdits: number;
+  savedAt: number;
+}
+/** Where pending edits are kept across reloads (the page's is IndexedDB: `offline-store.js`). */
+export interface PendingStore {
+  /** A client id to use and the record saved under it, if any. */
+  claim(clientId: string): Promise<{ client: string; record: PendingRecord | null }>;
+  save(record: PendingRecord): Promise<void>;
+  remove(document: string, client: string): Promise<void>;
 }
 /** A remote caret or selection, in local code points. */
 export interface RemoteCursor {
@@ -190,6 +225,14 @@ export interface TandemClientOptions {
   backoff?: { min?: number; max?: number };
   /** A 0..1 random source (tests). */
   random?: () => number;
+  /** Minimum time between two awareness messages (100 ms). */
+  awarenessThrottleMs?: number;
+  /**
+   * Keeps pending edits (with the client id and seq) so a reload or a closed
+   * tab does not lose them; `connect()` claims a client id and restores its
+   * record first.
+   */
+  pendingStore?: PendingStore;
   /** Give up a handshake that hangs after this many ms (10000). */
   connectTimeoutMs?: number;
 }
@@ -197,7 +240,8 @@ export interface TandemClientOptions {
 /** Each event's argument. */
 export interface TandemClientEvents {
   /** The first init: set the editor to `content`. */
-  ready: { content: string; version: number; role: Role; user: UserInfo };
+  /** `restored`: set from a `pendingStore` record, before any server contact (role and user null). */
+  ready: { content: string; version: number; role: Role | null; user: UserInfo | null; restored?: boolean };
   /** The text was replaced wholesale (a resync): set the editor to it. */
   reset: { content: string };
   /** Apply this code-point op to the editor. */
@@ -210,6 +254,8 @@ export interface TandemClientEvents {
   role: Role;
   meta: DocMeta;
   error: { code: ErrorCode; message: string; seq?: number | null };
+  /** The others' awareness, by client id (every change). */
+  awareness: Map<string, Awareness>;
   /** Fatal: access revoked, document deleted, replaced by another tab (4001). */
   closed: { code: number; reason: string };
 }
@@ -254,6 +300,15 @@ export class TandemClient {
   undo(): void;
   /** Redo this user's last undone step on the server. */
   redo(): void;
+  /**
+   * Our awareness state (replaces the previous one; sent throttled and again
+   * after every reconnect). Throws on a non-object or one over 1 KB.
+   */
+  setAwareness(state: AwarenessState): void;
+  /** Our presence state, shown to the others. */
+  setPresence(state: PresenceState): void;
+  /** The others' awareness, by client id. */
+  awareness: Map<string, Awareness>;
   userList(): Presence[];
   /** Remote cursors in local code points (past this client's pending edits). */
   cursorList(): RemoteCursor[];

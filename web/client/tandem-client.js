@@ -4,7 +4,9 @@
 // server's Rust `ot` module, checked against it by shared test vectors), the
 // one-op-in-flight client state machine (`OtState`, the twin of `crates/tandem-core/src/client.rs`),
 // and `TandemClient`: a WebSocket session with resume, jittered reconnect,
-// presence and remote cursors. Editor-agnostic: an editor feeds local edits in as
+// presence, remote cursors, awareness (each client's small JSON state and its
+// active/idle/away presence state), and optionally pending edits kept in a
+// store the caller passes in (`pendingStore`), so they survive a reload. Editor-agnostic: an editor feeds local edits in as
 // code-point ops and applies the ops it is handed. Runs in browsers and in Node
 // (pass `WebSocket` in options where there is no global one).
 //
@@ -454,6 +456,7 @@ const FATAL_CLOSE = new Set([1008, 1009, 4001]);
 const REFUSED_OP = new Set(["bad_op", "too_large", "doc_too_large", "forbidden", "bad_message"]);
 const RETRY_OP = new Set(["internal", "rate_limited"]);
 const HISTORY_KEEP = 256;
+const AWARENESS_MAX_BYTES = 1024;
 
 function randomId() {
   const c = globalThis.crypto;
@@ -470,14 +473,24 @@ function randomId() {
  * an error whose `fatal` is true stops reconnecting) or `token` (API clients), or
  * `userId` + `name` on an anonymous server; `clientId` (kept across reconnects; made up if absent);
  * `WebSocket` (a constructor, where there is no global one); `cursorThrottleMs` (50);
- * `backoff` {min, max} in ms; `random` (a 0..1 source, for tests).
+ * `backoff` {min, max} in ms; `random` (a 0..1 source, for tests);
+ * `awarenessThrottleMs` (100); `pendingStore`: where pending edits are kept so a
+ * reload (or a closed tab) does not lose them — `{claim(clientId) → Promise<{client,
+ * record}>, save(record) → Promise, remove(document, client) → Promise}` (the page's
+ * IndexedDB store, `offline-store.js`): `connect()` first claims a client id and the
+ * record saved under it, restores its pending edits (a `ready` event before any
+ * server contact), then saves the edits before each is sent and whenever they change
+ * and removes the record once nothing is pending. The client id and seq are in the
+ * record, so a resend after the reload is deduplicated by the server.
  *
  * Events (`on(name, fn)`): `ready` (first init), `reset` {content} (the text was
  * replaced wholesale: set the editor to it), `remote` {op} (apply this code-point op
  * to the editor; `user`, `client`: its author), `activity` {client, user} (that
  * client moved its caret, not carried by edits), `status` {state: "connecting"|"online"|"offline", pending,
  * saved}, `users` [..], `cursors` [..] (in local code points), `role`, `meta`
- * {title, tags, views, language, language_set} (replicated metadata), `error`
+ * {title, tags, views, language, language_set} (replicated metadata), `awareness`
+ * Map(client → {client, user, state, presence}) (the others' awareness; presence
+ * is "active", "idle" or "away" and also in each `users` entry's `state`), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
  * deleted, replaced by another tab).
  */
@@ -507,6 +520,14 @@ export class TandemClient {
     this.retryTimer = null;
     this.reconnectTimer = null;
     this.queuedHistory = []; // undo/redo waiting for our edits to commit
+    this.awareness = new Map(); // client -> {client, user, state, presence} (others)
+    this.myAwareness = {}; // our awareness state (sent on every init)
+    this.myPresence = "active";
+    this.awarenessTimer = null;
+    this.lastAwarenessSent = 0;
+    this.awarenessDirty = false;
+    this.saving = Promise.resolve(); // pendingStore writes, in order
+    this.claimed = false;
   }
 
   on(name, fn) {
@@ -530,8 +551,88 @@ export class TandemClient {
 
   connect() {
     this.closedForGood = false;
+    const store = this.opts.pendingStore;
+    if (store && !this.claimed) {
+      // Claim this tab's client id (and what it left pending) before any contact.
+      this.claimed = true;
+      Promise.resolve()
+        .then(() => store.claim(this.clientId))
+        .then((got) => got && this.#restore(got))
+        .catch((e) => this.emit("error", { code: "store", message: String(e && e.message ? e.message : e) }))
+        .finally(() => {
+          if (!this.closedForGood) this.#open();
+        });
+      return this;
+    }
     this.#open();
     return this;
+  }
+
+  /** Take over a claimed client id and the pending edits saved under it. */
+  #restore({ client, record }) {
+    if (client) this.clientId = client;
+    if (!record || this.state) return;
+    const s = new OtState(record.serverText, record.version, 0);
+    s.nextSeq = record.nextSeq;
+    s.inflight = record.inflight;
+    s.buffer = record.buffer;
+    let text = record.serverText;
+    if (s.inflight) text = apply(text, s.inflight.op);
+    if (s.buffer) text = apply(text, s.buffer);
+    s.text = text;
+    this.state = s;
+    this.historyId = record.history || null;
+    this.pendingEdits = Math.max(1, record.pendingEdits || 0);
+    this.emit("ready", { content: text, version: s.version, role: null, user: null, restored: true });
+    this.#setStatus("offline");
+  }
+
+  /** The pending edits as a record for `pendingStore` (null when none). */
+  #record() {
+    const s = this.state;
+    if (!s || !s.hasPending) return null;
+    return {
+      document: this.opts.document,
+      client: this.clientId,
+      user: this.user ? this.user.id : null,
+      history: this.historyId,
+      version: s.version,
+      serverText: s.serverText,
+      nextSeq: s.nextSeq,
+      inflight: s.inflight,
+      buffer: s.buffer,
+      pendingEdits: this.pendingEdits,
+      savedAt: Date.now(),
+    };
+  }
+
+  /**
+   * Send `out` (an op message, or null) once the pending edits are stored: a
+   * reload from then on still has it. Sent as it then is (a remote op may have
+   * transformed it meanwhile), unless a reconnect took it over.
+   */
+  #storeThenSend(out) {
+    if (!this.opts.pendingStore) {
+      if (out) this.#send(out);
+      return;
+    }
+    const seq = out && out.seq;
+    this.#persist().then(() => {
+      const f = this.state && this.state.inflight;
+      if (out && f && f.seq === seq) this.#send(this.state.resend());
+    });
+  }
+
+  /** Save (or, with nothing pending, remove) the pending edits; resolves when stored. */
+  #persist() {
+    const store = this.opts.pendingStore;
+    if (!store) return Promise.resolve();
+    const rec = this.#record();
+    const doc = this.opts.document;
+    const client = this.clientId;
+    const write = () => (rec ? store.save(rec) : store.remove(doc, client));
+    this.saving = this.saving.then(write).catch((e) => this.emit("error", { code: "store", message: String(e && e.message ? e.message : e) }));
+    return this.saving;
   }
 
   /** Stop for good (no reconnect). */
@@ -540,6 +641,7 @@ export class TandemClient {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.cursorTimer);
+    clearTimeout(this.awarenessTimer);
     if (this.ws) this.ws.close(1000);
     this.#setStatus("offline");
   }
@@ -718,7 +820,10 @@ export class TandemClient {
         this.cursors.delete(msg.client);
         this.emit("users", this.userList());
         this.#emitCursors();
+        if (this.awareness.delete(msg.client)) this.emit("awareness", this.awareness);
         return;
+      case "awareness":
+        return this.#onAwareness(msg);
       case "meta": {
         // Every field the server sends (title, tags, views, language, …).
         const { type: _type, ...meta } = msg;
@@ -766,6 +871,15 @@ export class TandemClient {
       this.#rebaseOnto(msg);
     }
     for (const c of msg.cursors || []) this.#onCursor({ type: "cursor", ...c });
+    this.awareness = new Map();
+    for (const a of msg.awareness || []) if (a.client !== this.clientId) this.awareness.set(a.client, a);
+    this.emit("awareness", this.awareness);
+    // The server forgets a connection's awareness when it goes: tell it again.
+    if (Object.keys(this.myAwareness).length || this.myPresence !== "active") {
+      this.awarenessDirty = true;
+      this.lastAwarenessSent = 0;
+      this.#flushAwareness();
+    }
     this.emit("users", this.userList());
     this.#setStatus("online");
     this.#emitCursors();
@@ -797,12 +911,12 @@ export class TandemClient {
       this.state = next;
       this.pendingEdits = Math.max(1, this.pendingEdits);
       this.emit("reset", { content: local });
-      const out = next.localEdit(mine);
-      if (out) this.#send(out);
+      this.#storeThenSend(next.localEdit(mine));
       return;
     }
     this.state = next;
     this.pendingEdits = 0;
+    this.#persist();
     this.emit("reset", { content: local });
   }
 
@@ -823,6 +937,7 @@ export class TandemClient {
   #afterAck(acked) {
     if (!acked) return;
     if (!this.pending) this.pendingEdits = 0;
+    this.#persist();
     this.#setStatus("online");
     this.#emitCursors();
     this.#flushCursor();
@@ -858,6 +973,17 @@ export class TandemClient {
     this.#emitCursors();
   }
 
+  #onAwareness(msg) {
+    if (msg.client === this.clientId) return;
+    this.awareness.set(msg.client, { client: msg.client, user: msg.user, state: msg.state, presence: msg.presence });
+    const u = this.users.get(msg.client);
+    if (u && u.state !== msg.presence) {
+      this.users.set(msg.client, { ...u, state: msg.presence });
+      this.emit("users", this.userList());
+    }
+    this.emit("awareness", this.awareness);
+  }
+
   #onError(msg) {
     this.lastError = msg.message;
     this.emit("error", { code: msg.code, message: msg.message, seq: msg.seq });
@@ -876,6 +1002,7 @@ export class TandemClient {
       // The server will never take it: drop our pending edits and reload.
       this.state = null;
       this.pendingEdits = 0;
+      this.#persist();
       this.#reconnectNow();
     }
   }
@@ -891,7 +1018,7 @@ export class TandemClient {
     if (this.myCursor) {
       this.myCursor = { anchor: transformIndex(op, this.myCursor.anchor), head: transformIndex(op, this.myCursor.head) };
     }
-    if (out) this.#send(out);
+    this.#storeThenSend(out);
     this.#setStatus(this.live ? "online" : "offline");
     this.#emitCursors();
   }
@@ -908,22 +1035,62 @@ export class TandemClient {
   #flushCursor() {
     if (!this.myCursor || !this.state || this.pending || !this.live) return;
     if (this.role === "viewer") return;
-    const wait = (this.opts.cursorThrottleMs ?? 50) - (Date.now() - this.lastCursorSent);
-    if (wait > 0) {
-      if (!this.cursorTimer) {
-        this.cursorTimer = setTimeout(() => {
-          this.cursorTimer = null;
-          this.#flushCursor();
-        }, wait);
-      }
-      return;
-    }
+    if (!this.#due("cursorTimer", this.lastCursorSent, this.opts.cursorThrottleMs ?? 50, () => this.#flushCursor())) return;
     const c = this.myCursor;
     if (this.sentCursor && this.sentCursor.anchor === c.anchor && this.sentCursor.head === c.head && this.sentCursor.version === this.state.version) return;
     const msg = { type: "cursor", version: this.state.version, anchor: c.anchor, head: c.head };
     if (this.#send(msg)) {
       this.lastCursorSent = Date.now();
       this.sentCursor = msg;
+    }
+  }
+
+  /**
+   * Throttling: whether `every` ms have passed since `last` (then send now);
+   * else `flush` is scheduled for then (once: the timer is kept in `this[timer]`).
+   */
+  #due(timer, last, every, flush) {
+    const wait = every - (Date.now() - last);
+    if (wait <= 0) return true;
+    if (!this[timer]) {
+      this[timer] = setTimeout(() => {
+        this[timer] = null;
+        flush();
+      }, wait);
+    }
+    return false;
+  }
+
+  /**
+   * Our awareness state: a JSON object of at most 1 KB (serialised), 4 levels and
+   * 64 keys and items (the server refuses more with `bad_message`). Replaces the
+   * previous one; sent throttled (`awarenessThrottleMs`), the latest wins, and
+   * again after every reconnect.
+   */
+  setAwareness(state) {
+    if (state === null || typeof state !== "object" || Array.isArray(state)) throw new TypeError("awareness state must be an object");
+    const bytes = new TextEncoder().encode(JSON.stringify(state)).length;
+    if (bytes > AWARENESS_MAX_BYTES) throw new RangeError(`awareness state is ${bytes} bytes; at most ${AWARENESS_MAX_BYTES}`);
+    this.myAwareness = state;
+    this.awarenessDirty = true;
+    this.#flushAwareness();
+  }
+
+  /** Our presence state: "active", "idle" or "away" (shown to the others). */
+  setPresence(presence) {
+    if (!["active", "idle", "away"].includes(presence)) throw new TypeError(`unknown presence state ${presence}`);
+    if (presence === this.myPresence) return;
+    this.myPresence = presence;
+    this.awarenessDirty = true;
+    this.#flushAwareness();
+  }
+
+  #flushAwareness() {
+    if (!this.awarenessDirty || !this.live) return;
+    if (!this.#due("awarenessTimer", this.lastAwarenessSent, this.opts.awarenessThrottleMs ?? 100, () => this.#flushAwareness())) return;
+    if (this.#send({ type: "awareness", state: this.myAwareness, presence: this.myPresence })) {
+      this.lastAwarenessSent = Date.now();
+      this.awarenessDirty = false;
     }
   }
 

@@ -4,6 +4,7 @@
 import { openEditor } from "./editor.js";
 import { sharePanel } from "./share-panel.js";
 import { passwordRules, showFieldError } from "./signup-form.js";
+import { dropTarget, importFile } from "./files.js";
 
 const main = document.getElementById("main");
 const topSlot = document.getElementById("top-slot");
@@ -237,7 +238,14 @@ async function renderDocs() {
   );
   const body = h("tbody");
   const table = h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Title" }), h("th", { text: "Your role" }), h("th.updated", { text: "Updated" }), h("th"))), body);
-  const section = h("section.card.docs", {}, h("div.row", { style: "justify-content: space-between" }, h("h1", { text: "Documents" }), create), err, table);
+  // Import: a file input, or a file dropped anywhere on the list.
+  const opened = (d) => go(`/d/${d.id}`);
+  const failed = (m) => (err.textContent = m);
+  const file = h("input", { type: "file", hidden: true, "aria-label": "Import file", "data-import": true });
+  file.addEventListener("change", () => file.files[0] && importFile(file.files[0], session.token).then(opened, (ex) => failed(ex.message)));
+  const importBtn = h("button", { type: "button", text: "Import file", title: "Create a document from a text file (or drop one on the list)", onclick: () => file.click() });
+  const section = h("section.card.docs", {}, h("div.row", { style: "justify-content: space-between" }, h("h1", { text: "Documents" }), h("div.row", {}, create, importBtn, file)), err, table);
+  dropTarget(section, session.token, opened, failed);
   main.append(section);
 
   async function load() {

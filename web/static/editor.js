@@ -13,6 +13,9 @@ import { TandemClient } from "./tandem-client.js";
 import { ticketSource } from "./ws-ticket.js";
 import { presenceLabels } from "./presence-labels.js";
 import { historyPanel } from "./history-panel.js";
+import { offlineStore } from "./offline-store.js";
+import { mountAwareness, userPresence } from "./awareness.js";
+import { downloadDocument } from "./files.js";
 
 export const EDITORS = {
   codemirror: { label: "CodeMirror", module: "./cm-editor.js" },
@@ -47,9 +50,11 @@ export function openEditor({ main, topSlot, id, h, api }) {
     title: `Open this document in ${EDITORS[other].label}`,
   });
   const historyBtn = h("button.history-btn", { text: "History", "aria-expanded": "false" });
+  const downloadBtn = h("button.download-btn", { text: "Download", title: "Download as a file", "data-download": true });
+  downloadBtn.addEventListener("click", () => downloadDocument(id, session.token).catch((e) => showBanner("bad", e.message)));
   topSlot.append(
     h("div.top-doc", {}, back, title),
-    h("div.top-tools", {}, language, switcher, presence, status, historyBtn),
+    h("div.top-tools", {}, language, switcher, presence, status, historyBtn, downloadBtn),
   );
   const banner = h("div.banner", { hidden: true, role: "alert" });
   const host = h("div.editor-host", { "data-editor": kind });
@@ -77,8 +82,13 @@ export function openEditor({ main, topSlot, id, h, api }) {
     document: id,
     getTicket: ticketSource(api),
     clientId: tabClientId(id),
+    // Pending edits survive a reload or a closed tab (IndexedDB).
+    pendingStore: offlineStore(id, session.user && session.user.id),
   });
   const labels = presenceLabels(client, { presence, host, redraw: () => drawCursors() });
+  // Tests shorten the idle time (TANDEM_IDLE_MS).
+  const aware = mountAwareness(client, { h, idleMs: globalThis.TANDEM_IDLE_MS });
+  banner.after(aware.hint);
 
   function showBanner(kind, text) {
     banner.className = `banner ${kind}`;
@@ -89,7 +99,10 @@ export function openEditor({ main, topSlot, id, h, api }) {
   const readOnly = () => client.role === "viewer" || closed;
 
   const hooks = {
-    edit: (op) => client.edit(op),
+    edit: (op) => {
+      client.edit(op);
+      aware.typed();
+    },
     cursor: (anchor, head) => {
       if (!readOnly()) client.setCursor(anchor, head);
     },
@@ -215,14 +228,16 @@ export function openEditor({ main, topSlot, id, h, api }) {
     const seen = new Map();
     for (const u of users) if (!seen.has(u.id)) seen.set(u.id, u);
     presence.replaceChildren(
-      ...[...seen.values()].map((u) =>
-        h("span.avatar", {
+      ...[...seen.values()].map((u) => {
+        const state = userPresence(users, u.id);
+        return h(`span.avatar.${state}`, {
           style: `background:${u.color}`,
-          title: u.id === me ? `${u.name} (you)` : u.name,
+          title: (u.id === me ? `${u.name} (you)` : u.name) + (state === "active" ? "" : ` — ${state}`),
           "data-user": u.id,
+          "data-presence": state,
           text: initials(u.name),
-        }),
-      ),
+        });
+      }),
     );
   }
 
@@ -325,6 +340,7 @@ export function openEditor({ main, topSlot, id, h, api }) {
   return () => {
     torn = true;
     window.removeEventListener("beforeunload", beforeUnload);
+    aware.stop();
     client.close();
     if (editor) editor.destroy();
   };

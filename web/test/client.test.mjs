@@ -11,7 +11,7 @@ const ALPHABET = ["a", "b", "c", " ", "\n", "é", "中", "😀", "👍🏽", "�
 let server;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ REGISTRATIONS_PER_HOUR: "1000" });
 });
 after(async () => {
   await server.stop();
@@ -161,4 +161,104 @@ test("a client too far behind to replay gets a full init and keeps its offline e
   } finally {
     await small.stop();
   }
+});
+
+/** A `pendingStore` in memory: what IndexedDB keeps for the page (offline-store.js). */
+function memoryStore() {
+  const records = new Map();
+  return {
+    records,
+    saves: [],
+    async claim(preferred) {
+      const saved = [...records.values()][0];
+      return saved ? { client: saved.client, record: structuredClone(saved) } : { client: preferred, record: null };
+    },
+    async save(rec) {
+      this.saves.push(structuredClone(rec));
+      records.set(rec.client, structuredClone(rec));
+    },
+    async remove(_doc, client) {
+      records.delete(client);
+    },
+  };
+}
+
+test("pending edits kept in a pendingStore survive a restart of the client and land exactly once", async () => {
+  const { token } = await register(server.http, "reloader", "Reloader");
+  const doc = (await rest(server.http, "POST", "/api/documents", { title: "reload", content: "base" }, token)).id;
+  const proxy = await startProxy(server.port);
+  const store = memoryStore();
+  const a = await connect(`ws://127.0.0.1:${proxy.port}`, doc, token, { pendingStore: store });
+  const type = (c, tok) => c.edit(splice(cpLength(c.text), cpLength(c.text), cpLength(c.text), tok));
+  // Stored before it is sent; removed once acknowledged.
+  type(a, "<1>");
+  await until(() => store.saves.length === 1, "the edit stored");
+  const early = store.saves[0];
+  assert.equal(early.inflight.seq, 1);
+  await until(() => !a.pending && store.records.size === 0, "<1> acknowledged and its record removed");
+  await proxy.cut();
+  for (let i = 2; i <= 6; i++) type(a, `<${i}>`);
+  await until(() => a.status === "offline", "offline");
+  await new Promise((r) => setTimeout(r, 100));
+  const saved = [...store.records.values()][0];
+  assert.equal(saved.client, a.clientId);
+  assert.equal(saved.inflight.seq, 2);
+  a.close(); // the tab goes away with its edits pending
+
+  // A new client on the same store takes over the id and sends them.
+  await proxy.restore();
+  const restart = async (s) => {
+    const c = new TandemClient({ url: server.ws, document: doc, token, clientId: "other", pendingStore: s, backoff: { min: 50, max: 400 } });
+    const ready = new Promise((r) => c.on("ready", r));
+    c.connect();
+    return [c, await ready];
+  };
+  const [b, first] = await restart(store);
+  assert.equal(first.restored, true);
+  assert.equal(first.content, "base<1><2><3><4><5><6>");
+  assert.equal(b.clientId, saved.client, "the saved client id is taken over");
+  const d = await settled([b], doc, token);
+  for (let i = 1; i <= 6; i++) assert.equal(d.content.split(`<${i}>`).length - 1, 1, `<${i}> once in ${d.content}`);
+  await until(() => store.records.size === 0, "the record removed once acknowledged");
+  b.close();
+
+  // A stale record whose op was committed long ago (seq 1): the server
+  // recognises the seq, nothing is applied twice.
+  const old = memoryStore();
+  old.records.set(early.client, early);
+  const [c, again] = await restart(old);
+  assert.equal(again.content, "base<1>");
+  const d2 = await settled([c], doc, token);
+  assert.equal(d2.content, d.content);
+  assert.equal(c.text, d.content);
+  assert.equal(old.records.size, 0);
+  c.close();
+  await proxy.stop();
+});
+
+test("awareness and presence state reach the other clients and leave with their client", async () => {
+  const { token } = await register(server.http, "aware", "Aware");
+  const doc = (await rest(server.http, "POST", "/api/documents", { title: "aware" }, token)).id;
+  const a = await connect(server.ws, doc, token, { awarenessThrottleMs: 20 });
+  const b = await connect(server.ws, doc, token);
+  const seen = [];
+  b.on("awareness", (m) => seen.push(new Map(m)));
+  a.setAwareness({ typing: 1, where: [0, 3] });
+  await until(() => b.awareness.get(a.clientId)?.state.typing === 1, "b to see a's awareness");
+  a.setPresence("away");
+  await until(() => b.awareness.get(a.clientId)?.presence === "away", "b to see a away");
+  assert.equal(b.users.get(a.clientId).state, "away");
+  assert.deepEqual(b.awareness.get(a.clientId).state, { typing: 1, where: [0, 3] });
+  assert.throws(() => a.setAwareness([1]), TypeError);
+  assert.throws(() => a.setAwareness({ s: "x".repeat(1100) }), RangeError);
+  // A late joiner gets it in init; a reconnecting client sends it again.
+  const c = await connect(server.ws, doc, token);
+  assert.equal(c.awareness.get(a.clientId).presence, "away");
+  a.disconnect();
+  await until(() => b.awareness.size === 0, "a's awareness gone when it left");
+  await until(() => b.awareness.get(a.clientId)?.presence === "away", "a's awareness back after its reconnect");
+  a.close();
+  await until(() => !b.awareness.has(a.clientId) && !c.awareness.has(a.clientId), "gone when a left for good");
+  b.close();
+  c.close();
 });

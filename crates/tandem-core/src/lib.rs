@@ -1,8 +1,9 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
 //! document state and rebasing (`doc`), the wire protocol (`protocol`), the
 //! client state machine (`client`), undo stacks (`undo`) and typing runs
-//! (`runs`), metadata CRDTs
-//! (`meta`), document languages (`language`), abuse limits as data (`limits`) and the fuzz entry points
+//! (`runs`), metadata CRDTs (`meta`), document languages (`language`),
+//! awareness states and their bounds (`awareness`), abuse limits as data
+//! (`limits`) and the fuzz entry points
 //! (`fuzzing`). The server crate `tandem` re-exports every module under the
 //! same name.
 //!
@@ -10,6 +11,7 @@
 //! anything that does I/O (enforced: this crate has no such dependency).
 //! Clocks, ids and randomness come in as arguments.
 
+pub mod awareness;
 pub mod batch;
 pub mod client;
 pub mod doc;

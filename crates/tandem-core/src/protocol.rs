@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::awareness::{AwarenessInfo, PresenceState};
 use crate::ot::Operation;
 
 /// A user as shown to other users.
@@ -40,6 +41,11 @@ pub struct Presence {
     pub name: String,
     pub color: String,
     pub client: String,
+    /// Extension: the client's presence state (`active` when it never set
+    /// one). The server fills it in where it sends presence; absent from
+    /// the entries instances share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PresenceState>,
 }
 
 /// A caret/selection, in `init.cursors` and `cursor` messages.
@@ -82,6 +88,14 @@ pub enum ClientMessage {
         anchor: Option<u64>,
         head: Option<u64>,
     },
+    /// Extension: this client's awareness state (a JSON object, see
+    /// [`crate::awareness::check_state`]) and, optionally, its presence
+    /// state (absent: unchanged).
+    Awareness {
+        state: Value,
+        #[serde(default)]
+        presence: Option<PresenceState>,
+    },
     Undo {},
     Redo {},
     Ping {},
@@ -112,7 +126,9 @@ pub enum ServerMessage<'a> {
         /// a client reusing its id continues from `seq + 1`.
         seq: u64,
         /// Extension: the document's title, tags and view count.
-        meta: crate::meta::MetaView,
+        meta: &'a crate::meta::MetaView,
+        /// Extension: the awareness state of every client that set one.
+        awareness: &'a [AwarenessInfo],
     },
     Ack {
         seq: u64,
@@ -126,6 +142,8 @@ pub enum ServerMessage<'a> {
         seq: u64,
     },
     Cursor(&'a CursorInfo),
+    /// Extension: a client's awareness or presence state changed.
+    Awareness(&'a AwarenessInfo),
     UserJoined {
         user: &'a UserInfo,
         client: &'a str,
@@ -181,6 +199,8 @@ pub enum ServerFrame {
         seq: u64,
         /// Boxed: the other frames are far smaller.
         meta: Box<crate::meta::MetaView>,
+        #[serde(default)]
+        awareness: Vec<AwarenessInfo>,
     },
     Ack {
         seq: u64,
@@ -195,6 +215,7 @@ pub enum ServerFrame {
         seq: u64,
     },
     Cursor(CursorInfo),
+    Awareness(AwarenessInfo),
     UserJoined {
         user: UserInfo,
         client: String,
@@ -331,6 +352,17 @@ mod tests {
             Ok(ClientMessage::Ping {})
         ));
         assert!(matches!(
+            parse_client(r#"{"type":"awareness","state":{"a":1}}"#),
+            Ok(ClientMessage::Awareness { presence: None, .. })
+        ));
+        assert!(matches!(
+            parse_client(r#"{"type":"awareness","state":{},"presence":"idle"}"#),
+            Ok(ClientMessage::Awareness {
+                presence: Some(PresenceState::Idle),
+                ..
+            })
+        ));
+        assert!(matches!(
             parse_client(r#"{"type":"undo"}"#),
             Ok(ClientMessage::Undo {})
         ));
@@ -343,6 +375,8 @@ mod tests {
             r#"{"type":"op","version":1.5,"seq":1,"op":[1]}"#,
             r#"{"type":"op","version":"1","seq":1,"op":[1]}"#,
             r#"{"type":"op","version":1,"seq":1,"op":["\ud800"]}"#,
+            r#"{"type":"awareness"}"#,
+            r#"{"type":"awareness","state":{},"presence":"asleep"}"#,
             "[1,2]",
         ] {
             assert!(parse_client(bad).is_err(), "{bad}");
@@ -373,6 +407,13 @@ mod tests {
             name: "Ann".into(),
             color: user.color.clone(),
             client: "c1".into(),
+            state: Some(PresenceState::Idle),
+        };
+        let aware = AwarenessInfo {
+            client: "c1".into(),
+            user: "u1".into(),
+            state: serde_json::json!({"typing": 5}),
+            presence: PresenceState::Away,
         };
         let msgs = [
             ServerMessage::Init {
@@ -387,7 +428,8 @@ mod tests {
                 role: Role::Editor,
                 resumed: None,
                 seq: 0,
-                meta: meta.clone(),
+                meta: &meta,
+                awareness: std::slice::from_ref(&aware),
             },
             ServerMessage::Ack { seq: 2, version: 9 },
             ServerMessage::Op {
@@ -414,13 +456,14 @@ mod tests {
                 message: "m",
                 seq: Some(1),
             },
+            ServerMessage::Awareness(&aware),
         ];
         let frames: Vec<ServerFrame> = msgs
             .iter()
             .map(|m| ServerFrame::parse(&m.to_text()).unwrap())
             .collect();
         assert!(
-            matches!(&frames[0], ServerFrame::Init { version: 3, history: h, content: Some(c), resumed: None, users, .. } if h == "h1" && c == "abc" && users == &vec![presence.clone()])
+            matches!(&frames[0], ServerFrame::Init { version: 3, history: h, content: Some(c), resumed: None, users, awareness, .. } if h == "h1" && c == "abc" && users == &vec![presence.clone()] && awareness == &vec![aware.clone()])
         );
         assert_eq!(frames[1], ServerFrame::Ack { seq: 2, version: 9 });
         assert!(matches!(&frames[2], ServerFrame::Op { op: o, seq: 7, .. } if *o == op));
@@ -437,6 +480,12 @@ mod tests {
                 message: "m".into(),
                 seq: Some(1)
             }
+        );
+        assert_eq!(frames[10], ServerFrame::Awareness(aware.clone()));
+        let v: Value = serde_json::from_str(&ServerMessage::Awareness(&aware).to_text()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"awareness","client":"c1","user":"u1","state":{"typing":5},"presence":"away"})
         );
         assert!(ServerFrame::parse(
             r#"{"type":"op","version":1,"op":["\ud800"],"user":"u","client":"c","seq":1}"#

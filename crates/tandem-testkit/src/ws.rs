@@ -27,6 +27,7 @@ pub enum Kind {
     Ack,
     Op,
     Cursor,
+    Awareness,
     UserJoined,
     UserLeft,
     Pong,
@@ -42,6 +43,7 @@ impl Kind {
             ServerFrame::Ack { .. } => Kind::Ack,
             ServerFrame::Op { .. } => Kind::Op,
             ServerFrame::Cursor(_) => Kind::Cursor,
+            ServerFrame::Awareness(_) => Kind::Awareness,
             ServerFrame::UserJoined { .. } => Kind::UserJoined,
             ServerFrame::UserLeft { .. } => Kind::UserLeft,
             ServerFrame::Pong => Kind::Pong,
@@ -55,7 +57,7 @@ impl Kind {
     fn is_chatter(self) -> bool {
         matches!(
             self,
-            Kind::UserJoined | Kind::UserLeft | Kind::Cursor | Kind::Meta
+            Kind::UserJoined | Kind::UserLeft | Kind::Cursor | Kind::Awareness | Kind::Meta
         )
     }
 }

@@ -19,7 +19,7 @@ use crate::bus::{
     AccessChange, Bus, BusError, BusEvent, PresenceEntry, Revocation, Revocations, Subscription,
 };
 use crate::doc::{Record, RecordWire};
-use crate::protocol::{CursorInfo, Presence};
+use crate::protocol::{AwarenessInfo, CursorInfo, Presence};
 
 /// Presence, cursor and record events as they travel on a channel.
 #[derive(Serialize, Deserialize)]
@@ -36,6 +36,10 @@ enum EventWire {
     Cursor {
         instance: String,
         cursor: CursorInfo,
+    },
+    Awareness {
+        instance: String,
+        info: AwarenessInfo,
     },
     Access {
         access: AccessChange,
@@ -71,6 +75,7 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Joined { instance, presence } => BusEvent::Joined { instance, presence },
         EventWire::Left { instance, presence } => BusEvent::Left { instance, presence },
         EventWire::Cursor { instance, cursor } => BusEvent::Cursor { instance, cursor },
+        EventWire::Awareness { instance, info } => BusEvent::Awareness { instance, info },
         EventWire::Access { access } => BusEvent::Access(access),
         EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
         EventWire::Revoked { revocation } => BusEvent::Revoked(revocation),
@@ -87,6 +92,7 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Joined { instance, presence } => EventWire::Joined { instance, presence },
         BusEvent::Left { instance, presence } => EventWire::Left { instance, presence },
         BusEvent::Cursor { instance, cursor } => EventWire::Cursor { instance, cursor },
+        BusEvent::Awareness { instance, info } => EventWire::Awareness { instance, info },
         BusEvent::Access(access) => EventWire::Access { access },
         BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
         BusEvent::Revoked(revocation) => EventWire::Revoked { revocation },
@@ -204,6 +210,58 @@ impl Bus for RedisBackend {
         let live = decode(parts.next().unwrap_or_default());
         let reaped = decode(parts.next().unwrap_or_default());
         Ok((live, reaped))
+    }
+
+    /// A hash (`aware`) of client id → awareness JSON; its fields go when
+    /// their client leaves or is reaped, the key a while after the last
+    /// write (as the presence set's).
+    async fn awareness_put(
+        &self,
+        doc: &str,
+        info: &AwarenessInfo,
+        ttl_ms: i64,
+    ) -> Result<(), BusError> {
+        let key = self.key(doc, "aware");
+        let value = serde_json::to_string(info).map_err(|e| BusError::Corrupt(e.to_string()))?;
+        let () = redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(&info.client)
+            .arg(value)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms * 4)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn awareness_remove(&self, doc: &str, clients: &[String]) -> Result<(), BusError> {
+        if clients.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.key(doc, "aware"))
+            .arg(clients)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn awareness_list(&self, doc: &str) -> Result<Vec<AwarenessInfo>, BusError> {
+        let values: Vec<String> = redis::cmd("HVALS")
+            .arg(self.key(doc, "aware"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(values
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
     }
 }
 

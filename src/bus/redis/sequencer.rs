@@ -206,7 +206,7 @@ impl Sequencer for RedisBackend {
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         let keys: Vec<String> = [
             "head", "log", "clients", "durable", "epoch", "presence", "stacks", "meta", "logbytes",
-            "clientv", "clientv~",
+            "clientv", "clientv~", "aware",
         ]
         .iter()
         .map(|k| self.key(doc, k))

@@ -16,6 +16,7 @@ use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
 use crate::protocol::Role;
 use crate::store::accounts::Created;
+use crate::web::abuse::Limit;
 use crate::web::error::ApiError;
 use crate::web::identity::{role_for, ApiJson, Auth, Identity};
 use crate::web::schema;
@@ -103,7 +104,11 @@ fn check_language(l: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn document_out(state: &AppState, id: &str, role: Role) -> Result<DocumentOut, ApiError> {
+pub(super) async fn document_out(
+    state: &AppState,
+    id: &str,
+    role: Role,
+) -> Result<DocumentOut, ApiError> {
     let meta = state
         .store
         .document_row(id)
@@ -136,43 +141,57 @@ pub async fn create_document(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<DocumentOut>), ApiError> {
     let user = who.user()?;
-    check_title(&body.title)?;
     if let Some(l) = &body.language {
         check_language(l)?;
     }
     let content = body.content.unwrap_or_default();
+    let language = body.language.filter(|l| !l.is_empty());
+    let id = create_owned(&state, &user.sub, &body.title, &content, language).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(document_out(&state, &id, Role::Owner).await?),
+    ))
+}
+
+/// Create a document owned by `user` with `title`, `content` and a chosen
+/// `language` (a known id; checked by the caller) (checked here: title
+/// rules, `MAX_DOC_CHARS`, `MAX_DOCS_PER_USER`); non-empty content goes in
+/// as one op, a REST edit (its rate is taken before the document is
+/// created, so a refusal creates nothing). Returns its id.
+pub(super) async fn create_owned(
+    state: &AppState,
+    user: &str,
+    title: &str,
+    content: &str,
+    language: Option<String>,
+) -> Result<String, ApiError> {
+    check_title(title)?;
     if content.chars().count() > state.config.max_doc_chars {
         return Err(ApiError::PayloadTooLarge);
+    }
+    if !content.is_empty() {
+        state.abuse.check(Limit::RestEdit, user).await?;
     }
     let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
     let max = state.config.max_docs_per_user;
     match state
         .store
-        .create_document(&id, &body.title, &user.sub, now_ms(), max)
+        .create_document(&id, title, user, now_ms(), max)
         .await?
     {
         Created::Created => {}
         Created::Exists => return Err(ApiError::Internal),
         Created::OverQuota => return Err(ApiError::QuotaExceeded(max)),
     }
-    if let Some(l) = body.language.filter(|l| !l.is_empty()) {
+    if let Some(l) = language {
         refused(state.hub.meta(&id, MetaChange::Language(l)).await?)?;
     }
     if !content.is_empty() {
-        let op = splice(0, 0, 0, &content);
-        edit(
-            &state,
-            &id,
-            &user.sub,
-            Role::Owner,
-            Edit::Op { version: 0, op },
-        )
-        .await?;
+        let op = splice(0, 0, 0, content);
+        let edit = Edit::Op { version: 0, op };
+        refused(state.hub.edit(&id, user, Role::Owner, edit).await?)?;
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(document_out(&state, &id, Role::Owner).await?),
-    ))
+    Ok(id)
 }
 
 /// Documents the caller owns or is a member of, newest first.

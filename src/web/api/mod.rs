@@ -5,13 +5,15 @@
 //! Owns: `ApiDoc` (the OpenAPI document), health/readiness/metrics, the
 //! helpers the handler modules share. Handlers: `accounts.rs` (register,
 //! login, logout, password change, account deletion), `tickets.rs`
-//! (single-use WebSocket tickets), `documents.rs` (CRUD, HTTP edits, tags), `history.rs` (records,
-//! versions, restore), `sessions.rs` (history as sessions), `members.rs` (presence, sharing).
+//! (single-use WebSocket tickets), `documents.rs` (CRUD, HTTP edits, tags),
+//! `files.rs` (export, import), `history.rs` (records, versions, restore),
+//! `sessions.rs` (history as sessions), `members.rs` (presence, sharing).
 //! Must not import: sqlx, redis (the store and the hub are reached through
 //! `AppState`).
 
 mod accounts;
 mod documents;
+mod files;
 mod history;
 mod members;
 mod openapi;
@@ -25,6 +27,7 @@ pub use documents::{
     add_tag, create_document, delete_document, get_document, list_documents, list_languages,
     post_ops, remove_tag, update_document,
 };
+pub use files::{export_document, import_document};
 pub use history::{get_history, get_version, restore_version};
 pub use members::{delete_member, get_members, get_users, put_member};
 pub use sessions::get_sessions;
@@ -71,6 +74,8 @@ use super::AppState;
         documents::delete_document,
         documents::list_languages,
         documents::post_ops,
+        files::export_document,
+        files::import_document,
         history::get_history,
         sessions::get_sessions,
         history::get_version,
@@ -110,6 +115,7 @@ use super::AppState;
         members::MemberOut,
         members::MemberListItem,
         schema::Presence,
+        schema::PresenceState,
         schema::Role,
         ErrorBody,
         ErrorDetail
