@@ -34,7 +34,7 @@ function initials(name) {
   return chars.map((p) => Array.from(p)[0] || "").join("").toUpperCase().slice(0, 4);
 }
 
-export function openEditor({ main, topSlot, id, h, api }) {
+export function openEditor({ main, topSlot, id, h, api, session }) {
   const kind = editorKind(location.search);
   const other = kind === "monaco" ? "codemirror" : "monaco";
   const status = h("span.status.saving", { "data-status": "connecting", text: "connecting…", role: "status" });
