@@ -50,7 +50,8 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
     title: `Open this document in ${EDITORS[other].label}`,
   });
   const historyBtn = h("button.history-btn", { text: "History", "aria-expanded": "false" });
-  const downloadBtn = h("button.download-btn", { text: "Download", title: "Download as a file", "data-download": true });
+  // An icon: the top bar keeps its room for the title.
+  const downloadBtn = h("button.download-btn", { text: "⤓", title: "Download as a file", "aria-label": "Download", "data-download": true });
   downloadBtn.addEventListener("click", () => downloadDocument(id, session.token).catch((e) => showBanner("bad", e.message)));
   topSlot.append(
     h("div.top-doc", {}, back, title),

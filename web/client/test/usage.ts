@@ -31,7 +31,8 @@ const client = new TandemClient({ url: "ws://localhost:8080", document: "notes",
 client
   .on("ready", ({ content, version, role }) => {
     const n: number = version + cpLength(content);
-    const r: "owner" | "editor" | "viewer" = role;
+    // Null only on a ready restored from a pendingStore, before the server answered.
+    const r: "owner" | "editor" | "viewer" | null = role;
     void n, r;
   })
   .on("remote", ({ op }) => {
