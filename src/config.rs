@@ -63,10 +63,25 @@ pub struct Config {
     /// PostgreSQL statement timeout (ms).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub db_statement_timeout_ms: u64,
-    /// Redis URL (redis://[:password@]host:port[/db]); unset: the
-    /// in-process sequencer and bus (single node). Its value never prints.
+    /// Redis URL (redis://[:password@]host:port[/db]), or with
+    /// REDIS_CLUSTER a comma-separated list of the cluster's seed nodes;
+    /// unset: the in-process sequencer and bus (single node). Its value
+    /// never prints.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+    /// REDIS_URL names a Redis Cluster (7+): scripts run on the master
+    /// owning each document's slot, document channels use sharded pub/sub.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+    /// Replicas that must hold an edit before it is acked or shown to
+    /// anyone (Redis WAIT on the commit path; 0: ack on the master's
+    /// word, as plain Redis replication does). See docs/durability.md.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long one WAIT may take (ms) before the edit is refused as
+    /// unavailable and retried.
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_wait_timeout_ms: u64,
     /// Prefix of every Redis key and channel (separates deployments).
     #[arg(long, env = "REDIS_PREFIX", default_value = "tandem")]
     pub redis_prefix: String,
@@ -264,8 +279,16 @@ impl Config {
     }
 }
 
-/// `scheme://user:password@host:port/db?options` → `host:port/db`.
+/// `scheme://user:password@host:port/db?options` → `host:port/db` (each
+/// of a comma-separated list).
 pub fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|u| one_without_credentials(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn one_without_credentials(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -333,6 +356,10 @@ mod tests {
         assert_eq!(without_credentials("redis://:pw@redis:6379"), "redis:6379");
         assert_eq!(without_credentials("redis://redis:6379/2"), "redis:6379/2");
         assert_eq!(without_credentials("redis://u:p@w@h:1"), "h:1");
+        assert_eq!(
+            without_credentials("redis://:pw@a:1, redis://:pw@b:2"),
+            "a:1,b:2"
+        );
         let mut c = Config::defaults();
         c.data_dir = "/var/lib/tandem/data".into();
         assert_eq!(

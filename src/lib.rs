@@ -140,6 +140,11 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         Some(url) => {
             let settings = RedisSettings {
                 url: url.0.clone(),
+                cluster: config.redis_cluster,
+                wait: Some(crate::bus::redis::WaitReplicas {
+                    replicas: config.redis_wait_replicas,
+                    timeout_ms: config.redis_wait_timeout_ms,
+                }),
                 prefix: config.redis_prefix.clone(),
                 retain: config.oplog_retain,
                 retain_bytes: config.oplog_retain_bytes,

@@ -67,6 +67,7 @@ pub const CATALOG: &[Metric] = &[
     Metric { name: "tandem_duplicate_resubmits_total", kind: Kind::Counter, help: "Resent ops recognised as already committed and acknowledged again.", label: None },
     Metric { name: "tandem_fanout_lag_seconds", kind: Kind::Histogram(SECONDS), help: "From an op's commit to its delivery to this instance's clients, in seconds.", label: None },
     Metric { name: "tandem_pubsub_reconnects_total", kind: Kind::Counter, help: "Redis pub/sub connections re-established.", label: None },
+    Metric { name: "tandem_redis_wait_shortfalls_total", kind: Kind::Counter, help: "Commits whose WAIT for Redis replicas timed out (REDIS_WAIT_REPLICAS): not acked, retried.", label: None },
     Metric { name: "tandem_gap_refills_total", kind: Kind::Counter, help: "Missed ops refilled from the shared op log.", label: None },
     Metric { name: "tandem_reseeds_total", kind: Kind::Counter, help: "Documents re-seeded into a sequencer that had lost them.", label: None },
     Metric { name: "tandem_forks_total", kind: Kind::Counter, help: "Documents reset because the shared history moved to another epoch.", label: None },

@@ -21,6 +21,7 @@ mod metadata;
 mod ot_simulation;
 mod otel;
 mod postgres;
+mod redis_cluster;
 mod resume;
 mod server;
 mod sessions;

@@ -302,6 +302,16 @@ impl Client {
                         panic!("tandem refused: {e}");
                     }
                     match m.msg {
+                        // A second ack for one seq: an op refused with
+                        // `internal` whose first round had committed after
+                        // all is acked by its fan-out and by the resend's
+                        // dedupe; only the one the OT client takes for its
+                        // op in flight counts.
+                        ServerFrame::Ack { .. }
+                            if !self.inflight || ed.ot.inflight_seq().is_some() =>
+                        {
+                            Event::Other
+                        }
                         ServerFrame::Ack { .. } => {
                             self.inflight = false;
                             Event::Ack

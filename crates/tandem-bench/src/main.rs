@@ -17,6 +17,7 @@ mod inproc;
 mod load;
 mod plot;
 mod replay;
+mod replication;
 mod servers;
 mod sigkill;
 mod stats;
@@ -171,6 +172,16 @@ enum Workload {
         docs: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// Redis's replication window: how long after a master acks a write
+    /// its replica holds it (what a failover then would take back).
+    ReplicationWindow {
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        replica: String,
+        #[arg(long, default_value_t = 5000)]
+        samples: usize,
     },
     /// Durability: an embedded server SIGKILLed `--kills` times while
     /// typists type unique tokens; counts acknowledged edits lost or doubled.
@@ -361,6 +372,11 @@ async fn main() {
             docs,
             seconds,
         } => inproc::commits(redis, hot_clients.max(1), docs.max(1), seconds.max(1)).await,
+        Workload::ReplicationWindow {
+            master,
+            replica,
+            samples,
+        } => replication::window(master, replica, samples.max(1)).await,
         Workload::Sigkill {
             kills,
             typists,

@@ -368,6 +368,8 @@ impl Servers {
             let cancel = tokio_util::sync::CancellationToken::new();
             let settings = tandem::bus::redis::RedisSettings {
                 url: url.clone(),
+                // A seed list is a cluster's (REDIS_CLUSTER=true).
+                cluster: url.contains(','),
                 prefix: self.redis_prefix.clone(),
                 retain: 1,
                 ..Default::default()

@@ -14,6 +14,7 @@ pub mod nginx;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rest;
 pub mod server;
 pub mod traces;
@@ -27,8 +28,9 @@ pub use editor::{flood_until_dropped, random_edit, type_concurrently, Editor, EM
 pub use nginx::{render_nginx_conf, render_nginx_conf_with, Balance, NginxServer};
 pub use postgres::PgServer;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use rest::{error_code, Api};
-pub use server::{cluster, TestServer, TEST_JWT_SECRET};
+pub use server::{cluster, cluster_on, TestServer, TEST_JWT_SECRET};
 pub use ws::{Frame, Init, Kind, Ws};
 
 /// How long a test waits for any one thing (a message, a process).

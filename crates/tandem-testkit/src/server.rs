@@ -216,8 +216,20 @@ pub fn cluster(
     n: usize,
     env: &[(&str, &str)],
 ) -> (tempfile::TempDir, Vec<TestServer>) {
+    cluster_on(bin, &redis.url(), n, env)
+}
+
+/// `n` instances of `bin` on the Redis at `url` (one server, or a
+/// cluster's seed list with `REDIS_CLUSTER=true` in `env`), sharing one
+/// data directory (the store).
+pub fn cluster_on(
+    bin: impl AsRef<Path>,
+    url: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, Vec<TestServer>) {
     let dir = tempfile::tempdir().unwrap();
-    let url = redis.url();
+    let url = url.to_owned();
     let servers = (0..n)
         .map(|i| {
             let id = format!("inst{i}");

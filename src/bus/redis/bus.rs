@@ -128,7 +128,7 @@ impl Bus for RedisBackend {
         let Some(payload) = encode_event(&event) else {
             return Ok(());
         };
-        let _: i64 = redis::cmd("PUBLISH")
+        let _: i64 = redis::cmd(self.doc_publish())
             .arg(self.key(doc, "ch"))
             .arg(payload)
             .query_async(&mut self.conn())
@@ -320,7 +320,49 @@ impl Revocations for RedisBackend {
     }
 }
 
-/// The pub/sub connection: (re)connect, (re)subscribe every channel with
+/// Hand a channel's message to its local subscribers.
+pub(super) fn deliver(subs: &Subs, channel: &str, payload: &str) {
+    let tx = subs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(channel)
+        .cloned();
+    let Some(tx) = tx else { return };
+    match decode_event(payload) {
+        Ok(ev) => {
+            let _ = tx.send(Arc::new(ev));
+        }
+        Err(e) => warn!(error = %e, "undecodable bus message"),
+    }
+}
+
+/// Tell the subscribers of `channel` (every channel: `None`) that they
+/// may have missed messages.
+pub(super) fn resync(subs: &Subs, channel: Option<&str>) {
+    let senders: Vec<_> = {
+        let subs = subs.lock().unwrap_or_else(|e| e.into_inner());
+        match channel {
+            Some(ch) => subs.get(ch).cloned().into_iter().collect(),
+            None => subs.values().cloned().collect(),
+        }
+    };
+    for tx in senders {
+        let _ = tx.send(Arc::new(BusEvent::Resync));
+    }
+}
+
+/// Wait `backoff` before the next connection attempt and double it (at
+/// most 2 s); false on shutdown.
+pub(super) async fn back_off(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => return false,
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    true
+}
+
+/// The pub/sub connection (one server): (re)connect, (re)subscribe every channel with
 /// local subscribers, tell them to resync, then deliver messages until the
 /// connection drops or the server shuts down.
 pub(super) async fn pubsub_loop(
@@ -340,11 +382,9 @@ pub(super) async fn pubsub_loop(
             Ok(ps) => ps.split(),
             Err(e) => {
                 debug!(error = %e, "pub/sub connect failed");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !back_off(&cancel, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
@@ -361,15 +401,7 @@ pub(super) async fn pubsub_loop(
         if connected_before {
             info!(channels = channels.len(), "pub/sub reconnected; resyncing");
             metrics::counter!("tandem_pubsub_reconnects_total").increment(1);
-            let senders: Vec<_> = subs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for tx in senders {
-                let _ = tx.send(Arc::new(BusEvent::Resync));
-            }
+            resync(&subs, None);
         }
         connected_before = true;
         loop {
@@ -402,14 +434,7 @@ pub(super) async fn pubsub_loop(
                         Ok(p) => p,
                         Err(_) => continue,
                     };
-                    let tx = subs.lock().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned();
-                    let Some(tx) = tx else { continue };
-                    match decode_event(&payload) {
-                        Ok(ev) => {
-                            let _ = tx.send(Arc::new(ev));
-                        }
-                        Err(e) => warn!(error = %e, "undecodable bus message"),
-                    }
+                    deliver(&subs, &channel, &payload);
                 }
             }
         }

@@ -5,9 +5,10 @@
 //! The only module that talks to Redis.
 //!
 //! Keys are hash-tagged per document so one document's keys share a Redis
-//! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|epoch|presence|stacks|meta`,
-//! and its channel `<prefix>:{doc:<id>}:ch`; token revocations travel on
-//! the instance-wide channel `<prefix>:revocations`. The commit is one Lua script
+//! Cluster slot: `<prefix>:{doc:<id>}:head|log|clients|durable|epoch|presence|stacks|meta|rhead|…`,
+//! and its channel `<prefix>:{doc:<id>}:ch` (sharded pub/sub on a cluster,
+//! `pushes.rs`); token revocations travel on the instance-wide channel
+//! `<prefix>:revocations`. One server or a cluster: `conn.rs`. The commit is one Lua script
 //! (`scripts/commit.lua` with `scripts/stack.lua` before it, loaded once,
 //! run by SHA) taking a whole batch. Pub/sub runs on its own
 //! connection in a task with a reconnect loop; after every (re)connect each
@@ -16,6 +17,8 @@
 //! Must not import: axum, sqlx, the hub.
 
 mod bus;
+mod conn;
+mod pushes;
 mod rates;
 mod sequencer;
 mod stacks;
@@ -23,20 +26,22 @@ mod tickets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Script;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::conn::Conn;
+pub use self::conn::Topology;
 use super::{BusError, BusEvent};
 use crate::doc::{Record, RecordWire};
 
 /// Scripts, hashed once; `invoke_async` runs EVALSHA and loads on NOSCRIPT.
 struct Scripts {
     commit: Script,
+    release: Script,
+    mark: Script,
     range: Script,
     seed: Script,
     durable: Script,
@@ -57,7 +62,9 @@ enum Ctl {
 /// and [`super::MetaStore`].
 pub struct RedisBackend {
     me: Weak<RedisBackend>,
-    conn: ConnectionManager,
+    conn: Conn,
+    cluster: bool,
+    wait: Option<WaitReplicas>,
     prefix: String,
     retain: usize,
     retain_bytes: usize,
@@ -67,10 +74,23 @@ pub struct RedisBackend {
     ctl: mpsc::UnboundedSender<Ctl>,
 }
 
+/// `WAIT` on the commit path: an edit is acked (and shown to anyone) only
+/// once this many replicas hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
 /// Settings for [`RedisBackend::connect`].
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
+    /// `REDIS_URL`: one URL, or with `cluster` a comma-separated seed list.
     pub url: String,
+    /// `REDIS_CLUSTER`: talk to a Redis Cluster (sharded pub/sub).
+    pub cluster: bool,
+    /// `REDIS_WAIT_REPLICAS` (0: none) and `REDIS_WAIT_TIMEOUT_MS`.
+    pub wait: Option<WaitReplicas>,
     /// Prepended to every key and channel (isolates deployments and tests).
     pub prefix: String,
     /// Op log tail kept per document (`OPLOG_RETAIN`)...
@@ -86,6 +106,8 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            wait: None,
             prefix: "tandem".into(),
             retain: 10_000,
             retain_bytes: 32 * 1024 * 1024,
@@ -133,27 +155,39 @@ impl RedisBackend {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, BusError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = client
-            .get_connection_manager_with_config(cfg)
-            .await
-            .map_err(unavailable)?;
+        let topology =
+            Topology::parse(&settings.url, settings.cluster).map_err(BusError::Unavailable)?;
+        let conn = Conn::open(&topology).await.map_err(unavailable)?;
         let subs: Subs = Arc::default();
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        tracker.spawn(bus::pubsub_loop(client, subs.clone(), ctl_rx, cancel));
+        let cluster = matches!(topology, Topology::Cluster(_));
+        match topology {
+            Topology::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                tracker.spawn(bus::pubsub_loop(client, subs.clone(), ctl_rx, cancel));
+            }
+            Topology::Cluster(nodes) => {
+                tracker.spawn(pushes::cluster_pubsub_loop(
+                    nodes,
+                    subs.clone(),
+                    ctl_rx,
+                    cancel,
+                ));
+            }
+        }
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             conn,
+            cluster,
+            wait: settings.wait.filter(|w| w.replicas > 0),
             prefix: settings.prefix,
             retain: settings.retain.max(1),
             retain_bytes: settings.retain_bytes,
             max_clients: settings.max_clients.max(1),
             scripts: Scripts {
                 commit: with_stacks(&with_bounds(include_str!("../scripts/commit.lua"))),
+                release: Script::new(include_str!("../scripts/release.lua")),
+                mark: Script::new(include_str!("../scripts/mark.lua")),
                 range: Script::new(include_str!("../scripts/range.lua")),
                 seed: Script::new(&with_bounds(include_str!("../scripts/seed.lua"))),
                 durable: Script::new(include_str!("../scripts/durable.lua")),
@@ -177,36 +211,42 @@ impl RedisBackend {
         format!("{}:revocations", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
-    /// Delete every key under this backend's prefix (benchmarks, tests).
+    /// The command that publishes on a document's channel: sharded in a
+    /// cluster (only the document's shard carries it), plain otherwise.
+    fn doc_publish(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Delete every key under this backend's prefix (benchmarks, tests), on
+    /// every master.
     pub async fn delete_all_keys(&self) -> Result<(), BusError> {
         let mut conn = self.conn();
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
+        let mut keys_cmd = redis::cmd("KEYS");
+        keys_cmd.arg(format!("{}:*", self.prefix));
+        let replies = conn.on_every_master(keys_cmd).await.map_err(unavailable)?;
+        let mut keys: Vec<String> = Vec::new();
+        for r in replies {
+            keys.extend(
+                redis::from_redis_value::<Vec<String>>(r)
+                    .map_err(|e| BusError::Corrupt(e.to_string()))?,
+            );
+        }
+        // One DEL per key: in a cluster they live in different slots.
+        for k in keys {
+            let _: i64 = redis::cmd("DEL")
+                .arg(k)
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            if !keys.is_empty() {
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }

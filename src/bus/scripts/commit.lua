@@ -7,26 +7,34 @@
 --       client -> "seq:version"), 4 durable (last durable snapshot version),
 --       5 stacks (undo/redo hash), 6 log bytes (the log's total length),
 --       7 clients by version (sorted set, socket clients), 8 the same for
---       server-minted clients (ids with '~')
+--       server-minted clients (ids with '~'), 9 replicated head (in wait
+--       mode: records up to it are on the replicas WAIT asked for)
 -- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
 --       6 retain bytes, 7 most socket clients, 8 most server-minted clients,
---       9 stack limit in bytes, then n times 8 fields: client, seq, record JSON after its "version"
+--       9 stack limit in bytes, 10 publish command (PUBLISH, SPUBLISH, or
+--       '' in wait mode: the caller publishes after WAIT, with release.lua),
+--       then n times 8 fields: client, seq, record JSON after its "version"
 --       field (starts with '"op":'), undo field ('' = none), undo entry
 --       JSON, replace the top at ('' = never), field to clear ('' = none),
 --       entry pushed instead when the top is not at that version ('' = none)
 -- Returns one of:
 --   {"ok", head}              appended as base+1..head, published as one
---                             JSON array of the records
+--                             JSON array of the records (unless ARGV[10]
+--                             is '')
 --   {"dup", i, version, ...}  these records (1-based) were committed before:
 --                             nothing appended
---   {"stale", rec...}         base is behind: the records after base
+--   {"stale", rec...}         base is behind: the records after base (in
+--                             wait mode only those up to the replicated head)
+--   {"unrepl"}                wait mode: base is behind, but every record
+--                             after it still waits for its replicas
 --   {"range", oldest, head}   base is outside the log
 --   {"noseed"}                the document is unknown (seed it)
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
 end
-local n, W, A = tonumber(ARGV[5]), 8, 9
+local n, W, A = tonumber(ARGV[5]), 8, 10
+local publish = ARGV[10]
 local dups = {}
 for i = 1, n do
   local j = A + (i - 1) * W
@@ -50,7 +58,16 @@ if base ~= head then
   if base < oldest or base > head then
     return {'range', string.format('%d', oldest), string.format('%d', head)}
   end
-  local missed = redis.call('LRANGE', KEYS[2], base - oldest, -1)
+  local last = -1
+  if publish == '' then
+    -- Show nobody a record a failover could still take back.
+    local rhead = tonumber(redis.call('GET', KEYS[9])) or 0
+    if base >= rhead then
+      return {'unrepl'}
+    end
+    last = rhead - oldest - 1
+  end
+  local missed = redis.call('LRANGE', KEYS[2], base - oldest, last)
   table.insert(missed, 1, 'stale')
   return missed
 end
@@ -75,5 +92,7 @@ len = len + n
 trim_log(KEYS[2], KEYS[6], KEYS[4], head, len, bytes, tonumber(ARGV[2]), tonumber(ARGV[6]))
 bound_clients(KEYS[3], KEYS[7], tonumber(ARGV[7]))
 bound_clients(KEYS[3], KEYS[8], tonumber(ARGV[8]))
-redis.call('PUBLISH', ARGV[3], '[' .. table.concat(recs, ',') .. ']')
+if publish ~= '' then
+  redis.call(publish, ARGV[3], '[' .. table.concat(recs, ',') .. ']')
+end
 return {'ok', hs}

@@ -1,5 +1,7 @@
 -- Records with version > ARGV[1], oldest first, read atomically with the head.
--- KEYS: 1 head, 2 log
+-- In wait mode (ARGV[2] = '1') only those up to the replicated head: what a
+-- failover could take back is shown to nobody.
+-- KEYS: 1 head, 2 log, 3 replicated head
 -- Returns {"ok", head, rec...} | {"range", oldest, head} | {"noseed"}
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
@@ -11,7 +13,15 @@ local oldest = head - len
 if after < oldest or after > head then
   return {'range', string.format('%d', oldest), string.format('%d', head)}
 end
-local recs = redis.call('LRANGE', KEYS[2], after - oldest, -1)
+local last = -1
+if ARGV[2] == '1' then
+  local rhead = tonumber(redis.call('GET', KEYS[3])) or 0
+  if after >= rhead then
+    return {'ok', string.format('%d', head)}
+  end
+  last = rhead - oldest - 1
+end
+local recs = redis.call('LRANGE', KEYS[2], after - oldest, last)
 table.insert(recs, 1, string.format('%d', head))
 table.insert(recs, 1, 'ok')
 return recs

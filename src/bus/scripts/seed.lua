@@ -8,13 +8,16 @@
 -- The log's byte total and the dedupe hash's bounds are kept as commit.lua
 -- keeps them (bounds.lua is prepended).
 -- KEYS: 1 head, 2 log, 3 clients, 4 durable, 5 epoch, 6 log bytes,
---       7 socket clients by version, 8 server-minted clients by version
+--       7 socket clients by version, 8 server-minted clients by version,
+--       9 replicated head (a document created here starts replicated: its
+--       records come from the store)
 -- ARGV: 1 version, 2 fresh epoch, 3 retain, 4 retain bytes, 5 most socket
 --       clients, 6 most server-minted clients, 7 n (client triples), then
 --       n x (client, seq, version), then record JSON strings in version order
 -- Returns {"ok", head, epoch} | {"conflict"}
 local head = tonumber(redis.call('GET', KEYS[1]))
-if not head then
+local created = not head
+if created then
   head = tonumber(ARGV[1])
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[6], '0')
@@ -50,6 +53,9 @@ for j = first, #ARGV do
   end
 end
 redis.call('SET', KEYS[1], string.format('%d', head))
+if created then
+  redis.call('SET', KEYS[9], string.format('%d', head))
+end
 trim_log(KEYS[2], KEYS[6], KEYS[4], head, redis.call('LLEN', KEYS[2]), bytes,
   tonumber(ARGV[3]), tonumber(ARGV[4]))
 for i = C, first - 1, 3 do
