@@ -3,16 +3,19 @@
 //! spread over the slots converge; a master SIGKILLed mid-typing (its
 //! replica promoted) loses no acknowledged edit and applies none twice
 //! (with `REDIS_WAIT_REPLICAS=1`); a document's slot moved to another
-//! master while people type in it.
+//! master while people type in it; the replication window WAIT closes,
+//! shown with a replica cut off; tickets and token revocations across
+//! instances on a cluster.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tandem_testkit::typist::{check_exactly_once, run_typists};
 use tandem_testkit::{
-    cluster_on, type_concurrently, Editor, Kind, RedisCluster, TestServer, Ws, TIMEOUT,
+    cluster_on, type_concurrently, Api, Editor, Kind, RedisCluster, TestServer, Ws, TIMEOUT,
 };
 
 use crate::TANDEM;
@@ -270,4 +273,69 @@ async fn wait_closes_the_window_a_failover_takes_back() {
     let late = Editor::join(&waiting[0], &wait_doc, "late", None).await;
     assert_eq!(late.init["content"], text.as_str());
     assert!(version >= 1);
+}
+
+/// Accounts on a cluster: a WebSocket ticket minted on one instance is
+/// redeemed once on the other (`tickets.lua` on its own slot), and a logout
+/// reaches the other instance's token checks and sockets through the
+/// instance-wide revocations channel (plain pub/sub, which every node of a
+/// cluster forwards), well before its token cache would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_and_revocations_cross_instances_on_a_cluster() {
+    let redis = RedisCluster::start();
+    let (_dir, servers) = instances(
+        &redis,
+        2,
+        &[
+            ("ALLOW_ANONYMOUS", "false"),
+            ("TOKEN_CHECK_CACHE_MS", "60000"),
+        ],
+    );
+    let (a, b) = (Api::new(&servers[0]), Api::new(&servers[1]));
+    let (token, _) = a.user("alice").await;
+    let doc = a.create(&token, "notes", "hi").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, t) = a
+        .call(
+            Method::POST,
+            "/api/auth/ws-ticket",
+            Some(&token),
+            Some(json!({ "document": doc })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    let ticket = format!("ticket={}", t["ticket"].as_str().unwrap());
+    let (mut sock, init) = Ws::connect(&servers[1].ws_url(&doc, &ticket))
+        .await
+        .unwrap();
+    assert_eq!(init.json()["content"], "hi");
+    assert!(Ws::connect(&servers[0].ws_url(&doc, &ticket))
+        .await
+        .is_err());
+    // Cached as valid on B before the logout on A.
+    let (st, _) = b
+        .call(Method::GET, "/api/documents", Some(&token), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = a
+        .call(Method::POST, "/api/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, _) = b
+            .call(Method::GET, "/api/documents", Some(&token), None)
+            .await;
+        if st == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never heard of the logout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sock.closed().await, Some(1008));
 }
