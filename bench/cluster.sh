@@ -8,6 +8,9 @@
 # replication window of one master measured while W6 loads the cluster.
 # Starts its own servers from local redis-server/redis-cli on free ports and
 # stops them at the end. Usage: bench/cluster.sh [OUT_DIR]
+# (ONLY=w6 runs the W6 rows alone; BASE_BIN=<dir of another build's
+# release binaries> adds a W6 row for its WAIT mode, alternating with this
+# build's, in the same run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/cluster}
@@ -55,6 +58,10 @@ for round in $(seq 1 "$ROUNDS"); do
   "$BIN/tandem-bench" --json "$OUT/w6-single-$round.json" commits --seconds 5 --redis "$SINGLE" | tail -n 2
   REDIS_CLUSTER=true "$BIN/tandem-bench" --json "$OUT/w6-cluster-$round.json" commits --seconds 5 --redis "$CLUSTER" | tail -n 2
   REDIS_CLUSTER=true REDIS_WAIT_REPLICAS=1 "$BIN/tandem-bench" --json "$OUT/w6-cluster-wait1-$round.json" commits --seconds 5 --redis "$CLUSTER" | tail -n 2
+  if [ -n "${BASE_BIN:-}" ]; then
+    REDIS_CLUSTER=true REDIS_WAIT_REPLICAS=1 "$BASE_BIN/tandem-bench" --json "$OUT/w6-cluster-wait1-base-$round.json" commits --seconds 5 --redis "$CLUSTER" | tail -n 2
+  fi
+  [ "${ONLY:-}" = w6 ] && continue
   echo "== round $round: W4"
   TANDEM_BIN="$BIN/tandem" "$BIN/tandem-bench" --json "$OUT/w4-single-$round.json" load --instances 2 --docs 1000 --clients 3 --rate 2 --seconds "$SECONDS_PER_RUN" --redis "$SINGLE" | tail -n 4
   REDIS_CLUSTER=true TANDEM_BIN="$BIN/tandem" "$BIN/tandem-bench" --json "$OUT/w4-cluster-$round.json" load --instances 2 --docs 1000 --clients 3 --rate 2 --seconds "$SECONDS_PER_RUN" --redis "$CLUSTER" | tail -n 4
@@ -63,6 +70,7 @@ for round in $(seq 1 "$ROUNDS"); do
   REDIS_CLUSTER=true TANDEM_BIN="$BIN/tandem" "$BIN/tandem-bench" --json "$OUT/w4-300-cluster-$round.json" load --instances 2 --docs 300 --clients 3 --rate 2 --seconds "$SECONDS_PER_RUN" --redis "$CLUSTER" | tail -n 4
 done
 
+[ "${ONLY:-}" = w6 ] && exit 0
 echo "== replication window under W6 load"
 master=${ports[0]}
 replica=""

@@ -79,8 +79,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u32,
     /// How long one WAIT may take (ms) before the edit is refused as
-    /// unavailable and retried.
-    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000)]
+    /// unavailable and retried: 1 to 1500 (under the 2 s a Redis reply may
+    /// take, though WAITs sharing a connection queue behind each other; 0,
+    /// which WAIT reads as "forever", is refused).
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1500))]
     pub redis_wait_timeout_ms: u64,
     /// Prefix of every Redis key and channel (separates deployments).
     #[arg(long, env = "REDIS_PREFIX", default_value = "tandem")]
@@ -345,6 +348,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_wait_timeout_must_be_bounded_and_under_the_reply_timeout() {
+        let parse =
+            |t: &str| Config::try_parse_from(["tandem", &format!("--redis-wait-timeout-ms={t}")]);
+        for bad in ["0", "1501", "-1", "x"] {
+            let Err(e) = parse(bad) else {
+                panic!("{bad} was accepted")
+            };
+            let e = e.to_string();
+            assert!(e.contains("redis-wait-timeout-ms"), "{bad}: {e}");
+        }
+        assert_eq!(parse("250").unwrap().redis_wait_timeout_ms, 250);
     }
 
     #[test]

@@ -26,7 +26,6 @@
 //! appends each run's figures as a JSON line.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -140,13 +139,7 @@ impl Cluster {
     }
 
     fn redis_cli(&self, args: &[&str]) -> String {
-        let bin = tandem_testkit::require_binary("redis-cli", "redis-tools");
-        let out = Command::new(bin)
-            .args(["-p", &self.redis.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.redis.cli(args)
     }
 }
 

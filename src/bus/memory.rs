@@ -334,7 +334,13 @@ impl Sequencer for MemorySequencer {
         self.journal.is_some()
     }
 
-    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+    /// One process, one history: the epoch is not checked.
+    async fn ops_since(
+        &self,
+        doc: &str,
+        after: u64,
+        _epoch: &str,
+    ) -> Result<Option<Vec<Arc<Record>>>, BusError> {
         let docs = self.lock();
         let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
         Ok(records_after(d, after))

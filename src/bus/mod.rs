@@ -43,7 +43,8 @@ pub enum BusError {
     #[error("corrupt record in op log: {0}")]
     Corrupt(String),
     /// The backend does not know the document (never seeded, or it lost its
-    /// data): seed it again from what this instance knows.
+    /// data), or knows less of it than the caller (its head is behind the
+    /// caller's): seed it again from what this instance knows.
     #[error("document is not seeded in the sequencer")]
     NotSeeded,
     /// Seeding found a different op at a version this instance also has:
@@ -55,6 +56,12 @@ pub enum BusError {
     /// (it lost records and handed their versions out again). Reload.
     #[error("the sequencer's history forked from ours at version {0}")]
     Forked(u64),
+    /// The sequencer re-created the document from an instance's copy after
+    /// losing it, and holds commits for a moment so that every other live
+    /// instance can add the records it holds (`seed.lua`): commit again
+    /// after this long.
+    #[error("document settling after a re-seed ({0:?} left)")]
+    Settling(std::time::Duration),
 }
 
 /// A client's highest committed seq and the version it produced.
@@ -76,6 +83,10 @@ pub struct Seed {
     pub records: Vec<Arc<Record>>,
     pub clients: Vec<ClientSeq>,
     pub epoch: String,
+    /// The caller held the document live (a re-seed from memory, not a load
+    /// from the store): a document this creates settles, so that every
+    /// other live copy of the same history can extend it first.
+    pub live: bool,
 }
 
 /// What the sequencer holds after a seed: its head and its epoch. The
@@ -114,6 +125,11 @@ pub struct CommitRecord {
 pub struct CommitBatch {
     pub base: u64,
     pub records: Vec<CommitRecord>,
+    /// The history identity `base` belongs to (the caller's epoch): a
+    /// sequencer holding another answers [`BusError::NotSeeded`], and the
+    /// caller's re-seed proves (or refutes) that its history continues
+    /// there. Empty: not checked.
+    pub epoch: String,
 }
 
 impl CommitBatch {
@@ -210,6 +226,7 @@ pub trait Sequencer: Send + Sync + 'static {
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {
         let batch = CommitBatch {
             base: req.base,
+            epoch: String::new(),
             records: vec![CommitRecord {
                 op: req.op,
                 user: req.user,
@@ -232,8 +249,15 @@ pub trait Sequencer: Send + Sync + 'static {
         })
     }
     /// Records with version > `after`, oldest first, up to the head; `None`
-    /// when the log no longer reaches back that far.
-    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError>;
+    /// when the log no longer reaches back that far. `epoch` is the history
+    /// `after` belongs to: a sequencer holding another answers
+    /// [`BusError::NotSeeded`] (re-seed first; empty: not checked).
+    async fn ops_since(
+        &self,
+        doc: &str,
+        after: u64,
+        epoch: &str,
+    ) -> Result<Option<Vec<Arc<Record>>>, BusError>;
     /// Highest committed seq of `client` and the version it produced.
     async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError>;
     /// The document's last durable snapshot version (the log may be trimmed

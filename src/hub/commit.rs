@@ -40,6 +40,8 @@ const MAX_COMMIT_ATTEMPTS: u32 = 64;
 /// Rounds an edit may take part in that fail for a backend outage (each a
 /// little later) before its client is told to resend it.
 const MAX_OUTAGE_ATTEMPTS: u32 = 3;
+/// The longest pause for a settling document before the round asks again.
+const SETTLE_PAUSE_MAX: Duration = Duration::from_millis(500);
 /// Bytes of ops in one round (at least one op goes, whatever its size).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Edits and bytes waiting for a round; beyond them an edit is refused
@@ -390,6 +392,7 @@ impl DocTask {
             let batch = CommitBatch {
                 base: head,
                 records,
+                epoch: self.epoch.clone(),
             };
             self.pipeline.round = Some(Round {
                 items,
@@ -556,6 +559,12 @@ impl DocTask {
                     return Err(e);
                 }
             },
+            // Not an outage: the sequencer holds commits for a bounded
+            // moment after a re-seed; the round waits it out.
+            Err(BusError::Settling(left)) => {
+                self.pipeline.pause = Some(left.min(SETTLE_PAUSE_MAX));
+                self.requeue(round.items.into_iter());
+            }
             Err(e @ (BusError::Corrupt(_) | BusError::SeedConflict)) => {
                 self.refuse_all(round.items).await;
                 return Err(e.into());

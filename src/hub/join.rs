@@ -158,7 +158,7 @@ impl DocTask {
             let v: Vec<Arc<Record>> = it.cloned().collect();
             return fits(&v).then_some(v);
         }
-        if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n).await {
+        if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n, &self.epoch).await {
             if v.last().map_or(n, |r| r.version) == head {
                 return fits(&v).then_some(v);
             }

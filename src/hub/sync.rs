@@ -8,6 +8,7 @@
 //! Must not import: axum, sqlx, redis.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -16,11 +17,17 @@ use super::HubError;
 use crate::bus::{BusError, Seed};
 use crate::doc::{ApplyOutcome, Record};
 
+/// The first retry of a failed refill, soon: after a backend restart this
+/// instance's records must reach the sequencer within its settle window.
+pub(super) const CATCH_UP_FIRST: Duration = Duration::from_millis(100);
+/// Retries of a failed refill back off to this.
+const CATCH_UP_MAX: Duration = Duration::from_secs(2);
+
 /// A backend outage: refuse or retry, but keep the document and its sockets.
 pub(super) fn is_transient(e: &HubError) -> bool {
     matches!(
         e,
-        HubError::Bus(BusError::Unavailable(_)) | HubError::Store(_)
+        HubError::Bus(BusError::Unavailable(_) | BusError::Settling(_)) | HubError::Store(_)
     )
 }
 
@@ -98,10 +105,15 @@ impl DocTask {
                     warn!(error = %e, "refill failed; will retry");
                 }
                 self.needs_catch_up = true;
+                let backoff = self
+                    .catch_up_retry
+                    .map_or(CATCH_UP_FIRST, |(_, b)| (b * 2).min(CATCH_UP_MAX));
+                self.catch_up_retry = Some((tokio::time::Instant::now() + backoff, backoff));
                 Ok(())
             }
             r => {
                 self.needs_catch_up = false;
+                self.catch_up_retry = None;
                 r
             }
         }
@@ -111,12 +123,21 @@ impl DocTask {
     /// the sequencer if it lost the document.
     pub(super) async fn catch_up(&mut self) -> Result<(), HubError> {
         let after = self.state.version();
-        let recs = match self.hub.sequencer.ops_since(&self.id, after).await {
+        // Records of another history (Redis lost ours and someone re-seeded
+        // it) are read only once our re-seed has shown that ours continues
+        // in it: applied on a head they do not follow, they would corrupt
+        // the text.
+        let recs = match self
+            .hub
+            .sequencer
+            .ops_since(&self.id, after, &self.epoch)
+            .await
+        {
             Err(BusError::NotSeeded) => {
                 self.reseed().await?;
                 self.hub
                     .sequencer
-                    .ops_since(&self.id, self.state.version())
+                    .ops_since(&self.id, self.state.version(), &self.epoch)
                     .await?
             }
             r => r?,
@@ -149,8 +170,18 @@ impl DocTask {
                 .collect(),
             clients: self.all_client_seqs(),
             epoch: self.epoch.clone(),
+            live: true,
         };
         let seeded = self.hub.sequencer.seed(&self.id, &seed).await?;
+        if seeded.head < self.state.version() {
+            // Our history does not reach down to its head: nothing here can
+            // continue it.
+            return Err(HubError::Bus(BusError::Corrupt(format!(
+                "the sequencer's head {} is behind ours ({}) past what we retain",
+                seeded.head,
+                self.state.version()
+            ))));
+        }
         warn!(
             version = self.state.version(),
             head = seeded.head,

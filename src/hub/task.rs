@@ -124,8 +124,11 @@ pub(super) struct DocTask {
     pub(super) room: Room,
     pub(super) sub: Subscription,
     pub(super) outbox: Outbox,
-    /// A refill failed (backend down): retry on the next tick.
+    /// A refill failed (backend down): retry at `catch_up_retry`.
     pub(super) needs_catch_up: bool,
+    /// When the next refill is tried, and the back-off that set it
+    /// (doubling from [`super::sync::CATCH_UP_FIRST`], capped).
+    pub(super) catch_up_retry: Option<(tokio::time::Instant, Duration)>,
     /// The document was deleted: stop without persisting.
     pub(super) deleted: bool,
     pub(super) meta: MetaState,
@@ -203,6 +206,7 @@ impl DocTask {
             sub,
             outbox,
             needs_catch_up: false,
+            catch_up_retry: None,
             deleted: false,
             meta: MetaState::default(),
             pipeline: Pipeline::default(),
@@ -229,6 +233,7 @@ impl DocTask {
             records: Vec::new(),
             clients: task.all_client_seqs(),
             epoch: snap.epoch,
+            live: false,
         };
         let seeded = hub.sequencer.seed(&task.id, &seed).await?;
         task.epoch = seeded.epoch;
@@ -324,18 +329,20 @@ impl DocTask {
                         break Stop::Deleted;
                     }
                 }
+                _ = tokio::time::sleep_until(
+                    self.catch_up_retry.map_or_else(tokio::time::Instant::now, |(at, _)| at)
+                ), if self.catch_up_retry.is_some() => {
+                    if let Err(e) = self.refill().await {
+                        error!(error = %e, "document state lost; resetting");
+                        break Stop::Reset;
+                    }
+                }
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = tick.tick() => {
                     self.sweep_closed();
                     self.offer_persist();
                     if let Err(e) = self.store_meta().await {
                         warn!(error = %e, "metadata not stored; retrying next tick");
-                    }
-                    if self.needs_catch_up {
-                        if let Err(e) = self.refill().await {
-                            error!(error = %e, "document state lost; resetting");
-                            break Stop::Reset;
-                        }
                     }
                     if self.idle_for() >= self.hub.settings.idle_unload && self.try_unload(&rx).await {
                         break Stop::Unloaded;

@@ -5,6 +5,8 @@
 //! full init and keeps its pending edit; an instance holding records Redis
 //! lost notices the new history's records at those versions and resets.
 
+use std::time::Duration;
+
 use tandem::ot::splice;
 use tandem_testkit::editor::resume_query;
 use tandem_testkit::{cluster, Editor, Frame, Kind, RedisServer, TestServer, Ws};
@@ -140,4 +142,121 @@ async fn an_instance_whose_history_redis_lost_resets_when_another_reuses_its_ver
     let (content, version) = servers[1].document(doc).await;
     assert_eq!(servers[0].document(doc).await, (content.clone(), version));
     assert_eq!((a.ot.text(), b.ot.text()), (content.clone(), content));
+}
+
+/// Two instances on a Redis that keeps nothing, the store left behind; a
+/// (on A) and b (on B) in `doc`.
+struct Split {
+    redis: RedisServer,
+    servers: Vec<TestServer>,
+    a: Editor,
+    b: Editor,
+    _dir: tempfile::TempDir,
+}
+
+/// a types `typed[0]`; then A is paused and its subscription cut, and b
+/// types `typed[1]` and `typed[2]`: acknowledged versions 2 and 3 that only
+/// B and Redis hold.
+async fn split(doc: &str, typed: [&str; 3]) -> Split {
+    let redis = RedisServer::start(); // no AOF: a restart comes back empty
+    let env = [("SNAPSHOT_INTERVAL_MS", "600000")]; // the store never gets them
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &env);
+    let mut a = Editor::join(&servers[0], doc, "a", Some("a-tab")).await;
+    let mut b = Editor::join(&servers[1], doc, "b", Some("b-tab")).await;
+    append(&mut a, &typed[..1]).await;
+    b.sync_to(1).await;
+    servers[0].signal("-STOP");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // B resubscribes
+    append(&mut b, &typed[1..]).await;
+    assert_eq!(b.ot.version, 3);
+    Split {
+        redis,
+        servers,
+        a,
+        b,
+        _dir,
+    }
+}
+
+impl Split {
+    /// B is paused too, Redis restarts empty, and A wakes.
+    fn empty_redis_while_b_sleeps(&mut self) {
+        self.servers[1].signal("-STOP");
+        self.redis.restart();
+        self.servers[0].signal("-CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_only_one_live_instance_held_survive_redis_coming_back_empty() {
+    let doc = "held";
+    let mut split = split(doc, ["a1 ", "b1 ", "b2 "]).await;
+
+    // Redis comes back empty while B is paused too; A wakes first, re-seeds
+    // Redis from its copy (version 1) and a types on. B wakes a moment
+    // later holding versions 2 and 3, which Redis no longer has.
+    split.empty_redis_while_b_sleeps();
+    let Split {
+        servers,
+        mut a,
+        mut b,
+        ..
+    } = split;
+    let len = a.ot.len_chars();
+    a.edit(splice(len, len, 0, "a2 ")).await;
+    a.pump(Duration::from_millis(600)).await;
+    servers[1].signal("-CONT");
+
+    // Nothing acknowledged is lost, nobody is reset (a closed socket fails
+    // the pumps), and everyone ends with the same text.
+    a.settle().await;
+    let (content, version) = servers[0].document(doc).await;
+    assert_eq!(version, 4, "{content:?}");
+    for token in ["a1 ", "b1 ", "b2 ", "a2 "] {
+        assert_eq!(
+            content.matches(token).count(),
+            1,
+            "{token:?} in {content:?}"
+        );
+    }
+    b.sync_to(4).await;
+    assert_eq!(servers[1].document(doc).await, (content.clone(), 4));
+    assert_eq!((a.ot.text(), b.ot.text()), (content.clone(), content));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_behind_a_re_seeded_history_does_not_apply_its_records() {
+    let doc = "past";
+    let mut split = split(doc, ["[a1]", "[b1]", "[b2]"]).await;
+
+    // Redis comes back empty while B sleeps through A's re-seed, its settle
+    // window and three more commits: versions 2..=4 are handed out again,
+    // for other content, under a new history.
+    split.empty_redis_while_b_sleeps();
+    let Split {
+        servers,
+        mut a,
+        mut b,
+        ..
+    } = split;
+    append(&mut a, &["[a2]", "[a3]", "[a4]"]).await;
+    assert_eq!(a.ot.version, 4);
+    servers[1].signal("-CONT");
+
+    // B is at version 3 of the old history; the log now runs to 4 of the
+    // new one. Its refill must not apply version 4 onto its own 3: it
+    // re-seeds, finds the histories differ, and resets (its versions 2 and
+    // 3 are the ones Redis lost with nobody to restore them; the settle
+    // window was over). b resumes onto the new history.
+    assert_eq!(b.ws.closed().await, Some(1013));
+    let init = b.resume_at(&servers[1].addr, doc, "b").await.unwrap();
+    assert_eq!(init["resumed"], false, "{init}");
+    let (content, version) = servers[0].document(doc).await;
+    assert_eq!((content.as_str(), version), ("[a1][a2][a3][a4]", 4));
+    assert_eq!(servers[1].document(doc).await, (content.clone(), 4));
+    append(&mut b, &["[b3]"]).await;
+    a.sync_to(5).await;
+    assert_eq!(a.ot.text(), b.ot.text());
+    assert_eq!(servers[1].document(doc).await, (a.ot.text(), 5));
 }

@@ -56,6 +56,15 @@ pub fn require_binary(name: &str, package: &str) -> PathBuf {
     panic!("`{name}` not found: these tests start a throwaway {name}. Install it (Debian/Ubuntu: `apt-get install {package}`; macOS: `brew install {package}`).");
 }
 
+/// Send `sig` (`-STOP`, `-CONT`, `-KILL`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -263,17 +263,7 @@ impl RedisCluster {
 
     /// Send `sig` (`-STOP`, `-CONT`) to node `i`.
     pub fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i]
-            .child
-            .as_ref()
-            .expect("live node")
-            .id()
-            .to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
+        crate::signal(self.nodes[i].child.as_ref().expect("live node").id(), sig);
     }
 
     /// `LRANGE key 0 -1` on node `i` (`READONLY` first, so a replica

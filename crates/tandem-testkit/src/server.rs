@@ -118,6 +118,11 @@ impl TestServer {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Send `sig` (`-STOP`, `-CONT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        crate::signal(self.pid(), sig);
+    }
+
     /// The process's resident memory (KiB), from /proc.
     pub fn rss_kb(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

@@ -351,14 +351,24 @@ pub(super) fn resync(subs: &Subs, channel: Option<&str>) {
     }
 }
 
+/// Every channel with local subscribers.
+fn all_wanted(subs: &Subs) -> Vec<String> {
+    subs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// Wait `backoff` before the next connection attempt and double it (at
-/// most 2 s); false on shutdown.
+/// most 1 s, so a re-seed after a Redis restart lands well inside the
+/// settle window); false on shutdown.
 pub(super) async fn back_off(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => return false,
         _ = tokio::time::sleep(*backoff) => {}
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
     true
 }
 
@@ -388,12 +398,7 @@ pub(super) async fn pubsub_loop(
                 continue;
             }
         };
-        let channels: Vec<String> = subs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let channels = all_wanted(&subs);
         if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
             continue;
         }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// Where the servers are: `REDIS_URL` as one URL, or (with `REDIS_CLUSTER`)
@@ -81,26 +79,38 @@ impl Conn {
         }
     }
 
-    /// `WAIT replicas timeout` on the connection that wrote `key`'s slot:
-    /// how many replicas acknowledged every write this connection sent
-    /// before it (ours among them).
-    pub(super) async fn wait_replicas(
+    /// Read `head_key` and field `client` of `clients_key`, write
+    /// `mark_key` and `WAIT replicas timeout`, as one pipeline on one
+    /// connection to the master that owns their slot: the write follows
+    /// every record up to that head in the master's replication stream, so
+    /// the WAIT, which covers this connection's last write, covers them,
+    /// whichever connection wrote them; the reads say what this node holds.
+    /// A pipeline is resent whole or fails whole (a reconnect or a MOVED
+    /// between its commands cannot leave a WAIT covering nothing).
+    pub(super) async fn mark_and_wait(
         &mut self,
-        key: &str,
+        keys: MarkKeys<'_>,
         replicas: u32,
         timeout_ms: u64,
-    ) -> RedisResult<u32> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout_ms);
-        match self {
-            Self::Single(c) => cmd.query_async(c).await,
-            Self::Cluster(c) => {
-                let route =
-                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                let v = c.route_command(cmd, RoutingInfo::SingleNode(route)).await?;
-                Ok(redis::from_redis_value(v)?)
-            }
-        }
+    ) -> RedisResult<Marked> {
+        let mut pipe = Pipeline::new();
+        pipe.cmd("GET")
+            .arg(keys.head)
+            .cmd("HGET")
+            .arg(keys.clients)
+            .arg(keys.client)
+            .cmd("INCR")
+            .arg(keys.mark)
+            .ignore()
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let (head, client_seq, replicas) = pipe.query_async(self).await?;
+        Ok(Marked {
+            head,
+            client_seq,
+            replicas,
+        })
     }
 
     /// Run `cmd` on every master (keyspace scans and deletes in a cluster;
@@ -122,6 +132,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// The keys of [`Conn::mark_and_wait`]: a document's head, its clients hash
+/// and the field to read from it (`""`: none), and its mark.
+pub(super) struct MarkKeys<'a> {
+    pub head: &'a str,
+    pub clients: &'a str,
+    pub client: &'a str,
+    pub mark: &'a str,
+}
+
+/// What [`Conn::mark_and_wait`] read, and how many replicas acknowledged.
+pub(super) struct Marked {
+    pub head: Option<u64>,
+    /// The client's `"seq:version"` in the clients hash.
+    pub client_seq: Option<String>,
+    pub replicas: u32,
 }
 
 impl ConnectionLike for Conn {

@@ -41,7 +41,6 @@ use crate::doc::{Record, RecordWire};
 struct Scripts {
     commit: Script,
     release: Script,
-    mark: Script,
     range: Script,
     seed: Script,
     durable: Script,
@@ -65,6 +64,10 @@ pub struct RedisBackend {
     conn: Conn,
     cluster: bool,
     wait: Option<WaitReplicas>,
+    /// Wait mode: connections of their own for `WAIT`, which blocks the
+    /// connection it runs on (commits on `conn` go on meanwhile); several,
+    /// so that documents' WAITs do not queue behind each other.
+    wait_conns: Vec<Conn>,
     prefix: String,
     retain: usize,
     retain_bytes: usize,
@@ -73,6 +76,10 @@ pub struct RedisBackend {
     subs: Subs,
     ctl: mpsc::UnboundedSender<Ctl>,
 }
+
+/// Connections kept for WAIT in wait mode (a document always uses the same
+/// one).
+const WAIT_CONNECTIONS: usize = 4;
 
 /// `WAIT` on the commit path: an edit is acked (and shown to anyone) only
 /// once this many replicas hold it.
@@ -158,6 +165,13 @@ impl RedisBackend {
         let topology =
             Topology::parse(&settings.url, settings.cluster).map_err(BusError::Unavailable)?;
         let conn = Conn::open(&topology).await.map_err(unavailable)?;
+        let wait = settings.wait.filter(|w| w.replicas > 0);
+        let mut wait_conns = Vec::new();
+        if wait.is_some() {
+            for _ in 0..WAIT_CONNECTIONS {
+                wait_conns.push(Conn::open(&topology).await.map_err(unavailable)?);
+            }
+        }
         let subs: Subs = Arc::default();
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let cluster = matches!(topology, Topology::Cluster(_));
@@ -179,7 +193,8 @@ impl RedisBackend {
             me: me.clone(),
             conn,
             cluster,
-            wait: settings.wait.filter(|w| w.replicas > 0),
+            wait,
+            wait_conns,
             prefix: settings.prefix,
             retain: settings.retain.max(1),
             retain_bytes: settings.retain_bytes,
@@ -187,7 +202,6 @@ impl RedisBackend {
             scripts: Scripts {
                 commit: with_stacks(&with_bounds(include_str!("../scripts/commit.lua"))),
                 release: Script::new(include_str!("../scripts/release.lua")),
-                mark: Script::new(include_str!("../scripts/mark.lua")),
                 range: Script::new(include_str!("../scripts/range.lua")),
                 seed: Script::new(&with_bounds(include_str!("../scripts/seed.lua"))),
                 durable: Script::new(include_str!("../scripts/durable.lua")),
@@ -209,6 +223,17 @@ impl RedisBackend {
     /// `<prefix>:{doc:<id>}:ch`).
     fn revocations_channel(&self) -> String {
         format!("{}:revocations", self.prefix)
+    }
+
+    /// The connection for `doc`'s WAITs (the command connection if none).
+    fn wait_conn(&self, doc: &str) -> Conn {
+        if self.wait_conns.is_empty() {
+            return self.conn();
+        }
+        let h = doc.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.wait_conns[h % self.wait_conns.len()].clone()
     }
 
     fn conn(&self) -> Conn {

@@ -8,19 +8,29 @@
 //! replicated head and publishes. The op log is read (stale replies,
 //! refills) only up to that head, so no client ever holds a version a
 //! failover could take back; a batch whose WAIT fell short is released by
-//! whoever next finds it (a resend, a writer behind it: `mark.lua`, WAIT,
-//! `release.lua`).
+//! whoever next finds it (a resend, a writer behind it: mark, WAIT,
+//! `release.lua`). Mark and WAIT go as one pipeline on a connection kept
+//! for WAIT; `release.lua` checks that the batch it releases is still in
+//! the log.
 //! Must not import: axum, sqlx, the hub.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::conn::MarkKeys;
 use super::stacks::push_fields;
 use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend, WaitReplicas};
 use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded, Sequencer};
 use crate::doc::{Record, RecordWire, EPHEMERAL_CLIENTS};
 use crate::undo::{STACK_BYTES, STACK_LIMIT};
+
+/// How long a document Redis lost, re-created from a copy with history,
+/// holds commits so that every live instance's seed lands first (seed.lua).
+/// It covers the pub/sub reconnect after a restart (back-off capped at 2 s,
+/// well under that for a quick restart) and the resync that re-seeds.
+const RESEED_SETTLE: Duration = Duration::from_millis(2500);
 
 /// A record's JSON without its version: the script puts the version first.
 fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
@@ -37,6 +47,17 @@ fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
     full.strip_prefix("{\"version\":0,")
         .map(str::to_owned)
         .ok_or_else(|| BusError::Corrupt("record encoding".into()))
+}
+
+/// A re-seed from a live copy re-creates a document Redis had and lost: if
+/// it creates it, it settles. A load from the store does not wait (no live
+/// copy could extend a log it leaves empty).
+fn settle_ms(seed: &Seed) -> u128 {
+    if seed.live {
+        RESEED_SETTLE.as_millis()
+    } else {
+        0
+    }
 }
 
 #[async_trait]
@@ -57,13 +78,17 @@ impl Sequencer for RedisBackend {
             .key(self.key(doc, "clientv"))
             .key(self.key(doc, "clientv~"))
             .key(self.key(doc, "rhead"))
+            .key(self.key(doc, "settle"))
+            .key(self.key(doc, "baseepoch"))
             .arg(seed.version)
             .arg(&fresh)
             .arg(self.retain)
             .arg(self.retain_bytes)
             .arg(self.max_clients)
             .arg(EPHEMERAL_CLIENTS)
-            .arg(seed.clients.len());
+            .arg(seed.clients.len())
+            .arg(settle_ms(seed))
+            .arg(&seed.epoch);
         for c in &seed.clients {
             inv.arg(&c.client).arg(c.seq).arg(c.version);
         }
@@ -94,7 +119,7 @@ impl Sequencer for RedisBackend {
             // replicated (or fail), then try once more.
             out if out.first().map(String::as_str) == Some("unrepl") => {
                 if let Some(w) = self.wait {
-                    self.replicate(doc, w).await?;
+                    self.replicate(doc, w, None).await?;
                 }
                 self.commit_script(doc, &batch).await?
             }
@@ -107,8 +132,11 @@ impl Sequencer for RedisBackend {
                     return Err(BusError::Corrupt("commit reply head".into()));
                 }
                 if let Some(w) = self.wait {
-                    self.await_replicas(doc, w).await?;
-                    self.release(doc, Some(head)).await?;
+                    let last = batch
+                        .records
+                        .last()
+                        .ok_or_else(|| BusError::Corrupt("empty batch committed".into()))?;
+                    self.replicate(doc, w, Some((head, last))).await?;
                 }
                 Ok(BatchOutcome::Committed(batch.into_records()))
             }
@@ -116,7 +144,7 @@ impl Sequencer for RedisBackend {
                 // Committed before, perhaps by a round whose WAIT fell
                 // short: acked only once replicated.
                 if let Some(w) = self.wait {
-                    self.replicate(doc, w).await?;
+                    self.replicate(doc, w, None).await?;
                 }
                 Ok(BatchOutcome::Duplicates(
                     out[1..]
@@ -137,10 +165,16 @@ impl Sequencer for RedisBackend {
             }),
             // Another writer's records are still unreplicated: try again.
             Some("unrepl") => Ok(BatchOutcome::Stale { missed: Vec::new() }),
-            Some("noseed") => Err(BusError::NotSeeded),
-            // Our head is past Redis's (it lost records we hold) or behind
-            // what its log still reaches: this state cannot go on; the
-            // document task reloads (and a lost history has a new epoch).
+            // Unknown, or under another history than our base's: seed.
+            Some("noseed" | "epoch") => Err(BusError::NotSeeded),
+            Some("settling") => Err(BusError::Settling(Duration::from_millis(parse_u64(
+                out.get(1),
+            )?))),
+            // Our head is past Redis's: it lost records we hold, which a
+            // seed gives back.
+            Some("range") if batch.base > parse_u64(out.get(2))? => Err(BusError::NotSeeded),
+            // Behind what its log still reaches: this state cannot go on;
+            // the document task reloads (and a lost history has a new epoch).
             Some("range") => Err(BusError::Corrupt(format!(
                 "base {} outside the op log {:?}",
                 batch.base,
@@ -150,15 +184,22 @@ impl Sequencer for RedisBackend {
         }
     }
 
-    async fn ops_since(&self, doc: &str, after: u64) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+    async fn ops_since(
+        &self,
+        doc: &str,
+        after: u64,
+        epoch: &str,
+    ) -> Result<Option<Vec<Arc<Record>>>, BusError> {
         let out: Vec<String> = self
             .scripts
             .range
             .key(self.key(doc, "head"))
             .key(self.key(doc, "log"))
             .key(self.key(doc, "rhead"))
+            .key(self.key(doc, "epoch"))
             .arg(after)
             .arg(if self.wait.is_some() { "1" } else { "0" })
+            .arg(epoch)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -169,8 +210,10 @@ impl Sequencer for RedisBackend {
                     .map(|s| parse_record(s))
                     .collect::<Result<_, _>>()?,
             )),
+            // Past Redis's head: it lost records we hold (seed them back).
+            Some("range") if after > parse_u64(out.get(2))? => Err(BusError::NotSeeded),
             Some("range") => Ok(None),
-            Some("noseed") => Err(BusError::NotSeeded),
+            Some("noseed" | "epoch") => Err(BusError::NotSeeded),
             _ => Err(BusError::Corrupt("unexpected range reply".into())),
         }
     }
@@ -205,8 +248,22 @@ impl Sequencer for RedisBackend {
 
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         let keys: Vec<String> = [
-            "head", "log", "clients", "durable", "epoch", "presence", "stacks", "meta", "logbytes",
-            "clientv", "clientv~", "aware", "rhead", "rmark",
+            "head",
+            "log",
+            "clients",
+            "durable",
+            "epoch",
+            "presence",
+            "stacks",
+            "meta",
+            "logbytes",
+            "clientv",
+            "clientv~",
+            "aware",
+            "rhead",
+            "rmark",
+            "settle",
+            "baseepoch",
         ]
         .iter()
         .map(|k| self.key(doc, k))
@@ -238,6 +295,8 @@ impl RedisBackend {
             .key(self.key(doc, "clientv"))
             .key(self.key(doc, "clientv~"))
             .key(self.key(doc, "rhead"))
+            .key(self.key(doc, "settle"))
+            .key(self.key(doc, "epoch"))
             .arg(batch.base)
             .arg(self.retain)
             .arg(self.key(doc, "ch"))
@@ -247,7 +306,8 @@ impl RedisBackend {
             .arg(self.max_clients)
             .arg(EPHEMERAL_CLIENTS)
             .arg(STACK_BYTES)
-            .arg(publish);
+            .arg(publish)
+            .arg(&batch.epoch);
         for r in &batch.records {
             let [field, entry, at, clear, fallback] = match &r.undo {
                 Some(push) => push_fields(&r.user, push),
@@ -267,57 +327,75 @@ impl RedisBackend {
             .map_err(unavailable)
     }
 
-    /// `WAIT` for the document's master to have `w.replicas` replicas
-    /// acknowledge every write sent before it on our connection.
-    async fn await_replicas(&self, doc: &str, w: WaitReplicas) -> Result<(), BusError> {
-        let got = self
-            .conn()
-            .wait_replicas(&self.key(doc, "head"), w.replicas, w.timeout_ms)
+    /// Wait mode: have `w.replicas` replicas acknowledge the document's log
+    /// as it is now (whoever wrote it: one pipeline reads the head, writes
+    /// a mark and WAITs, on one of the connections kept for WAIT), then release it:
+    /// up to `ours` (our batch's head, checked to still hold our last
+    /// record there: a failover between commit and WAIT may have taken it
+    /// back) or, without it, up to the head read.
+    async fn replicate(
+        &self,
+        doc: &str,
+        w: WaitReplicas,
+        ours: Option<(u64, &CommitRecord)>,
+    ) -> Result<(), BusError> {
+        let mut conn = self.wait_conn(doc);
+        let (head_key, clients_key, mark_key) = (
+            self.key(doc, "head"),
+            self.key(doc, "clients"),
+            self.key(doc, "rmark"),
+        );
+        let marked = conn
+            .mark_and_wait(
+                MarkKeys {
+                    head: &head_key,
+                    clients: &clients_key,
+                    client: ours.map_or("", |(_, r)| r.client.as_str()),
+                    mark: &mark_key,
+                },
+                w.replicas,
+                w.timeout_ms,
+            )
             .await
             .map_err(unavailable)?;
-        if got < w.replicas {
-            metrics::counter!("tandem_redis_wait_shortfalls_total").increment(1);
-            return Err(BusError::Unavailable(format!(
-                "{got} of {} replicas acknowledged within {} ms",
-                w.replicas, w.timeout_ms
-            )));
-        }
-        Ok(())
-    }
-
-    /// Raise the replicated head to `version` (`None`: the head) and
-    /// publish what that newly covers.
-    async fn release(&self, doc: &str, version: Option<u64>) -> Result<(), BusError> {
-        let _: u64 = self
-            .scripts
-            .release
-            .key(self.key(doc, "rhead"))
-            .key(self.key(doc, "head"))
-            .key(self.key(doc, "log"))
-            .arg(version.map(|v| v.to_string()).unwrap_or_default())
-            .arg(self.doc_publish())
-            .arg(self.key(doc, "ch"))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    /// See the whole log as it is now replicated, whoever wrote it, and
-    /// release it.
-    async fn replicate(&self, doc: &str, w: WaitReplicas) -> Result<(), BusError> {
-        let head: Option<u64> = self
-            .scripts
-            .mark
-            .key(self.key(doc, "head"))
-            .key(self.key(doc, "rmark"))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let Some(head) = head else {
+        let Some(head) = marked.head else {
             return Err(BusError::NotSeeded);
         };
-        self.await_replicas(doc, w).await?;
-        self.release(doc, Some(head)).await
+        if marked.replicas < w.replicas {
+            metrics::counter!("tandem_redis_wait_shortfalls_total").increment(1);
+            return Err(BusError::Unavailable(format!(
+                "{} of {} replicas acknowledged within {} ms",
+                marked.replicas, w.replicas, w.timeout_ms
+            )));
+        }
+        // The node that WAITed must be the one that holds our batch (a
+        // stale slot map could have sent the pipeline elsewhere).
+        if let Some((version, last)) = ours {
+            if marked.client_seq != Some(format!("{}:{version}", last.seq)) {
+                return Err(BusError::Unavailable(
+                    "the WAIT ran where the batch is not (the slot moved)".into(),
+                ));
+            }
+        }
+        let mut inv = self.scripts.release.prepare_invoke();
+        inv.key(self.key(doc, "rhead"))
+            .key(self.key(doc, "head"))
+            .key(self.key(doc, "log"))
+            .arg(self.doc_publish())
+            .arg(self.key(doc, "ch"));
+        match ours {
+            Some((version, last)) => inv.arg(version).arg(&last.client).arg(last.seq),
+            None => inv.arg(head).arg("").arg(0),
+        };
+        let released: i64 = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if released < 0 {
+            return Err(BusError::Unavailable(
+                "the batch is no longer in the log (a failover took it back)".into(),
+            ));
+        }
+        Ok(())
     }
 }

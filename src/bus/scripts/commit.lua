@@ -8,12 +8,15 @@
 --       5 stacks (undo/redo hash), 6 log bytes (the log's total length),
 --       7 clients by version (sorted set, socket clients), 8 the same for
 --       server-minted clients (ids with '~'), 9 replicated head (in wait
---       mode: records up to it are on the replicas WAIT asked for)
+--       mode: records up to it are on the replicas WAIT asked for),
+--       10 settle (set by seed.lua: commits wait while it lives),
+--       11 epoch
 -- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
 --       6 retain bytes, 7 most socket clients, 8 most server-minted clients,
 --       9 stack limit in bytes, 10 publish command (PUBLISH, SPUBLISH, or
 --       '' in wait mode: the caller publishes after WAIT, with release.lua),
---       then n times 8 fields: client, seq, record JSON after its "version"
+--       11 the epoch base belongs to ('' = not checked), then n times 8
+--       fields: client, seq, record JSON after its "version"
 --       field (starts with '"op":'), undo field ('' = none), undo entry
 --       JSON, replace the top at ('' = never), field to clear ('' = none),
 --       entry pushed instead when the top is not at that version ('' = none)
@@ -29,11 +32,21 @@
 --                             after it still waits for its replicas
 --   {"range", oldest, head}   base is outside the log
 --   {"noseed"}                the document is unknown (seed it)
+--   {"settling", ms}          re-seeded moments ago: try again in ms
+--   {"epoch"}                 the log is another history than base's (Redis
+--                             lost ours): the caller re-seeds first
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
 end
-local n, W, A = tonumber(ARGV[5]), 8, 10
+local settle = redis.call('PTTL', KEYS[10])
+if settle > 0 then
+  return {'settling', string.format('%d', settle)}
+end
+if ARGV[11] ~= '' and redis.call('GET', KEYS[11]) ~= ARGV[11] then
+  return {'epoch'}
+end
+local n, W, A = tonumber(ARGV[5]), 8, 11
 local publish = ARGV[10]
 local dups = {}
 for i = 1, n do
