@@ -216,6 +216,9 @@ impl DocTask {
             ),
         };
         let seq = origin.seq();
+        if let Origin::Socket { conn, .. } = &origin {
+            self.room.sent(*conn, seq);
+        }
         if !author.role.can_edit() {
             return self
                 .answered(origin, refused(ErrorCode::Forbidden, "viewers cannot edit"))

@@ -117,6 +117,12 @@ pub(super) struct ConnState {
     pub(super) client: String,
     pub(super) role: Role,
     pub(super) tx: mpsc::Sender<Outbound>,
+    /// The seq of the first edit this connection sent: the fan-out acks a
+    /// record of this client here only from that seq on. An older record of
+    /// the same client id (sent on an earlier connection, or committed in a
+    /// history the client was told less of) goes out as an `op`, which a
+    /// client with no such seq in flight applies.
+    pub(super) first_sent_seq: Option<u64>,
 }
 
 impl ConnState {

@@ -205,6 +205,7 @@ impl Hub {
             client,
             role,
             tx: otx,
+            first_sent_seq: None,
         };
         let ((), tx) = self
             .ask_via(doc, |reply| Cmd::Join {

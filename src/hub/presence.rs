@@ -41,6 +41,13 @@ impl Room {
         self.conns.iter().find(|c| c.id == id)
     }
 
+    /// Note the seq of an edit `id` sent (see [`ConnState::first_sent_seq`]).
+    pub(super) fn sent(&mut self, id: u64, seq: u64) {
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
+            c.first_sent_seq.get_or_insert(seq);
+        }
+    }
+
     /// Local and remote users, with their presence state.
     pub(super) fn users(&self) -> Vec<Presence> {
         let mut users: Vec<Presence> = self.conns.iter().map(ConnState::presence).collect();
@@ -84,7 +91,7 @@ impl DocTask {
         });
         let mut slow = Vec::new();
         for c in &self.room.conns {
-            let msg = if c.client == rec.client {
+            let msg = if c.client == rec.client && c.first_sent_seq.is_some_and(|f| rec.seq >= f) {
                 text(ServerMessage::Ack {
                     seq: rec.seq,
                     version: rec.version,

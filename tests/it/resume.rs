@@ -260,3 +260,27 @@ async fn an_instance_behind_a_re_seeded_history_does_not_apply_its_records() {
     assert_eq!(a.ot.text(), b.ot.text());
     assert_eq!(servers[1].document(doc).await, (a.ot.text(), 5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_socket_that_sent_an_edit_is_acked_for_it() {
+    // Two sockets under one client id on two instances (a reconnect whose
+    // old socket lingers, or a client told a `seq` behind what was
+    // committed, whose old edit arrives later): only the one
+    // that sent the edit gets the `ack`; the other gets the `op`, which a
+    // client with no such seq in flight applies. (An `ack` it cannot match
+    // would be ignored, and it would fall a version behind.)
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
+    let doc = "twice";
+    let (mut one, init) = connect(&servers[0], doc, "user_id=u&client=tab").await;
+    let (mut two, init2) = connect(&servers[1], doc, "user_id=u&client=tab").await;
+    assert_eq!(init.init().client, init2.init().client);
+    one.send(serde_json::json!({"type":"op","version":0,"seq":1,"op":["x"]}))
+        .await;
+    assert_eq!(one.recv_type(Kind::Ack).await["version"], 1);
+    let op = two.recv_type(Kind::Op).await;
+    assert_eq!(
+        (op["version"].as_u64(), op["seq"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

@@ -902,7 +902,10 @@ export class TandemClient {
       pending = old.buffer;
     }
     const theirs = diff(base, msg.content);
-    const next = new OtState(msg.content, msg.version, msg.seq || 0);
+    // Numbered past every seq already sent: the server's seq may be behind
+    // what it committed (it lost records it learns again later), and a
+    // reused seq would be taken for the other edit.
+    const next = new OtState(msg.content, msg.version, Math.max(msg.seq || 0, old.nextSeq - 1));
     this.history = [];
     let local = msg.content;
     if (pending && !isNoop(pending)) {

@@ -64,6 +64,11 @@ impl OtClient {
     pub fn len_chars(&self) -> usize {
         self.text.len_chars()
     }
+    /// The highest seq this client has handed out (0: none).
+    pub fn last_sent_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     pub fn inflight_seq(&self) -> Option<u64> {
         self.inflight.as_ref().map(|(s, _)| *s)
     }
@@ -204,7 +209,11 @@ impl OtClient {
         }
         let theirs = crate::ot::diff(&base.to_string(), content);
         let id = std::mem::take(&mut self.client_id);
-        *self = OtClient::new(id, content, version, last_seq);
+        // Never reuse a seq we sent: the server's `last_seq` may be behind
+        // (it lost records, and learns them again later), and a reused seq
+        // would be taken for the other edit.
+        let used = self.last_sent_seq();
+        *self = OtClient::new(id, content, version, last_seq.max(used));
         match pending {
             Some(p) if !p.is_noop() => {
                 let (mine, _) = p.transform(&theirs)?;
@@ -230,10 +239,11 @@ mod tests {
                                                      // version 4 is "help", and it never committed our seq 1.
         let out = c.reload("help", 4, 0).unwrap().unwrap();
         assert_eq!(c.text(), ">help!");
-        assert_eq!((out.version, out.seq), (4, 1));
+        // A new seq: the server may yet learn of seq 1 (never reused).
+        assert_eq!((out.version, out.seq), (4, 2));
         assert_eq!(out.op.apply("help").unwrap(), ">help!");
         assert!(c.has_pending());
-        c.on_ack(1, 5).unwrap();
+        c.on_ack(2, 5).unwrap();
         assert_eq!(
             (c.text(), c.version, c.has_pending()),
             (">help!".into(), 5, false)

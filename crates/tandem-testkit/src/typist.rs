@@ -176,8 +176,15 @@ impl Typist {
         let i = init.init();
         let committed = i.seq;
         let inflight = self.ed.ot.inflight_seq();
-        self.ed.ot =
-            tandem::client::OtClient::new(i.client, i.content.unwrap(), i.version, committed);
+        // Numbered past every seq already sent, as the browser client does:
+        // the server's `seq` may be behind what it committed.
+        let used = self.ed.ot.last_sent_seq();
+        self.ed.ot = tandem::client::OtClient::new(
+            i.client,
+            i.content.unwrap(),
+            i.version,
+            committed.max(used),
+        );
         self.ed.init = init;
         match (inflight, self.inflight_token.take()) {
             (Some(seq), Some(token)) if seq <= committed => self.acked.push(token),
