@@ -27,7 +27,7 @@ cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm
 trap cleanup EXIT
 free_pair() { # a port whose bus port (+10000) is free too
   while :; do
-    p=$((20000 + RANDOM % 25000))
+    p=$((20000 + RANDOM % 2700)) # both below the ephemeral range (32768+)
     ! (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && ! (echo >/dev/tcp/127.0.0.1/$((p + 10000))) 2>/dev/null && { echo $p; return; }
   done
 }

@@ -29,10 +29,13 @@ struct Node {
     child: Option<Child>,
 }
 
-/// A port whose cluster bus port (+10000) is free too; below 55535.
+/// A port whose cluster bus port (+10000) is free too. Both stay below
+/// 32768, where Linux's ephemeral range (`ip_local_port_range`, 32768 and
+/// up by default) begins: no outgoing connection of a test running
+/// alongside can take one between this check and the node's bind.
 fn free_pair() -> u16 {
     loop {
-        let p = 20_000 + (rand::random::<u16>() % 25_000);
+        let p = 20_000 + (rand::random::<u16>() % 2_700);
         let a = std::net::TcpListener::bind(("127.0.0.1", p));
         let b = std::net::TcpListener::bind(("127.0.0.1", p + 10_000));
         if a.is_ok() && b.is_ok() {
@@ -52,8 +55,25 @@ fn cli(port: u16, args: &[&str]) -> String {
 }
 
 impl Node {
-    fn spawn(&mut self) {
-        let child = Command::new(require_binary("redis-server", "redis-server"))
+    /// Start the node; with `may_move` (before the cluster is created), on
+    /// a port another process took meanwhile it moves to a fresh one.
+    fn spawn(&mut self, may_move: bool) {
+        loop {
+            if self.try_spawn() {
+                return;
+            }
+            assert!(
+                may_move,
+                "redis-server exited at start on port {}",
+                self.port
+            );
+            self.port = free_pair();
+        }
+    }
+
+    /// Start the node and wait for it: false if it exited first.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new(require_binary("redis-server", "redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", self.dir.to_str().unwrap()])
             .args(["--cluster-enabled", "yes"])
@@ -67,12 +87,21 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        self.child = Some(child);
         let start = Instant::now();
-        while cli(self.port, &["PING"]).trim() != "PONG" {
+        // Ours answering (not another test's server on a port it took).
+        let me = format!("process_id:{}", child.id());
+        while !cli(self.port, &["INFO", "server"])
+            .lines()
+            .any(|l| l.trim() == me)
+        {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(start.elapsed() < TIMEOUT, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        true
     }
 
     fn alive(&self) -> bool {
@@ -138,7 +167,7 @@ impl RedisCluster {
             })
             .collect();
         for n in &mut nodes {
-            n.spawn();
+            n.spawn(true);
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -298,7 +327,7 @@ impl RedisCluster {
     /// replaced master as a replica) and wait until the cluster is healthy.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
-        self.nodes[i].spawn();
+        self.nodes[i].spawn(false);
         self.wait_healthy();
     }
 
