@@ -629,7 +629,7 @@ impl DocTask {
             }
         }
         Ok(match e {
-            _ if self.needs_catch_up => Verdict::Refused(Refusal::unavailable()),
+            _ if self.needs_catch_up() => Verdict::Refused(Refusal::unavailable()),
             RebaseError::OutOfRange { base, oldest, head } => refused(
                 ErrorCode::VersionOutOfRange,
                 &format!("version {base} is outside {oldest}..={head}; reload the document"),

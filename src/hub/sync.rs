@@ -101,10 +101,9 @@ impl DocTask {
     pub(super) async fn refill(&mut self) -> Result<(), HubError> {
         match self.catch_up().await {
             Err(e) if is_transient(&e) => {
-                if !self.needs_catch_up {
+                if !self.needs_catch_up() {
                     warn!(error = %e, "refill failed; will retry");
                 }
-                self.needs_catch_up = true;
                 let backoff = self
                     .catch_up_retry
                     .map_or(CATCH_UP_FIRST, |(_, b)| (b * 2).min(CATCH_UP_MAX));
@@ -112,11 +111,15 @@ impl DocTask {
                 Ok(())
             }
             r => {
-                self.needs_catch_up = false;
                 self.catch_up_retry = None;
                 r
             }
         }
+    }
+
+    /// A refill failed and waits for its retry.
+    pub(super) fn needs_catch_up(&self) -> bool {
+        self.catch_up_retry.is_some()
     }
 
     /// Pull every record after our head from the sequencer's log; re-seed

@@ -124,10 +124,9 @@ pub(super) struct DocTask {
     pub(super) room: Room,
     pub(super) sub: Subscription,
     pub(super) outbox: Outbox,
-    /// A refill failed (backend down): retry at `catch_up_retry`.
-    pub(super) needs_catch_up: bool,
-    /// When the next refill is tried, and the back-off that set it
-    /// (doubling from [`super::sync::CATCH_UP_FIRST`], capped).
+    /// A refill failed (backend down): when the next one is tried, and the
+    /// back-off that set it (doubling from [`super::sync::CATCH_UP_FIRST`],
+    /// capped).
     pub(super) catch_up_retry: Option<(tokio::time::Instant, Duration)>,
     /// The document was deleted: stop without persisting.
     pub(super) deleted: bool,
@@ -205,7 +204,6 @@ impl DocTask {
             },
             sub,
             outbox,
-            needs_catch_up: false,
             catch_up_retry: None,
             deleted: false,
             meta: MetaState::default(),

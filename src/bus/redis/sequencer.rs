@@ -26,10 +26,10 @@ use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded
 use crate::doc::{Record, RecordWire, EPHEMERAL_CLIENTS};
 use crate::undo::{STACK_BYTES, STACK_LIMIT};
 
-/// How long a document Redis lost, re-created from a copy with history,
+/// How long a document Redis lost, re-created by a re-seed from a live copy,
 /// holds commits so that every live instance's seed lands first (seed.lua).
-/// It covers the pub/sub reconnect after a restart (back-off capped at 2 s,
-/// well under that for a quick restart) and the resync that re-seeds.
+/// It covers the pub/sub reconnect after a restart (back-off capped at 1 s)
+/// and the resync that re-seeds (a failed one retried from 100 ms).
 const RESEED_SETTLE: Duration = Duration::from_millis(2500);
 
 /// A record's JSON without its version: the script puts the version first.

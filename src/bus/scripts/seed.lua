@@ -21,7 +21,7 @@
 --       8 settle ms ('0' = none), 9 the caller's epoch, then
 --       n x (client, seq, version), then record JSON strings in version
 --       order
--- Settling: a document re-created from a copy that has history (Redis lost
+-- Settling: a document re-created from a live instance's copy (Redis lost
 -- it, and every live instance still holds a prefix of the one history it
 -- lost) refuses commits for ARGV[8] ms, so the other instances' seeds,
 -- which only extend that prefix, land before any new record could take a
