@@ -29,6 +29,20 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// What an ack promises beyond a killed process (docs/durability.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Nothing acknowledged is lost when the process dies; a power loss
+    /// may take the last moments (SQLite `synchronous=NORMAL`; Redis as
+    /// configured).
+    Standard,
+    /// Nothing acknowledged is lost to a power loss either: SQLite
+    /// `synchronous=FULL`; Redis must run `appendonly yes` with
+    /// `appendfsync always` on every master, or `REDIS_WAIT_REPLICAS` ≥ 1
+    /// (checked at start).
+    Strict,
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -103,6 +117,16 @@ pub struct Config {
     /// Directory for the embedded store.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// What an ack promises: `standard` (a killed process loses nothing
+    /// acknowledged) or `strict` (a power loss neither; slower commits).
+    /// See docs/durability.md.
+    #[arg(long, env = "DURABILITY", value_enum, default_value_t = Durability::Standard)]
+    pub durability: Durability,
+    /// The most bytes the embedded SQLite file may hold (0: as many as the
+    /// disk has). Past it, writes fail as on a full disk: edits are refused
+    /// (`storage_unavailable`) until room is made.
+    #[arg(long, env = "SQLITE_MAX_BYTES", default_value_t = 0)]
+    pub sqlite_max_bytes: u64,
     /// This instance's id (default: random); appears in presence and logs.
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,

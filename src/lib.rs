@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod epoch;
+pub mod health;
 pub mod hub;
 pub mod otel;
 pub mod persist;
@@ -127,7 +128,16 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
                      instances of a cluster should share PostgreSQL"
                 );
             }
-            Arc::new(SqliteStore::open(&config.data_dir).await?)
+            Arc::new(
+                SqliteStore::open_with(
+                    &config.data_dir,
+                    &crate::store::sqlite::SqliteSettings {
+                        strict: config.durability == crate::config::Durability::Strict,
+                        max_bytes: config.sqlite_max_bytes,
+                    },
+                )
+                .await?,
+            )
         }
     };
     let background = TaskTracker::new();
@@ -149,6 +159,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
                 retain: config.oplog_retain,
                 retain_bytes: config.oplog_retain_bytes,
                 max_clients: config.max_clients_per_doc,
+                strict: config.durability == crate::config::Durability::Strict,
             };
             Backends::redis(RedisBackend::connect(settings, &background, cancel.clone()).await?)
         }

@@ -1,6 +1,8 @@
 //! The persister: one task that writes snapshots, journal rows and client
 //! seqs behind the live path, in batches, and retries until the store takes
-//! them.
+//! them. A document whose rows the store refuses is written alone and
+//! backs off alone: it never holds the others back. A store that refuses
+//! everything marks persistence failing in [`StorageHealth`].
 //!
 //! Owns: merging per-document persistence jobs and flushing them. Document
 //! tasks hand it work over a bounded channel and never wait on the store,
@@ -9,13 +11,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::bus::Sequencer;
+use crate::health::{Fault, Part, StorageHealth};
 use crate::store::{DocPersist, Store};
 
 enum Msg {
@@ -38,6 +41,7 @@ impl Persister {
     pub fn spawn(
         store: Arc<dyn Store>,
         sequencer: Arc<dyn Sequencer>,
+        health: Arc<StorageHealth>,
         clock: fn() -> i64,
         tracker: &TaskTracker,
     ) -> Self {
@@ -45,9 +49,11 @@ impl Persister {
         let task = Task {
             store,
             sequencer,
+            health,
             clock,
             pending: HashMap::new(),
-            failing: false,
+            backoff: HashMap::new(),
+            store_backoff: None,
         };
         tracker.spawn(task.run(rx));
         Self { tx }
@@ -79,11 +85,40 @@ impl Persister {
 struct Task {
     store: Arc<dyn Store>,
     sequencer: Arc<dyn Sequencer>,
+    health: Arc<StorageHealth>,
     clock: fn() -> i64,
     pending: HashMap<String, DocPersist>,
-    /// The last flush failed (logged once until it succeeds again).
-    failing: bool,
+    /// Documents whose own writes fail (the store takes the others'): each
+    /// waits out its back-off before it is tried again, alone.
+    backoff: HashMap<String, Backoff>,
+    /// The store as a whole refuses writes: wait this out before the next
+    /// round (doubling up to `MAX_BACKOFF`).
+    store_backoff: Option<Backoff>,
 }
+
+/// A back-off: the failures in a row and when to try again.
+#[derive(Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+impl Backoff {
+    fn after(previous: Option<Backoff>, now: Instant) -> Self {
+        let failures = previous.map_or(1, |b| b.failures.saturating_add(1));
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1 << failures.min(8).saturating_sub(1))
+            .min(MAX_BACKOFF);
+        Self {
+            failures,
+            until: now + delay,
+        }
+    }
+}
+
+/// The first wait after a failed write, doubled on each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -94,7 +129,7 @@ impl Task {
                 msg = rx.recv() => match msg {
                     Some(Msg::Put(job)) => self.merge(job),
                     Some(Msg::Flush(reply)) => {
-                        let ok = self.flush().await;
+                        let ok = self.flush(true).await;
                         let _ = reply.send(ok);
                     }
                     Some(Msg::Shutdown(reply)) => {
@@ -102,24 +137,30 @@ impl Task {
                         while let Ok(Msg::Put(job)) = rx.try_recv() {
                             self.merge(job);
                         }
-                        let mut ok = self.flush().await;
+                        let mut ok = self.flush(true).await;
                         for _ in 0..20 {
                             if ok {
                                 break;
                             }
                             tokio::time::sleep(Duration::from_millis(250)).await;
-                            ok = self.flush().await;
+                            ok = self.flush(true).await;
+                        }
+                        if !ok {
+                            warn!(
+                                docs = self.pending.len(),
+                                "shutting down with changes the store did not take"
+                            );
                         }
                         let _ = reply.send(ok);
                         return;
                     }
                     None => {
-                        self.flush().await;
+                        self.flush(true).await;
                         return;
                     }
                 },
                 _ = tick.tick() => {
-                    self.flush().await;
+                    self.flush(false).await;
                 }
             }
         }
@@ -149,50 +190,115 @@ impl Task {
         }
     }
 
-    /// Write everything pending in one batch. On failure the work stays
-    /// pending and is retried on the next tick.
-    async fn flush(&mut self) -> bool {
+    /// Write what is pending: everything not backing off in one batch
+    /// (`now`: everything, back-offs ignored, for a flush someone waits
+    /// for). A batch the store refuses for one document's sake is written
+    /// again one document at a time, so the others are saved and only the
+    /// refused one backs off. True once nothing is pending.
+    async fn flush(&mut self, now: bool) -> bool {
         if self.pending.is_empty() {
             return true;
         }
-        let batch: Vec<DocPersist> = self.pending.values().cloned().collect();
-        let started = std::time::Instant::now();
-        metrics::gauge!("tandem_persist_pending_docs").set(batch.len() as f64);
-        match self.store.persist(&batch, (self.clock)()).await {
+        let at = Instant::now();
+        if !now && self.store_backoff.is_some_and(|b| at < b.until) {
+            return false;
+        }
+        let batch: Vec<DocPersist> = self
+            .pending
+            .values()
+            .filter(|d| now || self.backoff.get(&d.doc).is_none_or(|b| at >= b.until))
+            .cloned()
+            .collect();
+        if batch.is_empty() {
+            return false;
+        }
+        metrics::gauge!("tandem_persist_pending_docs").set(self.pending.len() as f64);
+        let e = match self.write(&batch).await {
             Ok(()) => {
-                let rows: usize = batch.iter().map(|d| d.journal.len()).sum();
-                metrics::histogram!("tandem_snapshot_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("tandem_snapshots_written_total").increment(batch.len() as u64);
-                metrics::counter!("tandem_journal_rows_written_total").increment(rows as u64);
-                metrics::gauge!("tandem_persist_pending_docs").set(0.0);
-                if self.failing {
-                    info!(docs = batch.len(), "persistence caught up");
-                    self.failing = false;
-                }
-                debug!(
-                    docs = batch.len(),
-                    rows,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "persisted"
-                );
-                // flush holds &mut self, so nothing merged in meanwhile.
-                self.pending.clear();
-                for d in &batch {
-                    if let Err(e) = self.sequencer.mark_durable(&d.doc, d.version).await {
-                        warn!(doc = %d.doc, error = %e, "could not record durable version");
-                    }
-                }
-                true
+                self.store_backoff = None;
+                self.health.ok(Part::Persist);
+                return self.pending.is_empty();
             }
-            Err(e) => {
-                metrics::counter!("tandem_persist_errors_total").increment(1);
-                if !self.failing {
-                    warn!(docs = batch.len(), error = %e, "persisting failed; live editing continues, will retry");
-                }
-                self.failing = true;
-                false
+            Err(e) => e,
+        };
+        metrics::counter!("tandem_persist_errors_total").increment(1);
+        let fault = Fault::classify(&e.to_string());
+        if batch.len() == 1 || !matches!(fault, Fault::Refused | Fault::Other) {
+            // The store itself (a full disk, no connection), or the one
+            // document this batch held.
+            if batch.len() == 1 && matches!(fault, Fault::Refused | Fault::Other) {
+                self.doc_failed(&batch[0].doc, &e.to_string(), at);
+            } else {
+                self.store_backoff = Some(Backoff::after(self.store_backoff, at));
+                self.health
+                    .fail(Part::Persist, &e.to_string(), (self.clock)());
+            }
+            return false;
+        }
+        // One document's rows may be the trouble: the others must not wait
+        // for it.
+        debug!(docs = batch.len(), "persisting a batch failed; one by one");
+        let mut saved = 0;
+        for d in batch {
+            match self.write(std::slice::from_ref(&d)).await {
+                Ok(()) => saved += 1,
+                Err(e) => self.doc_failed(&d.doc, &e.to_string(), at),
             }
         }
+        if saved > 0 {
+            self.store_backoff = None;
+            self.health.ok(Part::Persist);
+        }
+        self.pending.is_empty()
+    }
+
+    /// Write `batch` in one transaction; on success it leaves `pending`
+    /// (flush holds &mut self, so nothing merged in meanwhile) and the
+    /// sequencer learns its versions are durable.
+    async fn write(&mut self, batch: &[DocPersist]) -> Result<(), crate::store::StoreError> {
+        let started = Instant::now();
+        self.store.persist(batch, (self.clock)()).await?;
+        let rows: usize = batch.iter().map(|d| d.journal.len()).sum();
+        metrics::histogram!("tandem_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("tandem_snapshots_written_total").increment(batch.len() as u64);
+        metrics::counter!("tandem_journal_rows_written_total").increment(rows as u64);
+        debug!(
+            docs = batch.len(),
+            rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "persisted"
+        );
+        for d in batch {
+            self.pending.remove(&d.doc);
+            if self.backoff.remove(&d.doc).is_some() {
+                info!(doc = %d.doc, "document persisted again");
+            }
+        }
+        metrics::gauge!("tandem_persist_pending_docs").set(self.pending.len() as f64);
+        metrics::gauge!("tandem_persist_failing_docs").set(self.backoff.len() as f64);
+        for d in batch {
+            if let Err(e) = self.sequencer.mark_durable(&d.doc, d.version).await {
+                warn!(doc = %d.doc, error = %e, "could not record durable version");
+            }
+        }
+        Ok(())
+    }
+
+    /// The store refused `doc`'s rows alone: it waits out a back-off, is
+    /// counted and named in the log (on its first failure and every
+    /// eighth after), and is tried again.
+    fn doc_failed(&mut self, doc: &str, error: &str, at: Instant) {
+        let b = Backoff::after(self.backoff.get(doc).copied(), at);
+        metrics::counter!("tandem_persist_doc_failures_total").increment(1);
+        if b.failures % 8 == 1 {
+            warn!(
+                doc,
+                failures = b.failures,
+                error,
+                "persisting one document failed; the others go on, it is retried with back-off"
+            );
+        }
+        self.backoff.insert(doc.to_owned(), b);
+        metrics::gauge!("tandem_persist_failing_docs").set(self.backoff.len() as f64);
     }
 }

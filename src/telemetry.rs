@@ -50,6 +50,7 @@ const REFUSAL_CODES: &[&str] = &[
     "rate_limited",
     "forbidden",
     "unauthorized",
+    "storage_unavailable",
     "internal",
 ];
 
@@ -77,6 +78,11 @@ pub const CATALOG: &[Metric] = &[
     Metric { name: "tandem_journal_rows_written_total", kind: Kind::Counter, help: "Op journal rows written to the store.", label: None },
     Metric { name: "tandem_journal_group_batches", kind: Kind::Histogram(COUNTS), help: "Commit batches written to the journal in one group.", label: None },
     Metric { name: "tandem_persist_errors_total", kind: Kind::Counter, help: "Failed writes of snapshots or journal rows (retried).", label: None },
+    Metric { name: "tandem_persist_doc_failures_total", kind: Kind::Counter, help: "Writes of one document's rows the store refused while it took the others' (the document backs off and is retried).", label: None },
+    Metric { name: "tandem_persist_failing_docs", kind: Kind::Gauge, help: "Documents whose rows the store refuses, backing off.", label: None },
+    Metric { name: "tandem_storage_failing", kind: Kind::Gauge, help: "1 while a part of storage refuses writes: commit (the write an ack waits for: the embedded journal or Redis; edits are refused) or persist (snapshots and journal rows behind it).", label: Some(("part", &["commit", "persist"])) },
+    Metric { name: "tandem_storage_faults_total", kind: Kind::Counter, help: "Failed storage writes, by what their error says.", label: Some(("fault", &["disk_full", "out_of_memory", "read_only", "refused", "unreachable", "other"])) },
+    Metric { name: "tandem_store_connections_discarded_total", kind: Kind::Counter, help: "Database connections closed instead of reused after a write transaction failed on them.", label: None },
     Metric { name: "tandem_refusals_total", kind: Kind::Counter, help: "Client messages refused, by protocol error code.", label: Some(("code", REFUSAL_CODES)) },
     Metric { name: "tandem_connections_refused_total", kind: Kind::Counter, help: "Connections refused: server full (total), per address (per_ip), per user (sessions), or silent past the header timeout (silent).", label: Some(("reason", &["total", "per_ip", "sessions", "silent"])) },
     Metric { name: "tandem_rate_limited_total", kind: Kind::Counter, help: "Requests refused by a rate limit, by limit.", label: Some(("limit", &["login_ip", "login_user", "register", "rest_edit", "ws_ticket", "password_hash"])) },

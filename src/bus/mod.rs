@@ -40,6 +40,10 @@ use crate::undo::{Stack, StackPush, UndoEntry};
 pub enum BusError {
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend is set up in a way that would lose data (refused at
+    /// start).
+    #[error("refused configuration: {0}")]
+    Config(String),
     #[error("corrupt record in op log: {0}")]
     Corrupt(String),
     /// The backend does not know the document (never seeded, or it lost its
@@ -221,6 +225,13 @@ pub trait Sequencer: Send + Sync + 'static {
     /// embedded sequencer), so the persister need not write journal rows.
     fn journals(&self) -> bool {
         false
+    }
+    /// The sequencer takes a write now (readiness while commits fail): a
+    /// small key of this instance's, written and expiring. A sequencer
+    /// whose writes are the store's journal (embedded) has nothing of its
+    /// own to try: the hub probes the store.
+    async fn probe_write(&self, _instance: &str) -> Result<(), BusError> {
+        Ok(())
     }
     /// One op as a batch of one.
     async fn commit(&self, doc: &str, req: CommitRequest) -> Result<CommitOutcome, BusError> {

@@ -28,6 +28,7 @@ use super::{count_refusal, error_msg, text, EditResult, HubError, Refusal};
 use crate::batch::Batch;
 use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, MAX_BATCH_RECORDS};
 use crate::doc::{RebaseError, Tie};
+use crate::health::Part;
 use crate::ot::Operation;
 use crate::protocol::{ErrorCode, Role, ServerMessage};
 use crate::runs::{next_step, Run};
@@ -50,8 +51,10 @@ const MAX_QUEUED: usize = 4096;
 const MAX_QUEUED_BYTES: usize = 32 << 20;
 /// Told to a client whose edit could not be queued or kept losing races.
 const BUSY: &str = "the document is too busy; resend the edit";
-/// Told to a client whose edit could not be committed (backend outage).
-const UNAVAILABLE: &str = "the edit could not be committed right now; keep it and resend it";
+/// Told to a client whose edit could not be committed (storage refused the
+/// write, or did not answer).
+const UNAVAILABLE: &str =
+    "storage could not take the edit right now; nothing was committed: keep it and resend it";
 
 /// A change to a document.
 #[derive(Clone, Debug)]
@@ -185,9 +188,10 @@ enum Verdict {
 }
 
 impl Refusal {
-    /// The edit could not be committed right now (backend outage).
+    /// The edit could not be committed right now (storage refused the
+    /// write or did not answer).
     pub(super) fn unavailable() -> Self {
-        Self::new(ErrorCode::Internal, UNAVAILABLE)
+        Self::new(ErrorCode::StorageUnavailable, UNAVAILABLE)
     }
 }
 
@@ -509,6 +513,17 @@ impl DocTask {
             return Ok(());
         };
         metrics::histogram!("tandem_commit_seconds").record(round.started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(_) | Err(BusError::Settling(_) | BusError::NotSeeded) => {
+                self.hub.health.ok(Part::Commit)
+            }
+            Err(e @ BusError::Unavailable(_)) => {
+                self.hub
+                    .health
+                    .fail(Part::Commit, &e.to_string(), (self.hub.clock)());
+            }
+            Err(_) => {}
+        }
         match outcome {
             Ok(BatchOutcome::Committed(recs)) => {
                 metrics::counter!("tandem_ops_committed_total").increment(recs.len() as u64);

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 pub use crate::bus::AccessChange;
 use crate::bus::{BusError, BusEvent};
+use crate::health::Part;
 use crate::meta::MetaView;
 use crate::protocol::{ErrorCode, Presence, Role, ServerMessage, UserInfo};
 use crate::store::StoreError;
@@ -163,19 +164,75 @@ impl Hub {
 
     /// Ready for traffic: not draining, Redis (if any) and the database
     /// answer. The error says which part is not ready.
-    pub async fn ready(&self) -> Result<(), &'static str> {
+    ///
+    /// Storage that is failing to take writes is tried again here (one
+    /// small write), so an instance recovers its readiness by itself once
+    /// the store takes writes, edits or not. Failing commits (the embedded
+    /// journal, or Redis) make the instance not ready: it can take no edit.
+    /// Failing persistence alone does not, in clustered mode, where edits
+    /// still commit to Redis: every instance shares the one database, and
+    /// taking them all out would stop editing too. It is reported as a
+    /// degradation (the `Ok` text) and in `tandem_storage_failing`.
+    pub async fn ready(&self) -> Result<Option<String>, String> {
         if self.is_shutting_down() {
-            return Err("draining");
+            return Err("draining".into());
         }
         let timeout = Duration::from_secs(2);
-        match tokio::time::timeout(timeout, self.inner.bus.ping()).await {
-            Ok(Ok(())) => {}
-            _ => return Err("redis unreachable"),
+        let inner = &self.inner;
+        let embedded = inner.sequencer.journals();
+        let now = (inner.clock)();
+        if !matches!(
+            tokio::time::timeout(timeout, inner.bus.ping()).await,
+            Ok(Ok(()))
+        ) {
+            return Err("redis unreachable".into());
         }
-        match tokio::time::timeout(timeout, self.inner.store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err("database unreachable"),
+        let store_up = matches!(
+            tokio::time::timeout(timeout, inner.store.ping()).await,
+            Ok(Ok(()))
+        );
+        if !store_up && embedded {
+            return Err("database unreachable".into());
         }
+        let instance = self.instance_id();
+        if let Some(f) = inner.health.failing(Part::Commit) {
+            let probe = async {
+                if embedded {
+                    inner
+                        .store
+                        .probe_write(instance, now)
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    inner
+                        .sequencer
+                        .probe_write(instance)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(Ok(())) => inner.health.ok(Part::Commit),
+                Ok(Err(e)) => {
+                    inner.health.fail(Part::Commit, &e, now);
+                    return Err(f.describe(now));
+                }
+                Err(_) => return Err(f.describe(now)),
+            }
+        }
+        let mut degraded = Vec::new();
+        if !store_up {
+            degraded.push("database unreachable".to_owned());
+        }
+        if let Some(f) = inner.health.failing(Part::Persist) {
+            // The persister finds out by itself on its next round; the
+            // probe only says whether that will go through.
+            match tokio::time::timeout(timeout, inner.store.probe_write(instance, now)).await {
+                Ok(Ok(())) => {}
+                _ => degraded.push(f.describe(now)),
+            }
+        }
+        Ok((!degraded.is_empty()).then(|| degraded.join("; ")))
     }
 
     /// Create the document unless it exists (anonymous mode opens, and so

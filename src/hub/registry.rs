@@ -19,6 +19,7 @@ use tracing::{info_span, Instrument};
 use super::task::{Cmd, DocTask};
 use super::{now_ms, Hub, HubError, HubSettings};
 use crate::bus::{Backends, Bus, MetaStore, Sequencer, UndoStacks};
+use crate::health::StorageHealth;
 use crate::persist::Persister;
 use crate::store::Store;
 
@@ -37,6 +38,8 @@ pub(super) struct Inner {
     pub(super) meta_store: Arc<dyn MetaStore>,
     pub(super) store: Arc<dyn Store>,
     pub(super) persister: Persister,
+    /// Whether storage takes writes (readiness, metrics).
+    pub(super) health: Arc<StorageHealth>,
     docs: Mutex<Docs>,
     next_id: AtomicU64,
     pub(super) clock: fn() -> i64,
@@ -103,9 +106,11 @@ impl Hub {
         background: Background,
     ) -> Self {
         let persist_tracker = TaskTracker::new();
+        let health = Arc::new(StorageHealth::default());
         let persister = Persister::spawn(
             store.clone(),
             backends.sequencer.clone(),
+            health.clone(),
             now_ms,
             &persist_tracker,
         );
@@ -118,6 +123,7 @@ impl Hub {
                 meta_store: backends.meta,
                 store,
                 persister,
+                health,
                 docs: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 clock: now_ms,

@@ -288,7 +288,8 @@ where
         now_ms: i64,
         max_per_user: i64,
     ) -> Result<Revoked, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
         // A write first: the sweep keeps the table to unexpired tokens.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
             .bind(now_ms)
@@ -336,6 +337,7 @@ where
             }
         };
         tx.commit().await?;
+        w.done();
         Ok(outcome)
     }
 
@@ -374,7 +376,8 @@ where
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
         // Lock the user first: a document created for it meanwhile must
         // not outlive it (PostgreSQL would make it ownerless).
         if sqlx::query(DB::LOCK_USER)
@@ -399,6 +402,7 @@ where
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        w.done();
         Ok(Some(docs))
     }
 
@@ -423,7 +427,8 @@ where
         // The owner's row is locked first: creations of one owner take turns,
         // so concurrent ones cannot all pass the quota, and none outlives an
         // account being deleted.
-        let mut tx = self.pool.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
         if sqlx::query(DB::LOCK_USER)
             .bind(owner)
             .fetch_optional(&mut *tx)
@@ -450,6 +455,7 @@ where
         .await?;
         if DB::rows_affected(&r) == 1 {
             tx.commit().await?;
+            w.done();
             return Ok(Created::Created);
         }
         let owned: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner = $1")
@@ -458,6 +464,7 @@ where
             .await?
             .get("n");
         tx.commit().await?;
+        w.done();
         Ok(if owned >= max_owned {
             Created::OverQuota
         } else {

@@ -32,6 +32,9 @@ pub trait Documents: Send + Sync {
     ) -> Result<Vec<Record>, StoreError>;
     /// The database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The database takes a write: one small row of `instance`'s, in a
+    /// transaction of its own (readiness while writes are failing).
+    async fn probe_write(&self, instance: &str, now_ms: i64) -> Result<(), StoreError>;
     /// Close the pool (shutdown).
     async fn close(&self);
 }
@@ -48,6 +51,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB> + ColumnIndex<DB::Row>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
+    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
 {
     async fn ensure_document(&self, doc: &str, now_ms: i64) -> Result<(), StoreError> {
         let epoch = crate::epoch::fresh();
@@ -92,7 +96,9 @@ where
         .collect();
         Ok(Some(Snapshot {
             version: row.get::<i64, _>("snapshot_version") as u64,
-            content: row.get("snapshot_content"),
+            content: String::from_utf8(row.get::<Vec<u8>, _>("snapshot_content")).map_err(
+                |_| StoreError::Corrupt(format!("document {doc}: snapshot is not UTF-8")),
+            )?,
             clients,
             epoch: crate::epoch::from_stored(row.get("epoch")),
         }))
@@ -145,6 +151,22 @@ where
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn probe_write(&self, instance: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
+        sqlx::query(
+            "INSERT INTO storage_probe (instance, at) VALUES ($1, $2) \
+             ON CONFLICT (instance) DO UPDATE SET at = excluded.at",
+        )
+        .bind(instance)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        w.done();
         Ok(())
     }
 

@@ -70,6 +70,52 @@ pub struct SqlStore<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
 }
 
+impl<DB: sqlx::Database> SqlStore<DB> {
+    /// A connection for one write transaction (see [`Writer`]).
+    async fn writer(&self) -> Result<Writer<DB>, sqlx::Error> {
+        Ok(Writer {
+            conn: self.pool.acquire().await?,
+            done: false,
+        })
+    }
+}
+
+/// A pooled connection held for one write transaction: back to the pool
+/// only once the transaction committed ([`Writer::done`]); after anything
+/// else (an error, an early return) it is closed instead. A failed write
+/// can leave the connection out of step with the database: SQLite rolls a
+/// whole transaction back by itself on `SQLITE_FULL` or `SQLITE_IOERR`
+/// while sqlx still counts it open, so the next `begin` on that connection
+/// opens a savepoint — a real transaction that every later "commit" only
+/// nests in. Writes on it were then acknowledged and never written, and it
+/// held SQLite's write lock against every other connection (issue 30).
+/// Locals drop in reverse order, so a `Transaction` borrowed from the
+/// writer is rolled back before the connection closes.
+pub(crate) struct Writer<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    done: bool,
+}
+
+impl<DB: sqlx::Database> Writer<DB> {
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
+        sqlx::Connection::begin(&mut *self.conn).await
+    }
+
+    /// The transaction committed: the connection may serve again.
+    pub(crate) fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Writer<DB> {
+    fn drop(&mut self) {
+        if !self.done {
+            metrics::counter!("tandem_store_connections_discarded_total").increment(1);
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// What the shared SQL needs of a backend beyond [`sqlx::Database`]: the
 /// backends' query results share no trait.
 pub trait Backend: sqlx::Database {

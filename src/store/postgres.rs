@@ -93,18 +93,22 @@ impl Journal for PgStore {
             .iter()
             .flat_map(|(doc, recs)| recs.iter().map(move |r| (*doc, &**r)))
             .collect();
-        let mut tx = self.pool.begin().await.map_err(journal_error)?;
+        let mut w = self.writer().await.map_err(journal_error)?;
+        let mut tx = w.begin().await.map_err(journal_error)?;
         insert_journal(&mut tx, &rows, false)
             .await
             .map_err(journal_error)?;
-        tx.commit().await.map_err(journal_error)
+        tx.commit().await.map_err(journal_error)?;
+        w.done();
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Store for PgStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
         let ids: Vec<&str> = batch.iter().map(|d| d.doc.as_str()).collect();
         let existing: std::collections::HashSet<String> =
             sqlx::query_scalar("SELECT id FROM documents WHERE id = ANY($1)")
@@ -144,16 +148,17 @@ impl Store for PgStore {
         // A snapshot never replaces a newer one, whichever instance wrote it.
         sqlx::query(
             "UPDATE documents d SET snapshot_version = u.v, snapshot_content = u.c, updated_at = $4 \
-             FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u(id, v, c) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bytea[]) AS u(id, v, c) \
              WHERE d.id = u.id AND d.snapshot_version < u.v",
         )
         .bind(docs.iter().map(|d| d.doc.as_str()).collect::<Vec<_>>())
         .bind(docs.iter().map(|d| to_i64(d.version)).collect::<Vec<_>>())
-        .bind(docs.iter().map(|d| d.content.as_str()).collect::<Vec<_>>())
+        .bind(docs.iter().map(|d| d.content.as_bytes()).collect::<Vec<_>>())
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        w.done();
         Ok(())
     }
 }

@@ -34,18 +34,48 @@ impl Backend for Sqlite {
 /// SQLite caps bound parameters per statement; stay well under it.
 const ROWS_PER_INSERT: usize = 100;
 
+/// How the embedded store writes.
+#[derive(Clone, Debug, Default)]
+pub struct SqliteSettings {
+    /// `synchronous=FULL` (`DURABILITY=strict`): every commit is on the
+    /// disk before it returns, so a power loss takes nothing acknowledged.
+    /// Otherwise `NORMAL`: a killed process loses nothing, a power loss the
+    /// last commits of the WAL.
+    pub strict: bool,
+    /// The file's bound in bytes (`SQLITE_MAX_BYTES`; 0: none): past it a
+    /// write fails as on a full disk.
+    pub max_bytes: u64,
+}
+
+/// SQLite's page size (its default, set explicitly so the byte bound is exact).
+const PAGE_BYTES: u64 = 4096;
+
 impl SqliteStore {
     /// Open (creating if needed) `dir/tandem.db` and apply migrations.
     pub async fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, &SqliteSettings::default()).await
+    }
+
+    /// [`SqliteStore::open`] with settings.
+    pub async fn open_with(dir: &Path, settings: &SqliteSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let url = format!("sqlite://{}", dir.join("tandem.db").display());
-        let opts = SqliteConnectOptions::from_str(&url)?
+        let mut opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if settings.strict {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .page_size(PAGE_BYTES as u32)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
+        if settings.max_bytes > 0 {
+            let pages = (settings.max_bytes / PAGE_BYTES).max(16);
+            opts = opts.pragma("max_page_count", pages.to_string());
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -94,18 +124,22 @@ impl Journal for SqliteStore {
             .iter()
             .flat_map(|(doc, recs)| recs.iter().map(move |r| (*doc, &**r)))
             .collect();
-        let mut tx = self.pool.begin().await.map_err(journal_error)?;
+        let mut w = self.writer().await.map_err(journal_error)?;
+        let mut tx = w.begin().await.map_err(journal_error)?;
         insert_journal(&mut tx, &rows, false)
             .await
             .map_err(journal_error)?;
-        tx.commit().await.map_err(journal_error)
+        tx.commit().await.map_err(journal_error)?;
+        w.done();
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
         let mut existing = std::collections::HashSet::new();
         for chunk in batch.chunks(ROWS_PER_INSERT * 5) {
             let mut q = QueryBuilder::new("SELECT id FROM documents WHERE id IN (");
@@ -157,6 +191,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        w.done();
         Ok(())
     }
 }

@@ -123,3 +123,167 @@ async fn accounts_on_sqlite() {
     store.ping().await.unwrap();
     store.close().await;
 }
+
+/// A small tmpfs mounted for one test (root only), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A database whose disk fills up refuses writes with an error, never a
+/// silent success, and once room is made takes them again by itself;
+/// every write it acknowledged is in the file, as a fresh pool reads it
+/// (issue 30: a failed transaction left its pooled connection inside a
+/// transaction SQLite had already rolled back, later "commits" only nested
+/// in it, held the write lock, and were lost at close). Four writers at
+/// once, as the pool has four connections. As root, a real full
+/// filesystem (a 1 MB tmpfs, room made by removing a file beside the
+/// database: the failing case); elsewhere `SQLITE_MAX_BYTES` gives the same
+/// `SQLITE_FULL` (room made by deleting a document).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_and_loses_none_it_took() {
+    // Before the fix it hung on SQLite's write lock: fail instead.
+    tokio::time::timeout(std::time::Duration::from_secs(60), full_disk())
+        .await
+        .expect("the store hung on a full disk");
+}
+
+async fn full_disk() {
+    use std::sync::Arc;
+
+    use super::sqlite::SqliteSettings;
+    use crate::bus::Journal;
+    use crate::doc::Record;
+
+    let tmpfs = Tmpfs::mount(1 << 20);
+    let dir = match &tmpfs {
+        Some(t) => tempfile::tempdir_in(t.0.path()).unwrap(),
+        None => {
+            eprintln!("no tmpfs (not root?): the disk fills through SQLITE_MAX_BYTES instead");
+            tempfile::tempdir().unwrap()
+        }
+    };
+    let filler = dir.path().join("filler");
+    let settings = SqliteSettings {
+        strict: false,
+        max_bytes: if tmpfs.is_some() { 0 } else { 512 * 1024 },
+    };
+    let store = Arc::new(SqliteStore::open_with(dir.path(), &settings).await.unwrap());
+    if tmpfs.is_some() {
+        std::fs::write(&filler, vec![7u8; 256 * 1024]).unwrap();
+    }
+    let text = "x".repeat(1500);
+    // Each writer appends `count` records to its own document and returns
+    // the versions the store acknowledged and how many it refused.
+    async fn write(
+        store: Arc<SqliteStore>,
+        doc: String,
+        text: String,
+        first: u64,
+        count: u64,
+    ) -> (Vec<u64>, u32) {
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        let mut version = first;
+        for _ in 0..count {
+            let mut op = crate::ot::Operation::new();
+            op.insert(&text);
+            let rec = Arc::new(Record {
+                version,
+                op,
+                user: "u".into(),
+                client: "c".into(),
+                seq: version,
+                time: 1,
+                trace: None,
+            });
+            match store.append(&doc, &[rec]).await {
+                Ok(()) => {
+                    acked.push(version);
+                    version += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        (acked, refused)
+    }
+    let docs: Vec<String> = (0..4).map(|i| format!("w{i}")).collect();
+    for d in &docs {
+        store.ensure_document(d, 1).await.unwrap();
+    }
+    let mut acked: Vec<Vec<u64>> = vec![Vec::new(); docs.len()];
+    let round = |acked: &Vec<Vec<u64>>, count: u64, writers: usize| {
+        docs.iter()
+            .take(writers)
+            .enumerate()
+            .map(|(i, d)| {
+                let first = acked[i].last().map_or(1, |v| v + 1);
+                tokio::spawn(write(store.clone(), d.clone(), text.clone(), first, count))
+            })
+            .collect::<Vec<_>>()
+    };
+    // Fill: 4 × 150 records of 1.5 KB fit in neither bound.
+    let mut refused = 0;
+    for (i, h) in round(&acked, 150, 4).into_iter().enumerate() {
+        let (a, r) = h.await.unwrap();
+        acked[i].extend(a);
+        refused += r;
+    }
+    assert!(refused > 0, "the disk never filled");
+    // Full, a write is refused every time, not taken.
+    for h in round(&acked, 5, 4) {
+        let (a, r) = h.await.unwrap();
+        assert_eq!((a, r), (vec![], 5), "a write to a full disk");
+    }
+    // Room is made; writes are taken again, by the same pool.
+    let writers = if tmpfs.is_some() {
+        std::fs::remove_file(&filler).unwrap();
+        4
+    } else {
+        store.delete_document("w3").await.unwrap();
+        acked.truncate(3);
+        3
+    };
+    for (i, h) in round(&acked, 3, writers).into_iter().enumerate() {
+        let (a, r) = h.await.unwrap();
+        assert_eq!((a.len(), r), (3, 0), "writes after room was made");
+        acked[i].extend(a);
+    }
+    let expected: Vec<(String, Vec<u64>)> = docs.iter().cloned().zip(acked).collect();
+    store.close().await;
+    drop(store);
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    for (doc, versions) in expected {
+        let got: Vec<u64> = store
+            .journal_after(&doc, 0, 10_000, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(
+            got, versions,
+            "{doc}: the journal against what was acknowledged"
+        );
+    }
+    store.close().await;
+    drop(dir);
+}

@@ -40,7 +40,7 @@ pub enum ApiError {
     #[error("service unavailable")]
     Unavailable,
     #[error("not ready: {0}")]
-    NotReady(&'static str),
+    NotReady(String),
     #[error("internal error")]
     Internal,
     /// An edit refused by the document (protocol error codes).
@@ -76,7 +76,9 @@ impl ApiError {
                     ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::Forbidden => StatusCode::FORBIDDEN,
                     ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-                    ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Internal | ErrorCode::StorageUnavailable => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                 },
                 r.code.as_str(),
             ),

@@ -147,7 +147,7 @@ async fn redis_down_refuses_edits_then_recovers() {
     let e = ws.recv_type(Kind::Error).await;
     assert_eq!(
         (e["code"].clone(), e["seq"].clone()),
-        (json!("internal"), json!(2)),
+        (json!("storage_unavailable"), json!(2)),
         "{e}"
     );
     assert_eq!(servers[0].document(doc).await, ("a".into(), 1));

@@ -124,6 +124,42 @@ async fn store_contract(store: &dyn Store) {
         assert_eq!(page.len(), n, "budget {budget} of {sizes:?}");
     }
 
+    // Any text the OT model takes round-trips byte-exact, U+0000 and other
+    // controls included, in snapshots and journal rows; and a batch with
+    // such a document beside a plain one writes both (issue 30: one NUL
+    // used to make PostgreSQL refuse every save of the instance).
+    let odd = "nul\u{0}tab\tdel\u{7f}bidi\u{202e}end\u{ffff}😀";
+    store.ensure_document("nul", 1).await.unwrap();
+    store.ensure_document("plain", 1).await.unwrap();
+    let nul_journal = vec![rec(1, splice(0, 0, 0, odd), "cn", 1)];
+    let batch = [
+        DocPersist {
+            max_clients: 10,
+            doc: "nul".into(),
+            version: 1,
+            content: odd.into(),
+            journal: nul_journal.clone(),
+            clients: Vec::new(),
+        },
+        DocPersist {
+            max_clients: 10,
+            doc: "plain".into(),
+            version: 1,
+            content: "plain".into(),
+            journal: vec![rec(1, splice(0, 0, 0, "plain"), "cp", 1)],
+            clients: Vec::new(),
+        },
+    ];
+    store.persist(&batch, 21).await.unwrap();
+    let s = store.load("nul").await.unwrap().unwrap();
+    assert_eq!((s.version, s.content.as_bytes()), (1, odd.as_bytes()));
+    let back = store.journal_after("nul", 0, 10, usize::MAX).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].op, nul_journal[0].op);
+    assert_eq!(store.load("plain").await.unwrap().unwrap().content, "plain");
+    // The readiness probe's write.
+    store.probe_write("instance-a", 5).await.unwrap();
+
     // Client rows are bounded: beyond `max_clients`, the oldest go.
     let more = DocPersist {
         max_clients: 2,

@@ -454,7 +454,7 @@ export class VersionGap extends Error {
 
 const FATAL_CLOSE = new Set([1008, 1009, 4001]);
 const REFUSED_OP = new Set(["bad_op", "too_large", "doc_too_large", "forbidden", "bad_message"]);
-const RETRY_OP = new Set(["internal", "rate_limited"]);
+const RETRY_OP = new Set(["internal", "storage_unavailable", "rate_limited"]);
 const HISTORY_KEEP = 256;
 const AWARENESS_MAX_BYTES = 1024;
 

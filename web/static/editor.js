@@ -161,6 +161,7 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
     })
     .catch((e) => showBanner("bad", `The list of languages did not load: ${e.message}`));
 
+  let storagePaused = false;
   function renderStatus({ state }) {
     let cls;
     let text;
@@ -177,6 +178,10 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
     } else {
       cls = "offline";
       text = n > 0 ? `offline — ${n} edit${n === 1 ? "" : "s"} pending` : "offline — reconnecting";
+    }
+    if (storagePaused && cls === "saved") {
+      storagePaused = false;
+      showBanner("info", "");
     }
     status.className = `status ${cls}`;
     status.textContent = text;
@@ -268,6 +273,12 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
     })
     .on("error", ({ code, message }) => {
       if (code === "rate_limited" || code === "internal") return; // retried by the client
+      if (code === "storage_unavailable") {
+        // Retried by the client too; say why "saving…" lasts.
+        storagePaused = true;
+        showBanner("info", "The server cannot store edits right now. Yours are kept here and sent again until it can.");
+        return;
+      }
       showBanner("bad", `The server refused a change (${code}): ${message}`);
     })
     .on("closed", ({ code, reason }) => {

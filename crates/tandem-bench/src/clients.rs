@@ -71,7 +71,7 @@ fn refused_for_now(e: &tandem_testkit::Frame, inflight: Option<u64>) -> bool {
     matches!(
         e.msg,
         ServerFrame::Error {
-            code: ErrorCode::Internal | ErrorCode::RateLimited,
+            code: ErrorCode::Internal | ErrorCode::StorageUnavailable | ErrorCode::RateLimited,
             seq: Some(seq),
             ..
         } if Some(seq) == inflight

@@ -262,6 +262,9 @@ pub enum ErrorCode {
     RateLimited,
     Forbidden,
     Unauthorized,
+    /// Storage refused the write (disk full, Redis out of memory, a store
+    /// unreachable): nothing was committed; keep the edit and resend it.
+    StorageUnavailable,
     Internal,
 }
 
@@ -276,6 +279,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -187,13 +187,14 @@ fn fresh_client(init: &Frame) -> OtClient {
     )
 }
 
-/// An op refused without being committed: resend it (`internal`: backend
-/// trouble or contention; `rate_limited`: too fast).
+/// An op refused without being committed: resend it (`internal`:
+/// contention; `storage_unavailable`: storage refused the write;
+/// `rate_limited`: too fast).
 pub(crate) fn retryable(e: &Frame) -> bool {
     matches!(
         e.msg,
         ServerFrame::Error {
-            code: ErrorCode::Internal | ErrorCode::RateLimited,
+            code: ErrorCode::Internal | ErrorCode::StorageUnavailable | ErrorCode::RateLimited,
             ..
         }
     )

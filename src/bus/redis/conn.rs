@@ -113,6 +113,26 @@ impl Conn {
         })
     }
 
+    /// Run `cmd` on every master, each node's reply on its own (a cluster
+    /// answers a map of node to reply: its values are taken).
+    pub(super) async fn on_each_master(&mut self, cmd: Cmd) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Single(c) => Ok(vec![cmd.query_async(c).await?]),
+            Self::Cluster(c) => {
+                let v = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    )
+                    .await?;
+                Ok(match v {
+                    Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
+                    other => vec![other],
+                })
+            }
+        }
+    }
+
     /// Run `cmd` on every master (keyspace scans and deletes in a cluster;
     /// the one server otherwise), each reply in a list.
     pub(super) async fn on_every_master(&mut self, cmd: Cmd) -> RedisResult<Vec<Value>> {

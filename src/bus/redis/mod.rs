@@ -17,6 +17,7 @@
 //! Must not import: axum, sqlx, the hub.
 
 mod bus;
+mod checks;
 mod conn;
 mod pushes;
 mod rates;
@@ -106,6 +107,9 @@ pub struct RedisSettings {
     pub retain_bytes: usize,
     /// Clients kept in each document's dedupe hash (`MAX_CLIENTS_PER_DOC`).
     pub max_clients: usize,
+    /// `DURABILITY=strict`: refuse to start unless an ack survives a power
+    /// loss (`appendfsync always` on every master, or `WAIT` on replicas).
+    pub strict: bool,
 }
 
 impl Default for RedisSettings {
@@ -119,6 +123,7 @@ impl Default for RedisSettings {
             retain: 10_000,
             retain_bytes: 32 * 1024 * 1024,
             max_clients: 10_000,
+            strict: false,
         }
     }
 }
@@ -164,8 +169,9 @@ impl RedisBackend {
     ) -> Result<Arc<Self>, BusError> {
         let topology =
             Topology::parse(&settings.url, settings.cluster).map_err(BusError::Unavailable)?;
-        let conn = Conn::open(&topology).await.map_err(unavailable)?;
+        let mut conn = Conn::open(&topology).await.map_err(unavailable)?;
         let wait = settings.wait.filter(|w| w.replicas > 0);
+        checks::check_server(&mut conn, settings.strict, wait.map_or(0, |w| w.replicas)).await?;
         let mut wait_conns = Vec::new();
         if wait.is_some() {
             for _ in 0..WAIT_CONNECTIONS {

@@ -246,6 +246,20 @@ impl Sequencer for RedisBackend {
 
     async fn evict(&self, _doc: &str) {}
 
+    async fn probe_write(&self, instance: &str) -> Result<(), BusError> {
+        // A write Redis refuses as it would a commit (OOM past maxmemory,
+        // MISCONF after a failed save, READONLY on a replica).
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:probe:{instance}", self.prefix))
+            .arg(1)
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn purge(&self, doc: &str) -> Result<(), BusError> {
         let keys: Vec<String> = [
             "head",

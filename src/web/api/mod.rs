@@ -149,13 +149,12 @@ pub async fn healthz() -> &'static str {
 
 /// Ready for traffic: not draining, Redis and the database reachable.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state
-        .hub
-        .ready()
-        .await
-        .map(|()| "ready")
-        .map_err(ApiError::NotReady)
+pub async fn readyz(State(state): State<AppState>) -> Result<String, ApiError> {
+    match state.hub.ready().await {
+        Ok(None) => Ok("ready".into()),
+        Ok(Some(degraded)) => Ok(format!("ready (degraded: {degraded})")),
+        Err(why) => Err(ApiError::NotReady(why)),
+    }
 }
 
 /// Prometheus metrics.
