@@ -207,10 +207,11 @@ mod tests {
             RateLimited,
             Forbidden,
             Unauthorized,
+            StorageUnavailable,
             Internal,
         ] {
             assert!(REFUSAL_CODES.contains(&c.as_str()), "{c:?}");
         }
-        assert_eq!(REFUSAL_CODES.len(), 9);
+        assert_eq!(REFUSAL_CODES.len(), 10);
     }
 }

@@ -282,7 +282,7 @@ async fn run(aof: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stored = c.pg.query(&format!(
-        "SELECT snapshot_content FROM documents WHERE id = '{doc}'"
+        "SELECT convert_from(snapshot_content, 'UTF8') FROM documents WHERE id = '{doc}'"
     ));
     assert_eq!(
         stored.strip_suffix('\n').unwrap_or(&stored),

@@ -201,3 +201,82 @@ async fn redis_restarted_mid_session_everyone_converges() {
         }
     }
 }
+
+/// Redis at `maxmemory` (noeviction: it refuses writes, `OOM`), then
+/// refusing writes after a failed save (`MISCONF`), while typists on two
+/// instances type: edits are refused (`storage_unavailable`, nothing
+/// acknowledged), readiness says why, and once memory returns and a save
+/// succeeds editing resumes by itself, every acknowledged token present
+/// exactly once (issue 30).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let doc = "full";
+    let readyz = |i: usize| {
+        let url = servers[i].http("/readyz");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let gone = tempfile::tempdir().unwrap();
+    let home = redis.cli(&["CONFIG", "GET", "dir"]);
+    let home = home.lines().nth(1).unwrap().to_owned();
+    let mut seen = Vec::new();
+    let mut typists = run_typists(addrs, doc, 4, Duration::from_millis(5000), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Full: every write refused.
+        redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        seen.push(readyz(0).await);
+        redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        seen.push(readyz(0).await);
+        // A save that fails (its directory is gone): with a save point
+        // set, Redis then refuses writes.
+        redis.cli(&["CONFIG", "SET", "save", "3600 1"]);
+        let dir = gone.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        redis.cli(&["CONFIG", "SET", "dir", dir.to_str().unwrap()]);
+        std::fs::remove_dir(&dir).unwrap();
+        redis.cli(&["BGSAVE"]);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        seen.push(readyz(1).await);
+        redis.cli(&["CONFIG", "SET", "dir", &home]);
+        redis.cli(&["BGSAVE"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redis.cli(&["CONFIG", "SET", "save", ""]);
+    })
+    .await;
+    check_exactly_once(&servers[0], doc, &mut typists).await;
+    assert_eq!(seen[0].0, 503, "{seen:?}");
+    assert!(seen[0].1.contains("commits failing"), "{seen:?}");
+    assert_eq!(seen[2].0, 503, "{seen:?}");
+    assert_eq!(seen[1], (200, "ready".to_owned()), "{seen:?}");
+    let refused: usize = typists.iter().map(|t| t.retries).sum();
+    assert!(refused > 0, "no edit was refused while Redis was full");
+    for i in 0..2 {
+        assert_eq!(readyz(i).await, (200, "ready".to_owned()));
+    }
+}
+
+/// A Redis that may evict keys is refused at start, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_is_refused_at_start() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(TANDEM)
+        .env("REDIS_URL", redis.url())
+        .env("DATA_DIR", data.path())
+        .env("PORT", "0")
+        .env("JWT_SECRET", "x".repeat(40))
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(err.contains("maxmemory-policy is allkeys-lru"), "{err}");
+}

@@ -62,6 +62,12 @@ fn compose_file_has_the_topology_operators_rely_on() {
         redis_cmd.contains("appendfsync") && redis_cmd.contains("everysec"),
         "{redis_cmd}"
     );
+    // Bounded, and never evicting (the server refuses any other policy).
+    assert!(
+        redis_cmd.contains("maxmemory-policy") && redis_cmd.contains("noeviction"),
+        "{redis_cmd}"
+    );
+    assert!(redis_cmd.contains("REDIS_MAXMEMORY"), "{redis_cmd}");
     for s in ["redis", "postgres"] {
         assert!(
             svc(s)["volumes"]

@@ -56,6 +56,9 @@ impl RedisServer {
             "no",
             "--loglevel",
             "warning",
+            // Tests move `dir` to make a save fail (MISCONF).
+            "--enable-protected-configs",
+            "yes",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
