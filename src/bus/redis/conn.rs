@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// Where the servers are: `REDIS_URL` as one URL, or (with `REDIS_CLUSTER`)
@@ -113,8 +113,10 @@ impl Conn {
         })
     }
 
-    /// Run `cmd` on every master, each node's reply on its own (a cluster
-    /// answers a map of node to reply: its values are taken).
+    /// Run `cmd` on every master (keyspace scans and deletes, start-up
+    /// checks), each node's reply on its own: the one server's, or a
+    /// cluster's map of node to reply, its values taken (a node's error
+    /// is the call's).
     pub(super) async fn on_each_master(&mut self, cmd: Cmd) -> RedisResult<Vec<Value>> {
         match self {
             Self::Single(c) => Ok(vec![cmd.query_async(c).await?]),
@@ -125,30 +127,16 @@ impl Conn {
                         RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
                     )
                     .await?;
-                Ok(match v {
-                    Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
-                    other => vec![other],
-                })
-            }
-        }
-    }
-
-    /// Run `cmd` on every master (keyspace scans and deletes in a cluster;
-    /// the one server otherwise), each reply in a list.
-    pub(super) async fn on_every_master(&mut self, cmd: Cmd) -> RedisResult<Vec<Value>> {
-        match self {
-            Self::Single(c) => Ok(vec![cmd.query_async(c).await?]),
-            Self::Cluster(c) => {
-                let v = c
-                    .route_command(
-                        cmd,
-                        RoutingInfo::MultiNode((
-                            MultipleNodeRoutingInfo::AllMasters,
-                            Some(ResponsePolicy::CombineArrays),
-                        )),
-                    )
-                    .await?;
-                Ok(vec![v])
+                match v {
+                    Value::Map(pairs) => pairs
+                        .into_iter()
+                        .map(|(_, v)| match v {
+                            Value::ServerError(e) => Err(e.into()),
+                            v => Ok(v),
+                        })
+                        .collect(),
+                    other => Ok(vec![other]),
+                }
             }
         }
     }

@@ -262,7 +262,7 @@ impl RedisBackend {
         let mut conn = self.conn();
         let mut keys_cmd = redis::cmd("KEYS");
         keys_cmd.arg(format!("{}:*", self.prefix));
-        let replies = conn.on_every_master(keys_cmd).await.map_err(unavailable)?;
+        let replies = conn.on_each_master(keys_cmd).await.map_err(unavailable)?;
         let mut keys: Vec<String> = Vec::new();
         for r in replies {
             keys.extend(
