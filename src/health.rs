@@ -25,8 +25,6 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 2] = [Part::Commit, Part::Persist];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Part::Commit => "commit",
@@ -181,8 +179,12 @@ impl StorageHealth {
 
     /// A write of `part` failed with `error` (the internal text: logged on
     /// the first failure only, never shown to clients).
-    pub fn fail(&self, part: Part, error: &str, now_ms: i64) -> Fault {
-        let fault = Fault::classify(error);
+    pub fn fail(&self, part: Part, error: &str, now_ms: i64) {
+        self.fail_as(part, Fault::classify(error), error, now_ms);
+    }
+
+    /// [`StorageHealth::fail`] with the error already classified.
+    pub fn fail_as(&self, part: Part, fault: Fault, error: &str, now_ms: i64) {
         let s = self.state(part);
         s.fault.store(fault as u8, Ordering::Release);
         metrics::counter!("tandem_storage_faults_total", "fault" => fault.as_str()).increment(1);
@@ -196,7 +198,6 @@ impl StorageHealth {
                 "storage refuses writes"
             );
         }
-        fault
     }
 
     /// `part`'s failure, if it is failing.

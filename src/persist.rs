@@ -222,17 +222,17 @@ impl Task {
             Err(e) => e,
         };
         metrics::counter!("tandem_persist_errors_total").increment(1);
-        let fault = Fault::classify(&e.to_string());
-        if batch.len() == 1 || !matches!(fault, Fault::Refused | Fault::Other) {
-            // The store itself (a full disk, no connection), or the one
-            // document this batch held.
-            if batch.len() == 1 && matches!(fault, Fault::Refused | Fault::Other) {
-                self.doc_failed(&batch[0].doc, &e.to_string(), at);
-            } else {
-                self.store_backoff = Some(Backoff::after(self.store_backoff, at));
-                self.health
-                    .fail(Part::Persist, &e.to_string(), (self.clock)());
-            }
+        let error = e.to_string();
+        let fault = Fault::classify(&error);
+        if !matches!(fault, Fault::Refused | Fault::Other) {
+            // The store itself (a full disk, no connection): all wait.
+            self.store_backoff = Some(Backoff::after(self.store_backoff, at));
+            self.health
+                .fail_as(Part::Persist, fault, &error, (self.clock)());
+            return false;
+        }
+        if let [one] = batch.as_slice() {
+            self.doc_failed(&one.doc, &error, at);
             return false;
         }
         // One document's rows may be the trouble: the others must not wait
