@@ -90,9 +90,10 @@ impl Fault {
             .unwrap_or(Fault::Other)
     }
 
-    /// Read an error's text (sqlx's and redis's errors name their codes).
+    /// Read an error's text (sqlx's and redis's errors name their codes;
+    /// redis quotes a server's code: `"OOM": command not allowed …`).
     pub fn classify(error: &str) -> Self {
-        let e = error.to_ascii_lowercase();
+        let e = error.to_ascii_lowercase().replace('"', "");
         let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
         if has(&[
             "disk is full",
@@ -220,8 +221,11 @@ mod tests {
         let cases = [
             ("error returned from database: (code: 13) database or disk is full", Fault::DiskFull),
             ("journal: error returned from database: could not extend file: No space left on device", Fault::DiskFull),
-            ("OOM: command not allowed when used memory > 'maxmemory'.", Fault::OutOfMemory),
-            ("MISCONF: Redis is configured to save RDB snapshots, but it's currently unable to persist to disk", Fault::ReadOnly),
+            // As `BusError::Unavailable` carries redis's errors.
+            ("backend unavailable: \"OOM\": command not allowed when used memory > 'maxmemory'. script: ff96, on @user_script:1.", Fault::OutOfMemory),
+            ("backend unavailable: \"MISCONF\": Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.", Fault::ReadOnly),
+            ("backend unavailable: ReadOnly: You can't write against a read only replica.", Fault::ReadOnly),
+            ("backend unavailable: Connection refused (os error 111)", Fault::Unreachable),
             ("error returned from database: invalid byte sequence for encoding \"UTF8\": 0x00", Fault::Refused),
             ("pool timed out while waiting for an open connection", Fault::Unreachable),
             ("something else entirely", Fault::Other),

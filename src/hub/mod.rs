@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub use crate::bus::AccessChange;
 use crate::bus::{BusError, BusEvent};
-use crate::health::Part;
+use crate::health::{Fault, Part};
 use crate::meta::MetaView;
 use crate::protocol::{ErrorCode, Presence, Role, ServerMessage, UserInfo};
 use crate::store::StoreError;
@@ -181,11 +181,21 @@ impl Hub {
         let inner = &self.inner;
         let embedded = inner.sequencer.journals();
         let now = (inner.clock)();
-        if !matches!(
-            tokio::time::timeout(timeout, inner.bus.ping()).await,
-            Ok(Ok(()))
-        ) {
-            return Err("redis unreachable".into());
+        match tokio::time::timeout(timeout, inner.bus.ping()).await {
+            Ok(Ok(())) => {}
+            // A Redis whose last save failed refuses PING too (`MISCONF`):
+            // it answers, but takes no commit.
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                let fault = Fault::classify(&e);
+                if fault == Fault::Unreachable {
+                    return Err("redis unreachable".into());
+                }
+                inner.health.fail_as(Part::Commit, fault, &e, now);
+                let f = inner.health.failing(Part::Commit);
+                return Err(f.map_or_else(|| "redis refuses writes".into(), |f| f.describe(now)));
+            }
+            Err(_) => return Err("redis unreachable".into()),
         }
         let store_up = matches!(
             tokio::time::timeout(timeout, inner.store.ping()).await,

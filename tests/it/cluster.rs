@@ -252,8 +252,15 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
     .await;
     check_exactly_once(&servers[0], doc, &mut typists).await;
     assert_eq!(seen[0].0, 503, "{seen:?}");
-    assert!(seen[0].1.contains("commits failing"), "{seen:?}");
+    assert!(
+        seen[0].1.contains("commits failing (Redis out of memory)"),
+        "{seen:?}"
+    );
     assert_eq!(seen[2].0, 503, "{seen:?}");
+    assert!(
+        seen[2].1.contains("commits failing (Redis refuses writes)"),
+        "{seen:?}"
+    );
     assert_eq!(seen[1], (200, "ready".to_owned()), "{seen:?}");
     let refused: usize = typists.iter().map(|t| t.retries).sum();
     assert!(refused > 0, "no edit was refused while Redis was full");
