@@ -337,7 +337,6 @@ where
             }
         };
         tx.commit().await?;
-        w.done();
         Ok(outcome)
     }
 
@@ -402,7 +401,6 @@ where
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        w.done();
         Ok(Some(docs))
     }
 
@@ -455,7 +453,6 @@ where
         .await?;
         if DB::rows_affected(&r) == 1 {
             tx.commit().await?;
-            w.done();
             return Ok(Created::Created);
         }
         let owned: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner = $1")
@@ -464,7 +461,6 @@ where
             .await?
             .get("n");
         tx.commit().await?;
-        w.done();
         Ok(if owned >= max_owned {
             Created::OverQuota
         } else {

@@ -166,7 +166,6 @@ where
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        w.done();
         Ok(())
     }
 

@@ -75,13 +75,13 @@ impl<DB: sqlx::Database> SqlStore<DB> {
     async fn writer(&self) -> Result<Writer<DB>, sqlx::Error> {
         Ok(Writer {
             conn: self.pool.acquire().await?,
-            done: false,
+            committed: false,
         })
     }
 }
 
 /// A pooled connection held for one write transaction: back to the pool
-/// only once the transaction committed ([`Writer::done`]); after anything
+/// only once the transaction committed ([`WriteTx::commit`]); after anything
 /// else (an error, an early return) it is closed instead. A failed write
 /// can leave the connection out of step with the database: SQLite rolls a
 /// whole transaction back by itself on `SQLITE_FULL` or `SQLITE_IOERR`
@@ -89,27 +89,54 @@ impl<DB: sqlx::Database> SqlStore<DB> {
 /// opens a savepoint — a real transaction that every later "commit" only
 /// nests in. Writes on it were then acknowledged and never written, and it
 /// held SQLite's write lock against every other connection (issue 30).
-/// Locals drop in reverse order, so a `Transaction` borrowed from the
+/// Locals drop in reverse order, so a [`WriteTx`] borrowed from the
 /// writer is rolled back before the connection closes.
 pub(crate) struct Writer<DB: sqlx::Database> {
     conn: sqlx::pool::PoolConnection<DB>,
-    done: bool,
+    committed: bool,
 }
 
 impl<DB: sqlx::Database> Writer<DB> {
-    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
-        sqlx::Connection::begin(&mut *self.conn).await
+    pub(crate) async fn begin(&mut self) -> Result<WriteTx<'_, DB>, sqlx::Error> {
+        let Writer { conn, committed } = self;
+        Ok(WriteTx {
+            tx: sqlx::Connection::begin(&mut **conn).await?,
+            committed,
+        })
     }
+}
 
-    /// The transaction committed: the connection may serve again.
-    pub(crate) fn done(mut self) {
-        self.done = true;
+/// The transaction of a [`Writer`]: statements run on it as on a
+/// connection; its commit returns the connection to the pool.
+pub(crate) struct WriteTx<'a, DB: sqlx::Database> {
+    tx: sqlx::Transaction<'a, DB>,
+    committed: &'a mut bool,
+}
+
+impl<DB: sqlx::Database> WriteTx<'_, DB> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        *self.committed = true;
+        Ok(())
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
     }
 }
 
 impl<DB: sqlx::Database> Drop for Writer<DB> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.committed {
             metrics::counter!("tandem_store_connections_discarded_total").increment(1);
             self.conn.close_on_drop();
         }

@@ -54,7 +54,7 @@ impl PgStore {
 /// Journal rows in one statement; `idempotent`: a version already
 /// journaled is skipped (the persister's rows), else it is an error.
 async fn insert_journal(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
+    conn: &mut <Postgres as sqlx::Database>::Connection,
     rows: &[(&str, &Record)],
     idempotent: bool,
 ) -> Result<(), sqlx::Error> {
@@ -77,7 +77,7 @@ async fn insert_journal(
     .bind(rows.iter().map(|(_, r)| r.client.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, r)| to_i64(r.seq)).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, r)| r.time).collect::<Vec<_>>())
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
@@ -98,9 +98,7 @@ impl Journal for PgStore {
         insert_journal(&mut tx, &rows, false)
             .await
             .map_err(journal_error)?;
-        tx.commit().await.map_err(journal_error)?;
-        w.done();
-        Ok(())
+        tx.commit().await.map_err(journal_error)
     }
 }
 
@@ -158,7 +156,6 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        w.done();
         Ok(())
     }
 }

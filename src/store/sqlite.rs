@@ -88,7 +88,7 @@ impl SqliteStore {
 /// Journal rows in multi-row inserts; `idempotent`: a version already
 /// journaled is skipped (the persister's rows), else it is an error.
 async fn insert_journal(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    conn: &mut <Sqlite as sqlx::Database>::Connection,
     rows: &[(&str, &Record)],
     idempotent: bool,
 ) -> Result<(), sqlx::Error> {
@@ -108,7 +108,7 @@ async fn insert_journal(
         if idempotent {
             q.push(" ON CONFLICT DO NOTHING");
         }
-        q.build().execute(&mut **tx).await?;
+        q.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -129,9 +129,7 @@ impl Journal for SqliteStore {
         insert_journal(&mut tx, &rows, false)
             .await
             .map_err(journal_error)?;
-        tx.commit().await.map_err(journal_error)?;
-        w.done();
-        Ok(())
+        tx.commit().await.map_err(journal_error)
     }
 }
 
@@ -191,7 +189,6 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        w.done();
         Ok(())
     }
 }
