@@ -124,31 +124,6 @@ async fn accounts_on_sqlite() {
     store.close().await;
 }
 
-/// A small tmpfs mounted for one test (root only), unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 /// A database whose disk fills up refuses writes with an error, never a
 /// silent success, and once room is made takes them again by itself;
 /// every write it acknowledged is in the file, as a fresh pool reads it
@@ -174,9 +149,9 @@ async fn full_disk() {
     use crate::bus::Journal;
     use crate::doc::Record;
 
-    let tmpfs = Tmpfs::mount(1 << 20);
+    let tmpfs = tandem_testkit::Tmpfs::mount(1 << 20);
     let dir = match &tmpfs {
-        Some(t) => tempfile::tempdir_in(t.0.path()).unwrap(),
+        Some(t) => tempfile::tempdir_in(t.path()).unwrap(),
         None => {
             eprintln!("no tmpfs (not root?): the disk fills through SQLITE_MAX_BYTES instead");
             tempfile::tempdir().unwrap()

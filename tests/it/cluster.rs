@@ -214,13 +214,6 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
     let (_dir, servers) = cluster(TANDEM, &redis, 2, &[]);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let doc = "full";
-    let readyz = |i: usize| {
-        let url = servers[i].http("/readyz");
-        async move {
-            let r = reqwest::get(url).await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
     let gone = tempfile::tempdir().unwrap();
     let home = redis.cli(&["CONFIG", "GET", "dir"]);
     let home = home.lines().nth(1).unwrap().to_owned();
@@ -230,10 +223,10 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
         // Full: every write refused.
         redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        seen.push(readyz(0).await);
+        seen.push(servers[0].readiness().await);
         redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
         tokio::time::sleep(Duration::from_millis(700)).await;
-        seen.push(readyz(0).await);
+        seen.push(servers[0].readiness().await);
         // A save that fails (its directory is gone): with a save point
         // set, Redis then refuses writes.
         redis.cli(&["CONFIG", "SET", "save", "3600 1"]);
@@ -243,7 +236,7 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
         std::fs::remove_dir(&dir).unwrap();
         redis.cli(&["BGSAVE"]);
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        seen.push(readyz(1).await);
+        seen.push(servers[1].readiness().await);
         redis.cli(&["CONFIG", "SET", "dir", &home]);
         redis.cli(&["BGSAVE"]);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -264,8 +257,8 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
     assert_eq!(seen[1], (200, "ready".to_owned()), "{seen:?}");
     let refused: usize = typists.iter().map(|t| t.retries).sum();
     assert!(refused > 0, "no edit was refused while Redis was full");
-    for i in 0..2 {
-        assert_eq!(readyz(i).await, (200, "ready".to_owned()));
+    for s in &servers {
+        assert_eq!(s.readiness().await, (200, "ready".to_owned()));
     }
 }
 

@@ -9,6 +9,7 @@
 //! (`tandem::ot`, `tandem::client`, `tandem::protocol`, `tandem::meta`) —
 //! servers are driven as processes, over the wire.
 
+pub mod disk;
 pub mod editor;
 pub mod nginx;
 pub mod postgres;
@@ -24,6 +25,7 @@ pub mod ws;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use disk::Tmpfs;
 pub use editor::{flood_until_dropped, random_edit, type_concurrently, Editor, EMOJI_ALPHABET};
 pub use nginx::{render_nginx_conf, render_nginx_conf_with, Balance, NginxServer};
 pub use postgres::PgServer;

@@ -190,6 +190,11 @@ impl TestServer {
         self._tmp.take()
     }
 
+    /// `/readyz`: its status and body.
+    pub async fn readiness(&self) -> (u16, String) {
+        readiness(&self.addr).await
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = reqwest::get(self.http(path)).await.unwrap();
         let status = r.status().as_u16();
@@ -244,4 +249,10 @@ pub fn cluster_on(
         })
         .collect();
     (dir, servers)
+}
+
+/// `/readyz` of the server at `addr` (host:port): its status and body.
+pub async fn readiness(addr: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
