@@ -17,7 +17,7 @@ use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
 use tandem_testkit::typist::{check_exactly_once, run_typists, tokens_in};
-use tandem_testkit::{cluster, random_edit, Editor, PgServer, RedisServer, TestServer};
+use tandem_testkit::{cluster, random_edit, Editor, PgServer, RedisServer, TestServer, TIMEOUT};
 
 use crate::TANDEM;
 
@@ -615,4 +615,52 @@ async fn postgres_restarted_while_clients_type_loses_no_edit() {
     assert_eq!(restored, live);
     let created: usize = typists.iter().map(|t| t.created.len()).sum();
     assert_eq!(tokens_in(&restored.0).len(), created);
+}
+
+/// A user types U+0000 into one document while another is edited beside
+/// it on the same instance; both reach PostgreSQL byte-exact (issue 30:
+/// PostgreSQL refused the NUL, the instance's one save transaction failed
+/// forever, and a neighbouring document came back empty). Then everything
+/// is SIGKILLed and Redis comes back empty: both documents come back from
+/// PostgreSQL alone, as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nul_in_one_document_stops_no_save_and_survives_an_emptied_redis() {
+    let pg = PgServer::start();
+    let mut redis = RedisServer::start();
+    let env = pg_env(&pg);
+    let (_d, mut servers) = cluster(TANDEM, &redis, 1, &as_env(&env));
+    let docs = vec!["nul".to_owned(), "plain".to_owned()];
+    let mut nul = Editor::join(&servers[0], "nul", "a", None).await;
+    let mut plain = Editor::join(&servers[0], "plain", "b", None).await;
+    for i in 0..20 {
+        let (n, p) = (nul.ot.len_chars(), plain.ot.len_chars());
+        nul.edit(splice(n, 0, 0, &format!("{i}\u{0}\u{1}\u{202e}")))
+            .await;
+        plain.edit(splice(p, 0, 0, &format!("line {i}\n"))).await;
+        nul.settle().await;
+        plain.settle().await;
+    }
+    let before = all_documents(&servers[0], &docs).await;
+    assert!(before[0].0.contains('\u{0}'));
+    // Both are saved: PostgreSQL holds each at its live version.
+    let deadline = Instant::now() + TIMEOUT;
+    for (doc, (_, version)) in docs.iter().zip(&before) {
+        loop {
+            let v = pg.query(&format!(
+                "SELECT snapshot_version FROM documents WHERE id = '{doc}'"
+            ));
+            if v.trim() == version.to_string() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{doc} not saved: {v} of {version}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    servers[0].kill();
+    redis.restart(); // no persistence: Redis comes back empty
+    let (_d2, servers) = cluster(TANDEM, &redis, 1, &as_env(&env));
+    assert_eq!(all_documents(&servers[0], &docs).await, before);
 }
