@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use serde_yaml::Value;
+use tandem_testkit::server::metric;
 use tandem_testkit::typist::{check_exactly_once, run_typists};
 use tandem_testkit::{
     cluster, render_nginx_conf_with, require_binary, Balance, NginxServer, PgServer, RedisServer,
@@ -351,26 +352,9 @@ async fn nginx_routes_each_document_to_one_instance() {
     );
 }
 
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn scrape(s: &TestServer) -> String {
-    reqwest::get(s.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Open WebSocket sessions on an instance.
 async fn sessions(s: &TestServer) -> u64 {
-    counter(&scrape(s).await, "tandem_connections") as u64
+    metric(&s.metrics().await, "tandem_connections") as u64
 }
 
 /// Wait until the instances' session counts are `want` (the gauge moves
@@ -414,7 +398,7 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
     );
     let mut committed_before = Vec::new();
     for s in &servers {
-        committed_before.push(counter(&scrape(s).await, "tandem_ops_committed_total"));
+        committed_before.push(metric(&s.metrics().await, "tandem_ops_committed_total"));
     }
 
     // Drain the instance holding the document's sockets (with the shipped
@@ -445,8 +429,8 @@ async fn through_nginx_clients_converge_and_survive_an_instance_draining() {
     let acked: usize = typists.iter().map(|t| t.acked.len()).sum();
     assert!(acked > 50, "only {acked} acknowledged");
     // The survivor's counters moved; its readiness holds.
-    let m = scrape(&servers[survivor]).await;
-    assert!(counter(&m, "tandem_ops_committed_total") > committed_before[survivor]);
+    let m = servers[survivor].metrics().await;
+    assert!(metric(&m, "tandem_ops_committed_total") > committed_before[survivor]);
     assert!(m.contains("tandem_connections"));
     assert_eq!(
         reqwest::get(servers[survivor].http("/readyz"))
@@ -789,7 +773,7 @@ fn start_up_log_is_plain_off_a_terminal_and_says_where_data_lives() {
 async fn metrics_of_a_fresh_server_have_every_series_with_help_and_buckets() {
     use tandem::telemetry::{Kind, CATALOG};
     let server = TestServer::start(TANDEM, &[]);
-    let text = scrape(&server).await;
+    let text = server.metrics().await;
     assert!(
         !text.contains("quantile="),
         "summaries in /metrics:\n{text}"

@@ -16,6 +16,7 @@ use tandem::store::accounts::{Created, Revoked, TokenState, UserRow};
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
+use tandem_testkit::server::metric;
 use tandem_testkit::typist::{check_exactly_once, run_typists, tokens_in};
 use tandem_testkit::{cluster, random_edit, Editor, PgServer, RedisServer, TestServer, TIMEOUT};
 
@@ -663,4 +664,82 @@ async fn a_nul_in_one_document_stops_no_save_and_survives_an_emptied_redis() {
     redis.restart(); // no persistence: Redis comes back empty
     let (_d2, servers) = cluster(TANDEM, &redis, 1, &as_env(&env));
     assert_eq!(all_documents(&servers[0], &docs).await, before);
+}
+
+/// PostgreSQL refuses one document's rows (a trigger raising a check
+/// violation for it alone) while two documents are edited on one
+/// instance: the other is saved all along, the refused one backs off, is
+/// counted and reported, and is saved once PostgreSQL takes it again
+/// (issue 30: one refused row stopped every save of the instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_document_the_database_refuses_holds_no_other_back() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let env = pg_env(&pg);
+    let (_d, servers) = cluster(TANDEM, &redis, 1, &as_env(&env));
+    let s = &servers[0];
+    let docs = vec!["refused".to_owned(), "fine".to_owned()];
+    let mut eds = Vec::new();
+    for d in &docs {
+        eds.push(Editor::join(s, d, "u", None).await);
+    }
+    pg.query(
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+         RAISE EXCEPTION 'new row violates check constraint' USING ERRCODE = '23514'; \
+         END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON documents FOR EACH ROW \
+         WHEN (NEW.id = 'refused') EXECUTE FUNCTION refuse();",
+    );
+    let saved = |doc: &str| {
+        pg.query(&format!(
+            "SELECT snapshot_version FROM documents WHERE id = '{doc}'"
+        ))
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+    };
+    type_five(&mut eds).await;
+    let deadline = Instant::now() + TIMEOUT;
+    while saved("fine") < eds[1].ot.version {
+        assert!(
+            Instant::now() < deadline,
+            "the other document was not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(saved("refused"), 0);
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "tandem_persist_failing_docs"), 1.0, "{m}");
+    assert!(metric(&m, "tandem_persist_doc_failures_total") >= 1.0);
+    assert_eq!(
+        metric(&m, "tandem_storage_failing{part=\"persist\"}"),
+        0.0,
+        "the store takes the others' writes: not failing as a whole"
+    );
+    assert_eq!(s.readiness().await, (200, "ready".to_owned()));
+    // Taken again: saved after its back-off.
+    pg.query("DROP TRIGGER refuse ON documents;");
+    type_five(&mut eds).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while saved("refused") < eds[0].ot.version || saved("fine") < eds[1].ot.version {
+        assert!(
+            Instant::now() < deadline,
+            "not saved after the trigger went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&s.metrics().await, "tandem_persist_failing_docs"),
+        0.0
+    );
+}
+
+/// Five one-character edits on each editor, each acknowledged.
+async fn type_five(eds: &mut [Editor]) {
+    for ed in eds {
+        for _ in 0..5 {
+            ed.edit(splice(ed.ot.len_chars(), 0, 0, "x")).await;
+            ed.settle().await;
+        }
+    }
 }

@@ -190,6 +190,16 @@ impl TestServer {
         self._tmp.take()
     }
 
+    /// `/metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `/readyz`: its status and body.
     pub async fn readiness(&self) -> (u16, String) {
         readiness(&self.addr).await
@@ -255,4 +265,15 @@ pub fn cluster_on(
 pub async fn readiness(addr: &str) -> (u16, String) {
     let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of the series `name` (with its labels, if any, as printed:
+/// `tandem_storage_failing{part="commit"}`) in Prometheus text; 0 when
+/// absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
