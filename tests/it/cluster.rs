@@ -262,21 +262,43 @@ async fn redis_out_of_memory_or_failing_saves_refuses_edits_and_loses_nothing() 
     }
 }
 
-/// A Redis that may evict keys is refused at start, with the reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_that_may_evict_is_refused_at_start() {
-    let redis = RedisServer::start();
-    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+/// How a server on `redis` with `env` refused to start (its output).
+fn refused_at_start(redis: &RedisServer, env: &[(&str, &str)]) -> String {
     let data = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(TANDEM)
         .env("REDIS_URL", redis.url())
         .env("DATA_DIR", data.path())
         .env("PORT", "0")
         .env("JWT_SECRET", "x".repeat(40))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// A Redis that may evict keys is refused at start, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_is_refused_at_start() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let err = refused_at_start(&redis, &[]);
     assert!(err.contains("maxmemory-policy is allkeys-lru"), "{err}");
+}
+
+/// `DURABILITY=strict` refuses a Redis whose acks a power loss could take
+/// (no `appendfsync always`, no WAIT), with the reason, and runs on one
+/// that fsyncs every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_durability_needs_a_redis_that_fsyncs_every_ack() {
+    let strict = [("DURABILITY", "strict")];
+    let loose = RedisServer::start();
+    let err = refused_at_start(&loose, &strict);
+    assert!(
+        err.contains("DURABILITY=strict needs") && err.contains("found appendonly no"),
+        "{err}"
+    );
+    let fsyncing = RedisServer::start_with(true);
+    let (_dir, servers) = cluster(TANDEM, &fsyncing, 1, &strict);
+    assert_eq!(servers[0].readiness().await, (200, "ready".to_owned()));
 }

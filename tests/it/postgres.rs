@@ -577,29 +577,25 @@ async fn postgres_restarted_while_clients_type_loses_no_edit() {
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let doc = "pgrestart";
     let pg_ref = &mut pg;
+    let first = &servers[0];
+    let mut down = (0, String::new());
     // Down for longer than the pool's 2 s acquire timeout, so persisting
     // fails (and is retried) rather than merely waits.
     let mut typists = run_typists(addrs, doc, 4, Duration::from_millis(1000), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         pg_ref.stop();
         tokio::time::sleep(Duration::from_millis(3000)).await;
+        // Editing goes on in Redis: ready, with the degradation said.
+        down = first.readiness().await;
         pg_ref.restart();
     })
     .await;
+    assert_eq!(down.0, 200, "{down:?}");
+    assert!(down.1.starts_with("ready (degraded: "), "{down:?}");
     check_exactly_once(&servers[0], doc, &mut typists).await;
     let live = servers[0].document(doc).await;
     // The outage was seen and counted.
-    let metrics = reqwest::get(servers[0].http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tandem_persist_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let errors = metric(&servers[0].metrics().await, "tandem_persist_errors_total");
     assert!(
         errors > 0.0,
         "no persistence errors counted during the outage"
