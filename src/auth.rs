@@ -105,6 +105,10 @@ impl std::fmt::Debug for Keys {
 }
 
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Appended to the audience of device credentials ([`Keys::issue_device`]).
+const DEVICE_AUDIENCE: &str = ":device";
+/// How long a device credential lasts (a year).
+pub const DEVICE_TTL_SECS: i64 = 365 * 24 * 3600;
 /// Clock skew tolerated on `iat` and `exp` (seconds).
 pub const LEEWAY: i64 = 30;
 
@@ -136,15 +140,50 @@ impl Keys {
     /// A token for this user issued at `now_ms` (milliseconds since the
     /// epoch), with a fresh random `jti`.
     pub fn issue_at_ms(&self, user_id: &str, username: &str, name: &str, now_ms: i64) -> String {
+        self.sign(
+            user_id,
+            username,
+            name,
+            now_ms,
+            &self.audience,
+            self.ttl_secs,
+        )
+    }
+
+    /// The device credential a login answers with (a cookie): it says this
+    /// client signed in as the user before, which exempts it from the
+    /// per-account login limit. It is no session: its audience is the
+    /// tokens' with `:device` appended, so [`Self::verify`] refuses it.
+    pub fn issue_device(&self, user_id: &str, username: &str, now_ms: i64) -> String {
+        let audience = format!("{}{DEVICE_AUDIENCE}", self.audience);
+        self.sign(user_id, username, "", now_ms, &audience, DEVICE_TTL_SECS)
+    }
+
+    /// The user id a device credential was issued to, if it is one of ours
+    /// and current.
+    pub fn verify_device(&self, token: &str, now: i64) -> Option<String> {
+        let audience = format!("{}{DEVICE_AUDIENCE}", self.audience);
+        self.verify_for(token, now, &audience).ok().map(|c| c.sub)
+    }
+
+    fn sign(
+        &self,
+        user_id: &str,
+        username: &str,
+        name: &str,
+        now_ms: i64,
+        audience: &str,
+        ttl_secs: i64,
+    ) -> String {
         let now = now_ms.div_euclid(1000);
         let claims = Claims {
             sub: user_id.to_owned(),
             name: name.to_owned(),
             username: username.to_owned(),
             iat: now,
-            exp: now + self.ttl_secs,
+            exp: now + ttl_secs,
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: audience.to_owned(),
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
             iat_ms: Some(now_ms),
         };
@@ -157,6 +196,10 @@ impl Keys {
     /// Verify signature (HS256 only, by `kid`), issuer, audience, and the
     /// time claims against `now`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        self.verify_for(token, now, &self.audience)
+    }
+
+    fn verify_for(&self, token: &str, now: i64, audience: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         if header.alg != Algorithm::HS256 {
             return Err(AuthError::Invalid);
@@ -174,7 +217,7 @@ impl Keys {
         v.algorithms = vec![Algorithm::HS256];
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
+        v.set_audience(&[audience]);
         // Time is checked below against the caller's clock.
         v.validate_exp = false;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
@@ -319,6 +362,18 @@ mod tests {
         assert_eq!(k.verify(&t, NOW + 3600 + 31), Err(AuthError::Expired));
         // issued in the future
         assert_eq!(k.verify(&t, NOW - 100), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn device_credentials_are_no_sessions_and_sessions_no_device_credentials() {
+        let k = keys(SECRET, None);
+        let d = k.issue_device("u1", "alice", NOW * 1000);
+        assert_eq!(k.verify_device(&d, NOW + 10).as_deref(), Some("u1"));
+        assert_eq!(k.verify(&d, NOW + 10), Err(AuthError::Invalid));
+        let t = k.issue("u1", "alice", "Alice", NOW);
+        assert_eq!(k.verify_device(&t, NOW + 10), None);
+        assert_eq!(keys(OTHER, None).verify_device(&d, NOW + 10), None);
+        assert_eq!(k.verify_device(&d, NOW + DEVICE_TTL_SECS + 31), None);
     }
 
     #[test]

@@ -175,11 +175,36 @@ pub struct Config {
     /// Largest REST request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// A request body must arrive within this time of its headers (ms),
+    /// plus one second per BODY_MIN_BYTES_PER_SEC bytes received, with no
+    /// silence longer than this; past it the request is answered 408 and
+    /// its bytes released.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+    /// The slowest a request body may arrive, on average, once its first
+    /// BODY_READ_TIMEOUT_MS are spent (bytes per second).
+    #[arg(long, env = "BODY_MIN_BYTES_PER_SEC", default_value_t = 16 * 1024)]
+    pub body_min_bytes_per_sec: u64,
+    /// Bytes of request bodies held at once, by all requests together;
+    /// a body that finds no room within a second is answered 503. At least
+    /// the largest body (MAX_BODY_BYTES, or an import's 4 bytes per
+    /// MAX_DOC_CHARS).
+    #[arg(long, env = "BODY_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub body_budget_bytes: usize,
     /// Login attempts per minute from one client address, and for one
     /// username from one address (a burst of as many). Shared by every
     /// instance through Redis when REDIS_URL is set.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_MIN", default_value_t = 10)]
     pub login_attempts_per_min: u32,
+    /// Login attempts at one account per hour, from every address together,
+    /// after a first LOGIN_ACCOUNT_BURST: a guesser spread over many
+    /// addresses is slowed. A browser that signed in to the account before
+    /// (its device cookie) is exempt, so strangers cannot lock the owner out.
+    #[arg(long, env = "LOGIN_ACCOUNT_ATTEMPTS_PER_HOUR", default_value_t = 30)]
+    pub login_account_attempts_per_hour: u32,
+    /// Login attempts at one account allowed at once before it is slowed.
+    #[arg(long, env = "LOGIN_ACCOUNT_BURST", default_value_t = 50)]
+    pub login_account_burst: u32,
     /// Accounts one client address may create per hour (shared through
     /// Redis when REDIS_URL is set).
     #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 20)]
@@ -251,6 +276,15 @@ pub struct Config {
     /// dedupe of resent ops); beyond it the longest-silent are dropped.
     #[arg(long, env = "MAX_CLIENTS_PER_DOC", default_value_t = 10_000)]
     pub max_clients_per_doc: usize,
+    /// Members one document may have (besides its owner).
+    #[arg(long, env = "MAX_MEMBERS_PER_DOC", default_value_t = 1000)]
+    pub max_members_per_doc: u64,
+    /// Shares with someone not yet a member, per hour, per user and per
+    /// client address (a burst of as many). A share with a username that
+    /// has no account is answered 404, so this is also how fast anyone can
+    /// learn which usernames exist; role changes of members do not count.
+    #[arg(long, env = "NEW_SHARES_PER_HOUR", default_value_t = 100)]
+    pub new_shares_per_hour: u32,
     /// Tags one document may carry.
     #[arg(long, env = "MAX_TAGS_PER_DOC", default_value_t = 32)]
     pub max_tags_per_doc: usize,

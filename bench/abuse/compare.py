@@ -12,25 +12,9 @@ Each binary is started fresh (embedded, accounts mode) for each flood:
   closes it (capped at 30 s), with HEADER_READ_TIMEOUT_MS=10000 (default).
 Only the standard library is used.
 """
-import json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import json, socket, sys, threading, time, urllib.request
 
-def start(binary, env):
-    d = tempfile.mkdtemp()
-    e = {"PATH": os.environ.get("PATH", ""), "HOST": "127.0.0.1", "PORT": "0", "DATA_DIR": d,
-         "RUST_LOG": "error", "JWT_SECRET": "x" * 40, "ALLOW_ANONYMOUS": "false",
-         "TRUSTED_PROXIES": "127.0.0.1/32", **env}
-    p = subprocess.Popen([binary], env=e, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if line.startswith("listening on http://"):
-            addr = line.strip().split("http://")[1]
-            threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-            return p, addr
-    raise SystemExit(f"{binary} did not start")
-
-def rss_kb(pid):
-    for l in open(f"/proc/{pid}/status"):
-        if l.startswith("VmRSS:"):
-            return int(l.split()[1])
+from procs import start, rss_kb
 
 def post(addr, path, body, ip):
     req = urllib.request.Request(f"http://{addr}{path}", data=json.dumps(body).encode(),

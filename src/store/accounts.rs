@@ -61,8 +61,19 @@ pub struct MemberRow {
     pub role: Role,
 }
 
-/// Members listed per document at most (owner included).
-pub const MAX_LISTED_MEMBERS: i64 = 1000;
+/// Members listed in one page at most (the owner, on the first page,
+/// besides them).
+pub const MAX_MEMBERS_PAGE: i64 = 200;
+
+/// What sharing a document did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// The user is a member with the role now.
+    Done,
+    /// The document has its most members (`MAX_MEMBERS_PER_DOC`) and the
+    /// user is not one of them: nothing changed.
+    Full,
+}
 
 pub fn role_from_str(s: &str) -> Option<Role> {
     match s {
@@ -181,10 +192,28 @@ pub trait Accounts: Send + Sync {
     ) -> Result<(), StoreError>;
     /// False if there was no such document.
     async fn delete_document(&self, id: &str) -> Result<bool, StoreError>;
-    async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError>;
-    /// The owner, then the members by username (at most
-    /// [`MAX_LISTED_MEMBERS`]).
-    async fn members(&self, doc: &str) -> Result<Vec<MemberRow>, StoreError>;
+    /// Make the user a member with `role` (or change its role), unless the
+    /// document has `max_members` members already and the user is not one:
+    /// checked while the document's row is locked, so concurrent shares
+    /// cannot all pass the cap.
+    async fn set_member(
+        &self,
+        doc: &str,
+        user_id: &str,
+        role: Role,
+        max_members: u64,
+    ) -> Result<Shared, StoreError>;
+    /// One page of who has access: with no `after`, the owner, then the
+    /// members by username; with one, the members whose username follows
+    /// it. At most `limit` members (and [`MAX_MEMBERS_PAGE`]).
+    async fn members(
+        &self,
+        doc: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MemberRow>, StoreError>;
+    /// Members of the document, the owner not counted.
+    async fn member_count(&self, doc: &str) -> Result<u64, StoreError>;
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError>;
 }
 
@@ -213,6 +242,26 @@ where
             password_hash: r.get("password_hash"),
         }))
     }
+}
+
+/// Lock the row a backend's `LOCK_*` query selects by `key` until the
+/// transaction ends; false when there is no such row.
+async fn lock_row<DB>(
+    conn: &mut DB::Connection,
+    lock: &'static str,
+    key: &str,
+) -> Result<bool, StoreError>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    Ok(sqlx::query(lock)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some())
 }
 
 // The bounds are those of `Documents for SqlStore<DB>` (`documents.rs`).
@@ -379,12 +428,7 @@ where
         let mut tx = w.begin().await?;
         // Lock the user first: a document created for it meanwhile must
         // not outlive it (PostgreSQL would make it ownerless).
-        if sqlx::query(DB::LOCK_USER)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_none()
-        {
+        if !lock_row::<DB>(&mut tx, DB::LOCK_USER, user_id).await? {
             return Ok(None);
         }
         // Journals, members, metadata and client seqs go by cascade.
@@ -427,12 +471,7 @@ where
         // account being deleted.
         let mut w = self.writer().await?;
         let mut tx = w.begin().await?;
-        if sqlx::query(DB::LOCK_USER)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_none()
-        {
+        if !lock_row::<DB>(&mut tx, DB::LOCK_USER, owner).await? {
             return Err(StoreError::Corrupt("no such owner".into()));
         }
         let r = sqlx::query(
@@ -584,29 +623,62 @@ where
         Ok(DB::rows_affected(&r) == 1)
     }
 
-    async fn set_member(&self, doc: &str, user_id: &str, role: Role) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO document_members (document_id, user_id, role) VALUES ($1, $2, $3) \
+    async fn set_member(
+        &self,
+        doc: &str,
+        user_id: &str,
+        role: Role,
+        max_members: u64,
+    ) -> Result<Shared, StoreError> {
+        let max = i64::try_from(max_members).unwrap_or(i64::MAX);
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await?;
+        if !lock_row::<DB>(&mut tx, DB::LOCK_DOCUMENT, doc).await? {
+            return Err(StoreError::Corrupt("no such document".into()));
+        }
+        let r = sqlx::query(
+            "INSERT INTO document_members (document_id, user_id, role) \
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM document_members \
+               WHERE document_id = $4 AND user_id = $5) \
+             OR (SELECT COUNT(*) FROM document_members WHERE document_id = $6) < $7 \
              ON CONFLICT (document_id, user_id) DO UPDATE SET role = excluded.role",
         )
         .bind(doc)
         .bind(user_id)
         .bind(role_str(role))
-        .execute(&self.pool)
+        .bind(doc)
+        .bind(user_id)
+        .bind(doc)
+        .bind(max)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(if DB::rows_affected(&r) == 0 {
+            Shared::Full
+        } else {
+            Shared::Done
+        })
     }
 
-    async fn members(&self, doc: &str) -> Result<Vec<MemberRow>, StoreError> {
+    async fn members(
+        &self,
+        doc: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        // The owner sorts first (k = 0) and only on the first page.
         let rows = sqlx::query(
             "SELECT u.username, u.name, 'owner' AS role, 0 AS k FROM documents d \
-             JOIN users u ON u.id = d.owner WHERE d.id = $1 \
+             JOIN users u ON u.id = d.owner WHERE d.id = $1 AND $2 = '' \
              UNION ALL SELECT u.username, u.name, m.role, 1 AS k FROM document_members m \
-             JOIN users u ON u.id = m.user_id WHERE m.document_id = $1 \
-             ORDER BY k, username LIMIT $2",
+             JOIN users u ON u.id = m.user_id WHERE m.document_id = $3 AND u.username > $4 \
+             ORDER BY k, username LIMIT $5",
         )
         .bind(doc)
-        .bind(MAX_LISTED_MEMBERS)
+        .bind(after.unwrap_or(""))
+        .bind(doc)
+        .bind(after.unwrap_or(""))
+        .bind(limit.clamp(1, MAX_MEMBERS_PAGE) + i64::from(after.is_none()))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -619,6 +691,16 @@ where
                 })
             })
             .collect())
+    }
+
+    async fn member_count(&self, doc: &str) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM document_members WHERE document_id = $1")
+                .bind(doc)
+                .fetch_one(&self.pool)
+                .await?
+                .get("n");
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn remove_member(&self, doc: &str, user_id: &str) -> Result<bool, StoreError> {

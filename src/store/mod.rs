@@ -151,6 +151,8 @@ pub trait Backend: sqlx::Database {
     /// references (a document being created for it) until the end;
     /// returns its id, or no row.
     const LOCK_USER: &'static str;
+    /// The same for document `$1`'s row (its members being changed).
+    const LOCK_DOCUMENT: &'static str;
 }
 
 /// One batch's rows by table, for the documents that still exist (those

@@ -29,6 +29,7 @@ impl Backend for Sqlite {
     // (a read first could not upgrade past a concurrent writer).
     const LOCK_USER: &'static str =
         "UPDATE users SET tokens_valid_after = tokens_valid_after WHERE id = $1 RETURNING id";
+    const LOCK_DOCUMENT: &'static str = "UPDATE documents SET id = id WHERE id = $1 RETURNING id";
 }
 
 /// SQLite caps bound parameters per statement; stay well under it.

@@ -4,7 +4,7 @@
 use super::sqlite::SqliteStore;
 use super::{Accounts, Documents};
 use crate::protocol::Role;
-use crate::store::accounts::{Created, UserRow};
+use crate::store::accounts::{Created, Shared, UserRow};
 
 fn user(id: &str, username: &str) -> UserRow {
     UserRow {
@@ -66,10 +66,38 @@ async fn accounts_contract(s: &dyn Accounts) {
     assert_eq!(s.role_of("d1", "u1").await.unwrap(), Some(Role::Owner));
     assert_eq!(s.role_of("d1", "u2").await.unwrap(), None);
     assert_eq!(s.role_of("nope", "u1").await.unwrap(), None);
-    s.set_member("d1", "u2", Role::Viewer).await.unwrap();
+    assert_eq!(
+        s.set_member("d1", "u2", Role::Viewer, 9).await.unwrap(),
+        Shared::Done
+    );
     assert_eq!(s.role_of("d1", "u2").await.unwrap(), Some(Role::Viewer));
-    s.set_member("d1", "u2", Role::Editor).await.unwrap();
+    // At the cap a member's role still changes; nobody new joins.
+    assert_eq!(
+        s.set_member("d1", "u2", Role::Editor, 1).await.unwrap(),
+        Shared::Done
+    );
     assert_eq!(s.role_of("d1", "u2").await.unwrap(), Some(Role::Editor));
+    assert!(s.create_user(&user("u4", "cy"), 4).await.unwrap());
+    assert!(s.create_user(&user("u5", "al"), 5).await.unwrap());
+    assert_eq!(
+        s.set_member("d1", "u4", Role::Viewer, 1).await.unwrap(),
+        Shared::Full
+    );
+    assert_eq!(s.role_of("d1", "u4").await.unwrap(), None);
+    s.set_member("d1", "u4", Role::Viewer, 9).await.unwrap();
+    s.set_member("d1", "u5", Role::Viewer, 9).await.unwrap();
+    assert_eq!(s.member_count("d1").await.unwrap(), 3);
+    // Pages: the owner first, then members by username after the cursor.
+    let names = |rows: Vec<crate::store::accounts::MemberRow>| {
+        rows.into_iter().map(|m| m.username).collect::<Vec<_>>()
+    };
+    let first = names(s.members("d1", None, 2).await.unwrap());
+    assert_eq!(first, ["ann", "al", "bob"]);
+    let rest = names(s.members("d1", Some("bob"), 2).await.unwrap());
+    assert_eq!(rest, ["cy"]);
+    assert!(s.members("d1", Some("cy"), 2).await.unwrap().is_empty());
+    assert!(s.remove_member("d1", "u4").await.unwrap());
+    assert!(s.remove_member("d1", "u5").await.unwrap());
 
     // Lists: owned and shared, newest first, paged.
     let list = s.list_documents("u2", 10, 0).await.unwrap();
@@ -107,7 +135,7 @@ async fn accounts_contract(s: &dyn Accounts) {
     assert!(s.remove_member("d1", "u2").await.unwrap());
     assert!(!s.remove_member("d1", "u2").await.unwrap());
     assert_eq!(s.role_of("d1", "u2").await.unwrap(), None);
-    s.set_member("d1", "u2", Role::Viewer).await.unwrap();
+    s.set_member("d1", "u2", Role::Viewer, 9).await.unwrap();
     assert!(s.delete_document("d1").await.unwrap());
     assert!(!s.delete_document("d1").await.unwrap());
     assert!(s.document_row("d1").await.unwrap().is_none());

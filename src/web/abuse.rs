@@ -1,6 +1,7 @@
-//! Abuse limits on the REST API: rates per key (logins per address and per
-//! (username, address), registrations per address, REST edits per user)
-//! and the threads password hashes run on.
+//! Abuse limits on the REST API: rates per key (logins per address, per
+//! (username, address) and per account, registrations per address, REST
+//! edits and member and metadata changes per user, new shares per user and
+//! per address) and the threads password hashes run on.
 //!
 //! Rates are GCRA limits (`governor`) kept by this instance, with keys
 //! bounded in number ([`MAX_KEYS`] per limit) and in size (callers pass
@@ -47,6 +48,11 @@ pub enum Limit {
     RestEdit,
     /// WebSocket tickets minted for one user.
     WsTicket,
+    /// Login attempts at one account, from every address (clients with
+    /// the account's device cookie exempt).
+    LoginAccount,
+    /// Shares with someone not yet a member, per user and per address.
+    NewShare,
 }
 
 impl Limit {
@@ -57,6 +63,8 @@ impl Limit {
             Limit::Register => "register",
             Limit::RestEdit => "rest_edit",
             Limit::WsTicket => "ws_ticket",
+            Limit::LoginAccount => "login_account",
+            Limit::NewShare => "new_share",
         }
     }
 
@@ -109,6 +117,8 @@ pub struct Abuse {
     register: Arc<Local>,
     rest_edit: Arc<Local>,
     ws_ticket: Arc<Local>,
+    login_account: Arc<Local>,
+    new_share: Arc<Local>,
     shared: Option<Arc<dyn SharedRates>>,
     hashers: Hashers,
 }
@@ -176,6 +186,14 @@ impl Abuse {
             rest_edit: Arc::new(Local::new(rest_per, config.op_rate_burst)),
             // A reconnecting page asks for one per attempt (backing off).
             ws_ticket: Arc::new(Local::new(Duration::from_millis(500), 20)),
+            login_account: Arc::new(Local::new(
+                Duration::from_secs(3600) / config.login_account_attempts_per_hour.max(1),
+                config.login_account_burst,
+            )),
+            new_share: Arc::new(Local::new(
+                Duration::from_secs(3600) / config.new_shares_per_hour.max(1),
+                config.new_shares_per_hour,
+            )),
             shared,
             hashers: Hashers::spawn(hashers, config.password_hash_queue),
         }
@@ -188,6 +206,8 @@ impl Abuse {
             Limit::Register => &self.register,
             Limit::RestEdit => &self.rest_edit,
             Limit::WsTicket => &self.ws_ticket,
+            Limit::LoginAccount => &self.login_account,
+            Limit::NewShare => &self.new_share,
         }
     }
 

@@ -27,8 +27,14 @@ pub enum ApiError {
     /// The caller owns the most documents allowed (`MAX_DOCS_PER_USER`).
     #[error("you own {0} documents, the most allowed; delete one first")]
     QuotaExceeded(u64),
+    /// The document has the most members allowed (`MAX_MEMBERS_PER_DOC`).
+    #[error("this document has {0} members, the most allowed; remove one first")]
+    MembersFull(u64),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request body did not arrive in time (`BODY_READ_TIMEOUT_MS`).
+    #[error("the request body took too long to arrive")]
+    RequestTimeout,
     /// The body is not what the route takes (an import that is not UTF-8).
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
@@ -54,10 +60,13 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
+            ApiError::QuotaExceeded(_) | ApiError::MembersFull(_) => {
+                (StatusCode::FORBIDDEN, "quota_exceeded")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

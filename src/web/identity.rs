@@ -152,3 +152,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         }
     }
 }
+
+/// The key the caller's address is limited under
+/// ([`crate::web::abuse::address_key`] of [`crate::web::client_ip`]).
+pub struct ClientAddress(pub String);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let ip = super::client_ip(&state.conn_limits, peer, &parts.headers);
+        Ok(Self(super::abuse::address_key(&ip)))
+    }
+}

@@ -9,6 +9,7 @@
 pub mod abuse;
 mod api;
 mod assets;
+mod bodies;
 pub mod error;
 mod identity;
 mod protocol_page;
@@ -72,6 +73,9 @@ pub struct ConnLimits {
     /// The number of permits `total` started with.
     pub max_total: usize,
 }
+
+/// The most one connection reads ahead of its handler, headers included.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// File descriptors kept back from MAX_CONNECTIONS' default for the store,
 /// Redis, logs and the listener.
@@ -219,17 +223,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::extract::ConnectInfo;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: browsers speak HTTP/2 only over TLS, which the proxy
+    // in front ends, and nginx speaks HTTP/1.1 to its upstreams; HTTP/2
+    // cleartext served no client, and its streams multiplied what one
+    // connection could hold.
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        .header_read_timeout(limits.header_read_timeout)
+        // What one connection reads ahead of its handler (request headers
+        // included, so at most 16 KiB of them): the bytes of a body not yet
+        // counted against BODY_BUDGET_BYTES stay this small per connection.
+        .max_buf_size(READ_BUFFER_BYTES);
+    // Connections finish their requests when `stopping` is cancelled; the
+    // tracker waits for them.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -251,7 +264,9 @@ pub async fn serve(
         let slot = if limits.is_trusted(peer.ip()) {
             None
         } else {
-            let Some(slot) = limits.tcp_per_ip.acquire(&peer.ip().to_string()) else {
+            // IPv6 by its /64: one host usually holds a whole /64.
+            let key = abuse::address_key(&peer.ip().to_string());
+            let Some(slot) = limits.tcp_per_ip.acquire(&key) else {
                 refuse(&tcp, Refusal::PerAddress);
                 continue;
             };
@@ -268,28 +283,38 @@ pub async fn serve(
                 req.map(axum::body::Body::new)
             });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (builder, stop) = (builder.clone(), stopping.clone());
         let first_byte = limits.header_read_timeout;
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // Nothing is allocated for a connection until it speaks.
             let mut byte = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte, tcp.peek(&mut byte)).await,
-                Ok(Ok(1..))
-            ) {
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(first_byte, tcp.peek(&mut byte)) => matches!(r, Ok(Ok(1..))),
+                () = stop.cancelled() => return,
+            };
+            if !spoke {
                 metrics::counter!("tandem_connections_refused_total", "reason" => "silent")
                     .increment(1);
                 return;
             }
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop((slot, permit));
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
@@ -354,6 +379,11 @@ pub fn app(state: AppState) -> Router {
         .route("/docs/protocol", get(protocol_page::page))
         .route("/assets/{*path}", get(assets::asset))
         .merge(docs)
+        // Bodies are read under a deadline and a budget before any handler.
+        .layer(axum::middleware::from_fn_with_state(
+            bodies::BodyGuard::new(&state.config),
+            bodies::guard,
+        ))
         // Spans name the path only: query strings may carry tokens.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),

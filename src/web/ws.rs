@@ -148,7 +148,9 @@ pub async fn upgrade(
     let limits = &state.conn_limits;
     let ip = client_ip(limits, peer.map(|p| p.0 .0), &headers);
     let slots = match (
-        limits.ws_per_ip.acquire(&ip),
+        limits
+            .ws_per_ip
+            .acquire(&crate::web::abuse::address_key(&ip)),
         limits.ws_per_user.acquire(&user.id),
     ) {
         (Some(a), Some(b)) => (a, b),
@@ -408,6 +410,14 @@ impl Session {
                     return notice;
                 }
                 self.conn.awareness(state, presence).await
+            }
+            // An undo or redo commits an op: limited as ops are.
+            ClientMessage::Undo {} | ClientMessage::Redo {} if !self.ops.allow(Instant::now()) => {
+                return Some(error_msg(
+                    ErrorCode::RateLimited,
+                    "too many undos and redos; slow down",
+                    None,
+                ));
             }
             ClientMessage::Undo {} => self.conn.undo(false).await,
             ClientMessage::Redo {} => self.conn.undo(true).await,

@@ -16,6 +16,8 @@ mod deploy;
 mod files;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_http;
+mod hostile_members;
 mod limits;
 mod metadata;
 mod ot_simulation;

@@ -12,7 +12,7 @@ use tandem::bus::ClientSeq;
 use tandem::doc::Record;
 use tandem::ot::splice;
 use tandem::protocol::Role;
-use tandem::store::accounts::{Created, Revoked, TokenState, UserRow};
+use tandem::store::accounts::{Created, Revoked, Shared, TokenState, UserRow};
 use tandem::store::postgres::{PgSettings, PgStore};
 use tandem::store::sqlite::SqliteStore;
 use tandem::store::{DocPersist, Documents, Store};
@@ -408,8 +408,43 @@ async fn revocation_contract(store: &dyn Store) {
             .unwrap(),
         Created::Created
     );
-    store.set_member("rd2", "ru2", Role::Editor).await.unwrap();
-    store.set_member("rd3", "ru1", Role::Viewer).await.unwrap();
+    store
+        .set_member("rd2", "ru2", Role::Editor, 9)
+        .await
+        .unwrap();
+    store
+        .set_member("rd3", "ru1", Role::Viewer, 9)
+        .await
+        .unwrap();
+    // Members: at the cap a member's role still changes and nobody joins;
+    // pages run owner first, then by username after the cursor.
+    for u in ["rm1", "rm2", "rm3"] {
+        assert!(store.create_user(&user(u), 1).await.unwrap());
+    }
+    let share = |u: &'static str, role, max| store.set_member("rd2", u, role, max);
+    assert_eq!(share("rm2", Role::Viewer, 2).await.unwrap(), Shared::Done);
+    assert_eq!(share("rm3", Role::Viewer, 2).await.unwrap(), Shared::Full);
+    assert_eq!(share("rm2", Role::Editor, 2).await.unwrap(), Shared::Done);
+    assert_eq!(share("rm1", Role::Viewer, 9).await.unwrap(), Shared::Done);
+    assert_eq!(store.member_count("rd2").await.unwrap(), 3);
+    let names = |rows: Vec<tandem::store::accounts::MemberRow>| {
+        rows.into_iter()
+            .map(|m| (m.username, m.role))
+            .collect::<Vec<_>>()
+    };
+    let n = |s: &str| s.to_owned();
+    assert_eq!(
+        names(store.members("rd2", None, 2).await.unwrap()),
+        [
+            (n("name-ru1"), Role::Owner),
+            (n("name-rm1"), Role::Viewer),
+            (n("name-rm2"), Role::Editor)
+        ]
+    );
+    assert_eq!(
+        names(store.members("rd2", Some("name-rm2"), 2).await.unwrap()),
+        [(n("name-ru2"), Role::Editor)]
+    );
     store
         .revoke_token("ru1", "j9", 90_000, 40_000, 3)
         .await

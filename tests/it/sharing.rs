@@ -33,7 +33,8 @@ async fn members_are_listed_owner_first_and_the_list_shows_owners() {
     }
     let (st, list) = api.call(Method::GET, &members, Some(&bob), None).await;
     assert_eq!(st, StatusCode::OK, "{list}");
-    let got: Vec<(String, String, String)> = list
+    assert_eq!((list["total"].as_u64(), list.get("next")), (Some(3), None));
+    let got: Vec<(String, String, String)> = list["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -274,7 +274,7 @@ function docRow(d, reload, err) {
   const titleCell = h(
     "td.title",
     {},
-    h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document", title: d.title }),
+    h("a", { href: `/d/${d.id}`, "data-nav": true, text: d.title || "Untitled document", title: d.title, dir: "auto" }),
     d.owner && !owner && h("span.owner.muted", { "data-owner": d.owner, text: ` · by @${d.owner}` }),
   );
   function panel(...children) {

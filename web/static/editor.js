@@ -39,7 +39,7 @@ export function openEditor({ main, topSlot, id, h, api, session }) {
   const other = kind === "monaco" ? "codemirror" : "monaco";
   const status = h("span.status.saving", { "data-status": "connecting", text: "connecting…", role: "status" });
   const presence = h("div.presence", { "aria-label": "People here" });
-  const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200 });
+  const title = h("input.doc-title", { value: "", "aria-label": "Document title", maxlength: 200, dir: "auto" });
   const back = h("a.back", { href: "/", "data-nav": true, text: "← Documents", title: "All documents" });
   const language = h("select.lang-select", { "aria-label": "Language", disabled: true });
   const switcher = h("a.editor-switch", {

@@ -19,15 +19,23 @@ export function sharePanel({ d, api, h, box, close }) {
   const roleSelect = (value) =>
     h("select", { "aria-label": "Role" }, ...ROLES.map(([v, t]) => h("option", { value: v, text: t, selected: v === value })));
 
-  async function load() {
-    let members;
+  // The list comes a page at a time; "Show more" asks for the next.
+  const more = h("button.more", { type: "button", hidden: true });
+  let next = null;
+  async function load(after = null) {
+    let page;
     try {
-      members = await api("GET", `/api/documents/${d.id}/members`);
+      const q = after ? `?after=${encodeURIComponent(after)}` : "";
+      page = await api("GET", `/api/documents/${d.id}/members${q}`);
     } catch (ex) {
       return say(ex.message, true);
     }
-    list.replaceChildren(
-      ...members.map((m) => {
+    next = page.next || null;
+    const shown = (after ? list.children.length : 0) + page.items.length;
+    more.hidden = !next;
+    more.textContent = `Show more (${page.total - shown} more)`;
+    list[after ? "append" : "replaceChildren"](
+      ...page.items.map((m) => {
         const who = h("span.member-name", {}, h("strong", { text: m.name }), h("span.muted", { text: ` @${m.username}` }));
         if (m.role === "owner") return h("li", { "data-member": m.username }, who, h("span.role", { text: "owner" }));
         const sel = roleSelect(m.role);
@@ -82,7 +90,8 @@ export function sharePanel({ d, api, h, box, close }) {
     h("button.primary", { type: "submit", text: "Share" }),
     h("button", { type: "button", text: "Close", onclick: close }),
   );
-  box.replaceChildren(h("div.share-panel", {}, h("h3", { text: "People with access" }), list, form, note));
+  more.addEventListener("click", () => next && load(next));
+  box.replaceChildren(h("div.share-panel", {}, h("h3", { text: "People with access" }), list, more, form, note));
   load();
   who.focus();
 }

@@ -99,7 +99,7 @@ test("the share panel lists members, changes roles and removes access in place",
   await alice.selectOption('.members li[data-member="carol"] select', "viewer");
   await alice.waitForSelector("text=Carol Danvers can view now.");
   const m = await rest(server.http, "GET", `/api/documents/${docId}/members`, undefined, aliceToken);
-  assert.equal(m.find((x) => x.username === "carol").role, "viewer");
+  assert.equal(m.items.find((x) => x.username === "carol").role, "viewer");
   // A username nobody has.
   await alice.fill("input[aria-label='Username to share with']", "nobody");
   await alice.click("tr.sub button.primary:has-text('Share')");
@@ -109,7 +109,8 @@ test("the share panel lists members, changes roles and removes access in place",
   await alice.click('.members li[data-member="carol"] button:has-text("Remove")');
   await until(async () => (await alice.locator('.members li[data-member="carol"]').count()) === 0, "carol removed");
   const m2 = await rest(server.http, "GET", `/api/documents/${docId}/members`, undefined, aliceToken);
-  assert.deepEqual(m2.map((x) => x.username), ["alice", "bob"]);
+  assert.deepEqual(m2.items.map((x) => x.username), ["alice", "bob"]);
+  assert.equal(m2.total, 2);
   // Bob's list says whose document it is.
   await bob.goto(proxy.url + "/");
   await bob.evaluate(

@@ -320,9 +320,41 @@ pub fn color_for(user_id: &str) -> String {
     format!("#{:02x}{:02x}{:02x}", to(r), to(g), to(b))
 }
 
-/// Display names: 1–100 characters, not all blank, no control characters.
+/// Display names: 1–100 characters, not all blank, none of them a
+/// control character, a direction override or an invisible character
+/// ([`is_hidden_control`]).
 pub fn valid_name(n: &str) -> bool {
-    !n.trim().is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control)
+    !n.trim().is_empty() && n.chars().count() <= 100 && !n.chars().any(is_hidden_control)
+}
+
+/// Characters that let one name or title pass for another: controls
+/// (C0, C1); the bidirectional embeddings, overrides, isolates and marks
+/// (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), which reorder
+/// what is shown; and characters that show as nothing (zero width space,
+/// word joiner and invisible operators, the BOM, soft hyphen, combining
+/// grapheme joiner, Hangul fillers, Mongolian vowel separator, tag
+/// characters). Zero width (non-)joiners stay: scripts and emoji need them.
+pub fn is_hidden_control(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }
 
 /// Ids (document, client, user) on the wire: 1–64 chars of `[A-Za-z0-9_.:@-]`.
@@ -336,6 +368,30 @@ pub fn valid_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_overrides_and_invisible_characters_but_keep_scripts() {
+        for ok in [
+            "Alice",
+            "عائشة",
+            "👩\u{200D}💻 Dev",
+            "می\u{200C}خواهم",
+            "李",
+        ] {
+            assert!(valid_name(ok), "{ok:?}");
+        }
+        for bad in [
+            "admin\u{202E}nimda",
+            "\u{2067}bob",
+            "a\u{200B}b",
+            "\u{3164}",
+            "x\u{E0041}",
+            "\u{FEFF}carol",
+            "tab\tname",
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_contract_messages() {

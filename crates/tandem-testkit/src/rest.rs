@@ -65,6 +65,20 @@ impl<'a> Api<'a> {
     }
 }
 
+impl Api<'_> {
+    /// Create a document and return its id.
+    pub async fn create_id(&self, token: &str, title: &str, content: &str) -> String {
+        let v = self.create(token, title, content).await;
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /api/documents/{id}` as `token`: status and body.
+    pub async fn document(&self, token: &str, id: &str) -> (StatusCode, Value) {
+        let path = format!("/api/documents/{id}");
+        self.call(Method::GET, &path, Some(token), None).await
+    }
+}
+
 pub fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }

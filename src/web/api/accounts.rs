@@ -7,25 +7,24 @@
 //! Revocations reach live sockets on every instance (`web/tokens.rs`).
 //! Must not import: sqlx, redis.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ErrorBody;
 use crate::auth::{
-    dummy_hash, hash_password, valid_password, valid_username, verify_password, LEEWAY,
+    dummy_hash, hash_password, valid_password, valid_username, verify_password, DEVICE_TTL_SECS,
+    LEEWAY,
 };
 use crate::bus::Revocation;
 use crate::hub::{now_ms, AccessChange};
 use crate::protocol::{color_for, valid_name};
 use crate::store::accounts::{Revoked, UserRow};
-use crate::web::abuse::{address_key, Limit};
+use crate::web::abuse::Limit;
 use crate::web::error::ApiError;
-use crate::web::identity::{ApiJson, Auth};
+use crate::web::identity::{ApiJson, Auth, ClientAddress};
 use crate::web::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -83,10 +82,17 @@ fn user_out(u: &UserRow) -> UserOut {
     (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
 pub async fn register(
     State(state): State<AppState>,
-    req: Request,
-) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
-    let ip = address_of(&state, &req);
-    let ApiJson(body) = ApiJson::<RegisterBody>::from_request_inner(req, &state).await?;
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, HeaderValue); 1],
+        Json<AuthResponse>,
+    ),
+    ApiError,
+> {
     if !valid_username(&body.username) {
         return Err(ApiError::BadRequest(
             "usernames are 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit".into(),
@@ -117,6 +123,7 @@ pub async fn register(
         .issue_at_ms(&user.id, &user.username, &user.name, now_ms());
     Ok((
         StatusCode::CREATED,
+        [(header::SET_COOKIE, device_cookie(&state, &user, &headers))],
         Json(AuthResponse {
             user: user_out(&user),
             token,
@@ -152,29 +159,62 @@ async fn password_matches(
         .await
 }
 
-/// The key the request's client address is limited under.
-fn address_of(state: &AppState, req: &Request) -> String {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    address_key(&crate::web::client_ip(
-        &state.conn_limits,
-        peer,
-        req.headers(),
-    ))
+/// The device cookie of `username`: its name, and the header that sets it.
+fn device_cookie_name(username: &str) -> String {
+    format!("td_{username}")
 }
 
-/// Exchange a username and password for a token.
+/// The `Set-Cookie` value that keeps this client's device credential for
+/// the user (sent back only to the login route; `Secure` behind TLS).
+fn device_cookie(state: &AppState, user: &UserRow, headers: &HeaderMap) -> HeaderValue {
+    let value = state.keys.issue_device(&user.id, &user.username, now_ms());
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let cookie = format!(
+        "{}={value}; Path=/api/auth/login; Max-Age={DEVICE_TTL_SECS}; HttpOnly; SameSite=Strict{}",
+        device_cookie_name(&user.username),
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Whether the request carries a device credential of `user_id` in the
+/// cookie of `username`.
+fn known_device(state: &AppState, headers: &HeaderMap, username: &str, user_id: &str) -> bool {
+    let name = device_cookie_name(username);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(n, _)| *n == name)
+        .any(|(_, t)| {
+            state
+                .keys
+                .verify_device(t, crate::web::identity::now_secs())
+                .is_some_and(|sub| sub == user_id)
+        })
+}
+
+/// Exchange a username and password for a token (and a device cookie).
+///
+/// Limits, in order: attempts from the address; attempts at the username
+/// from the address; attempts at the account from everywhere, unless the
+/// client holds the account's device cookie (it signed in before), so a
+/// guesser spread over many addresses is slowed and cannot lock the owner
+/// out of a browser they used before.
 #[utoipa::path(post, path = "/api/auth/login", request_body = LoginBody, responses(
-    (status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 200, body = AuthResponse, description = "signed in; `Set-Cookie` carries the device cookie"),
+    (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
     (status = 503, body = ErrorBody, description = "too many password hashes waiting")))]
 pub async fn login(
     State(state): State<AppState>,
-    req: Request,
-) -> Result<Json<AuthResponse>, ApiError> {
-    let ip = address_of(&state, &req);
-    let ApiJson(body) = ApiJson::<LoginBody>::from_request_inner(req, &state).await?;
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<([(header::HeaderName, HeaderValue); 1], Json<AuthResponse>), ApiError> {
     state.abuse.check(Limit::LoginAddress, &ip).await?;
     // A name no account can have never becomes a key (nor costs a hash):
     // the same answer as a wrong password.
@@ -188,6 +228,17 @@ pub async fn login(
         .check(Limit::LoginUser, &login_key(&body.username, &ip))
         .await?;
     let user = state.store.user_by_username(&body.username).await?;
+    let known = user
+        .as_ref()
+        .is_some_and(|u| known_device(&state, &headers, &u.username, &u.id));
+    if !known {
+        // Every valid username counts alike, so the limit tells nothing
+        // of which exist.
+        state
+            .abuse
+            .check(Limit::LoginAccount, &body.username)
+            .await?;
+    }
     // An unknown user costs a hash too.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let ok = password_matches(&state, body.password, hash).await?;
@@ -198,10 +249,13 @@ pub async fn login(
     let token = state
         .keys
         .issue_at_ms(&user.id, &user.username, &user.name, now_ms());
-    Ok(Json(AuthResponse {
-        user: user_out(&user),
-        token,
-    }))
+    Ok((
+        [(header::SET_COOKIE, device_cookie(&state, &user, &headers))],
+        Json(AuthResponse {
+            user: user_out(&user),
+            token,
+        }),
+    ))
 }
 
 /// Log out: this token is refused from now on, everywhere, and the sockets
@@ -291,11 +345,10 @@ async fn verified_user(
 pub async fn change_password(
     State(state): State<AppState>,
     Auth(who): Auth,
-    req: Request,
+    ClientAddress(ip): ClientAddress,
+    ApiJson(body): ApiJson<PasswordBody>,
 ) -> Result<Json<AuthResponse>, ApiError> {
     let c = who.user()?.clone();
-    let ip = address_of(&state, &req);
-    let ApiJson(body) = ApiJson::<PasswordBody>::from_request_inner(req, &state).await?;
     check_new_password(&body.new_password)?;
     let user = verified_user(&state, &ip, &c, body.current_password).await?;
     let password = body.new_password;
@@ -333,11 +386,10 @@ pub async fn change_password(
 pub async fn delete_account(
     State(state): State<AppState>,
     Auth(who): Auth,
-    req: Request,
+    ClientAddress(ip): ClientAddress,
+    ApiJson(body): ApiJson<DeleteAccountBody>,
 ) -> Result<StatusCode, ApiError> {
     let c = who.user()?.clone();
-    let ip = address_of(&state, &req);
-    let ApiJson(body) = ApiJson::<DeleteAccountBody>::from_request_inner(req, &state).await?;
     let user = verified_user(&state, &ip, &c, body.password).await?;
     let docs = state
         .store

@@ -14,7 +14,7 @@ use crate::hub::{now_ms, AccessChange, Edit, MetaChange};
 use crate::language;
 use crate::meta::{valid_tag, MetaView};
 use crate::ot::{splice, Operation};
-use crate::protocol::Role;
+use crate::protocol::{is_hidden_control, Role};
 use crate::store::accounts::Created;
 use crate::web::abuse::Limit;
 use crate::web::error::ApiError;
@@ -86,9 +86,9 @@ pub struct Page {
 }
 
 fn check_title(t: &str) -> Result<(), ApiError> {
-    if t.chars().count() > 200 || t.chars().any(char::is_control) {
+    if t.chars().count() > 200 || t.chars().any(is_hidden_control) {
         return Err(ApiError::BadRequest(
-            "titles are up to 200 printable characters".into(),
+            "titles are up to 200 printable characters, without direction overrides or invisible characters".into(),
         ));
     }
     Ok(())
@@ -260,6 +260,10 @@ pub async fn update_document(
         let user = user_id(&who);
         edit(&state, &id, &user, role, Edit::Replace(content)).await?;
     }
+    if body.title.is_some() || body.language.is_some() {
+        // Each change is sent to every client: limited as edits are.
+        state.abuse.check(Limit::RestEdit, &user_id(&who)).await?;
+    }
     if let Some(title) = body.title {
         refused(state.hub.meta(&id, MetaChange::Title(title)).await?)?;
     }
@@ -354,6 +358,8 @@ async fn change_tags(
     if !role_for(state, id, who).await?.can_edit() {
         return Err(ApiError::Forbidden("viewers cannot edit"));
     }
+    // Each change is sent to every client: limited as edits are.
+    state.abuse.check(Limit::RestEdit, &user_id(who)).await?;
     match state.hub.meta(id, change).await? {
         Ok(view) => Ok(Json(view)),
         // Nothing changed: the document refused the tag.

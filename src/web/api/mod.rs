@@ -33,13 +33,13 @@ pub use members::{delete_member, get_members, get_users, put_member};
 pub use sessions::get_sessions;
 pub use tickets::{redeem, ws_ticket};
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::ApiError;
-use super::identity::{ApiJson, Identity};
+use super::identity::Identity;
 use super::schema;
 use super::AppState;
 
@@ -114,6 +114,7 @@ use super::AppState;
         members::MemberBody,
         members::MemberOut,
         members::MemberListItem,
+        members::MemberPage,
         schema::Presence,
         schema::PresenceState,
         schema::Role,
@@ -166,12 +167,6 @@ pub async fn metrics(State(state): State<AppState>) -> String {
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default()
-}
-
-impl<T: serde::de::DeserializeOwned> ApiJson<T> {
-    async fn from_request_inner(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        <Self as axum::extract::FromRequest<AppState>>::from_request(req, state).await
-    }
 }
 
 /// A REST edit, limited per user as a socket's ops are per connection
