@@ -159,11 +159,11 @@ impl Keys {
         self.sign(user_id, username, "", now_ms, &audience, DEVICE_TTL_SECS)
     }
 
-    /// The user id a device credential was issued to, if it is one of ours
-    /// and current.
-    pub fn verify_device(&self, token: &str, now: i64) -> Option<String> {
+    /// A device credential's claims (`sub`: the user; issued when), if it
+    /// is one of ours and current.
+    pub fn verify_device(&self, token: &str, now: i64) -> Option<Claims> {
         let audience = format!("{}{DEVICE_AUDIENCE}", self.audience);
-        self.verify_for(token, now, &audience).ok().map(|c| c.sub)
+        self.verify_for(token, now, &audience).ok()
     }
 
     fn sign(
@@ -368,7 +368,7 @@ mod tests {
     fn device_credentials_are_no_sessions_and_sessions_no_device_credentials() {
         let k = keys(SECRET, None);
         let d = k.issue_device("u1", "alice", NOW * 1000);
-        assert_eq!(k.verify_device(&d, NOW + 10).as_deref(), Some("u1"));
+        assert_eq!(k.verify_device(&d, NOW + 10).unwrap().sub, "u1");
         assert_eq!(k.verify(&d, NOW + 10), Err(AuthError::Invalid));
         let t = k.issue("u1", "alice", "Alice", NOW);
         assert_eq!(k.verify_device(&t, NOW + 10), None);

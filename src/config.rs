@@ -183,10 +183,11 @@ pub struct Config {
     pub body_read_timeout_ms: u64,
     /// The slowest a request body may arrive, on average, once its first
     /// BODY_READ_TIMEOUT_MS are spent (bytes per second).
-    #[arg(long, env = "BODY_MIN_BYTES_PER_SEC", default_value_t = 16 * 1024)]
+    #[arg(long, env = "BODY_MIN_BYTES_PER_SEC", default_value_t = 4096)]
     pub body_min_bytes_per_sec: u64,
-    /// Bytes of request bodies held at once, by all requests together;
-    /// a body that finds no room within a second is answered 503. At least
+    /// Bytes of request bodies held at once, by all requests together (one
+    /// client address at most a quarter, or the largest body if more); a
+    /// body that finds no room within a second is answered 503. At least
     /// the largest body (MAX_BODY_BYTES, or an import's 4 bytes per
     /// MAX_DOC_CHARS).
     #[arg(long, env = "BODY_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]

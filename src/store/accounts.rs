@@ -63,7 +63,7 @@ pub struct MemberRow {
 
 /// Members listed in one page at most (the owner, on the first page,
 /// besides them).
-pub const MAX_MEMBERS_PAGE: i64 = 200;
+pub const MAX_MEMBERS_PAGE: i64 = 1000;
 
 /// What sharing a document did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

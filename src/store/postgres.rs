@@ -32,7 +32,8 @@ impl Backend for Postgres {
     // FOR UPDATE conflicts with the KEY SHARE lock a foreign key check
     // takes, so a document being created for the user waits, then fails.
     const LOCK_USER: &'static str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
-    const LOCK_DOCUMENT: &'static str = "SELECT id FROM documents WHERE id = $1 FOR UPDATE";
+    // NO KEY: journal inserts (a KEY SHARE lock for their foreign key) go on.
+    const LOCK_DOCUMENT: &'static str = "SELECT id FROM documents WHERE id = $1 FOR NO KEY UPDATE";
 }
 
 impl PgStore {

@@ -29,7 +29,10 @@ impl Backend for Sqlite {
     // (a read first could not upgrade past a concurrent writer).
     const LOCK_USER: &'static str =
         "UPDATE users SET tokens_valid_after = tokens_valid_after WHERE id = $1 RETURNING id";
-    const LOCK_DOCUMENT: &'static str = "UPDATE documents SET id = id WHERE id = $1 RETURNING id";
+    // A column no key holds: rewriting the key would re-check every row
+    // that references the document.
+    const LOCK_DOCUMENT: &'static str =
+        "UPDATE documents SET updated_at = updated_at WHERE id = $1 RETURNING id";
 }
 
 /// SQLite caps bound parameters per statement; stay well under it.

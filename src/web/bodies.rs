@@ -6,10 +6,11 @@
 //!   minimum rate is answered 408, its bytes released and its connection
 //!   closed;
 //! - within a budget of bytes held by every request at once
-//!   (`BODY_BUDGET_BYTES`): a body's declared length is taken whole before
-//!   a byte of it is read (one without a length, chunk by chunk as it
-//!   comes); a body that finds no room within [`BUDGET_WAIT`] is answered
-//!   503 with `Retry-After`, nothing of it read;
+//!   (`BODY_BUDGET_BYTES`), and a share of it per client address (a
+//!   quarter, or the largest body if more): bytes are counted as they
+//!   arrive, so a declared length costs nothing until it is sent; a chunk
+//!   that finds no room within [`BUDGET_WAIT`] gets the request a 503 with
+//!   `Retry-After`;
 //! - at most `MAX_BODY_BYTES` (or an import's 4 bytes per `MAX_DOC_CHARS`,
 //!   if more; JSON bodies are held to `MAX_BODY_BYTES` by their extractor):
 //!   a larger declared length is refused before a byte is read, a longer
@@ -21,11 +22,12 @@
 //! Owns: [`BodyGuard`], [`guard`] (the middleware). Must not import: sqlx,
 //! redis.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -34,19 +36,29 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::error::ApiError;
+use super::ConnLimits;
 use crate::config::Config;
 
-/// How long a body waits for room in the budget before a 503.
+/// How long a chunk waits for room in the budget before a 503.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a chunk over its address's share looks again.
+const SHARE_POLL: Duration = Duration::from_millis(10);
 
 /// The limits every request body is read under; one per server.
 #[derive(Clone, Debug)]
 pub struct BodyGuard {
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// Bytes held per client address (entries only while held: at most one
+    /// per body being read).
+    shares: Arc<Mutex<HashMap<String, usize>>>,
+    share_bytes: usize,
     max: usize,
     timeout: Duration,
     min_rate: u64,
+    /// Who the client is (forwarding headers of trusted proxies).
+    limits: Option<ConnLimits>,
 }
 
 /// Why a body was not read.
@@ -56,7 +68,9 @@ enum Refused {
     Timeout,
     /// No room in the budget (503).
     Budget,
-    /// Over MAX_BODY_BYTES (413).
+    /// No room in the client address's share of the budget (503).
+    Share,
+    /// Over the largest body (413).
     TooLarge,
     /// The client broke off or sent a malformed body (400).
     Broken,
@@ -67,6 +81,7 @@ impl Refused {
         match self {
             Refused::Timeout => "timeout",
             Refused::Budget => "budget",
+            Refused::Share => "address",
             Refused::TooLarge => "too_large",
             Refused::Broken => "broken",
         }
@@ -77,7 +92,7 @@ impl Refused {
             .increment(1);
         let mut response = match self {
             Refused::Timeout => ApiError::RequestTimeout.into_response(),
-            Refused::Budget => ApiError::Unavailable.into_response(),
+            Refused::Budget | Refused::Share => ApiError::Unavailable.into_response(),
             Refused::TooLarge => ApiError::PayloadTooLarge.into_response(),
             Refused::Broken => {
                 ApiError::BadRequest("the request body was cut short".into()).into_response()
@@ -87,7 +102,7 @@ impl Refused {
         // The rest of the body is not read: the connection cannot carry
         // another request.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        if matches!(self, Refused::Budget) {
+        if matches!(self, Refused::Budget | Refused::Share) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -97,18 +112,35 @@ impl Refused {
 /// Budget taken by one request; given back (and the gauge updated) on drop.
 struct Held {
     permit: Option<OwnedSemaphorePermit>,
+    /// The client address's key, and the bytes of its share held here.
+    address: String,
+    shared: usize,
     guard: BodyGuard,
+}
+
+impl Held {
+    fn new(guard: &BodyGuard, address: String) -> Self {
+        Self {
+            permit: None,
+            address,
+            shared: 0,
+            guard: guard.clone(),
+        }
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         drop(self.permit.take());
+        if self.shared > 0 {
+            self.guard.unshare(&self.address, self.shared);
+        }
         self.guard.report();
     }
 }
 
 impl BodyGuard {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, limits: ConnLimits) -> Self {
         // An import's body is the file: up to 4 bytes a character.
         let import = config.max_doc_chars.saturating_mul(4).saturating_add(3);
         let max = config.max_body_bytes.max(import);
@@ -119,9 +151,12 @@ impl BodyGuard {
         Self {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            shares: Arc::default(),
+            share_bytes: (budget_bytes / 4).max(max),
             max,
             timeout: Duration::from_millis(config.body_read_timeout_ms.max(100)),
             min_rate: config.body_min_bytes_per_sec.max(1),
+            limits: Some(limits),
         }
     }
 
@@ -139,14 +174,45 @@ impl BodyGuard {
         (start + self.timeout + earned).min(last + self.timeout)
     }
 
-    /// Room for `n` more bytes, merged into `held`.
+    /// Count `n` more bytes against `address`'s share, if they fit.
+    fn share(&self, address: &str, n: usize) -> bool {
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        let held = shares.get(address).copied().unwrap_or(0);
+        if held + n > self.share_bytes {
+            return false;
+        }
+        shares.insert(address.to_owned(), held + n);
+        true
+    }
+
+    fn unshare(&self, address: &str, n: usize) {
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = shares.get_mut(address) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                shares.remove(address);
+            }
+        }
+    }
+
+    /// Room for `n` more bytes, in the address's share and in the budget,
+    /// merged into `held`; waiting at most [`BUDGET_WAIT`] (and not past
+    /// `deadline`).
     async fn take(&self, held: &mut Held, n: usize, deadline: Instant) -> Result<(), Refused> {
-        let n = u32::try_from(n).map_err(|_| Refused::TooLarge)?;
-        let wait = BUDGET_WAIT.min(deadline.saturating_duration_since(Instant::now()));
-        let permit = tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(n))
-            .await
-            .map_err(|_| Refused::Budget)?
-            .map_err(|_| Refused::Budget)?;
+        let permits = u32::try_from(n).map_err(|_| Refused::TooLarge)?;
+        let until = deadline.min(Instant::now() + BUDGET_WAIT);
+        while !self.share(&held.address, n) {
+            if Instant::now() + SHARE_POLL > until {
+                return Err(Refused::Share);
+            }
+            tokio::time::sleep(SHARE_POLL).await;
+        }
+        held.shared += n;
+        let permit =
+            tokio::time::timeout_at(until, self.budget.clone().acquire_many_owned(permits))
+                .await
+                .map_err(|_| Refused::Budget)?
+                .map_err(|_| Refused::Budget)?;
         match &mut held.permit {
             Some(p) => p.merge(permit),
             none => *none = Some(permit),
@@ -155,19 +221,10 @@ impl BodyGuard {
         Ok(())
     }
 
-    /// Read `body` under the deadline and the budget: its declared length
-    /// taken from the budget before a byte is read, or, without one, each
-    /// chunk as it comes.
-    async fn read(
-        &self,
-        mut body: Body,
-        declared: Option<usize>,
-        held: &mut Held,
-    ) -> Result<Bytes, Refused> {
+    /// Read `body` under the deadline, the budget and the share, each
+    /// chunk counted as it comes.
+    async fn read(&self, mut body: Body, held: &mut Held) -> Result<Bytes, Refused> {
         let start = Instant::now();
-        if let Some(n) = declared {
-            self.take(held, n, start + self.timeout).await?;
-        }
         let mut last = start;
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut received = 0usize;
@@ -187,11 +244,11 @@ impl BodyGuard {
             if received > self.max {
                 return Err(Refused::TooLarge);
             }
-            if declared.is_none() {
-                self.take(held, data.len(), deadline).await?;
-            }
+            self.take(held, data.len(), deadline).await?;
             chunks.push(data);
         }
+        // Joined once; for that moment a body takes twice its bytes (the
+        // handler's parse would copy it anyway).
         Ok(match chunks.len() {
             0 => Bytes::new(),
             1 => chunks.pop().unwrap_or_default(),
@@ -218,17 +275,22 @@ pub async fn guard(State(g): State<BodyGuard>, req: Request, next: Next) -> Resp
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let declared = match declared.map(usize::try_from) {
-        Some(Ok(n)) if n <= g.max => Some(n),
-        Some(_) => return Refused::TooLarge.into_response(),
-        None => None,
+    if declared.is_some_and(|n| n > g.max as u64) {
+        return Refused::TooLarge.into_response();
+    }
+    let address = match &g.limits {
+        Some(limits) => {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            super::abuse::address_key(&super::client_ip(limits, peer, req.headers()))
+        }
+        None => String::new(),
     };
     let (parts, body) = req.into_parts();
-    let mut held = Held {
-        permit: None,
-        guard: g.clone(),
-    };
-    match g.read(body, declared, &mut held).await {
+    let mut held = Held::new(&g, address);
+    match g.read(body, &mut held).await {
         Ok(bytes) => {
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
@@ -247,13 +309,16 @@ pub async fn guard(State(g): State<BodyGuard>, req: Request, next: Next) -> Resp
 mod tests {
     use super::*;
 
-    fn guard(budget: usize, max: usize) -> BodyGuard {
+    fn guard(budget: usize, share: usize) -> BodyGuard {
         BodyGuard {
             budget: Arc::new(Semaphore::new(budget)),
             budget_bytes: budget,
-            max,
+            shares: Arc::default(),
+            share_bytes: share,
+            max: budget,
             timeout: Duration::from_millis(200),
             min_rate: 1000,
+            limits: None,
         }
     }
 
@@ -269,22 +334,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_budget_refuses_after_a_wait_and_frees_on_drop() {
-        let g = guard(100, 100);
+    async fn budget_and_shares_refuse_after_a_wait_and_free_on_drop() {
+        let g = guard(100, 70);
         let far = Instant::now() + Duration::from_secs(60);
-        let mut a = Held {
-            permit: None,
-            guard: g.clone(),
-        };
+        // One address: its share (70) ends it before the budget does.
+        let mut a = Held::new(&g, "a".into());
         g.take(&mut a, 60, far).await.unwrap();
-        g.take(&mut a, 30, far).await.unwrap();
-        let mut b = Held {
-            permit: None,
-            guard: g.clone(),
-        };
-        assert_eq!(g.take(&mut b, 20, far).await, Err(Refused::Budget));
-        drop(a);
-        g.take(&mut b, 20, far).await.unwrap();
-        assert_eq!(g.budget.available_permits(), 80);
+        let mut a2 = Held::new(&g, "a".into());
+        assert_eq!(g.take(&mut a2, 20, far).await, Err(Refused::Share));
+        // Another address has its own share, within the budget.
+        let mut b = Held::new(&g, "b".into());
+        g.take(&mut b, 30, far).await.unwrap();
+        let mut c = Held::new(&g, "c".into());
+        assert_eq!(g.take(&mut c, 20, far).await, Err(Refused::Budget));
+        drop((a, a2));
+        g.take(&mut c, 20, far).await.unwrap();
+        assert_eq!(g.budget.available_permits(), 50);
+        drop((b, c));
+        assert_eq!(g.budget.available_permits(), 100);
+        assert!(g.shares.lock().unwrap().is_empty());
     }
 }

@@ -75,7 +75,7 @@ pub struct ConnLimits {
 }
 
 /// The most one connection reads ahead of its handler, headers included.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+const READ_BUFFER_BYTES: usize = 32 * 1024;
 
 /// File descriptors kept back from MAX_CONNECTIONS' default for the store,
 /// Redis, logs and the listener.
@@ -236,8 +236,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // What one connection reads ahead of its handler (request headers
-        // included, so at most 16 KiB of them): the bytes of a body not yet
-        // counted against BODY_BUDGET_BYTES stay this small per connection.
+        // included, so at most 32 KiB of them, as nginx's default): the
+        // bytes of a body not yet counted against BODY_BUDGET_BYTES stay
+        // this small per connection.
         .max_buf_size(READ_BUFFER_BYTES);
     // Connections finish their requests when `stopping` is cancelled; the
     // tracker waits for them.
@@ -381,7 +382,7 @@ pub fn app(state: AppState) -> Router {
         .merge(docs)
         // Bodies are read under a deadline and a budget before any handler.
         .layer(axum::middleware::from_fn_with_state(
-            bodies::BodyGuard::new(&state.config),
+            bodies::BodyGuard::new(&state.config, state.conn_limits.clone()),
             bodies::guard,
         ))
         // Spans name the path only: query strings may carry tokens.

@@ -319,6 +319,37 @@ async fn a_guesser_on_many_addresses_is_slowed_without_locking_out_the_owner() {
     let (st, again) = login(&server, "alice", right, "10.32.0.3", Some(&alices)).await;
     assert_eq!(st, StatusCode::OK);
     assert!(again.is_some());
+    // A password change ends older device cookies; the browser that made
+    // it gets a new one.
+    let token = {
+        let body = json!({"username": "alice", "password": right});
+        let r = Client::new()
+            .post(server.http("/api/auth/login"))
+            .header("Cookie", &alices)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let body = json!({"current_password": right, "new_password": "another horse battery"});
+    let r = Client::new()
+        .post(server.http("/api/auth/password"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let renewed = device_cookie(&r).expect("a password change sets a new device cookie");
+    let new = "another horse battery";
+    let (st, _) = login(&server, "alice", new, "10.33.0.1", Some(&alices)).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    let (st, _) = login(&server, "alice", new, "10.33.0.2", Some(&renewed)).await;
+    assert_eq!(st, StatusCode::OK);
     // The cookie is no session: as a bearer token it is refused.
     let value = alices.split_once('=').unwrap().1;
     let r = Client::new()

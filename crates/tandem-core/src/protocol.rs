@@ -320,11 +320,28 @@ pub fn color_for(user_id: &str) -> String {
     format!("#{:02x}{:02x}{:02x}", to(r), to(g), to(b))
 }
 
-/// Display names: 1–100 characters, not all blank, none of them a
-/// control character, a direction override or an invisible character
-/// ([`is_hidden_control`]).
+/// Display names: 1–100 characters, at least one of them one that shows
+/// (not blank, a joiner or a selector), none of them a control character, a
+/// direction override or an invisible character ([`is_hidden_control`]).
 pub fn valid_name(n: &str) -> bool {
-    !n.trim().is_empty() && n.chars().count() <= 100 && !n.chars().any(is_hidden_control)
+    n.chars().count() <= 100 && shows(n) && !n.chars().any(is_hidden_control)
+}
+
+/// Whether `s` has a character that is seen: not white space, not a zero
+/// width (non-)joiner, not a variation selector, not the blank Braille
+/// pattern.
+pub fn shows(s: &str) -> bool {
+    s.chars().any(|c| {
+        !c.is_whitespace()
+            && !matches!(
+                c,
+                '\u{200C}'
+                    | '\u{200D}'
+                    | '\u{2800}'
+                    | '\u{FE00}'..='\u{FE0F}'
+                    | '\u{E0100}'..='\u{E01EF}'
+            )
+    })
 }
 
 /// Characters that let one name or title pass for another: controls
@@ -333,7 +350,10 @@ pub fn valid_name(n: &str) -> bool {
 /// what is shown; and characters that show as nothing (zero width space,
 /// word joiner and invisible operators, the BOM, soft hyphen, combining
 /// grapheme joiner, Hangul fillers, Mongolian vowel separator, tag
-/// characters). Zero width (non-)joiners stay: scripts and emoji need them.
+/// characters, interlinear annotation and deprecated format characters,
+/// musical-notation formatting, the line and paragraph separators).
+/// Zero width (non-)joiners and variation selectors stay: scripts and emoji
+/// need them.
 pub fn is_hidden_control(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -343,16 +363,18 @@ pub fn is_hidden_control(c: char) -> bool {
                 | '\u{061C}'
                 | '\u{115F}'
                 | '\u{1160}'
-                | '\u{180E}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'
                 | '\u{200E}'
                 | '\u{200F}'
-                | '\u{202A}'..='\u{202E}'
+                | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2066}'..='\u{206F}'
                 | '\u{3164}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{1D173}'..='\u{1D17A}'
                 | '\u{E0000}'..='\u{E007F}'
         )
 }
@@ -373,6 +395,7 @@ mod tests {
     fn names_refuse_overrides_and_invisible_characters_but_keep_scripts() {
         for ok in [
             "Alice",
+            "❤\u{FE0F} Ann",
             "عائشة",
             "👩\u{200D}💻 Dev",
             "می\u{200C}خواهم",
@@ -388,6 +411,11 @@ mod tests {
             "x\u{E0041}",
             "\u{FEFF}carol",
             "tab\tname",
+            "\u{200D}",
+            "\u{200C} \u{FE0F}",
+            "\u{2800}",
+            "a\u{2028}b",
+            "x\u{1D173}",
         ] {
             assert!(!valid_name(bad), "{bad:?}");
         }

@@ -165,7 +165,8 @@ fn device_cookie_name(username: &str) -> String {
 }
 
 /// The `Set-Cookie` value that keeps this client's device credential for
-/// the user (sent back only to the login route; `Secure` behind TLS).
+/// the user (sent back only to the login route; `Secure` behind TLS). A
+/// password change or an account-wide revocation ends older ones.
 fn device_cookie(state: &AppState, user: &UserRow, headers: &HeaderMap) -> HeaderValue {
     let value = state.keys.issue_device(&user.id, &user.username, now_ms());
     let secure = headers
@@ -179,23 +180,35 @@ fn device_cookie(state: &AppState, user: &UserRow, headers: &HeaderMap) -> Heade
     HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Whether the request carries a device credential of `user_id` in the
-/// cookie of `username`.
-fn known_device(state: &AppState, headers: &HeaderMap, username: &str, user_id: &str) -> bool {
-    let name = device_cookie_name(username);
-    headers
+/// Whether the request carries a current device credential of `user` in
+/// the cookie of its username: issued to it, and not before its tokens were
+/// last revoked (a password change, an account-wide revocation).
+async fn known_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &UserRow,
+) -> Result<bool, ApiError> {
+    let name = device_cookie_name(&user.username);
+    let now = crate::web::identity::now_secs();
+    let issued: Vec<i64> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .filter(|(n, _)| *n == name)
-        .any(|(_, t)| {
-            state
-                .keys
-                .verify_device(t, crate::web::identity::now_secs())
-                .is_some_and(|sub| sub == user_id)
-        })
+        .filter_map(|(_, t)| state.keys.verify_device(t, now))
+        .filter(|c| c.sub == user.id)
+        .map(|c| c.issued_ms())
+        .collect();
+    if issued.is_empty() {
+        return Ok(false);
+    }
+    let valid_after = match state.store.token_state(&user.id, None).await? {
+        Some(s) => s.valid_after_ms,
+        None => return Ok(false),
+    };
+    Ok(issued.iter().any(|&ms| ms >= valid_after))
 }
 
 /// Exchange a username and password for a token (and a device cookie).
@@ -228,9 +241,10 @@ pub async fn login(
         .check(Limit::LoginUser, &login_key(&body.username, &ip))
         .await?;
     let user = state.store.user_by_username(&body.username).await?;
-    let known = user
-        .as_ref()
-        .is_some_and(|u| known_device(&state, &headers, &u.username, &u.id));
+    let known = match &user {
+        Some(u) => known_device(&state, &headers, u).await?,
+        None => false,
+    };
     if !known {
         // Every valid username counts alike, so the limit tells nothing
         // of which exist.
@@ -346,8 +360,9 @@ pub async fn change_password(
     State(state): State<AppState>,
     Auth(who): Auth,
     ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PasswordBody>,
-) -> Result<Json<AuthResponse>, ApiError> {
+) -> Result<([(header::HeaderName, HeaderValue); 1], Json<AuthResponse>), ApiError> {
     let c = who.user()?.clone();
     check_new_password(&body.new_password)?;
     let user = verified_user(&state, &ip, &c, body.current_password).await?;
@@ -368,10 +383,14 @@ pub async fn change_password(
     let token = state
         .keys
         .issue_at_ms(&user.id, &user.username, &user.name, now);
-    Ok(Json(AuthResponse {
-        user: user_out(&user),
-        token,
-    }))
+    // Older device cookies are refused from now on; this browser keeps one.
+    Ok((
+        [(header::SET_COOKIE, device_cookie(&state, &user, &headers))],
+        Json(AuthResponse {
+            user: user_out(&user),
+            token,
+        }),
+    ))
 }
 
 /// Delete the caller's account: its memberships, and every document it

@@ -257,10 +257,11 @@ pub async fn update_document(
         if content.chars().count() > state.config.max_doc_chars {
             return Err(ApiError::PayloadTooLarge);
         }
+        // The edit takes the request's unit of the edit allowance first:
+        // a refusal changes nothing.
         let user = user_id(&who);
         edit(&state, &id, &user, role, Edit::Replace(content)).await?;
-    }
-    if body.title.is_some() || body.language.is_some() {
+    } else if body.title.is_some() || body.language.is_some() {
         // Each change is sent to every client: limited as edits are.
         state.abuse.check(Limit::RestEdit, &user_id(&who)).await?;
     }

@@ -139,8 +139,9 @@ async fn owner(state: &AppState, who: &Identity, id: &str) -> Result<String, Api
 /// Share with a user (owner only); takes effect on live sockets at once.
 ///
 /// A share with someone not yet a member counts against
-/// `NEW_SHARES_PER_HOUR` (per user and per address) before the username is
-/// looked up, so whether a username exists is told no faster than that.
+/// `NEW_SHARES_PER_HOUR` (per user and per address) whether or not the
+/// username exists, before anything is answered, so whether it exists is
+/// told no faster than that.
 #[utoipa::path(put, path = "/api/documents/{id}/members/{username}", request_body = MemberBody,
     security(("bearer" = [])), responses((status = 200, body = MemberOut, description = "Shared (or the role changed)"),
     (status = 400, body = ErrorBody, description = "Bad role, or the owner named"),
