@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod language;
 pub mod limits;
 pub mod meta;
+pub mod names;
 pub mod ot;
 pub mod protocol;
 pub mod runs;
