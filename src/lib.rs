@@ -23,7 +23,8 @@ pub mod web;
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
 pub use tandem_core::{
-    awareness, batch, client, doc, language, limits, meta, ot, protocol, runs, undo,
+    awareness, batch, client, commit, doc, language, limits, meta, ot, pipeline, protocol, runs,
+    undo,
 };
 
 use std::sync::Arc;

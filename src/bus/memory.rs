@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    BatchOutcome, Bus, BusError, BusEvent, CommitBatch, Journal, MetaStore, PresenceEntry,
-    Revocation, Revocations, Seed, Seeded, Sequencer, Subscription, UndoStacks,
+    Bus, BusError, BusEvent, CommitBatch, CommitReply, Journal, MetaStore, PresenceEntry, Range,
+    Revocation, Revocations, Seed, SeedReply, Seeded, Sequencer, Subscription, UndoStacks,
 };
 use crate::doc::{ClientSeqs, History, Record, Retain};
 use crate::protocol::AwarenessInfo;
@@ -206,7 +206,7 @@ fn records_after(d: &DocLog, after: u64) -> Option<Vec<Arc<Record>>> {
 
 /// The commit script's checks, in its order: per-record dedupe (a batch
 /// with resends appends nothing), then the version check.
-fn check(d: &DocLog, batch: &CommitBatch) -> Result<Option<BatchOutcome>, BusError> {
+fn check(d: &DocLog, batch: &CommitBatch) -> Result<Option<CommitReply>, BusError> {
     let dups: Vec<(usize, u64)> = batch
         .records
         .iter()
@@ -219,13 +219,13 @@ fn check(d: &DocLog, batch: &CommitBatch) -> Result<Option<BatchOutcome>, BusErr
         })
         .collect();
     if !dups.is_empty() {
-        return Ok(Some(BatchOutcome::Duplicates(dups)));
+        return Ok(Some(CommitReply::Duplicates(dups)));
     }
     if batch.base != d.log.head() {
         let missed = records_after(d, batch.base).ok_or_else(|| {
             BusError::Unavailable(format!("base {} outside the op log", batch.base))
         })?;
-        return Ok(Some(BatchOutcome::Stale { missed }));
+        return Ok(Some(CommitReply::Stale { missed }));
     }
     Ok(None)
 }
@@ -246,7 +246,7 @@ impl Drop for Unmark<'_> {
 
 #[async_trait]
 impl Sequencer for MemorySequencer {
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError> {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<SeedReply, BusError> {
         let mut docs = self.lock();
         // Created under the store's epoch (the caller's; a fresh one if it
         // knows none): in one process the memory log and the store are one
@@ -269,20 +269,22 @@ impl Sequencer for MemorySequencer {
                 d.log.push(r.clone());
             } else if let Some(mine) = d.log.get(r.version) {
                 if (mine.client.as_str(), mine.seq) != (r.client.as_str(), r.seq) {
-                    return Err(BusError::SeedConflict);
+                    return Ok(SeedReply::Conflict);
                 }
             }
         }
-        Ok(Seeded {
+        Ok(SeedReply::Seeded(Seeded {
             head: d.log.head(),
             epoch: d.epoch.clone(),
-        })
+        }))
     }
 
-    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError> {
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<CommitReply, BusError> {
         {
             let mut docs = self.lock();
-            let d = docs.get_mut(doc).ok_or(BusError::NotSeeded)?;
+            let Some(d) = docs.get_mut(doc) else {
+                return Ok(CommitReply::NotSeeded);
+            };
             if d.journaling {
                 return Err(BusError::Unavailable(
                     "another commit of this document is being journaled".into(),
@@ -327,7 +329,7 @@ impl Sequencer for MemorySequencer {
         }
         drop(stacks);
         self.bus.send(doc, BusEvent::Committed(recs.clone()));
-        Ok(BatchOutcome::Committed(recs))
+        Ok(CommitReply::Committed(recs))
     }
 
     fn journals(&self) -> bool {
@@ -335,21 +337,17 @@ impl Sequencer for MemorySequencer {
     }
 
     /// One process, one history: the epoch is not checked.
-    async fn ops_since(
-        &self,
-        doc: &str,
-        after: u64,
-        _epoch: &str,
-    ) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+    async fn ops_since(&self, doc: &str, after: u64, _epoch: &str) -> Result<Range, BusError> {
         let docs = self.lock();
-        let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
-        Ok(records_after(d, after))
+        let Some(d) = docs.get(doc) else {
+            return Ok(Range::NotSeeded);
+        };
+        Ok(records_after(d, after).map_or(Range::Trimmed, Range::Records))
     }
 
     async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError> {
         let docs = self.lock();
-        let d = docs.get(doc).ok_or(BusError::NotSeeded)?;
-        Ok(d.clients.get(client))
+        Ok(docs.get(doc).and_then(|d| d.clients.get(client)))
     }
 
     async fn mark_durable(&self, _doc: &str, _version: u64) -> Result<(), BusError> {

@@ -35,7 +35,9 @@ use crate::ot::Operation;
 use crate::protocol::{AwarenessInfo, CursorInfo, Presence};
 use crate::undo::{Stack, StackPush, UndoEntry};
 
-/// Failures talking to the sequencer or bus backend. The text is for logs.
+/// Real failures talking to the sequencer or bus backend (its answers,
+/// however unwelcome, are replies: [`CommitReply`], [`Range`],
+/// [`SeedReply`]). The text is for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("backend unavailable: {0}")]
@@ -44,28 +46,10 @@ pub enum BusError {
     /// start).
     #[error("refused configuration: {0}")]
     Config(String),
-    #[error("corrupt record in op log: {0}")]
+    /// The backend answered something that cannot be read (a malformed
+    /// reply or record).
+    #[error("corrupt reply or record: {0}")]
     Corrupt(String),
-    /// The backend does not know the document (never seeded, or it lost its
-    /// data), or knows less of it than the caller (its head is behind the
-    /// caller's): seed it again from what this instance knows.
-    #[error("document is not seeded in the sequencer")]
-    NotSeeded,
-    /// Seeding found a different op at a version this instance also has:
-    /// another instance re-seeded and moved on. Reload from the sequencer.
-    #[error("seed conflicts with the sequencer's history")]
-    SeedConflict,
-    /// The sequencer delivered a record at a version this instance holds
-    /// a different record for: the sequencer's history forked from ours
-    /// (it lost records and handed their versions out again). Reload.
-    #[error("the sequencer's history forked from ours at version {0}")]
-    Forked(u64),
-    /// The sequencer re-created the document from an instance's copy after
-    /// losing it, and holds commits for a moment so that every other live
-    /// instance can add the records it holds (`seed.lua`): commit again
-    /// after this long.
-    #[error("document settling after a re-seed ({0:?} left)")]
-    Settling(std::time::Duration),
 }
 
 /// A client's highest committed seq and the version it produced.
@@ -104,71 +88,27 @@ pub struct Seeded {
     pub epoch: String,
 }
 
-/// Most records one commit round carries (and the Lua stack allows).
-pub const MAX_BATCH_RECORDS: usize = 256;
+pub use crate::commit::{CommitBatch, CommitRecord, CommitReply, MAX_BATCH_RECORDS};
 
-/// One op of a commit batch, already rebased so that it applies right after
-/// the records before it in the batch.
+/// What the sequencer answered a seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedReply {
+    Seeded(Seeded),
+    /// The seed holds a different op at a version the sequencer also has:
+    /// another instance re-seeded and moved on. Reload from the sequencer.
+    Conflict,
+}
+
+/// What the sequencer answered a read of its log.
 #[derive(Clone, Debug)]
-pub struct CommitRecord {
-    pub op: Operation,
-    pub user: String,
-    pub client: String,
-    pub seq: u64,
-    pub time: i64,
-    /// The undo (or redo) step to keep for `user` once committed; its
-    /// entry's version is the version this record produces.
-    pub undo: Option<StackPush>,
-    /// The edit's trace context (see `crate::otel`), carried in the
-    /// record to every instance.
-    pub trace: Option<String>,
-}
-
-/// Ops to commit back to back as versions `base + 1 ..= base + n`.
-#[derive(Clone, Debug, Default)]
-pub struct CommitBatch {
-    pub base: u64,
-    pub records: Vec<CommitRecord>,
-    /// The history identity `base` belongs to (the caller's epoch): a
-    /// sequencer holding another answers [`BusError::NotSeeded`], and the
-    /// caller's re-seed proves (or refutes) that its history continues
-    /// there. Empty: not checked.
-    pub epoch: String,
-}
-
-impl CommitBatch {
-    /// The records as committed: versions from `base + 1`.
-    pub fn into_records(self) -> Vec<Arc<Record>> {
-        let base = self.base;
-        self.records
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Arc::new(Record {
-                    version: base + i as u64 + 1,
-                    op: r.op,
-                    user: r.user,
-                    client: r.client,
-                    seq: r.seq,
-                    time: r.time,
-                    trace: r.trace,
-                })
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug)]
-pub enum BatchOutcome {
-    /// Appended (and published, once, as one event) as these records.
-    Committed(Vec<Arc<Record>>),
-    /// Nothing was appended: these records (index in the batch, and the
-    /// version their `(client, seq)` produced) were committed before. The
-    /// caller answers them and prepares the rest again.
-    Duplicates(Vec<(usize, u64)>),
-    /// `base` is behind the head: these are the records after `base`.
-    /// Nothing was appended; the caller applies them, rebases and retries.
-    Stale { missed: Vec<Arc<Record>> },
+pub enum Range {
+    /// Every record after the version asked for, oldest first, to the head.
+    Records(Vec<Arc<Record>>),
+    /// The log no longer reaches back that far.
+    Trimmed,
+    /// The sequencer does not know the document, holds another history, or
+    /// less than the caller: seed it again from what the caller knows.
+    NotSeeded,
 }
 
 /// One op, already rebased onto `base`, to commit as version `base + 1`
@@ -191,6 +131,10 @@ pub enum CommitOutcome {
     Duplicate { version: u64 },
     /// `base` is behind the head: these are the records after `base`.
     Stale { missed: Vec<Arc<Record>> },
+    /// The sequencer does not know the document: seed it first.
+    NotSeeded,
+    /// The sequencer holds commits for this long after a re-seed.
+    Settling(std::time::Duration),
 }
 
 /// Where the embedded sequencer makes a batch durable before it counts as
@@ -216,11 +160,11 @@ pub trait Journal: Send + Sync + 'static {
 pub trait Sequencer: Send + Sync + 'static {
     /// Make the document known at `seed` unless it already is; returns the
     /// head version and the epoch the sequencer holds.
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError>;
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<SeedReply, BusError>;
     /// In one atomic step: dedupe every record by `(client, seq)`, check
     /// `base` is the head, append them all, keep their undo steps, publish
     /// them as one event.
-    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError>;
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<CommitReply, BusError>;
     /// Whether a committed batch is already in the store's journal (the
     /// embedded sequencer), so the persister need not write journal rows.
     fn journals(&self) -> bool {
@@ -249,26 +193,23 @@ pub trait Sequencer: Send + Sync + 'static {
             }],
         };
         Ok(match self.commit_batch(doc, batch).await? {
-            BatchOutcome::Committed(mut recs) => CommitOutcome::Committed(
+            CommitReply::Committed(mut recs) => CommitOutcome::Committed(
                 recs.pop()
                     .ok_or_else(|| BusError::Corrupt("empty commit".into()))?,
             ),
-            BatchOutcome::Duplicates(d) => CommitOutcome::Duplicate {
+            CommitReply::Duplicates(d) => CommitOutcome::Duplicate {
                 version: d.first().map_or(0, |&(_, v)| v),
             },
-            BatchOutcome::Stale { missed } => CommitOutcome::Stale { missed },
+            CommitReply::Stale { missed } => CommitOutcome::Stale { missed },
+            CommitReply::NotSeeded => CommitOutcome::NotSeeded,
+            CommitReply::Settling(d) => CommitOutcome::Settling(d),
         })
     }
-    /// Records with version > `after`, oldest first, up to the head; `None`
-    /// when the log no longer reaches back that far. `epoch` is the history
-    /// `after` belongs to: a sequencer holding another answers
-    /// [`BusError::NotSeeded`] (re-seed first; empty: not checked).
-    async fn ops_since(
-        &self,
-        doc: &str,
-        after: u64,
-        epoch: &str,
-    ) -> Result<Option<Vec<Arc<Record>>>, BusError>;
+    /// Records with version > `after`, oldest first, up to the head.
+    /// `epoch` is the history `after` belongs to: a sequencer holding
+    /// another answers [`Range::NotSeeded`] (re-seed first; empty: not
+    /// checked).
+    async fn ops_since(&self, doc: &str, after: u64, epoch: &str) -> Result<Range, BusError>;
     /// Highest committed seq of `client` and the version it produced.
     async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError>;
     /// The document's last durable snapshot version (the log may be trimmed

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::task::{Cmd, DocTask};
 use super::{Hub, HubError};
-use crate::bus::BusError;
 use crate::doc::Record;
 
 /// The head version and a page of committed records.
@@ -78,14 +77,11 @@ impl Hub {
                 return Ok(None);
             }
             if page.first().is_none_or(|r| r.version != at + 1) {
-                return Err(HubError::Bus(BusError::Corrupt(format!(
-                    "history has a gap after {at}"
-                ))));
+                return Err(HubError::Diverged(format!("history has a gap after {at}")));
             }
             for r in page.iter().take_while(|r| r.version <= version) {
-                r.op.apply_rope(&mut text).map_err(|e| {
-                    HubError::Bus(BusError::Corrupt(format!("replay at {}: {e}", r.version)))
-                })?;
+                r.op.apply_rope(&mut text)
+                    .map_err(|e| HubError::Diverged(format!("replay at {}: {e}", r.version)))?;
                 at = r.version;
             }
         }

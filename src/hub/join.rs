@@ -158,7 +158,8 @@ impl DocTask {
             let v: Vec<Arc<Record>> = it.cloned().collect();
             return fits(&v).then_some(v);
         }
-        if let Ok(Some(v)) = self.hub.sequencer.ops_since(&self.id, n, &self.epoch).await {
+        let range = self.hub.sequencer.ops_since(&self.id, n, &self.epoch).await;
+        if let Ok(crate::bus::Range::Records(v)) = range {
             if v.last().map_or(n, |r| r.version) == head {
                 return fits(&v).then_some(v);
             }

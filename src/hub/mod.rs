@@ -95,6 +95,11 @@ pub enum HubError {
     ShuttingDown,
     #[error("backend unavailable: {0}")]
     Bus(#[from] BusError),
+    /// This instance's state of the document can no longer be trusted
+    /// (the sequencer's history forked from ours, a gap the log cannot
+    /// fill, a seed that conflicts): the task resets and reloads.
+    #[error("document state diverged: {0}")]
+    Diverged(String),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
     #[error("document task is gone")]
@@ -102,20 +107,7 @@ pub enum HubError {
 }
 
 /// Why an edit was refused; the message is safe to show.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(code: ErrorCode, message: &str) -> Self {
-        Self {
-            code,
-            message: message.to_owned(),
-        }
-    }
-}
+pub use crate::pipeline::Refusal;
 
 /// How an edit submitted to the hub ended: the version it produced, or why
 /// the document refused it (inner), or why the hub could not ask (outer).

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::task::DocTask;
 use super::HubError;
-use crate::bus::{BusError, Seed};
+use crate::bus::{BusError, Range, Seed, SeedReply};
 use crate::doc::{ApplyOutcome, Record};
 
 /// The first retry of a failed refill, soon: after a backend restart this
@@ -27,7 +27,7 @@ const CATCH_UP_MAX: Duration = Duration::from_secs(2);
 pub(super) fn is_transient(e: &HubError) -> bool {
     matches!(
         e,
-        HubError::Bus(BusError::Unavailable(_) | BusError::Settling(_)) | HubError::Store(_)
+        HubError::Bus(BusError::Unavailable(_)) | HubError::Store(_)
     )
 }
 
@@ -51,14 +51,14 @@ impl DocTask {
                 Ok(true)
             }
             Ok(ApplyOutcome::Old) => self.check_same(&rec).map(|()| false),
-            Ok(ApplyOutcome::Gap { head }) => Err(HubError::Bus(BusError::Corrupt(format!(
+            Ok(ApplyOutcome::Gap { head }) => Err(HubError::Diverged(format!(
                 "gap: head {head}, got {}",
                 rec.version
-            )))),
-            Err(e) => Err(HubError::Bus(BusError::Corrupt(format!(
+            ))),
+            Err(e) => Err(HubError::Diverged(format!(
                 "record {} does not apply: {e}",
                 rec.version
-            )))),
+            ))),
         }
     }
 
@@ -71,7 +71,10 @@ impl DocTask {
         match self.state.history().get(rec.version) {
             Some(mine) if (mine.client.as_str(), mine.seq) != (rec.client.as_str(), rec.seq) => {
                 metrics::counter!("tandem_forks_total").increment(1);
-                Err(HubError::Bus(BusError::Forked(rec.version)))
+                Err(HubError::Diverged(format!(
+                    "the sequencer's history forked from ours at version {}",
+                    rec.version
+                )))
             }
             _ => Ok(()),
         }
@@ -130,24 +133,26 @@ impl DocTask {
         // it) are read only once our re-seed has shown that ours continues
         // in it: applied on a head they do not follow, they would corrupt
         // the text.
-        let recs = match self
-            .hub
-            .sequencer
-            .ops_since(&self.id, after, &self.epoch)
-            .await
-        {
-            Err(BusError::NotSeeded) => {
-                self.reseed().await?;
-                self.hub
-                    .sequencer
-                    .ops_since(&self.id, self.state.version(), &self.epoch)
-                    .await?
+        let seq = &self.hub.sequencer;
+        let mut range = seq.ops_since(&self.id, after, &self.epoch).await?;
+        if let Range::NotSeeded = range {
+            self.reseed().await?;
+            let seq = &self.hub.sequencer;
+            range = seq
+                .ops_since(&self.id, self.state.version(), &self.epoch)
+                .await?;
+        }
+        let recs = match range {
+            Range::Records(recs) => recs,
+            Range::Trimmed => {
+                let m = format!("op log no longer reaches version {after}");
+                return Err(HubError::Diverged(m));
             }
-            r => r?,
+            Range::NotSeeded => {
+                let m = "the sequencer does not hold the document just seeded";
+                return Err(HubError::Diverged(m.into()));
+            }
         };
-        let recs = recs.ok_or_else(|| {
-            BusError::Corrupt(format!("op log no longer reaches version {after}"))
-        })?;
         if !recs.is_empty() {
             metrics::counter!("tandem_gap_refills_total").increment(1);
             debug!(from = after, count = recs.len(), "refilled from the op log");
@@ -175,15 +180,21 @@ impl DocTask {
             epoch: self.epoch.clone(),
             live: true,
         };
-        let seeded = self.hub.sequencer.seed(&self.id, &seed).await?;
+        let seeded = match self.hub.sequencer.seed(&self.id, &seed).await? {
+            SeedReply::Seeded(s) => s,
+            SeedReply::Conflict => {
+                let m = "the seed conflicts with the sequencer's history";
+                return Err(HubError::Diverged(m.into()));
+            }
+        };
         if seeded.head < self.state.version() {
             // Our history does not reach down to its head: nothing here can
             // continue it.
-            return Err(HubError::Bus(BusError::Corrupt(format!(
+            return Err(HubError::Diverged(format!(
                 "the sequencer's head {} is behind ours ({}) past what we retain",
                 seeded.head,
                 self.state.version()
-            ))));
+            )));
         }
         warn!(
             version = self.state.version(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::commit::{Edit, Origin, Pipeline, RoundFuture};
+use super::commit::{Edit, Edits, Origin, RoundFuture};
 use super::connection::ConnState;
 use super::history::HistoryPage;
 use super::meta::{MetaChange, MetaResult, MetaState};
@@ -22,7 +22,9 @@ use super::outbox::Outbox;
 use super::presence::Room;
 use super::registry::Inner;
 use super::{close, DocView, HubError, Resume};
-use crate::bus::{BatchOutcome, BusError, BusEvent, BusRecv, ClientSeq, Seed, Subscription};
+use crate::bus::{
+    BusError, BusEvent, BusRecv, ClientSeq, CommitReply, Seed, SeedReply, Subscription,
+};
 use crate::doc::{ClientSeqs, DocState, Record};
 use crate::protocol::Presence;
 use crate::store::DocPersist;
@@ -131,8 +133,9 @@ pub(super) struct DocTask {
     /// The document was deleted: stop without persisting.
     pub(super) deleted: bool,
     pub(super) meta: MetaState,
-    /// Edits waiting for a commit round, and the round in flight.
-    pub(super) pipeline: Pipeline,
+    /// Edits waiting for a commit round, the round in flight, and where
+    /// their answers go.
+    pub(super) edits: Edits,
     /// The history identity the sequencer holds (see `crate::epoch`): from
     /// the seed at load and at every re-seed. A resume is honoured only
     /// from a version of this history.
@@ -140,7 +143,7 @@ pub(super) struct DocTask {
 }
 
 /// Wait for the round in flight, if any (never ready without one).
-async fn round_done(round: &mut Option<RoundFuture>) -> Result<BatchOutcome, BusError> {
+async fn round_done(round: &mut Option<RoundFuture>) -> Result<CommitReply, BusError> {
     match round {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -207,7 +210,7 @@ impl DocTask {
             catch_up_retry: None,
             deleted: false,
             meta: MetaState::default(),
-            pipeline: Pipeline::default(),
+            edits: Edits::new(hub.settings.max_doc_chars),
             epoch: snap.epoch.clone(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
@@ -233,7 +236,13 @@ impl DocTask {
             epoch: snap.epoch,
             live: false,
         };
-        let seeded = hub.sequencer.seed(&task.id, &seed).await?;
+        let seeded = match hub.sequencer.seed(&task.id, &seed).await? {
+            SeedReply::Seeded(s) => s,
+            // A load seeds no records: nothing to conflict with.
+            SeedReply::Conflict => {
+                return Err(HubError::Diverged("a load's seed conflicted".into()))
+            }
+        };
         task.epoch = seeded.epoch;
         if seeded.head > task.state.version() {
             task.catch_up().await?;
@@ -403,7 +412,7 @@ impl DocTask {
                 state,
                 presence,
             } => self.awareness(conn, state, presence),
-            Cmd::Undo { conn, redo } => self.queue_undo(conn, redo),
+            Cmd::Undo { conn, redo } => self.queue_undo(conn, redo).await?,
             Cmd::Meta(change, reply) => {
                 let r = self.change_meta(change).await;
                 let _ = reply.send(r);
@@ -482,7 +491,7 @@ impl DocTask {
         if !self.hub.persister.flush().await {
             return false;
         }
-        let busy = || !rx.is_empty() || !self.room.conns.is_empty() || !self.pipeline.is_idle();
+        let busy = || !rx.is_empty() || !self.room.conns.is_empty() || !self.edits.is_idle();
         if !self.hub.unregister_unless(&self.id, self.generation, busy) {
             return false;
         }

@@ -100,7 +100,7 @@ impl From<HubError> for ApiError {
         match e {
             HubError::NotFound => ApiError::NotFound("no such document"),
             HubError::ShuttingDown | HubError::Gone => ApiError::Unavailable,
-            HubError::Bus(_) | HubError::Store(_) => {
+            HubError::Bus(_) | HubError::Store(_) | HubError::Diverged(_) => {
                 warn!(error = %e, "backend error");
                 ApiError::Unavailable
             }

@@ -73,7 +73,7 @@ impl Record {
 }
 
 /// Why an op cannot be rebased onto the head.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RebaseError {
     /// Based on a version newer than the head, or older than retained history.
     #[error("version {base} is outside the retained range {oldest}..={head}")]

@@ -21,6 +21,7 @@ mod checks;
 mod conn;
 mod pushes;
 mod rates;
+mod replies;
 mod sequencer;
 mod stacks;
 mod tickets;

@@ -14,16 +14,18 @@
 //! the log.
 //! Must not import: axum, sqlx, the hub.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::conn::MarkKeys;
+use super::replies::{self, CommitScript, RangeScript, SeedScript};
 use super::stacks::push_fields;
-use super::{parse_record, parse_u64, record_json, unavailable, RedisBackend, WaitReplicas};
-use crate::bus::{BatchOutcome, BusError, CommitBatch, CommitRecord, Seed, Seeded, Sequencer};
-use crate::doc::{Record, RecordWire, EPHEMERAL_CLIENTS};
+use super::{record_json, unavailable, RedisBackend, WaitReplicas};
+use crate::bus::{
+    BusError, CommitBatch, CommitRecord, CommitReply, Range, Seed, SeedReply, Seeded, Sequencer,
+};
+use crate::doc::{RecordWire, EPHEMERAL_CLIENTS};
 use crate::undo::{STACK_BYTES, STACK_LIMIT};
 
 /// How long a document Redis lost, re-created by a re-seed from a live copy,
@@ -62,7 +64,7 @@ fn settle_ms(seed: &Seed) -> u128 {
 
 #[async_trait]
 impl Sequencer for RedisBackend {
-    async fn seed(&self, doc: &str, seed: &Seed) -> Result<Seeded, BusError> {
+    async fn seed(&self, doc: &str, seed: &Seed) -> Result<SeedReply, BusError> {
         // A document Redis does not hold is created under a fresh epoch,
         // never the caller's: Redis may have lost records the store never
         // got, and their versions are about to be handed out again. Minted
@@ -99,35 +101,28 @@ impl Sequencer for RedisBackend {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        match out.first().map(String::as_str) {
-            Some("ok") => Ok(Seeded {
-                head: parse_u64(out.get(1))?,
-                epoch: out
-                    .get(2)
-                    .filter(|e| !e.is_empty())
-                    .cloned()
-                    .ok_or_else(|| BusError::Corrupt("seed reply without an epoch".into()))?,
-            }),
-            Some("conflict") => Err(BusError::SeedConflict),
-            _ => Err(BusError::Corrupt("unexpected seed reply".into())),
-        }
+        Ok(match replies::seed(&out)? {
+            SeedScript::Ok { head, epoch } => SeedReply::Seeded(Seeded { head, epoch }),
+            SeedScript::Conflict => SeedReply::Conflict,
+        })
     }
 
-    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<BatchOutcome, BusError> {
-        let out = match self.commit_script(doc, &batch).await? {
+    async fn commit_batch(&self, doc: &str, batch: CommitBatch) -> Result<CommitReply, BusError> {
+        let reply = match replies::commit(&self.commit_script(doc, &batch).await?)? {
             // Everything after our base waits for its replicas: see it
             // replicated (or fail), then try once more.
-            out if out.first().map(String::as_str) == Some("unrepl") => {
+            CommitScript::Unrepl => {
                 if let Some(w) = self.wait {
-                    self.replicate(doc, w, None).await?;
+                    if !self.replicate(doc, w, None).await? {
+                        return Ok(CommitReply::NotSeeded);
+                    }
                 }
-                self.commit_script(doc, &batch).await?
+                replies::commit(&self.commit_script(doc, &batch).await?)?
             }
-            out => out,
+            reply => reply,
         };
-        match out.first().map(String::as_str) {
-            Some("ok") => {
-                let head = parse_u64(out.get(1))?;
+        Ok(match reply {
+            CommitScript::Ok { head } => {
                 if head != batch.base + batch.records.len() as u64 {
                     return Err(BusError::Corrupt("commit reply head".into()));
                 }
@@ -136,60 +131,43 @@ impl Sequencer for RedisBackend {
                         .records
                         .last()
                         .ok_or_else(|| BusError::Corrupt("empty batch committed".into()))?;
-                    self.replicate(doc, w, Some((head, last))).await?;
+                    if !self.replicate(doc, w, Some((head, last))).await? {
+                        return Ok(CommitReply::NotSeeded);
+                    }
                 }
-                Ok(BatchOutcome::Committed(batch.into_records()))
+                CommitReply::Committed(batch.into_records())
             }
-            Some("dup") => {
+            CommitScript::Dup(dups) => {
                 // Committed before, perhaps by a round whose WAIT fell
                 // short: acked only once replicated.
                 if let Some(w) = self.wait {
-                    self.replicate(doc, w, None).await?;
+                    if !self.replicate(doc, w, None).await? {
+                        return Ok(CommitReply::NotSeeded);
+                    }
                 }
-                Ok(BatchOutcome::Duplicates(
-                    out[1..]
-                        .chunks(2)
-                        .map(|p| {
-                            let i = parse_u64(p.first())?;
-                            let v = parse_u64(p.get(1))?;
-                            Ok((i.saturating_sub(1) as usize, v))
-                        })
-                        .collect::<Result<_, BusError>>()?,
-                ))
+                CommitReply::Duplicates(dups)
             }
-            Some("stale") => Ok(BatchOutcome::Stale {
-                missed: out[1..]
-                    .iter()
-                    .map(|s| parse_record(s))
-                    .collect::<Result<_, _>>()?,
-            }),
+            CommitScript::Stale(missed) => CommitReply::Stale { missed },
             // Another writer's records are still unreplicated: try again.
-            Some("unrepl") => Ok(BatchOutcome::Stale { missed: Vec::new() }),
+            CommitScript::Unrepl => CommitReply::Stale { missed: Vec::new() },
             // Unknown, or under another history than our base's: seed.
-            Some("noseed" | "epoch") => Err(BusError::NotSeeded),
-            Some("settling") => Err(BusError::Settling(Duration::from_millis(parse_u64(
-                out.get(1),
-            )?))),
+            CommitScript::NoSeed => CommitReply::NotSeeded,
+            CommitScript::Settling(d) => CommitReply::Settling(d),
             // Our head is past Redis's: it lost records we hold, which a
             // seed gives back.
-            Some("range") if batch.base > parse_u64(out.get(2))? => Err(BusError::NotSeeded),
+            CommitScript::Range { head, .. } if batch.base > head => CommitReply::NotSeeded,
             // Behind what its log still reaches: this state cannot go on;
             // the document task reloads (and a lost history has a new epoch).
-            Some("range") => Err(BusError::Corrupt(format!(
-                "base {} outside the op log {:?}",
-                batch.base,
-                &out[1..]
-            ))),
-            _ => Err(BusError::Corrupt("unexpected commit reply".into())),
-        }
+            CommitScript::Range { oldest, head } => {
+                return Err(BusError::Corrupt(format!(
+                    "base {} outside the op log {oldest}..={head}",
+                    batch.base
+                )))
+            }
+        })
     }
 
-    async fn ops_since(
-        &self,
-        doc: &str,
-        after: u64,
-        epoch: &str,
-    ) -> Result<Option<Vec<Arc<Record>>>, BusError> {
+    async fn ops_since(&self, doc: &str, after: u64, epoch: &str) -> Result<Range, BusError> {
         let out: Vec<String> = self
             .scripts
             .range
@@ -203,19 +181,13 @@ impl Sequencer for RedisBackend {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        match out.first().map(String::as_str) {
-            Some("ok") => Ok(Some(
-                out[2..]
-                    .iter()
-                    .map(|s| parse_record(s))
-                    .collect::<Result<_, _>>()?,
-            )),
+        Ok(match replies::range(&out)? {
+            RangeScript::Ok(recs) => Range::Records(recs),
             // Past Redis's head: it lost records we hold (seed them back).
-            Some("range") if after > parse_u64(out.get(2))? => Err(BusError::NotSeeded),
-            Some("range") => Ok(None),
-            Some("noseed" | "epoch") => Err(BusError::NotSeeded),
-            _ => Err(BusError::Corrupt("unexpected range reply".into())),
-        }
+            RangeScript::Range { head, .. } if after > head => Range::NotSeeded,
+            RangeScript::Range { .. } => Range::Trimmed,
+            RangeScript::NoSeed => Range::NotSeeded,
+        })
     }
 
     async fn last_seq(&self, doc: &str, client: &str) -> Result<Option<(u64, u64)>, BusError> {
@@ -346,13 +318,14 @@ impl RedisBackend {
     /// a mark and WAITs, on one of the connections kept for WAIT), then release it:
     /// up to `ours` (our batch's head, checked to still hold our last
     /// record there: a failover between commit and WAIT may have taken it
-    /// back) or, without it, up to the head read.
+    /// back) or, without it, up to the head read. False when Redis no
+    /// longer holds the document (it lost its data).
     async fn replicate(
         &self,
         doc: &str,
         w: WaitReplicas,
         ours: Option<(u64, &CommitRecord)>,
-    ) -> Result<(), BusError> {
+    ) -> Result<bool, BusError> {
         let mut conn = self.wait_conn(doc);
         let (head_key, clients_key, mark_key) = (
             self.key(doc, "head"),
@@ -373,7 +346,7 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         let Some(head) = marked.head else {
-            return Err(BusError::NotSeeded);
+            return Ok(false);
         };
         if marked.replicas < w.replicas {
             metrics::counter!("tandem_redis_wait_shortfalls_total").increment(1);
@@ -410,6 +383,6 @@ impl RedisBackend {
                 "the batch is no longer in the log (a failover took it back)".into(),
             ));
         }
-        Ok(())
+        Ok(true)
     }
 }
