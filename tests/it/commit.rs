@@ -172,3 +172,45 @@ async fn embedded_disk_full_refuses_edits_and_loses_none_through_restarts() {
     let server = TestServer::start_in(TANDEM, &dir, &env);
     assert_eq!(server.document(doc).await, before);
 }
+
+/// An edit that others' edits emptied (both delete the same character)
+/// makes no version, as an op that changes nothing: it is acknowledged at
+/// the head. Committed as a version of its own, it could be acknowledged
+/// twice (found by the simulation, `crates/tandem-sim`: once as unchanged
+/// where its client resent it, once by its record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_emptied_by_others_makes_no_version() {
+    use serde_json::json;
+    use tandem_testkit::ws::{Kind, Ws};
+
+    async fn ack(ws: &mut Ws) -> serde_json::Value {
+        loop {
+            let f = ws.recv().await;
+            if f.kind() == Kind::Ack {
+                return f.json()["version"].clone();
+            }
+        }
+    }
+    let server = TestServer::start(TANDEM, &[]);
+    let doc = "emptied";
+    let (mut alice, _) = Ws::connect(&server.ws_url(doc, "user_id=alice"))
+        .await
+        .unwrap();
+    alice
+        .send(json!({"type":"op","version":0,"seq":1,"op":["abc"]}))
+        .await;
+    assert_eq!(ack(&mut alice).await, 1);
+    let (mut bob, init) = Ws::connect(&server.ws_url(doc, "user_id=bob"))
+        .await
+        .unwrap();
+    assert_eq!(init.init().version, 1);
+    alice
+        .send(json!({"type":"op","version":1,"seq":2,"op":[1,-1,1]}))
+        .await;
+    assert_eq!(ack(&mut alice).await, 2);
+    // Bob deletes the same "b", not having seen Alice's delete.
+    bob.send(json!({"type":"op","version":1,"seq":1,"op":[1,-1,1]}))
+        .await;
+    assert_eq!(ack(&mut bob).await, 2);
+    assert_eq!(server.document(doc).await, ("ac".to_owned(), 2));
+}

@@ -17,6 +17,15 @@ use crate::doc::Tie;
 use crate::protocol::ErrorCode;
 use crate::undo::{UndoEntry, TYPING_RUN_MS};
 
+/// What became of an edit taken into a round.
+enum Prepared {
+    Record(Box<(Queued, CommitRecord)>),
+    /// Answered instead (refused, a resend, looked up, unchanged).
+    Answered,
+    /// Back to the queue for the next round.
+    Later(Queued),
+}
+
 impl Pipeline {
     /// Start a round if none is in flight and edits wait: the queue's front
     /// (up to the batch caps, one edit per client, an undo only first)
@@ -106,6 +115,7 @@ impl Pipeline {
         runs.retain(|_, r| now_ms - r.entry.time <= TYPING_RUN_MS);
         let (mut items, mut records, mut depths) = (Vec::new(), Vec::new(), Vec::new());
         let mut clients = HashSet::new();
+        let mut later = Vec::new();
         let mut bytes = 0;
         while items.len() < self.limits.max_batch_records && bytes < self.limits.max_batch_bytes {
             match self.queue.front() {
@@ -119,14 +129,24 @@ impl Pipeline {
             };
             self.queued_bytes -= q.bytes;
             let depth = state.version().saturating_sub(q.base) + batch.len() as u64;
-            if let Some((q, rec)) = self.prepare(doc, &mut batch, *q, now_ms, &mut runs, out) {
-                clients.insert(q.author.client.clone());
-                bytes += q.bytes.max(1);
-                items.push(q);
-                records.push(rec);
-                depths.push(depth);
+            match self.prepare(doc, &mut batch, *q, now_ms, &mut runs, out) {
+                Prepared::Record(prepared) => {
+                    let (q, rec) = *prepared;
+                    clients.insert(q.author.client.clone());
+                    bytes += q.bytes.max(1);
+                    items.push(q);
+                    records.push(rec);
+                    depths.push(depth);
+                }
+                Prepared::Answered => {}
+                Prepared::Later(q) => {
+                    // Its client's next edits wait behind it.
+                    clients.insert(q.author.client.clone());
+                    later.push(q);
+                }
             }
         }
+        self.requeue(later.into_iter());
         if items.is_empty() {
             return false;
         }
@@ -146,7 +166,7 @@ impl Pipeline {
     }
 
     /// Rebase one edit into the batch and make its record (with its undo
-    /// step); `None` when the edit was answered instead.
+    /// step), or what became of it instead.
     fn prepare(
         &mut self,
         doc: &Doc,
@@ -155,19 +175,19 @@ impl Pipeline {
         time: i64,
         runs: &mut Runs,
         out: &mut Vec<Effect>,
-    ) -> Option<(Queued, CommitRecord)> {
+    ) -> Prepared {
         let id = q.id;
         let answer = |out: &mut Vec<Effect>, verdict| out.push(Effect::Answer { id, verdict });
         // A resend, or an edit an earlier round committed after all (its
         // answer was lost to a timeout).
         if let Some(verdict) = resend(doc, &q.author.client, q.seq) {
             answer(out, verdict);
-            return None;
+            return Prepared::Answered;
         }
         if q.attempts >= self.limits.max_commit_attempts {
             out.push(Effect::Note(Note::RetriesExhausted));
             answer(out, Verdict::Refused(Refusal::busy()));
-            return None;
+            return Prepared::Answered;
         }
         let op = match batch.rebase(doc.state, q.base, q.op.clone(), q.tie) {
             Ok(op) => op,
@@ -179,9 +199,22 @@ impl Pipeline {
                     seq,
                     error,
                 });
-                return None;
+                return Prepared::Answered;
             }
         };
+        if op.is_noop() {
+            // Others' edits took away everything it did: it makes no
+            // version (the protocol's rule for an op that changes nothing).
+            // Committed as a version, it could be acknowledged twice: as
+            // unchanged where its client resent it, and by its record.
+            if !batch.is_empty() {
+                // Emptied by this round's ops, which its client has not
+                // been sent yet: answered once they are committed.
+                return Prepared::Later(q);
+            }
+            answer(out, Verdict::Unchanged(doc.state.version()));
+            return Prepared::Answered;
+        }
         let max = self.limits.max_doc_chars;
         if op.target_len() > max && op.target_len() > op.base_len() {
             let m = format!(
@@ -189,13 +222,13 @@ impl Pipeline {
                 op.target_len()
             );
             answer(out, refused(ErrorCode::DocTooLarge, &m));
-            return None;
+            return Prepared::Answered;
         }
         let inverse = match batch.push(op.clone()) {
             Ok(inverse) => inverse,
             Err(e) => {
                 answer(out, refused(ErrorCode::BadOp, &e.to_string()));
-                return None;
+                return Prepared::Answered;
             }
         };
         let entry = UndoEntry {
@@ -213,6 +246,6 @@ impl Pipeline {
             undo: Some(undo),
             trace: None,
         };
-        Some((q, rec))
+        Prepared::Record(Box::new((q, rec)))
     }
 }

@@ -151,7 +151,7 @@ impl Pipeline {
     }
 
     /// Put edits back at the front of the queue, in order.
-    fn requeue(&mut self, items: impl DoubleEndedIterator<Item = Queued>) {
+    pub(super) fn requeue(&mut self, items: impl DoubleEndedIterator<Item = Queued>) {
         for q in items.rev() {
             self.queued_bytes += q.bytes;
             self.queue.push_front(Waiting::Edit(Box::new(q)));

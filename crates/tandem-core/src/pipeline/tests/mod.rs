@@ -465,3 +465,25 @@ fn drain_names_the_round_and_the_queue() {
     assert_eq!(f.p.drain(), (vec![a], vec![b, EditId(50)]));
     assert!(f.p.is_idle());
 }
+
+#[test]
+fn an_edit_that_rebases_to_nothing_makes_no_version() {
+    let mut f = Fixture::new(Limits::new(100));
+    f.other_commits("o", "abc");
+    // b deletes "b" on version 1; someone deletes it first.
+    let (b, _) = f.submit_op("b", 1, 1, splice(3, 1, 1, ""), Role::Editor);
+    let len = f.state.len_chars();
+    let rec = Arc::new(Record {
+        version: 2,
+        op: splice(len, 1, 1, ""),
+        user: "other".into(),
+        client: "o".into(),
+        seq: 2,
+        time: f.now,
+        trace: None,
+    });
+    f.apply(&[rec]);
+    let out = f.poll();
+    assert_eq!(answers(&out), [(b, Verdict::Unchanged(2))]);
+    assert!(f.p.is_idle(), "nothing committed");
+}

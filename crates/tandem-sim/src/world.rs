@@ -1,0 +1,774 @@
+//! The simulated world: an event queue on a virtual clock (µs), instances
+//! executing the pipeline's effects, the model sequencer, the bus, clients,
+//! and the faults drawn from the seed.
+//!
+//! Must not import: anything that does I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem_core::client::{OtClient, Outgoing};
+use tandem_core::commit::{CommitBatch, CommitReply};
+use tandem_core::doc::{ApplyOutcome, ClientSeqs, DocState, Record, Retain};
+use tandem_core::ot::splice;
+use tandem_core::pipeline::{
+    unrebasable, Author, Doc, EditId, Effect, Limits, Outcome, Pipeline, Refusal, Submission,
+    Verdict,
+};
+use tandem_core::protocol::Role;
+
+use crate::model::SeqModel;
+
+/// What one schedule runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub instances: usize,
+    pub clients: usize,
+    pub edits_per_client: usize,
+    /// Lost replies, lost calls, crashed instances (delays always vary).
+    pub faults: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            instances: 3,
+            clients: 6,
+            edits_per_client: 40,
+            faults: true,
+        }
+    }
+}
+
+/// What a schedule did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub rounds: u64,
+    /// Rounds the sequencer answered stale: another instance won the race.
+    pub stale: u64,
+    /// Rounds the sequencer answered with resends named.
+    pub duplicates: u64,
+    pub edits: usize,
+    pub crashes: u32,
+    pub lost_replies: u32,
+    pub lost_publishes: u32,
+    pub blinks: u32,
+    /// Virtual time at quiescence (ms).
+    pub end_ms: i64,
+}
+
+const MS: i64 = 1_000;
+/// How long an instance waits for a reply before it counts an outage.
+const REPLY_TIMEOUT: i64 = 2_000 * MS;
+/// The end of the world: a schedule not quiet by then failed liveness.
+const HORIZON: i64 = 600_000 * MS;
+const ALPHABET: &[&str] = &["a", "b", "é", "中", "😀", "\n", " "];
+
+enum Down {
+    Ack { seq: u64, version: u64 },
+    Op(Arc<Record>),
+    Error { seq: u64 },
+}
+
+enum Ev {
+    Type(usize),
+    Up {
+        c: usize,
+        conn: u64,
+        out: Outgoing,
+    },
+    Down {
+        c: usize,
+        conn: u64,
+        msg: Down,
+    },
+    Call {
+        i: usize,
+        inc: u64,
+        batch: CommitBatch,
+    },
+    Reply {
+        i: usize,
+        inc: u64,
+        reply: Option<CommitReply>,
+    },
+    Publish {
+        i: usize,
+        recs: Vec<Arc<Record>>,
+    },
+    Crash(usize),
+    Restart(usize),
+    Connect(usize),
+    Resend {
+        c: usize,
+        conn: u64,
+        seq: u64,
+    },
+    /// An instance's subscription came back after dropping messages: it
+    /// refills from the log.
+    Resync(usize),
+    /// A client's connection drops (its network blinked): it reconnects at
+    /// once, perhaps to another instance, and resends.
+    Blink(usize),
+}
+
+impl Ev {
+    fn describe(&self) -> String {
+        let recs = |r: &[Arc<Record>]| {
+            r.iter()
+                .map(|r| format!("v{}={}/{}", r.version, r.client, r.seq))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Ev::Type(c) => format!("type c{c}"),
+            Ev::Up { c, conn, out } => {
+                format!("up c{c}#{conn} seq {} on v{}", out.seq, out.version)
+            }
+            Ev::Down { c, conn, msg } => match msg {
+                Down::Ack { seq, version } => format!("down c{c}#{conn} ack {seq} v{version}"),
+                Down::Op(r) => format!("down c{c}#{conn} op {}", recs(std::slice::from_ref(r))),
+                Down::Error { seq } => format!("down c{c}#{conn} error {seq}"),
+            },
+            Ev::Call { i, inc, batch } => format!(
+                "call i{i}.{inc} base {} [{}]",
+                batch.base,
+                batch
+                    .records
+                    .iter()
+                    .map(|r| format!("{}/{}", r.client, r.seq))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Ev::Reply { i, inc, reply } => format!("reply i{i}.{inc} {reply:?}")
+                .chars()
+                .take(200)
+                .collect(),
+            Ev::Publish { i, recs: r } => format!("publish i{i} {}", recs(r)),
+            Ev::Crash(i) => format!("crash i{i}"),
+            Ev::Restart(i) => format!("restart i{i}"),
+            Ev::Connect(c) => format!("connect c{c}"),
+            Ev::Resend { c, conn, seq } => format!("resend c{c}#{conn} {seq}"),
+            Ev::Resync(i) => format!("resync i{i}"),
+            Ev::Blink(c) => format!("blink c{c}"),
+        }
+    }
+}
+
+/// A connection on an instance: the first seq it sent (records of its
+/// client from then on are its acks).
+struct Conn {
+    id: u64,
+    first_sent: Option<u64>,
+}
+
+struct Instance {
+    up: bool,
+    /// Incarnation: replies to a crashed one are dropped.
+    inc: u64,
+    state: DocState,
+    clients: ClientSeqs,
+    pipeline: Pipeline,
+    tracked: HashMap<EditId, (usize, u64)>,
+    next_id: u64,
+    conns: BTreeMap<usize, Conn>,
+}
+
+struct Client {
+    ot: OtClient,
+    at: Option<(usize, u64)>,
+    typed: usize,
+}
+
+struct World {
+    cfg: Config,
+    rng: ChaCha8Rng,
+    now: i64,
+    queue: BinaryHeap<Reverse<(i64, u64)>>,
+    events: HashMap<u64, Ev>,
+    next_ev: u64,
+    /// Last delivery time per ordered channel (a TCP connection, a
+    /// subscription): messages on one never overtake each other.
+    fifo: HashMap<(u8, usize, usize), i64>,
+    seq: SeqModel,
+    inst: Vec<Instance>,
+    clients: Vec<Client>,
+    acked: HashSet<(String, u64)>,
+    next_conn: u64,
+    report: Report,
+    /// `TANDEM_SIM_TRACE` set: print every event.
+    trace: bool,
+}
+
+/// Run one schedule from `seed`.
+pub fn run(seed: u64, cfg: &Config) -> Result<Report, String> {
+    let mut w = World::new(seed, cfg.clone());
+    while let Some(Reverse((at, n))) = w.queue.pop() {
+        w.now = at;
+        if at > HORIZON {
+            return Err(format!(
+                "not quiet after {} s (liveness)",
+                HORIZON / MS / 1000
+            ));
+        }
+        let ev = w.events.remove(&n).ok_or("lost event")?;
+        if w.trace {
+            eprintln!("{:>9} {}", w.now, ev.describe());
+        }
+        w.handle(ev)?;
+    }
+    w.check()?;
+    w.report.end_ms = w.now / MS;
+    w.report.stale = w.seq.stale;
+    w.report.duplicates = w.seq.duplicate_rounds;
+    Ok(w.report)
+}
+
+impl World {
+    fn new(seed: u64, cfg: Config) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let inst = (0..cfg.instances)
+            .map(|_| Instance::load(&SeqModel::default(), rng.gen()))
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|c| Client {
+                ot: OtClient::new(format!("c{c}"), "", 0, 0),
+                at: None,
+                typed: 0,
+            })
+            .collect();
+        let mut w = World {
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next_ev: 0,
+            fifo: HashMap::new(),
+            seq: SeqModel::default(),
+            inst,
+            clients,
+            acked: HashSet::new(),
+            next_conn: 0,
+            report: Report::default(),
+            trace: std::env::var_os("TANDEM_SIM_TRACE").is_some(),
+            cfg,
+        };
+        for c in 0..w.cfg.clients {
+            w.connect(c);
+            let t = w.rng.gen_range(0..20 * MS);
+            w.at(t, Ev::Type(c));
+        }
+        if w.cfg.faults && w.rng.gen_bool(0.5) {
+            let i = w.rng.gen_range(0..w.cfg.instances);
+            let t = w.rng.gen_range(50 * MS..1_500 * MS);
+            w.at(t, Ev::Crash(i));
+        }
+        w
+    }
+
+    fn at(&mut self, delay: i64, ev: Ev) {
+        let n = self.next_ev;
+        self.next_ev += 1;
+        self.events.insert(n, ev);
+        self.queue.push(Reverse((self.now + delay, n)));
+    }
+
+    /// Deliver on an ordered channel after a random delay.
+    fn ordered(&mut self, chan: (u8, usize, usize), delay: i64, ev: Ev) {
+        let at = (self.now + delay).max(self.fifo.get(&chan).copied().unwrap_or(0));
+        self.fifo.insert(chan, at);
+        self.at(at - self.now, ev);
+    }
+
+    fn delay(&mut self) -> i64 {
+        // Mostly quick, sometimes slow (a busy core, a long GC).
+        if self.rng.gen_bool(0.05) {
+            self.rng.gen_range(20 * MS..300 * MS)
+        } else {
+            self.rng.gen_range(200..5 * MS)
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Type(c) => self.type_edit(c)?,
+            Ev::Up { c, conn, out } => {
+                let Some((i, cur)) = self.clients[c].at else {
+                    return Ok(());
+                };
+                if cur == conn && self.inst[i].up {
+                    self.submit(i, c, out)?;
+                }
+            }
+            Ev::Down { c, conn, msg } => {
+                if self.clients[c].at.map(|(_, k)| k) == Some(conn) {
+                    self.client_gets(c, conn, msg)?;
+                }
+            }
+            Ev::Call { i, inc, batch } => self.call(i, inc, &batch),
+            Ev::Reply { i, inc, reply } => {
+                if self.inst[i].up && self.inst[i].inc == inc {
+                    let outcome = reply.map_or(Outcome::Outage, Outcome::Reply);
+                    let mut out = Vec::new();
+                    self.inst[i].pipeline.finish(outcome, &mut out);
+                    self.exec(i, out)?;
+                    self.poll(i)?;
+                }
+            }
+            Ev::Publish { i, recs } => {
+                if self.inst[i].up {
+                    for r in recs {
+                        self.ingest(i, r)?;
+                    }
+                    self.poll(i)?;
+                }
+            }
+            Ev::Crash(i) => self.crash(i),
+            Ev::Restart(i) => {
+                let inc = self.inst[i].inc + 1;
+                self.inst[i] = Instance::load(&self.seq, self.rng.gen());
+                self.inst[i].inc = inc;
+            }
+            Ev::Connect(c) => self.connect(c),
+            Ev::Blink(c) => {
+                if let Some((i, _)) = self.clients[c].at.take() {
+                    self.inst[i].conns.remove(&c);
+                    self.report.blinks += 1;
+                    self.connect(c);
+                }
+            }
+            Ev::Resync(i) => {
+                if self.inst[i].up {
+                    self.refill(i)?;
+                    self.poll(i)?;
+                }
+            }
+            Ev::Resend { c, conn, seq } => {
+                let cl = &self.clients[c];
+                if cl.at.map(|(_, k)| k) == Some(conn) && cl.ot.inflight_seq() == Some(seq) {
+                    if let Some(out) = cl.ot.resend() {
+                        self.send_up(c, out);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn type_edit(&mut self, c: usize) -> Result<(), String> {
+        let len = self.clients[c].ot.len_chars();
+        let pos = self.rng.gen_range(0..=len);
+        let del = self.rng.gen_range(0..=(len - pos).min(3));
+        let n = self.rng.gen_range(usize::from(del == 0)..=3);
+        let ins: String = (0..n)
+            .map(|_| ALPHABET[self.rng.gen_range(0..ALPHABET.len())])
+            .collect();
+        let cl = &mut self.clients[c];
+        let out = cl.ot.local_edit(splice(len, pos, del, &ins));
+        cl.typed += 1;
+        self.report.edits += 1;
+        if let Some(out) = out.map_err(|e| format!("local edit: {e}"))? {
+            self.send_up(c, out);
+        }
+        if self.cfg.faults && self.rng.gen_bool(0.03) {
+            let t = self.rng.gen_range(0..10 * MS);
+            self.at(t, Ev::Blink(c));
+        }
+        if self.clients[c].typed < self.cfg.edits_per_client {
+            let t = self.rng.gen_range(2 * MS..60 * MS);
+            self.at(t, Ev::Type(c));
+        }
+        Ok(())
+    }
+
+    fn send_up(&mut self, c: usize, out: Outgoing) {
+        if let Some((i, conn)) = self.clients[c].at {
+            let d = self.delay();
+            self.ordered((0, c, i), d, Ev::Up { c, conn, out });
+        }
+    }
+
+    fn send_down(&mut self, i: usize, c: usize, msg: Down) {
+        if let Some(conn) = self.inst[i].conns.get(&c).map(|k| k.id) {
+            let d = self.delay();
+            self.ordered((1, i, c), d, Ev::Down { c, conn, msg });
+        }
+    }
+
+    /// A client (re)connects to a live instance: resumes from its version
+    /// and resends its op in flight.
+    fn connect(&mut self, c: usize) {
+        let live: Vec<usize> = (0..self.inst.len()).filter(|&i| self.inst[i].up).collect();
+        if live.is_empty() {
+            return self.at(200 * MS, Ev::Connect(c));
+        }
+        let i = live[self.rng.gen_range(0..live.len())];
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        // A client ahead of the instance waits for it to catch up (what
+        // the refill fans out is not for this connection, whose replay
+        // follows); otherwise it gets what the instance holds.
+        if self.clients[c].ot.version > self.inst[i].state.version() {
+            self.refill(i).unwrap_or_default();
+        }
+        self.clients[c].at = Some((i, conn));
+        self.inst[i].conns.insert(
+            c,
+            Conn {
+                id: conn,
+                first_sent: None,
+            },
+        );
+        let from = self.clients[c].ot.version;
+        let missed: Vec<Arc<Record>> = self.inst[i]
+            .state
+            .records_after(from)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for r in missed {
+            self.send_down(i, c, Down::Op(r));
+        }
+        if let Some(out) = self.clients[c].ot.resend() {
+            self.send_up(c, out);
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        if !self.inst[i].up || self.inst.iter().filter(|x| x.up).count() < 2 {
+            return;
+        }
+        self.report.crashes += 1;
+        self.inst[i].up = false;
+        let conns: Vec<usize> = std::mem::take(&mut self.inst[i].conns)
+            .into_keys()
+            .collect();
+        for c in conns {
+            self.clients[c].at = None;
+            let t = self.rng.gen_range(100 * MS..1_000 * MS);
+            self.at(t, Ev::Connect(c));
+        }
+        let t = self.rng.gen_range(1_000 * MS..3_000 * MS);
+        self.at(t, Ev::Restart(i));
+    }
+
+    /// The sequencer runs a round (whoever sent it, crashed or not).
+    fn call(&mut self, i: usize, inc: u64, batch: &CommitBatch) {
+        let faults = self.cfg.faults;
+        if faults && self.rng.gen_bool(0.01) {
+            // Lost on the way: never ran.
+            self.report.lost_replies += 1;
+            return self.at(
+                REPLY_TIMEOUT,
+                Ev::Reply {
+                    i,
+                    inc,
+                    reply: None,
+                },
+            );
+        }
+        self.report.rounds += 1;
+        let reply = self.seq.commit(batch);
+        if let CommitReply::Committed(recs) = &reply {
+            for j in 0..self.inst.len() {
+                if faults && self.rng.gen_bool(0.03) {
+                    // Pub/sub is at most once: the subscription dropped
+                    // it, and says so when it is back.
+                    self.report.lost_publishes += 1;
+                    let t = self.rng.gen_range(10 * MS..1_000 * MS);
+                    self.at(t, Ev::Resync(j));
+                    continue;
+                }
+                let d = self.delay();
+                let recs = recs.clone();
+                self.ordered((2, 0, j), d, Ev::Publish { i: j, recs });
+            }
+        }
+        if faults && self.rng.gen_bool(0.02) {
+            // Ran, but the answer was lost: the caller times out.
+            self.report.lost_replies += 1;
+            return self.at(
+                REPLY_TIMEOUT,
+                Ev::Reply {
+                    i,
+                    inc,
+                    reply: None,
+                },
+            );
+        }
+        let d = self.delay();
+        self.at(
+            d,
+            Ev::Reply {
+                i,
+                inc,
+                reply: Some(reply),
+            },
+        );
+    }
+
+    fn submit(&mut self, i: usize, c: usize, out: Outgoing) -> Result<(), String> {
+        if let Some(k) = self.inst[i].conns.get_mut(&c) {
+            k.first_sent.get_or_insert(out.seq);
+        }
+        if out.version > self.inst[i].state.version() {
+            self.refill(i)?;
+        }
+        let x = &mut self.inst[i];
+        x.next_id += 1;
+        let id = EditId(x.next_id);
+        x.tracked.insert(id, (c, out.seq));
+        let sub = Submission {
+            id,
+            author: Author {
+                client: self.clients[c].ot.client_id.clone(),
+                user: format!("u{c}"),
+                role: Role::Editor,
+            },
+            seq: out.seq,
+            base: out.version,
+            op: out.op,
+        };
+        let mut effects = Vec::new();
+        x.pipeline
+            .submit(sub, &doc(&x.state, &x.clients), &mut effects);
+        self.exec(i, effects)?;
+        self.poll(i)
+    }
+
+    /// Start a round if the pipeline has one.
+    fn poll(&mut self, i: usize) -> Result<(), String> {
+        loop {
+            let x = &mut self.inst[i];
+            let mut out = Vec::new();
+            x.pipeline
+                .poll(&doc(&x.state, &x.clients), self.now / MS, &mut out);
+            if out.is_empty() {
+                return Ok(());
+            }
+            if self.exec(i, out)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Do what the pipeline said; true if a round started.
+    fn exec(&mut self, i: usize, out: Vec<Effect>) -> Result<bool, String> {
+        let mut started = false;
+        for e in out {
+            match e {
+                Effect::Commit { batch, pause, .. } => {
+                    let pause = pause.map_or(0, |p| p.as_micros() as i64);
+                    let d = self.delay();
+                    let inc = self.inst[i].inc;
+                    self.ordered((3, i, 0), pause + d, Ev::Call { i, inc, batch });
+                    started = true;
+                }
+                Effect::Refill => self.refill(i)?,
+                Effect::Apply(recs) => {
+                    for r in recs {
+                        self.ingest(i, r)?;
+                    }
+                }
+                Effect::Answer { id, verdict } => self.answer(i, id, verdict)?,
+                Effect::Lookup {
+                    id,
+                    client,
+                    seq,
+                    error,
+                } => {
+                    let last = self.seq.last_seq(&client);
+                    let verdict = unrebasable(&client, seq, last, error, false);
+                    self.answer(i, id, verdict)?;
+                }
+                Effect::Note(_) => {}
+                e @ (Effect::PopStep { .. }
+                | Effect::StepGone { .. }
+                | Effect::Reseed
+                | Effect::Reset) => return Err(format!("unexpected effect {e:?}")),
+            }
+        }
+        Ok(started)
+    }
+
+    fn answer(&mut self, i: usize, id: EditId, verdict: Verdict) -> Result<(), String> {
+        let Some((c, seq)) = self.inst[i].tracked.remove(&id) else {
+            return Ok(());
+        };
+        let msg = match verdict {
+            // The ack goes in the fan-out.
+            Verdict::Committed(_) => return Ok(()),
+            Verdict::Unchanged(version) => Down::Ack { seq, version },
+            Verdict::Duplicate {
+                client, version, ..
+            } => {
+                if version > self.inst[i].state.version() {
+                    self.refill(i)?;
+                }
+                let state = &self.inst[i].state;
+                if version > state.version() {
+                    Down::Error { seq }
+                } else {
+                    let version = state.history().version_of(&client, seq).unwrap_or(version);
+                    Down::Ack { seq, version }
+                }
+            }
+            Verdict::Refused(Refusal { .. }) => Down::Error { seq },
+        };
+        self.send_down(i, c, msg);
+        Ok(())
+    }
+
+    fn refill(&mut self, i: usize) -> Result<(), String> {
+        for r in self.seq.after(self.inst[i].state.version()) {
+            self.apply(i, r)?;
+        }
+        Ok(())
+    }
+
+    fn ingest(&mut self, i: usize, r: Arc<Record>) -> Result<(), String> {
+        if r.version > self.inst[i].state.version() + 1 {
+            self.refill(i)?;
+        }
+        self.apply(i, r)
+    }
+
+    /// Apply a record in order and fan it out to this instance's clients.
+    fn apply(&mut self, i: usize, r: Arc<Record>) -> Result<(), String> {
+        let x = &mut self.inst[i];
+        match x.state.apply(r.clone()) {
+            Ok(ApplyOutcome::Applied) => {}
+            Ok(ApplyOutcome::Old) => {
+                return match x.state.history().get(r.version) {
+                    Some(m) if (m.client.as_str(), m.seq) != (r.client.as_str(), r.seq) => {
+                        Err(format!("fork at version {}", r.version))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            other => return Err(format!("record {} did not apply: {other:?}", r.version)),
+        }
+        x.clients.record(&r.client, r.seq, r.version);
+        let mut to = Vec::new();
+        for (&c, k) in &x.conns {
+            let own = self.clients[c].ot.client_id == r.client;
+            let msg = if own && k.first_sent.is_some_and(|f| r.seq >= f) {
+                Down::Ack {
+                    seq: r.seq,
+                    version: r.version,
+                }
+            } else {
+                Down::Op(r.clone())
+            };
+            to.push((c, msg));
+        }
+        for (c, msg) in to {
+            self.send_down(i, c, msg);
+        }
+        Ok(())
+    }
+
+    fn client_gets(&mut self, c: usize, conn: u64, msg: Down) -> Result<(), String> {
+        let cl = &mut self.clients[c];
+        let id = cl.ot.client_id.clone();
+        let next = match msg {
+            Down::Ack { seq, version } => {
+                // An op that others' edits made empty is acknowledged
+                // without a version: nothing to find in the log.
+                let empty = cl.ot.resend().is_some_and(|o| o.op.is_noop());
+                if cl.ot.inflight_seq() == Some(seq) && !empty {
+                    self.acked.insert((id, seq));
+                }
+                cl.ot.on_ack(seq, version)
+            }
+            Down::Op(r) => {
+                if r.client == id && cl.ot.inflight_seq() == Some(r.seq) {
+                    self.acked.insert((id, r.seq));
+                }
+                cl.ot.on_remote(r.version, &r.op, &r.client, r.seq)
+            }
+            Down::Error { seq } => {
+                if cl.ot.inflight_seq() == Some(seq) {
+                    let t = self.rng.gen_range(50 * MS..300 * MS);
+                    self.at(t, Ev::Resend { c, conn, seq });
+                }
+                Ok(None)
+            }
+        };
+        let next = next.map_err(|e| format!("client c{c}: {e}"))?;
+        if let Some(out) = next {
+            self.send_up(c, out);
+        }
+        Ok(())
+    }
+
+    /// The end of a schedule: exactly once, convergence, nothing pending.
+    fn check(&mut self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        let mut replay = DocState::new("", 0, Retain::count(1 << 20));
+        for r in self.seq.log() {
+            if !seen.insert((r.client.clone(), r.seq)) {
+                return Err(format!("({}, {}) committed twice", r.client, r.seq));
+            }
+            replay
+                .apply(r.clone())
+                .map_err(|e| format!("log replay: {e}"))?;
+        }
+        if let Some(lost) = self.acked.iter().find(|k| !seen.contains(*k)) {
+            return Err(format!("acknowledged {lost:?} is not in the log"));
+        }
+        let text = replay.content();
+        for (c, cl) in self.clients.iter().enumerate() {
+            if cl.ot.has_pending() {
+                return Err(format!("c{c} still has edits pending"));
+            }
+            if cl.ot.text() != text {
+                return Err(format!("c{c} diverged: {:?} vs {text:?}", cl.ot.text()));
+            }
+        }
+        for i in 0..self.inst.len() {
+            if self.inst[i].up {
+                self.refill(i)?;
+                if self.inst[i].state.content() != text || !self.inst[i].pipeline.is_idle() {
+                    return Err(format!("instance {i} diverged or busy"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Instance {
+    /// A fresh instance loaded from the sequencer's log.
+    fn load(seq: &SeqModel, seed: u64) -> Self {
+        let mut state = DocState::new("", 0, Retain::count(1 << 20));
+        let mut clients = ClientSeqs::new(1 << 16);
+        for r in seq.log() {
+            let _ = state.apply(r.clone());
+            clients.record(&r.client, r.seq, r.version);
+        }
+        Self {
+            up: true,
+            inc: 0,
+            state,
+            clients,
+            pipeline: Pipeline::new(Limits::new(1 << 20), seed),
+            tracked: HashMap::new(),
+            next_id: 0,
+            conns: BTreeMap::new(),
+        }
+    }
+}
+
+fn doc<'a>(state: &'a DocState, clients: &'a ClientSeqs) -> Doc<'a> {
+    Doc {
+        state,
+        clients,
+        epoch: "",
+        catching_up: false,
+    }
+}
