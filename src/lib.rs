@@ -215,3 +215,19 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         tickets,
     })
 }
+
+/// The state [`build`] makes from the default config (then `tune`), on the
+/// memory sequencer and bus and SQLite in a temporary directory (kept as
+/// long as the returned `TempDir`): in-process tests without network.
+#[cfg(test)]
+pub(crate) async fn test_state(tune: impl FnOnce(&mut Config)) -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.data_dir = dir.path().to_owned();
+    config.database_url = None;
+    config.redis_url = None;
+    config.jwt_secret = Some(config::Secret("k".repeat(32)));
+    config.instance_id = Some("test".into());
+    tune(&mut config);
+    (build(config).await.unwrap(), dir)
+}

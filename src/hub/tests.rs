@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{ConnHandle, Edit, Hub, Outbound, Resume};
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::ot::{splice, Operation};
 use crate::protocol::{ErrorCode, Presence, Role, ServerFrame, UserInfo};
 use crate::store::Store;
@@ -23,15 +23,7 @@ struct TestHub {
 }
 
 async fn hub_with(tune: impl FnOnce(&mut Config)) -> TestHub {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults();
-    config.data_dir = dir.path().to_owned();
-    config.database_url = None;
-    config.redis_url = None;
-    config.jwt_secret = Some(Secret("k".repeat(32)));
-    config.instance_id = Some("test".into());
-    tune(&mut config);
-    let state = crate::build(config).await.unwrap();
+    let (state, dir) = crate::test_state(tune).await;
     state.hub.ensure_document(DOC).await.unwrap();
     TestHub {
         hub: state.hub,

@@ -1,34 +1,37 @@
-//! WebSocket sessions: the upgrade (identity, query), then one task per
-//! socket that reads frames (size, rate, parse checks) into the document
-//! task and writes the document task's outbound queue to the socket, with
-//! server pings and an idle timeout. A session opened with a token is
-//! registered with `tokens` and closed (1008) when that token is revoked.
-//! Identity: a single-use `?ticket=` (browsers; `api/tickets.rs`), else the
-//! Authorization header or `?token=` (API clients).
+//! The WebSocket upgrade, `GET /ws/{id}`: identity (a single-use
+//! `?ticket=` for browsers, `api/tickets.rs`; else the Authorization header
+//! or `?token=` for API clients), the query (client id, resume point), the
+//! role, the caps on open sessions, then the hand-over to a session
+//! (`session.rs`: reads frames into the document task, writes its queue). A
+//! session opened with a token is registered with `tokens` and closed
+//! (1008) when that token is revoked.
+//!
+//! Owns: [`upgrade`] and its checks, client ids scoped to their user. Must
+//! not import: sqlx, redis; the session's frame handling stays in
+//! `session.rs`.
+
+mod session;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tracing::{debug, info_span, Instrument};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{info_span, Instrument, Span};
 
+use self::session::{run_session, Joined};
 use super::error::ApiError;
 use super::identity::{identify, origin_allowed, role_for, Identity};
 use super::tokens::LiveGuard;
-use super::{client_ip, AppState};
-use crate::hub::{close, error_msg, ConnHandle, Outbound, Resume};
-use crate::limits::TokenBucket;
-use crate::ot::{OpError, Operation};
-use crate::protocol::{
-    parse_client, valid_id, valid_name, ClientMessage, ErrorCode, Role, ServerMessage, UserInfo,
-};
+use super::{client_ip, AppState, ConnLimits};
+use crate::hub::Resume;
+use crate::limits::ConnSlot;
+use crate::protocol::{valid_id, valid_name, Role, UserInfo};
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -50,9 +53,10 @@ const HARD_LIMIT_FACTOR: usize = 4;
 /// an idle connection cost ~140 KiB; frames larger than this still arrive,
 /// the buffer grows for them.
 const READ_BUFFER: usize = 4 * 1024;
-/// Messages written before one flush, when more are already queued.
-const WRITE_BATCH: usize = 64;
 
+/// `GET /ws/{id}`: the checks, in order (shutdown and Origin, identity,
+/// query, role, session caps), then the upgrade; the session runs in
+/// `session.rs`.
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(doc): Path<String>,
@@ -62,17 +66,85 @@ pub async fn upgrade(
     held: Option<Extension<super::ConnPermit>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    admit(&state, &headers)?;
+    // The document id is checked by `role_for` (in `member`), on every path.
+    let (who, live) = authenticate(&state, &doc, &q, &headers).await?;
+    let (client, resume) = client_and_resume(&q)?;
+    let (user, role, create) = member(&state, &doc, &who, &q).await?;
+    let ip = client_ip(&state.conn_limits, peer.map(|p| p.0 .0), &headers);
+    let slots = session_slots(&state.conn_limits, &ip, &user.id)?;
+    let client = scoped_client(&user.id, client)?;
+    let held = held.map(|Extension(p)| p).filter(super::ConnPermit::held);
+    let own = own_permit(&state.conn_limits, held.is_some())?;
+    let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
+    if create {
+        state.hub.ensure_document(&doc).await?;
+    }
+    let (conn, outbound) = state.hub.join(&doc, user, client, role, resume).await?;
+    let permit = own.or_else(|| held.and_then(|p| p.take()));
+    let joined = Joined {
+        conn,
+        outbound,
+        doc,
+        live,
+    };
+    Ok(start(ws, &state, joined, span, (slots, permit)))
+}
+
+/// The upgrade itself: the socket's limits, then the session on it,
+/// tracked for shutdown and holding `held` (its slots under the caps)
+/// until it ends.
+fn start(
+    ws: WebSocketUpgrade,
+    state: &AppState,
+    joined: Joined,
+    span: Span,
+    held: impl Send + 'static,
+) -> Response {
+    let hard = state
+        .config
+        .max_frame_bytes
+        .saturating_mul(HARD_LIMIT_FACTOR);
+    let (sessions, config) = (state.sessions.clone(), state.config.clone());
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| {
+            sessions.track_future(
+                async move {
+                    let (sink, stream) = socket.split();
+                    run_session(sink, stream, config, joined).await;
+                    drop(held);
+                }
+                .instrument(span),
+            )
+        })
+        .into_response()
+}
+
+/// Refused while shutting down, and from an Origin not allowed.
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.hub.is_shutting_down() {
         return Err(ApiError::Unavailable);
     }
-    if !origin_allowed(&state, &headers) {
+    if !origin_allowed(state, headers) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
-    // The document id is checked by `role_for` below, on every path.
+    Ok(())
+}
+
+/// Who is connecting (a ticket, else a token, else anonymous) and, for a
+/// user, the session's registration with `tokens`.
+async fn authenticate(
+    state: &AppState,
+    doc: &str,
+    q: &WsQuery,
+    headers: &HeaderMap,
+) -> Result<(Identity, Option<LiveGuard>), ApiError> {
     let generation = state.tokens.generation();
     let who = match q.ticket.as_deref() {
-        Some(ticket) => super::api::redeem(&state, ticket, &doc).await?,
-        None => identify(&state, &headers, q.token.as_deref()).await?,
+        Some(ticket) => super::api::redeem(state, ticket, doc).await?,
+        None => identify(state, headers, q.token.as_deref()).await?,
     };
     // Registered before the session starts, so a revocation from now on
     // closes it; one applied since the check above is checked again.
@@ -86,13 +158,15 @@ pub async fn upgrade(
         }
         Identity::Anonymous => None,
     };
-    let client = match q.client {
-        Some(c) if valid_id(&c) => c,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "client must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
-            ))
-        }
+    Ok((who, live))
+}
+
+/// The query's client id (a fresh one when absent; not yet scoped to its
+/// user) and what the client resumes from.
+fn client_and_resume(q: &WsQuery) -> Result<(String, Option<Resume>), ApiError> {
+    let client = match &q.client {
+        Some(c) if valid_id(c) => c.clone(),
+        Some(_) => return Err(bad_id("client")),
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
     let version = match q.version.as_deref().map(str::parse::<u64>) {
@@ -105,114 +179,96 @@ pub async fn upgrade(
         }
     };
     if q.history.as_deref().is_some_and(|h| !valid_id(h)) {
-        return Err(ApiError::BadRequest(
-            "history must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
-        ));
+        return Err(bad_id("history"));
     }
     let resume = version.map(|version| Resume {
         version,
-        history: q.history,
+        history: q.history.clone(),
     });
-    let (user, role, create) = match &who {
-        Identity::User(c) => (
-            UserInfo::new(&c.sub, &c.name),
-            role_for(&state, &doc, &who).await?,
-            false,
-        ),
+    Ok((client, resume))
+}
+
+/// `what must be 1-64 characters of [A-Za-z0-9_.:@-]`.
+fn bad_id(what: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{what} must be 1-64 characters of [A-Za-z0-9_.:@-]"
+    ))
+}
+
+/// The user, their role in the document, and whether joining may create
+/// it (anonymous users may open, and so create, documents nobody owns).
+async fn member(
+    state: &AppState,
+    doc: &str,
+    who: &Identity,
+    q: &WsQuery,
+) -> Result<(UserInfo, Role, bool), ApiError> {
+    let c = match who {
+        Identity::User(c) => c,
         Identity::Anonymous => {
-            let user_id = q
-                .user_id
-                .as_deref()
-                .ok_or(ApiError::Unauthorized("authentication required"))?;
-            if !valid_id(user_id) {
-                return Err(ApiError::BadRequest(
-                    "user_id must be 1-64 characters of [A-Za-z0-9_.:@-]".into(),
-                ));
-            }
-            let name = q.name.as_deref().unwrap_or(user_id);
-            if !valid_name(name) {
-                return Err(ApiError::BadRequest(
-                    "name must be 1-100 printable characters".into(),
-                ));
-            }
-            // Anonymous users may open (and so create) documents nobody owns.
-            let role = match role_for(&state, &doc, &who).await {
+            let user = anonymous_user(q)?;
+            let role = match role_for(state, doc, who).await {
                 Err(ApiError::NotFound(_)) => Role::Editor,
                 r => r?,
             };
-            (UserInfo::new(user_id, name), role, true)
+            return Ok((user, role, true));
         }
     };
-    // Caps on open sessions, per client address and per user; the slots are
-    // held by the session and given back when it ends.
-    let limits = &state.conn_limits;
-    let ip = client_ip(limits, peer.map(|p| p.0 .0), &headers);
-    let slots = match (
-        limits
-            .ws_per_ip
-            .acquire(&crate::web::abuse::address_key(&ip)),
-        limits.ws_per_user.acquire(&user.id),
+    let role = role_for(state, doc, who).await?;
+    Ok((UserInfo::new(&c.sub, &c.name), role, false))
+}
+
+/// An anonymous user, as the query names them.
+fn anonymous_user(q: &WsQuery) -> Result<UserInfo, ApiError> {
+    let user_id = q
+        .user_id
+        .as_deref()
+        .ok_or(ApiError::Unauthorized("authentication required"))?;
+    if !valid_id(user_id) {
+        return Err(bad_id("user_id"));
+    }
+    let name = q.name.as_deref().unwrap_or(user_id);
+    if !valid_name(name) {
+        return Err(ApiError::BadRequest(
+            "name must be 1-100 printable characters".into(),
+        ));
+    }
+    Ok(UserInfo::new(user_id, name))
+}
+
+/// A session's slots under the caps on open sessions, per client address
+/// and per user: held by the session, given back when it ends.
+fn session_slots(
+    limits: &ConnLimits,
+    ip: &str,
+    user: &str,
+) -> Result<(ConnSlot, ConnSlot), ApiError> {
+    match (
+        limits.ws_per_ip.acquire(&super::abuse::address_key(ip)),
+        limits.ws_per_user.acquire(user),
     ) {
-        (Some(a), Some(b)) => (a, b),
+        (Some(a), Some(b)) => Ok((a, b)),
         _ => {
             metrics::counter!("tandem_connections_refused_total", "reason" => "sessions")
                 .increment(1);
-            return Err(ApiError::TooManyConnections);
+            Err(ApiError::TooManyConnections)
         }
-    };
-    let client = scoped_client(&user.id, client)?;
-    // The socket outlives its HTTP connection: it takes over that
-    // connection's place under MAX_CONNECTIONS once nothing can fail (or,
-    // on a connection that carries several sockets, takes one of its own).
-    let held = held.map(|Extension(p)| p).filter(super::ConnPermit::held);
-    let own = match held {
-        Some(_) => None,
-        None => match limits.total.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                metrics::counter!("tandem_connections_refused_total", "reason" => "total")
-                    .increment(1);
-                return Err(ApiError::Unavailable);
-            }
-        },
-    };
-    let span = info_span!("ws", doc = %doc, client = %client, user = %user.id);
-    if create {
-        state.hub.ensure_document(&doc).await?;
     }
-    let (conn, outbound) = state.hub.join(&doc, user, client, role, resume).await?;
-    let permit = own.or_else(|| held.and_then(|p| p.take()));
-    let max = state.config.max_frame_bytes;
-    let hard = max.saturating_mul(HARD_LIMIT_FACTOR);
-    let sessions = state.sessions.clone();
-    let doc_name = doc.clone();
-    Ok(ws
-        .max_message_size(hard)
-        .max_frame_size(hard)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| {
-            sessions.track_future(
-                async move {
-                    Session::new(state, conn, doc_name)
-                        .run(socket, outbound, live)
-                        .await;
-                    drop((slots, permit));
-                }
-                .instrument(span),
-            )
-        })
-        .into_response())
 }
 
-/// The reply to a frame the socket could not read: a text frame that is
-/// not UTF-8 is a bad message (1007); otherwise, most likely, a frame over
-/// the hard limit (1009).
-fn read_error(e: axum::Error) -> (ErrorCode, u16, &'static str) {
-    match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
-        Ok(tungstenite::Error::Utf8(_)) => {
-            (ErrorCode::BadMessage, 1007, "text frames must be UTF-8")
+/// The socket outlives its HTTP connection: it takes over that
+/// connection's place under MAX_CONNECTIONS once nothing can fail (`held`)
+/// or, on a connection that carries several sockets, takes one of its own.
+fn own_permit(limits: &ConnLimits, held: bool) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if held {
+        return Ok(None);
+    }
+    match limits.total.clone().try_acquire_owned() {
+        Ok(p) => Ok(Some(p)),
+        Err(_) => {
+            metrics::counter!("tandem_connections_refused_total", "reason" => "total").increment(1);
+            Err(ApiError::Unavailable)
         }
-        _ => (ErrorCode::TooLarge, 1009, "frame too large"),
     }
 }
 
@@ -238,282 +294,5 @@ fn scoped_client(user: &str, client: String) -> Result<String, ApiError> {
             "client ids are at most {} characters",
             64 - tag.len()
         )))
-    }
-}
-
-struct Session {
-    state: AppState,
-    conn: ConnHandle,
-    /// The document's id (for the spans of traced edits).
-    doc: String,
-    ops: TokenBucket,
-    cursors: TokenBucket,
-    /// Awareness updates, limited as cursors are (their own bucket).
-    awareness: TokenBucket,
-    last_cursor_notice: Option<Instant>,
-}
-
-/// Replies the reader makes itself (pong, refusals of unparsable frames).
-type Local = mpsc::Sender<Outbound>;
-
-impl Session {
-    fn new(state: AppState, conn: ConnHandle, doc: String) -> Self {
-        let now = Instant::now();
-        let c = &state.config;
-        let ops = TokenBucket::new(c.op_rate_per_sec, c.op_rate_burst, now);
-        let cursors = TokenBucket::new(c.cursor_rate_per_sec, c.cursor_rate_per_sec, now);
-        let awareness = TokenBucket::new(c.cursor_rate_per_sec, c.cursor_rate_per_sec, now);
-        Self {
-            state,
-            conn,
-            doc,
-            ops,
-            cursors,
-            awareness,
-            last_cursor_notice: None,
-        }
-    }
-
-    /// `live`: the session's token registration (none when anonymous);
-    /// when the token is revoked the socket is closed with 1008.
-    async fn run(
-        mut self,
-        socket: WebSocket,
-        outbound: mpsc::Receiver<Outbound>,
-        live: Option<LiveGuard>,
-    ) {
-        metrics::gauge!("tandem_connections").increment(1.0);
-        let (sink, stream) = socket.split();
-        let (local_tx, local_rx) = mpsc::channel(64);
-        let ping = Duration::from_millis(self.state.config.ping_interval_ms);
-        let writer = write_loop(sink, outbound, local_rx, ping);
-        tokio::pin!(writer);
-        let closer = local_tx.clone();
-        let revoked = async move {
-            match live.as_ref() {
-                Some(l) => l.closed.cancelled().await,
-                None => std::future::pending().await,
-            }
-            (closer, live)
-        };
-        tokio::select! {
-            // The writer closed the socket (shutdown, slow consumer): stop reading.
-            _ = &mut writer => {}
-            // The reader is done; the writer drains its last replies and exits.
-            _ = self.read_loop(stream, local_tx) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-            }
-            // The token was revoked (logout, password change, account deleted).
-            (closer, _live) = revoked => {
-                debug!("token revoked; closing");
-                let _ = closer.send(Outbound::Close(close::POLICY, "token revoked")).await;
-                drop(closer);
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-            }
-        }
-        debug!("session ended");
-        metrics::gauge!("tandem_connections").decrement(1.0);
-        self.conn.leave().await;
-    }
-
-    /// Reads until the socket ends; dropping `local` tells the writer.
-    async fn read_loop(
-        &mut self,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
-        local: Local,
-    ) {
-        let idle = Duration::from_millis(self.state.config.idle_timeout_ms);
-        loop {
-            let frame = match tokio::time::timeout(idle, stream.next()).await {
-                Err(_) => {
-                    debug!("idle timeout");
-                    return;
-                }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => {
-                    debug!(error = %e, "read error");
-                    let (code, close, why) = read_error(e);
-                    let _ = local.try_send(error_msg(code, why, None));
-                    let _ = local.try_send(Outbound::Close(close, why));
-                    return;
-                }
-                Ok(Some(Ok(f))) => f,
-            };
-            let reply = match frame {
-                Message::Text(t) => self.on_text(&t).await,
-                Message::Binary(_) => Some(error_msg(
-                    ErrorCode::BadMessage,
-                    "binary frames are not accepted",
-                    None,
-                )),
-                Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) => None,
-            };
-            if let Some(msg) = reply {
-                let closing = matches!(msg, Outbound::Close(..));
-                if local.send(msg).await.is_err() || closing {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Handle one text frame; returns the reply the reader sends itself.
-    async fn on_text(&mut self, text: &str) -> Option<Outbound> {
-        let cfg = &self.state.config;
-        if text.len() > cfg.max_frame_bytes {
-            let m = format!(
-                "frame of {} bytes is over the limit of {}",
-                text.len(),
-                cfg.max_frame_bytes
-            );
-            return Some(error_msg(ErrorCode::TooLarge, &m, None));
-        }
-        let msg = match parse_client(text) {
-            Ok(m) => m,
-            Err(e) => return Some(error_msg(ErrorCode::BadMessage, &e, None)),
-        };
-        let sent = match msg {
-            ClientMessage::Op { version, seq, op } => {
-                if !self.ops.allow(Instant::now()) {
-                    return Some(error_msg(
-                        ErrorCode::RateLimited,
-                        "too many ops; slow down",
-                        Some(seq),
-                    ));
-                }
-                let op = match Operation::from_json(&op, cfg.max_op_components) {
-                    Ok(op) => op,
-                    Err(e @ OpError::TooManyComponents { .. }) => {
-                        return Some(error_msg(ErrorCode::TooLarge, &e.to_string(), Some(seq)))
-                    }
-                    Err(e) => return Some(error_msg(ErrorCode::BadOp, &e.to_string(), Some(seq))),
-                };
-                let span = crate::otel::receipt_span(&self.doc, seq);
-                self.conn.op_in(version, seq, op, span).await
-            }
-            ClientMessage::Cursor {
-                version,
-                anchor,
-                head,
-            } => {
-                if let Some(notice) = self.throttled(false) {
-                    return notice;
-                }
-                self.conn.cursor(version, anchor, head).await
-            }
-            ClientMessage::Awareness { state, presence } => {
-                if let Err(e) = crate::awareness::check_state(&state) {
-                    return Some(error_msg(ErrorCode::BadMessage, &e, None));
-                }
-                if let Some(notice) = self.throttled(true) {
-                    return notice;
-                }
-                self.conn.awareness(state, presence).await
-            }
-            // An undo or redo commits an op: limited as ops are.
-            ClientMessage::Undo {} | ClientMessage::Redo {} if !self.ops.allow(Instant::now()) => {
-                return Some(error_msg(
-                    ErrorCode::RateLimited,
-                    "too many undos and redos; slow down",
-                    None,
-                ));
-            }
-            ClientMessage::Undo {} => self.conn.undo(false).await,
-            ClientMessage::Redo {} => self.conn.undo(true).await,
-            ClientMessage::Ping {} => {
-                return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
-            }
-        };
-        // The document task is gone: end the session (the writer closes).
-        sent.err()
-            .map(|_| Outbound::Close(close::TRY_AGAIN, "document unavailable"))
-    }
-}
-
-impl Session {
-    /// Whether a cursor (or, `awareness`, an awareness update) is over its
-    /// rate: then it is dropped, and `Some` holds the reply: a
-    /// `rate_limited` notice at most once a second (shared by both).
-    fn throttled(&mut self, awareness: bool) -> Option<Option<Outbound>> {
-        let now = Instant::now();
-        let bucket = if awareness {
-            &mut self.awareness
-        } else {
-            &mut self.cursors
-        };
-        if bucket.allow(now) {
-            return None;
-        }
-        if self
-            .last_cursor_notice
-            .is_some_and(|t| now - t < Duration::from_secs(1))
-        {
-            return Some(None);
-        }
-        self.last_cursor_notice = Some(now);
-        let what = if awareness { "awareness" } else { "cursor" };
-        let m = format!("too many {what} updates; some were dropped");
-        Some(Some(error_msg(ErrorCode::RateLimited, &m, None)))
-    }
-}
-
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::Receiver<Outbound>,
-    mut local: mpsc::Receiver<Outbound>,
-    ping_every: Duration,
-) {
-    let mut ping = tokio::time::interval(ping_every);
-    ping.tick().await;
-    loop {
-        let msg = tokio::select! {
-            biased;
-            m = outbound.recv() => m.unwrap_or(Outbound::Close(close::TRY_AGAIN, "too far behind; resume")),
-            m = local.recv() => match m {
-                Some(m) => m,
-                // The reader has finished and its replies are written.
-                None => return,
-            },
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        // Write what is queued (up to a bound) and flush once: under load a
-        // busy document's fan-out costs one write per batch, not per op.
-        let mut next = Some(msg);
-        let mut batched = 0;
-        while let Some(msg) = next.take() {
-            match msg {
-                Outbound::Text(t) => {
-                    if sink
-                        .feed(Message::Text(Utf8Bytes::from(&*t)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Outbound::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.flush().await;
-                    return;
-                }
-            }
-            batched += 1;
-            if batched < WRITE_BATCH {
-                next = outbound.try_recv().ok();
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
     }
 }

@@ -1,14 +1,15 @@
-//! A protocol-v1 editor: the pure OT client (`tandem::client::OtClient`)
+//! A protocol-v1 editor: the pure OT client (`tandem_core::client::OtClient`)
 //! over a real socket, one op in flight; and random typing with it.
 //!
-//! Must not import: the server's internals beyond `ot`, `client`, `protocol`.
+//! Must not import: Tandem's code beyond `tandem_core`'s `ot`, `client`,
+//! `protocol`.
 
 use std::time::Duration;
 
 use serde_json::json;
-use tandem::client::{OtClient, Outgoing};
-use tandem::ot::Operation;
-use tandem::protocol::{ErrorCode, ServerFrame};
+use tandem_core::client::{OtClient, Outgoing};
+use tandem_core::ot::Operation;
+use tandem_core::protocol::{ErrorCode, ServerFrame};
 use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::MaybeTlsStream;
 
@@ -223,9 +224,9 @@ pub async fn flood_until_dropped(
     for i in 0..edits {
         let len = writer.ot.len_chars();
         let op = if i % 2 == 0 {
-            tandem::ot::splice(len, 0, 0, &big)
+            tandem_core::ot::splice(len, 0, 0, &big)
         } else {
-            tandem::ot::splice(len, 0, len, "")
+            tandem_core::ot::splice(len, 0, len, "")
         };
         writer.edit(op).await;
         let start = std::time::Instant::now();
@@ -262,7 +263,7 @@ pub fn random_edit(rng: &mut impl rand::Rng, len: usize) -> Operation {
     if del == 0 && ins.is_empty() {
         ins.push('x');
     }
-    tandem::ot::splice(len, pos, del, &ins)
+    tandem_core::ot::splice(len, pos, del, &ins)
 }
 
 /// Each editor, concurrently, makes `edits` random edits (with emoji),

@@ -5,9 +5,9 @@
 //! editing traces in `tests/data`.
 //!
 //! Owns: process starters, client-side protocol handling for tests and the
-//! bench. Must not import: the server's internals beyond its pure core
-//! (`tandem::ot`, `tandem::client`, `tandem::protocol`, `tandem::meta`) —
-//! servers are driven as processes, over the wire.
+//! bench. Must not import: the server crate (`tandem` is no dependency:
+//! servers are driven as processes, over the wire); of Tandem's own code
+//! only the pure core, `tandem_core` (`ot`, `client`, `protocol`, `meta`).
 
 pub mod disk;
 pub mod editor;

@@ -1,7 +1,7 @@
 //! Debian's nginx running the project's top-level `nginx.conf`, rendered
 //! for loopback, stopped on Drop.
 //!
-//! Must not import: `tandem`.
+//! Must not import: `tandem_core`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

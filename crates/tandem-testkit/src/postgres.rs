@@ -1,7 +1,7 @@
 //! A throwaway PostgreSQL cluster (initdb into a temp dir, its own port),
 //! stopped on Drop; restartable, and queried with psql.
 //!
-//! Must not import: `tandem` (PostgreSQL is driven over psql only).
+//! Must not import: `tandem_core` (PostgreSQL is driven over psql only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

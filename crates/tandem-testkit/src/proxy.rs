@@ -3,7 +3,7 @@
 //! instance itself stays up, and keep new ones from getting through for a
 //! while (an outage).
 //!
-//! Must not import: `tandem` (bytes are copied, never parsed).
+//! Must not import: `tandem_core` (bytes are copied, never parsed).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

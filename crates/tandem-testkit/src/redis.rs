@@ -2,7 +2,7 @@
 //! Drop; restartable (with or without its append-only file), and emptied in
 //! place (`FLUSHALL`).
 //!
-//! Must not import: `tandem` (Redis is driven over its port only).
+//! Must not import: `tandem_core` (Redis is driven over its port only).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! masters while clients use it (`CLUSTER SETSLOT … MIGRATING/IMPORTING`,
 //! `MIGRATE`, `SETSLOT … NODE`).
 //!
-//! Must not import: `tandem` (Redis is driven over its ports, with
+//! Must not import: `tandem_core` (Redis is driven over its ports, with
 //! `redis-cli`).
 
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! A small REST client for one server: any call (status and JSON body),
 //! registering a user, creating a document; and the error body's code.
 //!
-//! Must not import: `tandem` (REST is driven over HTTP only).
+//! Must not import: `tandem_core` (REST is driven over HTTP only).
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};

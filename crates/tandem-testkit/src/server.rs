@@ -3,8 +3,8 @@
 //! Redis. The binary is the caller's: a test of the server crate passes
 //! `env!("CARGO_BIN_EXE_tandem")`, the bench the one built beside it.
 //!
-//! Must not import: the server crate beyond `tandem::protocol` types — the
-//! server is a process here.
+//! Must not import: Tandem's code beyond `tandem_core::protocol` types —
+//! the server is a process here.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

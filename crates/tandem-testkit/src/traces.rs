@@ -1,12 +1,12 @@
 //! Real editing traces (`tests/data`, the `editing-traces` format, gzipped):
 //! load them, and turn each patch into an op.
 //!
-//! Must not import: the server's internals beyond `tandem::ot`.
+//! Must not import: Tandem's code beyond `tandem_core::ot`.
 
 use std::path::Path;
 
 use serde::Deserialize;
-use tandem::ot::{splice, Operation};
+use tandem_core::ot::{splice, Operation};
 
 #[derive(Deserialize)]
 pub struct Trace {

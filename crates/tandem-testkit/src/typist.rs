@@ -2,7 +2,8 @@
 //! boundaries, one op in flight, through whichever instance is up, so the
 //! final text shows whether every edit landed exactly once.
 //!
-//! Must not import: the server's internals beyond `ot`, `client`, `protocol`.
+//! Must not import: Tandem's code beyond `tandem_core`'s `ot`, `client`,
+//! `protocol`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem::ot::splice;
-use tandem::protocol::{ErrorCode, ServerFrame};
+use tandem_core::ot::splice;
+use tandem_core::protocol::{ErrorCode, ServerFrame};
 
 use crate::editor::{retryable, Editor};
 use crate::server::TestServer;
@@ -65,7 +66,7 @@ impl Typist {
         .await
         .unwrap();
         let i = init.init();
-        let ot = tandem::client::OtClient::new(i.client, i.content.unwrap(), i.version, 0);
+        let ot = tandem_core::client::OtClient::new(i.client, i.content.unwrap(), i.version, 0);
         Typist {
             ed: Editor { ws, ot, init },
             user: user.into(),
@@ -179,7 +180,7 @@ impl Typist {
         // Numbered past every seq already sent, as the browser client does:
         // the server's `seq` may be behind what it committed.
         let used = self.ed.ot.last_sent_seq();
-        self.ed.ot = tandem::client::OtClient::new(
+        self.ed.ot = tandem_core::client::OtClient::new(
             i.client,
             i.content.unwrap(),
             i.version,

@@ -2,7 +2,7 @@
 //! parsed once into the typed [`ServerFrame`] (what clients dispatch on),
 //! its JSON text kept for assertions on the contract's exact shape.
 //!
-//! Must not import: the server's internals beyond `tandem::protocol`.
+//! Must not import: Tandem's code beyond `tandem_core::protocol`.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tandem::protocol::ServerFrame;
+use tandem_core::protocol::ServerFrame;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
