@@ -44,6 +44,24 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 pub use crate::web::{app, serve, AppState};
 
+/// The store as the embedded sequencer's journal: the one place the bus's
+/// `Journal` meets the store (neither module imports the other).
+struct StoreJournal(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl crate::bus::Journal for StoreJournal {
+    async fn append(&self, doc: &str, records: &[Arc<doc::Record>]) -> Result<(), BusError> {
+        self.append_many(&[(doc, records)]).await
+    }
+
+    async fn append_many(&self, batches: &[(&str, &[Arc<doc::Record>])]) -> Result<(), BusError> {
+        self.0.journal_append(batches).await.map_err(|e| match e {
+            StoreError::Corrupt(m) => BusError::Corrupt(m),
+            e => BusError::Unavailable(format!("journal: {e}")),
+        })
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -168,7 +186,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         None => Backends::memory(
             history_retain,
             config.max_clients_per_doc,
-            Some(store.clone()),
+            Some(Arc::new(StoreJournal(store.clone()))),
         ),
     };
     let settings = HubSettings {

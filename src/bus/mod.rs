@@ -12,7 +12,7 @@
 //! Owns: the traits, their event and outcome types, and the in-process
 //! implementations in `memory.rs` (the embedded default). The Redis
 //! implementations live in `redis/`; only this module may touch Redis.
-//! Must not import: axum, sqlx, the hub.
+//! Must not import: axum, sqlx, the hub, the store.
 
 /// Events buffered per document subscription before the subscriber lags
 /// (and then catches up from the log). Allocated up front for every loaded
@@ -52,13 +52,7 @@ pub enum BusError {
     Corrupt(String),
 }
 
-/// A client's highest committed seq and the version it produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientSeq {
-    pub client: String,
-    pub seq: u64,
-    pub version: u64,
-}
+pub use crate::doc::ClientSeq;
 
 /// State for a document the sequencer may not hold: the version the log
 /// starts after, the records from there (contiguous), client seqs, and the
@@ -88,7 +82,9 @@ pub struct Seeded {
     pub epoch: String,
 }
 
-pub use crate::commit::{CommitBatch, CommitRecord, CommitReply, MAX_BATCH_RECORDS};
+pub use crate::commit::{
+    CommitBatch, CommitRecord, CommitReply, LeaseAction, LeaseReply, MAX_BATCH_RECORDS,
+};
 
 /// What the sequencer answered a seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +131,8 @@ pub enum CommitOutcome {
     NotSeeded,
     /// The sequencer holds commits for this long after a re-seed.
     Settling(std::time::Duration),
+    /// Another instance holds the commit lease for this long.
+    Fenced(std::time::Duration),
 }
 
 /// Where the embedded sequencer makes a batch durable before it counts as
@@ -182,6 +180,7 @@ pub trait Sequencer: Send + Sync + 'static {
         let batch = CommitBatch {
             base: req.base,
             epoch: String::new(),
+            token: String::new(),
             records: vec![CommitRecord {
                 op: req.op,
                 user: req.user,
@@ -203,6 +202,24 @@ pub trait Sequencer: Send + Sync + 'static {
             CommitReply::Stale { missed } => CommitOutcome::Stale { missed },
             CommitReply::NotSeeded => CommitOutcome::NotSeeded,
             CommitReply::Settling(d) => CommitOutcome::Settling(d),
+            CommitReply::Fenced { left, .. } => CommitOutcome::Fenced(left),
+        })
+    }
+    /// Take, extend or give up the document's commit lease (the token a
+    /// batch carries to commit). A sequencer without leases (the embedded
+    /// one: one instance) grants every request.
+    async fn lease(
+        &self,
+        _doc: &str,
+        action: LeaseAction,
+        _ttl: std::time::Duration,
+    ) -> Result<LeaseReply, BusError> {
+        Ok(match action {
+            LeaseAction::Acquire { instance, nonce } => LeaseReply::Granted {
+                token: format!("1:{instance}:{nonce}"),
+            },
+            LeaseAction::Renew { .. } => LeaseReply::Renewed,
+            LeaseAction::Release { .. } => LeaseReply::Released,
         })
     }
     /// Records with version > `after`, oldest first, up to the head.

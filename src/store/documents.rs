@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{retry, to_i64, Backend, Snapshot, SqlStore, StoreError};
-use crate::bus::ClientSeq;
+use crate::doc::ClientSeq;
 use crate::doc::{Record, RecordWire};
 
 /// Reads of documents' durable state.

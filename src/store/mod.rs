@@ -8,7 +8,8 @@
 //! embedded default) and `postgres.rs` (clustered mode) add connecting,
 //! migrating and their batched [`Store::persist`]. Only this module touches
 //! sqlx.
-//! Must not import: axum, redis, the hub.
+//! Must not import: axum, redis, the hub, the bus (the embedded journal is
+//! joined to the bus in `lib.rs`).
 
 pub mod accounts;
 mod documents;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::bus::ClientSeq;
+use crate::doc::ClientSeq;
 use crate::doc::Record;
 
 pub use accounts::Accounts;
@@ -194,25 +195,28 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// A journal write that failed: a version already journaled means the op
-/// log and the journal disagree (never overwritten); anything else is an
-/// outage the commit may retry.
-fn journal_error(e: sqlx::Error) -> crate::bus::BusError {
-    use crate::bus::BusError;
+/// log and the journal disagree (never overwritten: `Corrupt`); anything
+/// else is an outage the commit may retry.
+fn journal_error(e: sqlx::Error) -> StoreError {
     match e.as_database_error() {
         Some(d) if d.is_unique_violation() => {
-            BusError::Corrupt("the journal already holds a version being committed".into())
+            StoreError::Corrupt("the journal already holds a version being committed".into())
         }
-        _ => BusError::Unavailable(format!("journal: {e}")),
+        _ => StoreError::Db(e),
     }
 }
 
 /// Everything durable: accounts, documents, and the op journal the embedded
 /// sequencer appends to before an op counts as committed.
 #[async_trait]
-pub trait Store: Accounts + Documents + crate::bus::Journal + Send + Sync + 'static {
+pub trait Store: Accounts + Documents + Send + Sync + 'static {
     /// Write a batch in one transaction: journal rows (idempotent), client
     /// seqs, and snapshots (never replacing a newer one).
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError>;
+    /// The embedded commit's durable write: several documents' new records
+    /// in one transaction (all or none). A version the journal already
+    /// holds is [`StoreError::Corrupt`], never overwritten.
+    async fn journal_append(&self, batches: &[(&str, &[Arc<Record>])]) -> Result<(), StoreError>;
 }
 
 /// Errors worth retrying: the connection or the pool, not the query.

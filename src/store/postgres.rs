@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, Postgres};
 
 use super::{journal_error, to_i64, Backend, BatchRows, DocPersist, SqlStore, Store, StoreError};
-use crate::bus::{BusError, Journal};
 use crate::doc::Record;
 
 /// Pool and timeout settings.
@@ -85,12 +84,8 @@ async fn insert_journal(
 }
 
 #[async_trait]
-impl Journal for PgStore {
-    async fn append(&self, doc: &str, records: &[Arc<Record>]) -> Result<(), BusError> {
-        self.append_many(&[(doc, records)]).await
-    }
-
-    async fn append_many(&self, batches: &[(&str, &[Arc<Record>])]) -> Result<(), BusError> {
+impl Store for PgStore {
+    async fn journal_append(&self, batches: &[(&str, &[Arc<Record>])]) -> Result<(), StoreError> {
         let rows: Vec<(&str, &Record)> = batches
             .iter()
             .flat_map(|(doc, recs)| recs.iter().map(move |r| (*doc, &**r)))
@@ -102,10 +97,7 @@ impl Journal for PgStore {
             .map_err(journal_error)?;
         tx.commit().await.map_err(journal_error)
     }
-}
 
-#[async_trait]
-impl Store for PgStore {
     async fn persist(&self, batch: &[DocPersist], now_ms: i64) -> Result<(), StoreError> {
         let mut w = self.writer().await?;
         let mut tx = w.begin().await?;

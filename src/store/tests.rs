@@ -174,7 +174,6 @@ async fn full_disk() {
     use std::sync::Arc;
 
     use super::sqlite::SqliteSettings;
-    use crate::bus::Journal;
     use crate::doc::Record;
 
     let tmpfs = tandem_testkit::Tmpfs::mount(1 << 20);
@@ -218,7 +217,8 @@ async fn full_disk() {
                 time: 1,
                 trace: None,
             });
-            match store.append(&doc, &[rec]).await {
+            let recs = [rec];
+            match super::Store::journal_append(&*store, &[(doc.as_str(), &recs[..])]).await {
                 Ok(()) => {
                     acked.push(version);
                     version += 1;

@@ -18,6 +18,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hostile_http;
 mod hostile_members;
+mod lease;
 mod limits;
 mod metadata;
 mod ot_simulation;

@@ -44,6 +44,10 @@ pub struct CommitBatch {
     /// caller's re-seed proves (or refutes) that its history continues
     /// there. Empty: not checked.
     pub epoch: String,
+    /// The caller's commit lease token: a sequencer whose lease another
+    /// holds (or nobody) answers [`CommitReply::Fenced`] and appends
+    /// nothing. Empty: not checked.
+    pub token: String,
 }
 
 impl CommitBatch {
@@ -89,4 +93,38 @@ pub enum CommitReply {
     /// losing it, and holds commits for a moment so that every other live
     /// instance can add the records it holds: retry after this long.
     Settling(Duration),
+    /// The batch's lease token is not the document's: `holder` has it
+    /// (empty: nobody) for `left` more. Nothing was appended.
+    Fenced { holder: String, left: Duration },
+}
+
+/// What an instance asks of a document's commit lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// Take it if nobody holds it; `nonce` makes the token unique.
+    Acquire { instance: String, nonce: String },
+    /// Extend it, if `token` still holds it.
+    Renew { token: String },
+    /// Give it up, if `token` still holds it.
+    Release { token: String },
+}
+
+/// How the sequencer answered a [`LeaseAction`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseReply {
+    /// Ours: commit with this token.
+    Granted {
+        token: String,
+    },
+    /// Another's, for `left` more.
+    Held {
+        token: String,
+        left: Duration,
+    },
+    Renewed,
+    /// Not ours (any more): whose it is now (empty: nobody's).
+    Lost {
+        holder: String,
+    },
+    Released,
 }

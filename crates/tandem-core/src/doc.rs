@@ -72,6 +72,14 @@ impl Record {
     }
 }
 
+/// A client's highest committed seq and the version it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSeq {
+    pub client: String,
+    pub seq: u64,
+    pub version: u64,
+}
+
 /// Why an op cannot be rebased onto the head.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RebaseError {

@@ -50,6 +50,7 @@ struct Scripts {
     undo: Script,
     rate: Script,
     tickets: Script,
+    lease: Script,
 }
 
 type Subs = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BusEvent>>>>>;
@@ -216,6 +217,7 @@ impl RedisBackend {
                 undo: with_stacks(include_str!("../scripts/undo.lua")),
                 rate: Script::new(include_str!("../scripts/rate.lua")),
                 tickets: Script::new(include_str!("../scripts/tickets.lua")),
+                lease: Script::new(include_str!("../scripts/lease.lua")),
             },
             subs,
             ctl,

@@ -1,4 +1,4 @@
-//! The replies of `commit.lua`, `range.lua` and `seed.lua`, read from the
+//! The replies of `commit.lua`, `range.lua`, `seed.lua` and `lease.lua`, read from the
 //! raw strings the scripts return into one enum per script (every arm the
 //! script can answer; anything else is [`BusError::Corrupt`]). Pure: the
 //! sequencer decides what each means for the caller.
@@ -30,6 +30,19 @@ pub(super) enum CommitScript {
     Settling(Duration),
     /// `base` is outside the log (`oldest..=head`).
     Range { oldest: u64, head: u64 },
+    /// The batch's lease token is not the document's: who holds it ('':
+    /// nobody) and for how long.
+    Fenced { holder: String, left: Duration },
+}
+
+/// `lease.lua`'s answer.
+#[derive(Debug, PartialEq)]
+pub(super) enum LeaseScript {
+    Granted(String),
+    Held { token: String, left: Duration },
+    Renewed,
+    Lost(String),
+    Released,
 }
 
 /// `range.lua`'s answer.
@@ -81,7 +94,39 @@ pub(super) fn commit(out: &[String]) -> Result<CommitScript, BusError> {
             oldest: parse_u64(out.get(1))?,
             head: parse_u64(out.get(2))?,
         },
+        Some("fenced") if out.len() == 3 => CommitScript::Fenced {
+            holder: out[1].clone(),
+            left: pttl(out.get(2))?,
+        },
         _ => return Err(unexpected("commit")),
+    })
+}
+
+/// A PTTL as the scripts return it (-1: no expiry, -2: no key: none left).
+fn pttl(s: Option<&String>) -> Result<Duration, BusError> {
+    let ms: i64 = s
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| BusError::Corrupt("bad pttl from script".into()))?;
+    Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+pub(super) fn lease(out: &[String]) -> Result<LeaseScript, BusError> {
+    let token = |i: usize| {
+        out.get(i)
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or_else(|| BusError::Corrupt("lease reply without a token".into()))
+    };
+    Ok(match out.first().map(String::as_str) {
+        Some("granted") => LeaseScript::Granted(token(1)?),
+        Some("held") => LeaseScript::Held {
+            token: token(1)?,
+            left: pttl(out.get(2))?,
+        },
+        Some("renewed") => LeaseScript::Renewed,
+        Some("lost") if out.len() == 2 => LeaseScript::Lost(out[1].clone()),
+        Some("released") => LeaseScript::Released,
+        _ => return Err(unexpected("lease")),
     })
 }
 
@@ -152,6 +197,51 @@ mod tests {
                 head: 20
             }
         );
+    }
+
+    #[test]
+    fn fenced_and_lease_arms() {
+        assert_eq!(
+            commit(&v(&["fenced", "2:i1:ab", "1500"])).unwrap(),
+            CommitScript::Fenced {
+                holder: "2:i1:ab".into(),
+                left: Duration::from_millis(1500)
+            }
+        );
+        assert_eq!(
+            commit(&v(&["fenced", "", "-2"])).unwrap(),
+            CommitScript::Fenced {
+                holder: String::new(),
+                left: Duration::ZERO
+            }
+        );
+        assert!(commit(&v(&["fenced", "x"])).is_err());
+        assert_eq!(
+            lease(&v(&["granted", "1:i:n"])).unwrap(),
+            LeaseScript::Granted("1:i:n".into())
+        );
+        assert_eq!(
+            lease(&v(&["held", "1:i:n", "900"])).unwrap(),
+            LeaseScript::Held {
+                token: "1:i:n".into(),
+                left: Duration::from_millis(900)
+            }
+        );
+        assert_eq!(lease(&v(&["renewed"])).unwrap(), LeaseScript::Renewed);
+        assert_eq!(
+            lease(&v(&["lost", ""])).unwrap(),
+            LeaseScript::Lost(String::new())
+        );
+        assert_eq!(lease(&v(&["released"])).unwrap(), LeaseScript::Released);
+        for bad in [
+            v(&["granted"]),
+            v(&["granted", ""]),
+            v(&["held", "t"]),
+            v(&["lost"]),
+            v(&["x"]),
+        ] {
+            assert!(lease(&bad).is_err(), "{bad:?} was read");
+        }
     }
 
     #[test]

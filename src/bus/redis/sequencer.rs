@@ -19,11 +19,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::conn::MarkKeys;
-use super::replies::{self, CommitScript, RangeScript, SeedScript};
+use super::replies::{self, CommitScript, LeaseScript, RangeScript, SeedScript};
 use super::stacks::push_fields;
 use super::{record_json, unavailable, RedisBackend, WaitReplicas};
 use crate::bus::{
-    BusError, CommitBatch, CommitRecord, CommitReply, Range, Seed, SeedReply, Seeded, Sequencer,
+    BusError, CommitBatch, CommitRecord, CommitReply, LeaseAction, LeaseReply, Range, Seed,
+    SeedReply, Seeded, Sequencer,
 };
 use crate::doc::{RecordWire, EPHEMERAL_CLIENTS};
 use crate::undo::{STACK_BYTES, STACK_LIMIT};
@@ -33,6 +34,8 @@ use crate::undo::{STACK_BYTES, STACK_LIMIT};
 /// It covers the pub/sub reconnect after a restart (back-off capped at 1 s)
 /// and the resync that re-seeds (a failed one retried from 100 ms).
 const RESEED_SETTLE: Duration = Duration::from_millis(2500);
+/// How long a commit that proves its lease holder alive extends the lease.
+pub const LEASE_TTL: Duration = Duration::from_millis(2000);
 
 /// A record's JSON without its version: the script puts the version first.
 fn record_tail(r: &CommitRecord) -> Result<String, BusError> {
@@ -153,6 +156,7 @@ impl Sequencer for RedisBackend {
             // Unknown, or under another history than our base's: seed.
             CommitScript::NoSeed => CommitReply::NotSeeded,
             CommitScript::Settling(d) => CommitReply::Settling(d),
+            CommitScript::Fenced { holder, left } => CommitReply::Fenced { holder, left },
             // Our head is past Redis's: it lost records we hold, which a
             // seed gives back.
             CommitScript::Range { head, .. } if batch.base > head => CommitReply::NotSeeded,
@@ -187,6 +191,40 @@ impl Sequencer for RedisBackend {
             RangeScript::Range { head, .. } if after > head => Range::NotSeeded,
             RangeScript::Range { .. } => Range::Trimmed,
             RangeScript::NoSeed => Range::NotSeeded,
+        })
+    }
+
+    async fn lease(
+        &self,
+        doc: &str,
+        action: LeaseAction,
+        ttl: Duration,
+    ) -> Result<LeaseReply, BusError> {
+        let (verb, token) = match action {
+            LeaseAction::Acquire { instance, nonce } => ("acquire", format!("{instance}:{nonce}")),
+            LeaseAction::Renew { token } => ("renew", token),
+            LeaseAction::Release { token } => ("release", token),
+        };
+        let out: Vec<String> = self
+            .scripts
+            .lease
+            .key(self.key(doc, "lease"))
+            .key(self.key(doc, "term"))
+            .arg(verb)
+            .arg(token)
+            .arg(ttl.as_millis() as u64)
+            // Nobody listens for lease changes yet (issue 32, step 5).
+            .arg("")
+            .arg(self.key(doc, "ch"))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match replies::lease(&out)? {
+            LeaseScript::Granted(token) => LeaseReply::Granted { token },
+            LeaseScript::Held { token, left } => LeaseReply::Held { token, left },
+            LeaseScript::Renewed => LeaseReply::Renewed,
+            LeaseScript::Lost(holder) => LeaseReply::Lost { holder },
+            LeaseScript::Released => LeaseReply::Released,
         })
     }
 
@@ -250,6 +288,8 @@ impl Sequencer for RedisBackend {
             "rmark",
             "settle",
             "baseepoch",
+            "lease",
+            "term",
         ]
         .iter()
         .map(|k| self.key(doc, k))
@@ -283,6 +323,7 @@ impl RedisBackend {
             .key(self.key(doc, "rhead"))
             .key(self.key(doc, "settle"))
             .key(self.key(doc, "epoch"))
+            .key(self.key(doc, "lease"))
             .arg(batch.base)
             .arg(self.retain)
             .arg(self.key(doc, "ch"))
@@ -293,7 +334,9 @@ impl RedisBackend {
             .arg(EPHEMERAL_CLIENTS)
             .arg(STACK_BYTES)
             .arg(publish)
-            .arg(&batch.epoch);
+            .arg(&batch.epoch)
+            .arg(&batch.token)
+            .arg(LEASE_TTL.as_millis() as u64);
         for r in &batch.records {
             let [field, entry, at, clear, fallback] = match &r.undo {
                 Some(push) => push_fields(&r.user, push),

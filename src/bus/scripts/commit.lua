@@ -10,12 +10,16 @@
 --       server-minted clients (ids with '~'), 9 replicated head (in wait
 --       mode: records up to it are on the replicas WAIT asked for),
 --       10 settle (set by seed.lua: commits wait while it lives),
---       11 epoch
+--       11 epoch, 12 lease (lease.lua: the token of the instance that may
+--       commit)
 -- ARGV: 1 base, 2 retain (op log tail), 3 channel, 4 stack limit, 5 n,
 --       6 retain bytes, 7 most socket clients, 8 most server-minted clients,
 --       9 stack limit in bytes, 10 publish command (PUBLISH, SPUBLISH, or
 --       '' in wait mode: the caller publishes after WAIT, with release.lua),
---       11 the epoch base belongs to ('' = not checked), then n times 8
+--       11 the epoch base belongs to ('' = not checked), 12 the caller's
+--       lease token ('' = not checked), 13 lease ms (a commit, a dup and a
+--       stale reply prove the holder alive: its lease is extended), then n
+--       times 8
 --       fields: client, seq, record JSON after its "version"
 --       field (starts with '"op":'), undo field ('' = none), undo entry
 --       JSON, replace the top at ('' = never), field to clear ('' = none),
@@ -32,12 +36,27 @@
 --                             after it still waits for its replicas
 --   {"range", oldest, head}   base is outside the log
 --   {"noseed"}                the document is unknown (seed it)
+--   {"fenced", token, pttl}   the caller does not hold the lease (token:
+--                             who does, '' nobody): nothing appended
 --   {"settling", ms}          re-seeded moments ago: try again in ms
 --   {"epoch"}                 the log is another history than base's (Redis
 --                             lost ours): the caller re-seeds first
 local head = tonumber(redis.call('GET', KEYS[1]))
 if not head then
   return {'noseed'}
+end
+local token = ARGV[12]
+if token ~= '' then
+  local holder = redis.call('GET', KEYS[12])
+  if holder ~= token then
+    return {'fenced', holder or '', string.format('%d', redis.call('PTTL', KEYS[12]))}
+  end
+end
+-- The holder is alive: its lease runs on from now.
+local function extend()
+  if token ~= '' then
+    redis.call('PEXPIRE', KEYS[12], ARGV[13])
+  end
 end
 local settle = redis.call('PTTL', KEYS[10])
 if settle > 0 then
@@ -46,7 +65,7 @@ end
 if ARGV[11] ~= '' and redis.call('GET', KEYS[11]) ~= ARGV[11] then
   return {'epoch'}
 end
-local n, W, A = tonumber(ARGV[5]), 8, 11
+local n, W, A = tonumber(ARGV[5]), 8, 13
 local publish = ARGV[10]
 local dups = {}
 for i = 1, n do
@@ -61,6 +80,7 @@ for i = 1, n do
   end
 end
 if #dups > 0 then
+  extend()
   table.insert(dups, 1, 'dup')
   return dups
 end
@@ -81,6 +101,7 @@ if base ~= head then
     last = rhead - oldest - 1
   end
   local missed = redis.call('LRANGE', KEYS[2], base - oldest, last)
+  extend()
   table.insert(missed, 1, 'stale')
   return missed
 end
@@ -108,4 +129,5 @@ bound_clients(KEYS[3], KEYS[8], tonumber(ARGV[8]))
 if publish ~= '' then
   redis.call(publish, ARGV[3], '[' .. table.concat(recs, ',') .. ']')
 end
+extend()
 return {'ok', hs}

@@ -156,6 +156,8 @@ impl Pipeline {
                 base: state.version(),
                 records,
                 epoch: doc.epoch.to_owned(),
+                // One committer per instance, no lease yet (issue 32, step 5).
+                token: String::new(),
             },
             ids,
             depths,

@@ -89,8 +89,9 @@ impl Pipeline {
                 out.push(Effect::Reseed);
             }
             // Not an outage: the sequencer holds commits for a bounded
-            // moment after a re-seed; the round waits it out.
-            Outcome::Reply(CommitReply::Settling(left)) => {
+            // moment after a re-seed, or another instance holds the
+            // document's commit lease; the round waits it out.
+            Outcome::Reply(CommitReply::Settling(left) | CommitReply::Fenced { left, .. }) => {
                 self.pause = Some(left.min(SETTLE_PAUSE_MAX));
                 self.requeue(round.items.into_iter());
             }

@@ -369,6 +369,20 @@ fn settling_waits_bounded_and_counts_nothing() {
 }
 
 #[test]
+fn fenced_waits_for_the_lease_bounded_and_counts_nothing() {
+    let mut f = Fixture::new(Limits {
+        max_commit_attempts: 1,
+        ..Limits::new(100)
+    });
+    f.submit("a", 1, "x");
+    f.round();
+    let holder = "3:i2:ab".to_owned();
+    let left = Duration::from_millis(1_500);
+    f.finish(Outcome::Reply(CommitReply::Fenced { holder, left }));
+    assert_eq!(f.round().2, Some(SETTLE_PAUSE_MAX));
+}
+
+#[test]
 fn not_seeded_holds_the_round_until_the_reseed_ends() {
     for (result, refused, reset) in [
         (Reseeded::Done, false, false),
