@@ -10,8 +10,14 @@
 //! twice, every acknowledged edit is in the log once, every client and
 //! instance holds the log's text, and nothing is left unacknowledged.
 //!
+//! Files: `world.rs` (the clock, faults, clients, the sequencer calls,
+//! the end-of-schedule checks), `instance.rs` (an instance executing the
+//! pipeline), `events.rs` (events and messages), `model.rs` (the sequencer).
+//!
 //! Must not import: anything that does I/O (a pure crate, like the core).
 
+mod events;
+mod instance;
 pub mod model;
 mod world;
 

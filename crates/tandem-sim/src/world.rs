@@ -5,21 +5,19 @@
 //! Must not import: anything that does I/O.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_core::client::{OtClient, Outgoing};
 use tandem_core::commit::{CommitBatch, CommitReply};
-use tandem_core::doc::{ApplyOutcome, ClientSeqs, DocState, Record, Retain};
+use tandem_core::doc::{DocState, Record, Retain};
 use tandem_core::ot::splice;
-use tandem_core::pipeline::{
-    unrebasable, Author, Doc, EditId, Effect, Limits, Outcome, Pipeline, Refusal, Submission,
-    Verdict,
-};
-use tandem_core::protocol::Role;
+use tandem_core::pipeline::Outcome;
 
+use crate::events::{Down, Ev};
+use crate::instance::{Conn, Instance};
 use crate::model::SeqModel;
 
 /// What one schedule runs.
@@ -60,147 +58,37 @@ pub struct Report {
     pub end_ms: i64,
 }
 
-const MS: i64 = 1_000;
+pub(crate) const MS: i64 = 1_000;
 /// How long an instance waits for a reply before it counts an outage.
-const REPLY_TIMEOUT: i64 = 2_000 * MS;
+pub(crate) const REPLY_TIMEOUT: i64 = 2_000 * MS;
 /// The end of the world: a schedule not quiet by then failed liveness.
 const HORIZON: i64 = 600_000 * MS;
 const ALPHABET: &[&str] = &["a", "b", "é", "中", "😀", "\n", " "];
 
-enum Down {
-    Ack { seq: u64, version: u64 },
-    Op(Arc<Record>),
-    Error { seq: u64 },
-}
-
-enum Ev {
-    Type(usize),
-    Up {
-        c: usize,
-        conn: u64,
-        out: Outgoing,
-    },
-    Down {
-        c: usize,
-        conn: u64,
-        msg: Down,
-    },
-    Call {
-        i: usize,
-        inc: u64,
-        batch: CommitBatch,
-    },
-    Reply {
-        i: usize,
-        inc: u64,
-        reply: Option<CommitReply>,
-    },
-    Publish {
-        i: usize,
-        recs: Vec<Arc<Record>>,
-    },
-    Crash(usize),
-    Restart(usize),
-    Connect(usize),
-    Resend {
-        c: usize,
-        conn: u64,
-        seq: u64,
-    },
-    /// An instance's subscription came back after dropping messages: it
-    /// refills from the log.
-    Resync(usize),
-    /// A client's connection drops (its network blinked): it reconnects at
-    /// once, perhaps to another instance, and resends.
-    Blink(usize),
-}
-
-impl Ev {
-    fn describe(&self) -> String {
-        let recs = |r: &[Arc<Record>]| {
-            r.iter()
-                .map(|r| format!("v{}={}/{}", r.version, r.client, r.seq))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        match self {
-            Ev::Type(c) => format!("type c{c}"),
-            Ev::Up { c, conn, out } => {
-                format!("up c{c}#{conn} seq {} on v{}", out.seq, out.version)
-            }
-            Ev::Down { c, conn, msg } => match msg {
-                Down::Ack { seq, version } => format!("down c{c}#{conn} ack {seq} v{version}"),
-                Down::Op(r) => format!("down c{c}#{conn} op {}", recs(std::slice::from_ref(r))),
-                Down::Error { seq } => format!("down c{c}#{conn} error {seq}"),
-            },
-            Ev::Call { i, inc, batch } => format!(
-                "call i{i}.{inc} base {} [{}]",
-                batch.base,
-                batch
-                    .records
-                    .iter()
-                    .map(|r| format!("{}/{}", r.client, r.seq))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            Ev::Reply { i, inc, reply } => format!("reply i{i}.{inc} {reply:?}")
-                .chars()
-                .take(200)
-                .collect(),
-            Ev::Publish { i, recs: r } => format!("publish i{i} {}", recs(r)),
-            Ev::Crash(i) => format!("crash i{i}"),
-            Ev::Restart(i) => format!("restart i{i}"),
-            Ev::Connect(c) => format!("connect c{c}"),
-            Ev::Resend { c, conn, seq } => format!("resend c{c}#{conn} {seq}"),
-            Ev::Resync(i) => format!("resync i{i}"),
-            Ev::Blink(c) => format!("blink c{c}"),
-        }
-    }
-}
-
-/// A connection on an instance: the first seq it sent (records of its
-/// client from then on are its acks).
-struct Conn {
-    id: u64,
-    first_sent: Option<u64>,
-}
-
-struct Instance {
-    up: bool,
-    /// Incarnation: replies to a crashed one are dropped.
-    inc: u64,
-    state: DocState,
-    clients: ClientSeqs,
-    pipeline: Pipeline,
-    tracked: HashMap<EditId, (usize, u64)>,
-    next_id: u64,
-    conns: BTreeMap<usize, Conn>,
-}
-
-struct Client {
-    ot: OtClient,
+pub(crate) struct Client {
+    pub(crate) ot: OtClient,
     at: Option<(usize, u64)>,
     typed: usize,
 }
 
-struct World {
-    cfg: Config,
-    rng: ChaCha8Rng,
-    now: i64,
-    queue: BinaryHeap<Reverse<(i64, u64)>>,
-    events: HashMap<u64, Ev>,
-    next_ev: u64,
+pub(crate) struct World {
+    pub(crate) cfg: Config,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) now: i64,
+    pub(crate) queue: BinaryHeap<Reverse<(i64, u64)>>,
+    pub(crate) events: HashMap<u64, Ev>,
+    pub(crate) next_ev: u64,
     /// Last delivery time per ordered channel (a TCP connection, a
     /// subscription): messages on one never overtake each other.
-    fifo: HashMap<(u8, usize, usize), i64>,
-    seq: SeqModel,
-    inst: Vec<Instance>,
-    clients: Vec<Client>,
-    acked: HashSet<(String, u64)>,
-    next_conn: u64,
-    report: Report,
+    pub(crate) fifo: HashMap<(u8, usize, usize), i64>,
+    pub(crate) seq: SeqModel,
+    pub(crate) inst: Vec<Instance>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) acked: HashSet<(String, u64)>,
+    pub(crate) next_conn: u64,
+    pub(crate) report: Report,
     /// `TANDEM_SIM_TRACE` set: print every event.
-    trace: bool,
+    pub(crate) trace: bool,
 }
 
 /// Run one schedule from `seed`.
@@ -269,7 +157,7 @@ impl World {
         w
     }
 
-    fn at(&mut self, delay: i64, ev: Ev) {
+    pub(crate) fn at(&mut self, delay: i64, ev: Ev) {
         let n = self.next_ev;
         self.next_ev += 1;
         self.events.insert(n, ev);
@@ -277,13 +165,13 @@ impl World {
     }
 
     /// Deliver on an ordered channel after a random delay.
-    fn ordered(&mut self, chan: (u8, usize, usize), delay: i64, ev: Ev) {
+    pub(crate) fn ordered(&mut self, chan: (u8, usize, usize), delay: i64, ev: Ev) {
         let at = (self.now + delay).max(self.fifo.get(&chan).copied().unwrap_or(0));
         self.fifo.insert(chan, at);
         self.at(at - self.now, ev);
     }
 
-    fn delay(&mut self) -> i64 {
+    pub(crate) fn delay(&mut self) -> i64 {
         // Mostly quick, sometimes slow (a busy core, a long GC).
         if self.rng.gen_bool(0.05) {
             self.rng.gen_range(20 * MS..300 * MS)
@@ -391,7 +279,7 @@ impl World {
         }
     }
 
-    fn send_down(&mut self, i: usize, c: usize, msg: Down) {
+    pub(crate) fn send_down(&mut self, i: usize, c: usize, msg: Down) {
         if let Some(conn) = self.inst[i].conns.get(&c).map(|k| k.id) {
             let d = self.delay();
             self.ordered((1, i, c), d, Ev::Down { c, conn, msg });
@@ -511,167 +399,6 @@ impl World {
         );
     }
 
-    fn submit(&mut self, i: usize, c: usize, out: Outgoing) -> Result<(), String> {
-        if let Some(k) = self.inst[i].conns.get_mut(&c) {
-            k.first_sent.get_or_insert(out.seq);
-        }
-        if out.version > self.inst[i].state.version() {
-            self.refill(i)?;
-        }
-        let x = &mut self.inst[i];
-        x.next_id += 1;
-        let id = EditId(x.next_id);
-        x.tracked.insert(id, (c, out.seq));
-        let sub = Submission {
-            id,
-            author: Author {
-                client: self.clients[c].ot.client_id.clone(),
-                user: format!("u{c}"),
-                role: Role::Editor,
-            },
-            seq: out.seq,
-            base: out.version,
-            op: out.op,
-        };
-        let mut effects = Vec::new();
-        x.pipeline
-            .submit(sub, &doc(&x.state, &x.clients), &mut effects);
-        self.exec(i, effects)?;
-        self.poll(i)
-    }
-
-    /// Start a round if the pipeline has one.
-    fn poll(&mut self, i: usize) -> Result<(), String> {
-        loop {
-            let x = &mut self.inst[i];
-            let mut out = Vec::new();
-            x.pipeline
-                .poll(&doc(&x.state, &x.clients), self.now / MS, &mut out);
-            if out.is_empty() {
-                return Ok(());
-            }
-            if self.exec(i, out)? {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Do what the pipeline said; true if a round started.
-    fn exec(&mut self, i: usize, out: Vec<Effect>) -> Result<bool, String> {
-        let mut started = false;
-        for e in out {
-            match e {
-                Effect::Commit { batch, pause, .. } => {
-                    let pause = pause.map_or(0, |p| p.as_micros() as i64);
-                    let d = self.delay();
-                    let inc = self.inst[i].inc;
-                    self.ordered((3, i, 0), pause + d, Ev::Call { i, inc, batch });
-                    started = true;
-                }
-                Effect::Refill => self.refill(i)?,
-                Effect::Apply(recs) => {
-                    for r in recs {
-                        self.ingest(i, r)?;
-                    }
-                }
-                Effect::Answer { id, verdict } => self.answer(i, id, verdict)?,
-                Effect::Lookup {
-                    id,
-                    client,
-                    seq,
-                    error,
-                } => {
-                    let last = self.seq.last_seq(&client);
-                    let verdict = unrebasable(&client, seq, last, error, false);
-                    self.answer(i, id, verdict)?;
-                }
-                Effect::Note(_) => {}
-                e @ (Effect::PopStep { .. }
-                | Effect::StepGone { .. }
-                | Effect::Reseed
-                | Effect::Reset) => return Err(format!("unexpected effect {e:?}")),
-            }
-        }
-        Ok(started)
-    }
-
-    fn answer(&mut self, i: usize, id: EditId, verdict: Verdict) -> Result<(), String> {
-        let Some((c, seq)) = self.inst[i].tracked.remove(&id) else {
-            return Ok(());
-        };
-        let msg = match verdict {
-            // The ack goes in the fan-out.
-            Verdict::Committed(_) => return Ok(()),
-            Verdict::Unchanged(version) => Down::Ack { seq, version },
-            Verdict::Duplicate {
-                client, version, ..
-            } => {
-                if version > self.inst[i].state.version() {
-                    self.refill(i)?;
-                }
-                let state = &self.inst[i].state;
-                if version > state.version() {
-                    Down::Error { seq }
-                } else {
-                    let version = state.history().version_of(&client, seq).unwrap_or(version);
-                    Down::Ack { seq, version }
-                }
-            }
-            Verdict::Refused(Refusal { .. }) => Down::Error { seq },
-        };
-        self.send_down(i, c, msg);
-        Ok(())
-    }
-
-    fn refill(&mut self, i: usize) -> Result<(), String> {
-        for r in self.seq.after(self.inst[i].state.version()) {
-            self.apply(i, r)?;
-        }
-        Ok(())
-    }
-
-    fn ingest(&mut self, i: usize, r: Arc<Record>) -> Result<(), String> {
-        if r.version > self.inst[i].state.version() + 1 {
-            self.refill(i)?;
-        }
-        self.apply(i, r)
-    }
-
-    /// Apply a record in order and fan it out to this instance's clients.
-    fn apply(&mut self, i: usize, r: Arc<Record>) -> Result<(), String> {
-        let x = &mut self.inst[i];
-        match x.state.apply(r.clone()) {
-            Ok(ApplyOutcome::Applied) => {}
-            Ok(ApplyOutcome::Old) => {
-                return match x.state.history().get(r.version) {
-                    Some(m) if (m.client.as_str(), m.seq) != (r.client.as_str(), r.seq) => {
-                        Err(format!("fork at version {}", r.version))
-                    }
-                    _ => Ok(()),
-                };
-            }
-            other => return Err(format!("record {} did not apply: {other:?}", r.version)),
-        }
-        x.clients.record(&r.client, r.seq, r.version);
-        let mut to = Vec::new();
-        for (&c, k) in &x.conns {
-            let own = self.clients[c].ot.client_id == r.client;
-            let msg = if own && k.first_sent.is_some_and(|f| r.seq >= f) {
-                Down::Ack {
-                    seq: r.seq,
-                    version: r.version,
-                }
-            } else {
-                Down::Op(r.clone())
-            };
-            to.push((c, msg));
-        }
-        for (c, msg) in to {
-            self.send_down(i, c, msg);
-        }
-        Ok(())
-    }
-
     fn client_gets(&mut self, c: usize, conn: u64, msg: Down) -> Result<(), String> {
         let cl = &mut self.clients[c];
         let id = cl.ot.client_id.clone();
@@ -739,36 +466,5 @@ impl World {
             }
         }
         Ok(())
-    }
-}
-
-impl Instance {
-    /// A fresh instance loaded from the sequencer's log.
-    fn load(seq: &SeqModel, seed: u64) -> Self {
-        let mut state = DocState::new("", 0, Retain::count(1 << 20));
-        let mut clients = ClientSeqs::new(1 << 16);
-        for r in seq.log() {
-            let _ = state.apply(r.clone());
-            clients.record(&r.client, r.seq, r.version);
-        }
-        Self {
-            up: true,
-            inc: 0,
-            state,
-            clients,
-            pipeline: Pipeline::new(Limits::new(1 << 20), seed),
-            tracked: HashMap::new(),
-            next_id: 0,
-            conns: BTreeMap::new(),
-        }
-    }
-}
-
-fn doc<'a>(state: &'a DocState, clients: &'a ClientSeqs) -> Doc<'a> {
-    Doc {
-        state,
-        clients,
-        epoch: "",
-        catching_up: false,
     }
 }
