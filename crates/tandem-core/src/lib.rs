@@ -1,5 +1,5 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
-//! document state and rebasing (`doc`), the wire protocol (`protocol`), the
+//! document state and rebasing (`doc`), the content checksum (`checksum`), the wire protocol (`protocol`), the
 //! client state machine (`client`), undo stacks (`undo`) and typing runs
 //! (`runs`), metadata CRDTs (`meta`), document languages (`language`),
 //! awareness states and their bounds (`awareness`), abuse limits as data
@@ -13,6 +13,7 @@
 
 pub mod awareness;
 pub mod batch;
+pub mod checksum;
 pub mod client;
 pub mod doc;
 #[doc(hidden)]
