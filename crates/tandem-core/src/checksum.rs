@@ -90,7 +90,14 @@ mod tests {
 
     #[test]
     fn hash_syntax() {
-        for bad in ["", "811c9dc", "811c9dc55", "811C9DC5", "811c9dcg", " 811c9dc"] {
+        for bad in [
+            "",
+            "811c9dc",
+            "811c9dc55",
+            "811C9DC5",
+            "811c9dcg",
+            " 811c9dc",
+        ] {
             assert!(!valid_hash(bad), "{bad:?}");
         }
     }

@@ -102,7 +102,10 @@ pub enum ClientMessage {
     /// Extension: this client's text at `version` does not have the hash a
     /// `check` named (`hash`: the client's own, 8 lowercase hex digits). The
     /// server counts it; the client reloads.
-    Mismatch { version: u64, hash: String },
+    Mismatch {
+        version: u64,
+        hash: String,
+    },
 }
 
 /// Messages the server sends.
