@@ -1,7 +1,8 @@
 //! Content checks (`check`, `mismatch`; `CHECKSUM_EVERY`) on the real
 //! server: the check of version v follows that version's op/ack on every
 //! socket and hashes the server's text; clean clients typing concurrently
-//! always agree; a client whose text drifts on purpose reports it (counted
+//! always agree, on one instance or two (each hashes the records it fans
+//! out); a client whose text drifts on purpose reports it (counted
 //! in `tandem_checksum_mismatches_total`), reloads and keeps its pending
 //! edits, each landing once; malformed reports are refused and change
 //! nothing.
@@ -10,7 +11,7 @@ use serde_json::json;
 use tandem::checksum::checksum;
 use tandem::ot::splice;
 use tandem_testkit::server::metric;
-use tandem_testkit::{type_concurrently, Editor, Kind, TestServer, Ws};
+use tandem_testkit::{cluster, type_concurrently, Editor, Kind, RedisServer, TestServer, Ws};
 
 use crate::TANDEM;
 
@@ -75,6 +76,27 @@ async fn clean_clients_typing_concurrently_never_disagree() {
         assert!(ed.checks >= 5, "only {} checks agreed", ed.checks);
     }
     assert_eq!(mismatches(&server).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_two_instances_agree_with_each_instances_checks() {
+    let redis = RedisServer::start();
+    let (_dir, servers) = cluster(TANDEM, &redis, 2, &[("CHECKSUM_EVERY", "3")]);
+    let eds = vec![
+        Editor::join(&servers[0], "two", "a", Some("ta")).await,
+        Editor::join(&servers[1], "two", "b", Some("tb")).await,
+    ];
+    let mut eds = type_concurrently(eds, 11, 30, 8).await;
+    let (content, version) = servers[0].document("two").await;
+    for ed in &mut eds {
+        ed.sync_to(version).await;
+        assert_eq!(ed.ot.text(), content);
+        assert_eq!(ed.checksum_reloads, 0);
+        assert!(ed.checks >= 5, "only {} checks agreed", ed.checks);
+    }
+    for s in &servers {
+        assert_eq!(mismatches(s).await, 0.0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
