@@ -295,6 +295,11 @@ pub struct Config {
     /// Unload a document this long after its last client leaves (ms).
     #[arg(long, env = "IDLE_UNLOAD_MS", default_value_t = 30_000)]
     pub idle_unload_ms: u64,
+    /// Every this many versions the server sends each client a `check`
+    /// (the checksum of the text at that version; protocol extension), so a
+    /// client whose text drifted notices and reloads. 0: never.
+    #[arg(long, env = "CHECKSUM_EVERY", default_value_t = 100)]
+    pub checksum_every: u64,
     /// Server WebSocket ping period (ms).
     #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 20_000)]
     pub ping_interval_ms: u64,

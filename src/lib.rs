@@ -23,8 +23,8 @@ pub mod web;
 #[doc(hidden)]
 pub use tandem_core::fuzzing;
 pub use tandem_core::{
-    awareness, batch, client, commit, doc, language, limits, meta, ot, pipeline, protocol, runs,
-    undo,
+    awareness, batch, checksum, client, commit, doc, language, limits, meta, ot, pipeline,
+    protocol, runs, undo,
 };
 
 use std::sync::Arc;
@@ -201,6 +201,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         outbound_queue: config.outbound_queue.max(128),
         max_doc_chars: config.max_doc_chars,
         presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
+        checksum_every: config.checksum_every,
     };
     let keys = load_keys(&config)?;
     let conn_limits = web::ConnLimits::new(&config).map_err(StartError::Config)?;

@@ -71,6 +71,7 @@ pub const CATALOG: &[Metric] = &[
     Metric { name: "tandem_redis_wait_shortfalls_total", kind: Kind::Counter, help: "Commits whose WAIT for Redis replicas timed out (REDIS_WAIT_REPLICAS): not acked, retried.", label: None },
     Metric { name: "tandem_gap_refills_total", kind: Kind::Counter, help: "Missed ops refilled from the shared op log.", label: None },
     Metric { name: "tandem_reseeds_total", kind: Kind::Counter, help: "Documents re-seeded into a sequencer that had lost them.", label: None },
+    Metric { name: "tandem_checksum_mismatches_total", kind: Kind::Counter, help: "Clients that reported their text at a checked version did not match the server's checksum (they reload).", label: None },
     Metric { name: "tandem_forks_total", kind: Kind::Counter, help: "Documents reset because the shared history moved to another epoch.", label: None },
     Metric { name: "tandem_snapshot_seconds", kind: Kind::Histogram(SECONDS), help: "Time to write one batch of snapshots and journal rows to the store, in seconds.", label: None },
     Metric { name: "tandem_snapshot_lag_versions", kind: Kind::Histogram(COUNTS), help: "Versions a document was ahead of its last durable snapshot when one was offered.", label: None },

@@ -66,6 +66,9 @@ pub struct HubSettings {
     pub max_doc_chars: usize,
     /// A user of a vanished instance disappears for everyone within this.
     pub presence_ttl: Duration,
+    /// Send a `check` after every version that is a multiple of this (0:
+    /// never).
+    pub checksum_every: u64,
 }
 
 /// What a document task sends a connection.

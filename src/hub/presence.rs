@@ -104,6 +104,24 @@ impl DocTask {
             }
         }
         self.drop_conns(&slow, "slow consumer");
+        self.send_check(rec.version);
+    }
+
+    /// After the op/ack of `version`, when a check is due: the checksum of
+    /// the text at `version` to every local connection, computed once.
+    fn send_check(&mut self, version: u64) {
+        let every = self.hub.settings.checksum_every;
+        if every == 0 || version % every != 0 || self.state.version() != version {
+            return;
+        }
+        let hash = crate::checksum::checksum_rope(self.state.rope());
+        self.broadcast(
+            None,
+            text(ServerMessage::Check {
+                version,
+                hash: &hash,
+            }),
+        );
     }
 
     /// Send to one connection; a full queue disconnects it.

@@ -10,6 +10,7 @@
 mod abuse;
 mod auth;
 mod awareness;
+mod checksum;
 mod cluster;
 mod commit;
 mod deploy;

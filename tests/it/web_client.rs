@@ -121,7 +121,26 @@ fn vectors() -> Value {
         "normalize": normalize,
         "diff": diffs,
         "client": client_scenarios(&mut rng),
+        "checksum": checksum_vectors(&mut rng),
     })
+}
+
+/// Texts and their checksums: fixed edge cases (empty, astral, CRLF), then
+/// random ones.
+fn checksum_vectors(rng: &mut ChaCha8Rng) -> Value {
+    let fixed = [
+        "",
+        "a",
+        "a😀b",
+        "line\r\nnext\r\n",
+        "\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}",
+    ];
+    let mut texts: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+    texts.extend((0..20).map(|_| random_text(rng, 30)));
+    texts
+        .iter()
+        .map(|t| json!({"text": t, "hash": tandem::checksum::checksum(t)}))
+        .collect()
 }
 
 /// One client under test against a model server: local edits, remote ops and

@@ -79,6 +79,9 @@ export interface OpMessage {
   op: Op;
 }
 
+/** FNV-1a (32 bits) over the UTF-8 bytes of `text`, as 8 lowercase hex digits: the `check` message's hash. */
+export function checksum(text: string): string;
+
 /** The client side of OT with at most one op in flight, as a pure state machine. */
 export class OtState {
   /** The text with this client's pending edits. */
@@ -107,6 +110,10 @@ export class OtState {
   ): { apply: Op | null; acked: Op | null; send: OpMessage | null };
   /** Local (pending) edits as one op on the last server text. */
   pendingOp(): Op | null;
+  /** `text` with the pending edits undone: the text at the server's `version`. */
+  textAtVersion(): string;
+  /** A `check` at `version`: skipped (not our version), agreed, or our differing hash. */
+  check(version: number, hash: string): "skip" | "agree" | { ours: string };
 }
 
 /** A message arrived out of order (the session resynchronises). */
@@ -258,6 +265,8 @@ export interface TandemClientEvents {
   awareness: Map<string, Awareness>;
   /** Fatal: access revoked, document deleted, replaced by another tab (4001). */
   closed: { code: number; reason: string };
+  /** Our text disagreed with the server's `check` at `version`: reported; a reload (a `reset`) follows. */
+  mismatch: { version: number; hash: string; ours: string };
 }
 
 /** A live session on one document. */
@@ -276,6 +285,8 @@ export class TandemClient {
   meta?: DocMeta;
   /** The identity of the history `version` belongs to. */
   historyId: string | null;
+  /** Reloads after a `check` this client's text disagreed with. */
+  checksumReloads: number;
   users: Map<string, Presence>;
 
   on<K extends keyof TandemClientEvents>(name: K, fn: (arg: TandemClientEvents[K]) => void): this;

@@ -5,7 +5,9 @@
 // one-op-in-flight client state machine (`OtState`, the twin of `crates/tandem-core/src/client.rs`),
 // and `TandemClient`: a WebSocket session with resume, jittered reconnect,
 // presence, remote cursors, awareness (each client's small JSON state and its
-// active/idle/away presence state), and optionally pending edits kept in a
+// active/idle/away presence state), content checks (`checksum`: a client whose
+// text disagrees with the server's `check` reports it and reloads, keeping its
+// pending edits), and optionally pending edits kept in a
 // store the caller passes in (`pendingStore`), so they survive a reload. Editor-agnostic: an editor feeds local edits in as
 // code-point ops and applies the ops it is handed. Runs in browsers and in Node
 // (pass `WebSocket` in options where there is no global one).
@@ -352,6 +354,37 @@ export function toUtf16Changes(doc, op) {
   return changes;
 }
 
+// ---------------------------------------------------------------- checksum
+
+/**
+ * The checksum of `check` messages: FNV-1a (32 bits) over the UTF-8 bytes of
+ * `text`, as 8 lowercase hex digits. The same as `crates/tandem-core/src/checksum.rs`.
+ */
+export function checksum(text) {
+  let h = 0x811c9dc5;
+  const byte = (b) => {
+    h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  };
+  for (const ch of text) {
+    const c = ch.codePointAt(0);
+    if (c < 0x80) byte(c);
+    else if (c < 0x800) {
+      byte(0xc0 | (c >> 6));
+      byte(0x80 | (c & 0x3f));
+    } else if (c < 0x10000) {
+      byte(0xe0 | (c >> 12));
+      byte(0x80 | ((c >> 6) & 0x3f));
+      byte(0x80 | (c & 0x3f));
+    } else {
+      byte(0xf0 | (c >> 18));
+      byte(0x80 | ((c >> 12) & 0x3f));
+      byte(0x80 | ((c >> 6) & 0x3f));
+      byte(0x80 | (c & 0x3f));
+    }
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
 // ---------------------------------------------------------------- client state
 
 /**
@@ -440,6 +473,29 @@ export class OtState {
     if (this.inflight && this.buffer) return compose(this.inflight.op, this.buffer);
     return this.inflight ? this.inflight.op : this.buffer;
   }
+  /**
+   * The text at the server's `version` as this client has it: `text` with the
+   * pending edits undone (not `serverText`, so a check covers what the editor
+   * was handed). Throws when the pending op does not fit the text (drift too).
+   */
+  textAtVersion() {
+    const p = this.pendingOp();
+    return p ? apply(this.text, invert(p, this.serverText)) : this.text;
+  }
+  /**
+   * A `check` of the server's text at `version`: "skip" (not our version),
+   * "agree", or `{ours}` (our hash: we drifted; report and reload).
+   */
+  check(version, hash) {
+    if (version !== this.version) return "skip";
+    let ours;
+    try {
+      ours = checksum(this.textAtVersion());
+    } catch {
+      return { ours: checksum(this.text) };
+    }
+    return ours === hash ? "agree" : { ours };
+  }
 }
 
 export class VersionGap extends Error {
@@ -492,7 +548,9 @@ function randomId() {
  * Map(client → {client, user, state, presence}) (the others' awareness; presence
  * is "active", "idle" or "away" and also in each `users` entry's `state`), `error`
  * {code, message}, `closed` {code, reason} (fatal: access revoked, document
- * deleted, replaced by another tab).
+ * deleted, replaced by another tab), `mismatch` {version, hash, ours} (our text
+ * disagreed with the server's `check` at `version`: reported, and a reload with
+ * the pending edits kept follows as a `reset`).
  */
 export class TandemClient {
   constructor(opts) {
@@ -528,6 +586,9 @@ export class TandemClient {
     this.awarenessDirty = false;
     this.saving = Promise.resolve(); // pendingStore writes, in order
     this.claimed = false;
+    this.resync = false; // a check disagreed: hold ops, then reload afresh
+    this.sentSeq = 0; // the highest op seq sent on a socket
+    this.checksumReloads = 0;
   }
 
   on(name, fn) {
@@ -659,7 +720,8 @@ export class TandemClient {
     else if (o.token) q.set("token", o.token);
     if (o.userId) q.set("user_id", o.userId);
     if (o.name) q.set("name", o.name);
-    if (this.state) {
+    // After a failed check: a fresh init (the full content), not a resume.
+    if (this.state && !this.resync) {
       q.set("version", String(this.state.version));
       // The version means something only on the history it came from; the
       // server replays only if this is still the document's history.
@@ -711,6 +773,7 @@ export class TandemClient {
       }
       try {
         this.#handle(msg);
+        this.#resyncIfDue();
       } catch (e) {
         if (e instanceof VersionGap) this.#reconnectNow();
         else throw e;
@@ -771,7 +834,10 @@ export class TandemClient {
   }
 
   #send(msg) {
+    // Held until the reload, then sent under a new seq.
+    if (msg.type === "op" && this.resync) return false;
     if (this.ws && this.live && this.ws.readyState === 1) {
+      if (msg.type === "op") this.sentSeq = Math.max(this.sentSeq, msg.seq);
       this.ws.send(JSON.stringify(msg));
       return true;
     }
@@ -837,13 +903,40 @@ export class TandemClient {
         return;
       case "error":
         return this.#onError(msg);
+      case "check":
+        return this.#onCheck(msg);
       default:
         return;
     }
   }
 
+  /** A `check`: on disagreement, report it (`mismatch`) and reload. */
+  #onCheck(msg) {
+    if (!this.state || this.resync) return;
+    const r = this.state.check(msg.version, msg.hash);
+    if (r === "skip" || r === "agree") return;
+    this.#send({ type: "mismatch", version: msg.version, hash: r.ours });
+    this.resync = true;
+    this.emit("mismatch", { version: msg.version, hash: msg.hash, ours: r.ours });
+  }
+
+  /**
+   * Reload once no op we sent is unanswered: one on the wire might yet be
+   * committed after the fresh init names our last seq, and re-sent as a new
+   * edit it would land twice. The fresh init rebases the pending edits
+   * (`#rebaseOnto`), as after any full init.
+   */
+  #resyncIfDue() {
+    if (!this.resync || !this.ws) return;
+    const f = this.state && this.state.inflight;
+    if (f && f.seq <= this.sentSeq) return;
+    this.checksumReloads++;
+    this.#reconnectNow();
+  }
+
   #onInit(msg) {
     this.live = true;
+    this.resync = false;
     this.attempt = 0;
     this.user = msg.user;
     // The server scopes client ids to their user: ours is the one it names.

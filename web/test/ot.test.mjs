@@ -17,14 +17,41 @@ import {
   OtState,
   fromUtf16Changes,
   toUtf16Changes,
+  checksum,
+  splice,
 } from "../client/tandem-client.js";
 
 const V = JSON.parse(readFileSync(new URL("./vectors.json", import.meta.url), "utf8"));
 
 test("vectors are present", () => {
-  for (const k of ["apply", "compose", "transform", "transform_index", "invert", "normalize", "diff", "client"]) {
+  for (const k of ["apply", "compose", "transform", "transform_index", "invert", "normalize", "diff", "client", "checksum"]) {
     assert.ok(V[k].length >= 20, `${k}: ${V[k].length} cases`);
   }
+});
+
+test("checksum agrees with Rust (empty, astral, CRLF, random texts)", () => {
+  for (const c of V.checksum) assert.equal(checksum(c.text), c.hash, JSON.stringify(c));
+  // The fixed vectors of crates/tandem-core/src/checksum.rs.
+  assert.equal(checksum(""), "811c9dc5");
+  assert.equal(checksum("a😀b"), "88a361a9");
+  assert.equal(checksum("line\r\nnext\n"), "cdebeb6d");
+  assert.equal(checksum("é中𝄞👍🏽🇫🇷"), "8209f9ff");
+});
+
+test("a check compares the text at the server version, pending edits undone", () => {
+  const s = new OtState("a😀b", 7);
+  assert.equal(s.check(7, checksum("a😀b")), "agree");
+  assert.equal(s.check(6, "00000000"), "skip");
+  s.localEdit(splice(3, 3, 3, "!"));
+  s.localEdit(splice(4, 0, 1, ""));
+  assert.equal(s.check(7, checksum("a😀b")), "agree");
+  s.onRemote(8, splice(3, 1, 1, "\r\n"), "other", 1, "me");
+  assert.equal(s.text, "\r\n😀b!");
+  assert.equal(s.check(8, checksum("a\r\n😀b")), "agree");
+  s.text = "\r\nxb!"; // drift
+  assert.deepEqual(s.check(8, checksum("a\r\n😀b")), { ours: checksum("a\r\nxb") });
+  s.text = "\r\nb!"; // drift the pending op no longer fits
+  assert.ok(s.check(8, checksum("a\r\n😀b")).ours);
 });
 
 test("apply agrees with Rust", () => {

@@ -19,6 +19,20 @@ pub struct Outgoing {
     pub op: Operation,
 }
 
+/// What a `check` tells a client (see [`OtClient::check`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Not this client's version (a check it is past or not yet at):
+    /// nothing to compare.
+    Skipped,
+    Agrees,
+    /// Its text at the version hashes to `ours`: it drifted. Report it
+    /// (`mismatch`) and reload the document, keeping the pending edits.
+    Differs {
+        ours: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientError {
     #[error("out-of-order message: expected version {expected}, got {got}")]
@@ -176,6 +190,51 @@ impl OtClient {
         Ok(None)
     }
 
+    /// The text at the server's `version` as this client has it: its local
+    /// text with the pending edits (in flight and buffered) undone. Undone
+    /// from the local text rather than read from the kept server copy, so a
+    /// check covers what the user sees: every remote op as transformed and
+    /// applied here. An error (the pending op does not fit the text) is
+    /// drift too.
+    pub fn text_at_version(&self) -> Result<Rope, OpError> {
+        let pending = match (&self.inflight, &self.buffer) {
+            (Some((_, i)), Some(b)) => i.compose(b)?,
+            (Some((_, op)), None) | (None, Some(op)) => op.clone(),
+            (None, None) => return Ok(self.text.clone()),
+        };
+        let mut text = self.text.clone();
+        pending.invert(&self.server)?.apply_rope(&mut text)?;
+        Ok(text)
+    }
+
+    /// A `check` of the server's text at `version` (its hash, see
+    /// [`crate::checksum`]). Compared only at this client's own version: the
+    /// server sends it right after that version's `op`/`ack`.
+    pub fn check(&self, version: u64, hash: &str) -> Check {
+        if version != self.version {
+            return Check::Skipped;
+        }
+        let ours = match self.text_at_version() {
+            Ok(t) => crate::checksum::checksum_rope(&t),
+            Err(_) => {
+                let ours = crate::checksum::checksum_rope(&self.text);
+                return Check::Differs { ours };
+            }
+        };
+        if ours == hash {
+            Check::Agrees
+        } else {
+            Check::Differs { ours }
+        }
+    }
+
+    /// Change the local text as a bug would: without recording an edit
+    /// (the server never hears of it). For tests of the checksum.
+    #[doc(hidden)]
+    pub fn drift(&mut self, op: &Operation) -> Result<(), OpError> {
+        op.apply_rope(&mut self.text)
+    }
+
     /// A full `init` (`content` at `version`, `last_seq` committed for this
     /// client) after this client had state: the server could not replay
     /// what it missed, e.g. its version belongs to a history the server no
@@ -248,6 +307,41 @@ mod tests {
             (c.text(), c.version, c.has_pending()),
             (">help!".into(), 5, false)
         );
+    }
+
+    #[test]
+    fn checks_compare_the_text_at_the_server_version() {
+        use crate::checksum::checksum;
+        let mut c = OtClient::new("me", "a😀b", 7, 0);
+        assert_eq!(c.check(7, &checksum("a😀b")), Check::Agrees);
+        assert_eq!(c.check(6, "00000000"), Check::Skipped);
+        // Pending edits are undone before hashing: in flight and buffered.
+        c.local_edit(splice(3, 3, 0, "!")).unwrap().unwrap();
+        c.local_edit(splice(4, 0, 1, "")).unwrap();
+        assert_eq!(c.text(), "😀b!");
+        assert_eq!(c.check(7, &checksum("a😀b")), Check::Agrees);
+        // A remote op transformed past them: still the server's text.
+        c.on_remote(8, &splice(3, 1, 0, "\r\n"), "other", 1)
+            .unwrap();
+        assert_eq!(c.text(), "\r\n😀b!");
+        assert_eq!(c.check(8, &checksum("a\r\n😀b")), Check::Agrees);
+        // Drift in the local text shows, with or without pending edits.
+        c.drift(&splice(5, 2, 1, "x")).unwrap();
+        let Check::Differs { ours } = c.check(8, &checksum("a\r\n😀b")) else {
+            panic!("drift not seen");
+        };
+        assert_eq!(ours, checksum("a\r\nxb"));
+        let mut idle = OtClient::new("me", "abc", 1, 0);
+        idle.drift(&splice(3, 0, 1, "z")).unwrap();
+        assert!(matches!(
+            idle.check(1, &checksum("abc")),
+            Check::Differs { .. }
+        ));
+        // A reload keeps the pending edits on the server's content.
+        let out = c.reload("a\r\n😀b", 8, 0).unwrap().unwrap();
+        assert_eq!(c.text(), "\r\n😀b!");
+        assert_eq!(out.seq, 2);
+        assert_eq!(c.check(8, &checksum("a\r\n😀b")), Check::Agrees);
     }
 
     #[test]

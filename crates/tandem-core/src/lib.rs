@@ -1,7 +1,8 @@
 //! The pure core of Tandem: text operations and their algebra (`ot`),
-//! document state and rebasing (`doc`), the wire protocol (`protocol`), the
-//! client state machine (`client`), commit batches and the sequencer's
-//! replies (`commit`), the commit pipeline's rules (`pipeline`), undo stacks (`undo`) and typing runs
+//! document state and rebasing (`doc`), the content checksum (`checksum`),
+//! the wire protocol (`protocol`), the client state machine (`client`),
+//! commit batches and the sequencer's replies (`commit`), the commit
+//! pipeline's rules (`pipeline`), undo stacks (`undo`) and typing runs
 //! (`runs`), metadata CRDTs (`meta`), document languages (`language`),
 //! awareness states and their bounds (`awareness`), abuse limits as data
 //! (`limits`) and the fuzz entry points
@@ -14,6 +15,7 @@
 
 pub mod awareness;
 pub mod batch;
+pub mod checksum;
 pub mod client;
 pub mod commit;
 pub mod doc;

@@ -99,6 +99,13 @@ pub enum ClientMessage {
     Undo {},
     Redo {},
     Ping {},
+    /// Extension: this client's text at `version` does not have the hash a
+    /// `check` named (`hash`: the client's own, 8 lowercase hex digits). The
+    /// server counts it; the client reloads.
+    Mismatch {
+        version: u64,
+        hash: String,
+    },
 }
 
 /// Messages the server sends.
@@ -153,6 +160,12 @@ pub enum ServerMessage<'a> {
         client: &'a str,
     },
     Pong,
+    /// Extension: the checksum ([`crate::checksum`]) of the document's text
+    /// at `version`, sent right after the `op`/`ack` of that version.
+    Check {
+        version: u64,
+        hash: &'a str,
+    },
     /// Extension: the document's title, tags or view count changed.
     Meta(&'a crate::meta::MetaView),
     /// Extension: this connection's role changed (the owner shared or
@@ -225,6 +238,10 @@ pub enum ServerFrame {
         client: String,
     },
     Pong,
+    Check {
+        version: u64,
+        hash: String,
+    },
     Meta(crate::meta::MetaView),
     Role {
         role: Role,
@@ -297,11 +314,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, String> {
 
 /// A colour derived deterministically from the user id (FNV-1a → hue).
 pub fn color_for(user_id: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in user_id.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = crate::checksum::fnv1a(crate::checksum::FNV_OFFSET, user_id.as_bytes());
     let hue = f64::from(h % 360);
     let (s, l) = (0.65, 0.45);
     // HSL → RGB
@@ -367,6 +380,10 @@ mod tests {
             parse_client(r#"{"type":"undo"}"#),
             Ok(ClientMessage::Undo {})
         ));
+        assert!(matches!(
+            parse_client(r#"{"type":"mismatch","version":64,"hash":"811c9dc5"}"#),
+            Ok(ClientMessage::Mismatch { version: 64, hash }) if hash == "811c9dc5"
+        ));
         for bad in [
             "not json",
             "{}",
@@ -378,6 +395,9 @@ mod tests {
             r#"{"type":"op","version":1,"seq":1,"op":["\ud800"]}"#,
             r#"{"type":"awareness"}"#,
             r#"{"type":"awareness","state":{},"presence":"asleep"}"#,
+            r#"{"type":"mismatch","version":64}"#,
+            r#"{"type":"mismatch","version":-1,"hash":"811c9dc5"}"#,
+            r#"{"type":"mismatch","version":64,"hash":5}"#,
             "[1,2]",
         ] {
             assert!(parse_client(bad).is_err(), "{bad}");
@@ -458,6 +478,10 @@ mod tests {
                 seq: Some(1),
             },
             ServerMessage::Awareness(&aware),
+            ServerMessage::Check {
+                version: 64,
+                hash: "811c9dc5",
+            },
         ];
         let frames: Vec<ServerFrame> = msgs
             .iter()
@@ -483,6 +507,13 @@ mod tests {
             }
         );
         assert_eq!(frames[10], ServerFrame::Awareness(aware.clone()));
+        assert_eq!(
+            frames[11],
+            ServerFrame::Check {
+                version: 64,
+                hash: "811c9dc5".into()
+            }
+        );
         let v: Value = serde_json::from_str(&ServerMessage::Awareness(&aware).to_text()).unwrap();
         assert_eq!(
             v,
@@ -499,6 +530,14 @@ mod tests {
         let v: Value =
             serde_json::from_str(&ServerMessage::Ack { seq: 2, version: 9 }.to_text()).unwrap();
         assert_eq!(v, serde_json::json!({"type":"ack","seq":2,"version":9}));
+        let check = ServerMessage::Check {
+            version: 64,
+            hash: "811c9dc5",
+        };
+        assert_eq!(
+            check.to_text(),
+            r#"{"type":"check","version":64,"hash":"811c9dc5"}"#
+        );
         let v: Value = serde_json::from_str(&ServerMessage::Pong.to_text()).unwrap();
         assert_eq!(v, serde_json::json!({"type":"pong"}));
         let e = ServerMessage::Error {

@@ -1,5 +1,7 @@
 //! A protocol-v1 editor: the pure OT client (`tandem_core::client::OtClient`)
-//! over a real socket, one op in flight; and random typing with it.
+//! over a real socket, one op in flight, answering checksum `check`s (a
+//! drifted editor reports, then reloads keeping its pending edits); and
+//! random typing with it.
 //!
 //! Must not import: Tandem's code beyond `tandem_core`'s `ot`, `client`,
 //! `protocol`.
@@ -7,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tandem_core::client::{OtClient, Outgoing};
+use tandem_core::client::{Check, OtClient, Outgoing};
 use tandem_core::ot::Operation;
 use tandem_core::protocol::{ErrorCode, ServerFrame};
 use tokio_tungstenite::tungstenite::Error;
@@ -21,6 +23,17 @@ pub struct Editor {
     pub ws: Ws,
     pub ot: OtClient,
     pub init: Frame,
+    /// Where it joined (a fresh join: no resume), for a checksum reload.
+    pub url: String,
+    /// Checks its text agreed with.
+    pub checks: usize,
+    /// Reloads after a check its text disagreed with.
+    pub checksum_reloads: usize,
+    /// A check disagreed: new ops are held until the op on the wire is
+    /// answered, then the editor reloads.
+    resync: bool,
+    /// The highest seq sent on a socket (0: none).
+    sent_seq: u64,
 }
 
 impl Editor {
@@ -36,7 +49,25 @@ impl Editor {
     pub async fn join_url(url: &str) -> Result<Editor, Error> {
         let (ws, init) = Ws::connect(url).await?;
         let ot = fresh_client(&init);
-        Ok(Editor { ws, ot, init })
+        Ok(Editor::new(ws, ot, init, url))
+    }
+
+    pub(crate) fn new(ws: Ws, ot: OtClient, init: Frame, url: &str) -> Editor {
+        Editor {
+            ws,
+            ot,
+            init,
+            url: url.to_owned(),
+            checks: 0,
+            checksum_reloads: 0,
+            resync: false,
+            sent_seq: 0,
+        }
+    }
+
+    /// A check disagreed and the reload has not happened yet.
+    pub fn resyncing(&self) -> bool {
+        self.resync
     }
 
     /// Reconnect with `client`, `version` and `history` (resume), then
@@ -58,13 +89,7 @@ impl Editor {
         let (ws, init) = Ws::connect(&format!("ws://{addr}/ws/{doc}?{q}")).await?;
         self.ws = ws;
         if init.init().resumed == Some(false) {
-            let i = init.init();
-            let content = i.content.expect("a full init carries the content");
-            let out = self.ot.reload(content, i.version, i.seq).unwrap();
-            self.init = init.clone();
-            if let Some(out) = out {
-                self.send_op(&out).await;
-            }
+            self.start_over(&init).await;
         } else if let Some(out) = self.ot.resend() {
             self.send_op(&out).await;
         }
@@ -84,10 +109,58 @@ impl Editor {
         }
     }
 
+    /// Send an op, unless a reload is due (then it waits for it, and is
+    /// sent afterwards under a new seq).
     pub async fn send_op(&mut self, out: &Outgoing) {
+        if self.resync {
+            return;
+        }
+        self.sent_seq = self.sent_seq.max(out.seq);
         self.ws
             .send(json!({"type": "op", "version": out.version, "seq": out.seq, "op": out.op}))
             .await;
+    }
+
+    /// A `check`: agreed, or reported (`mismatch`) and a reload due.
+    async fn on_check(&mut self, version: u64, hash: &str) {
+        match self.ot.check(version, hash) {
+            Check::Agrees => self.checks += 1,
+            Check::Differs { ours } if !self.resync => {
+                self.ws
+                    .send(json!({"type": "mismatch", "version": version, "hash": ours}))
+                    .await;
+                self.resync = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Reload once no op this editor sent is unanswered: an op on the wire
+    /// might yet be committed after the fresh `init` names our last seq,
+    /// and re-sent as a new edit it would land twice. Then a fresh join
+    /// (same client id, no resume) and the pending edits on its content.
+    async fn reload_if_due(&mut self) {
+        if !self.resync || self.ot.inflight_seq().is_some_and(|s| s <= self.sent_seq) {
+            return;
+        }
+        let url = fresh_url(&self.url, &self.ot.client_id);
+        let (ws, init) = Ws::connect(&url).await.expect("reload after a mismatch");
+        self.ws = ws;
+        self.resync = false;
+        self.checksum_reloads += 1;
+        self.start_over(&init).await;
+    }
+
+    /// Start over from a full `init`, the pending edits rebased onto its
+    /// content and sent.
+    async fn start_over(&mut self, init: &Frame) {
+        let i = init.init();
+        let content = i.content.expect("a full init carries the content");
+        let out = self.ot.reload(content, i.version, i.seq).unwrap();
+        self.init = init.clone();
+        if let Some(out) = out {
+            self.send_op(&out).await;
+        }
     }
 
     /// A local edit: sent now, or composed into what waits for the ack.
@@ -125,12 +198,17 @@ impl Editor {
                 seq,
                 ..
             } => self.ot.on_remote(*version, op, client, *seq).unwrap(),
+            ServerFrame::Check { version, hash } => {
+                self.on_check(*version, hash).await;
+                None
+            }
             ServerFrame::Error { .. } => return Err(m.clone()),
             _ => None,
         };
         if let Some(out) = next {
             self.send_op(&out).await;
         }
+        self.reload_if_due().await;
         Ok(())
     }
 
@@ -175,6 +253,23 @@ pub fn resume_query(version: u64, history: &str) -> String {
     } else {
         format!("version={version}&history={history}")
     }
+}
+
+/// `url` as a fresh join of client `client`: no resume, no other client id.
+fn fresh_url(url: &str, client: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut q: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            !p.is_empty()
+                && !["client=", "version=", "history="]
+                    .iter()
+                    .any(|k| p.starts_with(k))
+        })
+        .collect();
+    let own = format!("client={client}");
+    q.push(&own);
+    format!("{base}?{}", q.join("&"))
 }
 
 /// An OT client starting from a full `init`.

@@ -60,15 +60,12 @@ pub struct Typist {
 
 impl Typist {
     async fn new(addr: &str, doc: &str, user: &str) -> Self {
-        let (ws, init) = Ws::connect(&format!(
-            "ws://{addr}/ws/{doc}?user_id={user}&client={user}"
-        ))
-        .await
-        .unwrap();
+        let url = format!("ws://{addr}/ws/{doc}?user_id={user}&client={user}");
+        let (ws, init) = Ws::connect(&url).await.unwrap();
         let i = init.init();
         let ot = tandem_core::client::OtClient::new(i.client, i.content.unwrap(), i.version, 0);
         Typist {
-            ed: Editor { ws, ot, init },
+            ed: Editor::new(ws, ot, init, &url),
             user: user.into(),
             created: Vec::new(),
             acked: Vec::new(),

@@ -31,6 +31,7 @@ pub enum Kind {
     UserJoined,
     UserLeft,
     Pong,
+    Check,
     Meta,
     Role,
     Error,
@@ -47,17 +48,24 @@ impl Kind {
             ServerFrame::UserJoined { .. } => Kind::UserJoined,
             ServerFrame::UserLeft { .. } => Kind::UserLeft,
             ServerFrame::Pong => Kind::Pong,
+            ServerFrame::Check { .. } => Kind::Check,
             ServerFrame::Meta(_) => Kind::Meta,
             ServerFrame::Role { .. } => Kind::Role,
             ServerFrame::Error { .. } => Kind::Error,
         }
     }
 
-    /// Presence and metadata chatter, which arrives between anything.
+    /// Presence, metadata and checksum chatter, which arrives between
+    /// anything.
     fn is_chatter(self) -> bool {
         matches!(
             self,
-            Kind::UserJoined | Kind::UserLeft | Kind::Cursor | Kind::Awareness | Kind::Meta
+            Kind::UserJoined
+                | Kind::UserLeft
+                | Kind::Cursor
+                | Kind::Awareness
+                | Kind::Meta
+                | Kind::Check
         )
     }
 }

@@ -117,6 +117,9 @@ struct Session {
     /// Awareness updates, limited as cursors are (their own bucket).
     awareness: TokenBucket,
     last_cursor_notice: Option<Instant>,
+    /// A checksum mismatch was counted for this session (at most one: the
+    /// client reloads on a new connection).
+    mismatch_counted: bool,
 }
 
 /// Replies the reader makes itself (pong, refusals of unparsable frames).
@@ -137,6 +140,7 @@ impl Session {
             cursors,
             awareness,
             last_cursor_notice: None,
+            mismatch_counted: false,
         }
     }
 
@@ -249,6 +253,7 @@ impl Session {
             ClientMessage::Ping {} => {
                 return Some(Outbound::Text(ServerMessage::Pong.to_text().into()));
             }
+            ClientMessage::Mismatch { version, hash } => return self.mismatch(version, &hash),
         };
         // The document task is gone: end the session (the writer closes).
         sent.err()
@@ -348,3 +353,27 @@ async fn write_loop<W>(
 
 #[cfg(test)]
 mod tests;
+
+impl Session {
+    /// A client's report that its text at `version` does not match the
+    /// `check` sent there: counted (once per session) and logged with the
+    /// document id only. Nothing else changes; the client reloads. A report
+    /// of a version no check is sent for, or of a malformed hash, is
+    /// `bad_message`.
+    fn mismatch(&mut self, version: u64, hash: &str) -> Option<Outbound> {
+        let every = self.config.checksum_every;
+        if !crate::checksum::valid_hash(hash) {
+            let m = "a mismatch names its hash as 8 lowercase hex digits";
+            return Some(error_msg(ErrorCode::BadMessage, m, None));
+        }
+        if every == 0 || version == 0 || version % every != 0 {
+            let m = "no check is sent at that version";
+            return Some(error_msg(ErrorCode::BadMessage, m, None));
+        }
+        if !std::mem::replace(&mut self.mismatch_counted, true) {
+            metrics::counter!("tandem_checksum_mismatches_total").increment(1);
+            tracing::warn!(document = %self.doc, version, "a client's text did not match the checksum; it reloads");
+        }
+        None
+    }
+}
