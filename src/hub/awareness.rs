@@ -4,15 +4,15 @@
 //! other instances' updates; the presence state shown in `users`. An entry
 //! lives as long as its client's presence: it goes when the client leaves
 //! or is reaped.
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use serde_json::Value;
 use tracing::debug;
 
-use super::join::INIT_LIST_MAX;
 use super::outbox::BusWrite;
 use super::task::DocTask;
-use super::{error_msg, text};
+use super::types::{error_msg, text, INIT_LIST_MAX};
 use crate::bus::BusEvent;
 use crate::protocol::{AwarenessInfo, ErrorCode, PresenceState, ServerMessage};
 

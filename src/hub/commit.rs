@@ -7,152 +7,25 @@
 //! document task keeps serving joins, cursors and bus events while a round
 //! is in flight.
 //!
-//! Owns: [`Edit`] (what is changed), [`Origin`] (who changed it and where
-//! the answer goes) and [`Edits`] (the pipeline and the origins of the
-//! edits in it).
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file: the edit, its origin and the pipeline it waits
+//! in (`Edit`, `Origin`, `Edits`) are plain data in `edits.rs`.
+//! Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tracing::warn;
 
+use super::edits::{Edit, Origin, RoundFuture};
 use super::task::DocTask;
-use super::undo::Step;
-use super::{count_refusal, error_msg, text, EditResult, HubError, Refusal};
+use super::types::{count_refusal, error_msg, is_transient, text, HubError, Refusal};
 use crate::bus::{BusError, CommitBatch, CommitReply};
 use crate::health::Part;
-use crate::ot::Operation;
 use crate::pipeline::{
-    unrebasable, Author, Doc, EditId, Effect, Limits, Note, Outcome, Pipeline, Reseeded,
-    Submission, Verdict,
+    unrebasable, Author, Doc, EditId, Effect, Note, Outcome, Reseeded, Submission, Verdict,
 };
-use crate::protocol::{Role, ServerMessage};
-
-/// A change to a document.
-#[derive(Clone, Debug)]
-pub enum Edit {
-    /// `op` on `version`, rebased to the head like a socket's op.
-    Op { version: u64, op: Operation },
-    /// The whole content replaced by one diff op on the head.
-    Replace(String),
-}
-
-/// A round's sequencer call, polled by the task's select loop.
-pub(super) type RoundFuture = Pin<Box<dyn Future<Output = Result<CommitReply, BusError>> + Send>>;
-
-/// Who made an edit: it decides the client id and seq the edit commits
-/// under, where the answer goes, and which undo stack its inverse joins.
-pub(super) enum Origin {
-    /// A socket's op: answered on the socket (`ack` in the fan-out, in
-    /// order, or `error`).
-    Socket { conn: u64, seq: u64 },
-    /// A REST edit: its own client (the id kept across the hub's retries)
-    /// with one op, answered on `reply`.
-    Rest {
-        client: String,
-        user: String,
-        role: Role,
-        reply: oneshot::Sender<EditResult>,
-    },
-    /// A socket's undo or redo: once popped, its step (a fresh client with
-    /// one op); a refusal puts the step back and tells the socket.
-    Undo { conn: u64, step: Option<Box<Step>> },
-}
-
-impl Origin {
-    /// The seq the edit commits under (REST edits and undo steps are each
-    /// their own client's only op).
-    fn seq(&self) -> u64 {
-        match self {
-            Origin::Socket { seq, .. } => *seq,
-            Origin::Rest { .. } | Origin::Undo { .. } => 1,
-        }
-    }
-
-    /// The document task could not take the edit.
-    pub(super) fn refuse(self, e: HubError) {
-        if let Origin::Rest { reply, .. } = self {
-            let _ = reply.send(Err(e));
-        }
-    }
-}
-
-/// An edit in the pipeline, as the task knows it.
-struct Tracked {
-    origin: Origin,
-    /// The edit's receipt span, and its commit span once in a round (none
-    /// when traces are not exported).
-    span: tracing::Span,
-    commit: tracing::Span,
-}
-
-/// The pipeline, and where each of its edits' answers goes.
-pub(super) struct Edits {
-    pipeline: Pipeline,
-    tracked: HashMap<EditId, Tracked>,
-    next: u64,
-    /// When the round in flight was sent.
-    started: Option<Instant>,
-    /// Why the pipeline asked for a reset (returned by the task).
-    fault: Option<HubError>,
-}
-
-impl Edits {
-    pub(super) fn new(max_doc_chars: usize) -> Self {
-        Self {
-            pipeline: Pipeline::new(Limits::new(max_doc_chars), rand::random()),
-            tracked: HashMap::new(),
-            next: 0,
-            started: None,
-            fault: None,
-        }
-    }
-
-    /// Nothing queued and no round in flight.
-    pub(super) fn is_idle(&self) -> bool {
-        self.pipeline.is_idle()
-    }
-
-    pub(super) fn origin(&self, id: EditId) -> Option<&Origin> {
-        self.tracked.get(&id).map(|t| &t.origin)
-    }
-
-    pub(super) fn origin_mut(&mut self, id: EditId) -> Option<&mut Origin> {
-        self.tracked.get_mut(&id).map(|t| &mut t.origin)
-    }
-
-    pub(super) fn step_popped(&mut self, id: EditId, popped: crate::pipeline::Popped) {
-        self.pipeline.step_popped(id, popped);
-    }
-
-    /// The undo request is done without an edit: the socket that asked.
-    pub(super) fn step_gone(&mut self, id: EditId) -> Option<u64> {
-        self.pipeline.step_gone(id);
-        match self.tracked.remove(&id)?.origin {
-            Origin::Undo { conn, .. } | Origin::Socket { conn, .. } => Some(conn),
-            Origin::Rest { .. } => None,
-        }
-    }
-
-    fn track(&mut self, origin: Origin, span: tracing::Span) -> EditId {
-        self.next += 1;
-        let id = EditId(self.next);
-        let commit = tracing::Span::none();
-        self.tracked.insert(
-            id,
-            Tracked {
-                origin,
-                span,
-                commit,
-            },
-        );
-        id
-    }
-}
+use crate::protocol::ServerMessage;
 
 /// What the pipeline reads of the task's document.
 macro_rules! doc_of {
@@ -337,7 +210,7 @@ impl DocTask {
                 Effect::Reseed => {
                     let result = match self.reseed().await {
                         Ok(()) => Reseeded::Done,
-                        Err(e) if super::sync::is_transient(&e) => Reseeded::Failed,
+                        Err(e) if is_transient(&e) => Reseeded::Failed,
                         Err(e) => {
                             self.edits.fault = Some(e);
                             Reseeded::Conflict

@@ -1,15 +1,16 @@
-//! One connection, from both ends: [`ConnHandle`], what a socket holds to
-//! talk to its document task, and [`ConnState`], what the task keeps per
-//! connection (who it is, its role, its outbound queue).
-//! Must not import: axum, sqlx, redis.
+//! [`ConnHandle`], what a socket holds to talk to its document task (op,
+//! cursor, awareness, undo, leave). What the task keeps per connection,
+//! `ConnState`, is plain data in `state.rs`.
+//! Imports from the hub: the leaves only (`types`, `edits`, `state`).
+//! Must not import: axum, sqlx, redis, the `impl DocTask` files.
 
 use tokio::sync::mpsc;
 
-use super::commit::{Edit, Origin};
-use super::task::Cmd;
-use super::{HubError, Outbound};
+use super::edits::{Edit, Origin};
+use super::state::Cmd;
+use super::types::HubError;
 use crate::ot::Operation;
-use crate::protocol::{Presence, PresenceState, Role, UserInfo};
+use crate::protocol::PresenceState;
 
 /// A socket's handle on its document task. Dropping it (or [`Self::leave`])
 /// takes the connection out of the document.
@@ -105,35 +106,6 @@ impl Drop for ConnHandle {
             // Best effort; the task also sweeps connections whose outbound
             // receiver is gone, so a full inbox cannot leave a ghost.
             let _ = self.tx.try_send(Cmd::Leave(self.id));
-        }
-    }
-}
-
-/// What a document task keeps per local connection.
-#[derive(Clone)]
-pub(super) struct ConnState {
-    pub(super) id: u64,
-    pub(super) user: UserInfo,
-    pub(super) client: String,
-    pub(super) role: Role,
-    pub(super) tx: mpsc::Sender<Outbound>,
-    /// The seq of the first edit this connection sent: the fan-out acks a
-    /// record of this client here only from that seq on. An older record of
-    /// the same client id (sent on an earlier connection, or committed in a
-    /// history the client was told less of) goes out as an `op`, which a
-    /// client with no such seq in flight applies.
-    pub(super) first_sent_seq: Option<u64>,
-}
-
-impl ConnState {
-    pub(super) fn presence(&self) -> Presence {
-        Presence {
-            id: self.user.id.clone(),
-            name: self.user.name.clone(),
-            color: self.user.color.clone(),
-            client: self.client.clone(),
-            // Shared entries carry no state (it changes; they must not).
-            state: None,
         }
     }
 }

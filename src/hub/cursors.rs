@@ -1,10 +1,11 @@
 //! Carets: a socket's cursor update (checked, transformed to the head,
 //! broadcast and published), other instances' cursors, and the carets a
 //! joiner is shown.
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use super::task::DocTask;
-use super::{error_msg, text};
+use super::types::{error_msg, text};
 use crate::bus::BusEvent;
 use crate::protocol::{CursorInfo, ErrorCode, ServerMessage};
 

@@ -1,16 +1,17 @@
 //! Reading the past: pages of committed records (from the document's
 //! memory when it reaches back, else the journal completed from memory) and
 //! a version's content, replayed from version 0 outside the document task.
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file (and `impl Hub`: the reads' front). Imports from
+//! the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use std::sync::Arc;
 
-use super::task::{Cmd, DocTask};
-use super::{Hub, HubError};
+use super::shared::Hub;
+use super::state::{Cmd, HistoryPage};
+use super::task::DocTask;
+use super::types::HubError;
 use crate::doc::Record;
-
-/// The head version and a page of committed records.
-pub type HistoryPage = (u64, Vec<Arc<Record>>);
 
 /// Records replayed per page by [`Hub::content_at`]...
 const REPLAY_PAGE: usize = 2000;

@@ -3,17 +3,18 @@
 //! history, its epoch; from memory, the sequencer's log, or the journal
 //! joined to memory; else a full init), the init message, and announcing the
 //! newcomer.
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::connection::ConnState;
 use super::outbox::BusWrite;
+use super::state::ConnState;
 use super::task::DocTask;
-use super::{close, text, HubError, Outbound, Resume};
+use super::types::{close, text, HubError, Outbound, Resume, INIT_LIST_MAX};
 use crate::bus::BusEvent;
 use crate::doc::Record;
 use crate::protocol::ServerMessage;
@@ -21,11 +22,6 @@ use crate::protocol::ServerMessage;
 /// Most op bytes a resume replays; a client further behind gets a full init
 /// (the content, at most `MAX_DOC_CHARS`), which costs less.
 const RESUME_REPLAY_BYTES: usize = 4 * 1024 * 1024;
-
-/// Most entries in an init's `users` and `cursors` lists: a crowded
-/// document's newcomer still gets a bounded first frame (the rest arrive as
-/// they join or move).
-pub(super) const INIT_LIST_MAX: usize = 256;
 
 impl DocTask {
     pub(super) async fn join(

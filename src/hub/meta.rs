@@ -1,40 +1,20 @@
-//! Document metadata in the task: the merged CRDT state ([`MetaState`]),
-//! loading it (the store's rows and the shared metadata store, merged),
-//! local changes (announced to sockets and instances, stored on the tick)
-//! and merging other instances' states.
-//! Must not import: axum, sqlx, redis.
+//! Document metadata in the task: the merged CRDT state ([`MetaState`],
+//! plain data in `state.rs`), loading it (the store's rows and the shared
+//! metadata store, merged), local changes (announced to sockets and
+//! instances, stored on the tick) and merging other instances' states.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use tracing::warn;
 
 use super::outbox::BusWrite;
-use super::registry::Inner;
+use super::shared::Inner;
+use super::state::{MetaChange, MetaResult, MetaState};
 use super::task::DocTask;
-use super::{text, HubError, Refusal};
+use super::types::{text, HubError, Refusal};
 use crate::bus::BusEvent;
 use crate::meta::{DocMeta, MetaView};
 use crate::protocol::{ErrorCode, ServerMessage};
-
-/// How a metadata change ended: the view after it, or why the document
-/// refused it (inner), or why the hub could not ask (outer).
-pub type MetaResult = Result<Result<MetaView, Refusal>, HubError>;
-
-/// A change to a document's metadata.
-#[derive(Clone, Debug)]
-pub enum MetaChange {
-    Title(String),
-    /// A [`crate::language`] id, or empty: back to guessing from the title.
-    Language(String),
-    AddTag(String),
-    RemoveTag(String),
-}
-
-/// Replicated metadata: this instance's view of the merged state.
-#[derive(Default)]
-pub(super) struct MetaState {
-    pub(super) merged: DocMeta,
-    /// `merged` changed here since it was last stored.
-    dirty: bool,
-}
 
 impl MetaState {
     /// The merge of every state kept for the document: the stored title,

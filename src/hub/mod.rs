@@ -1,15 +1,22 @@
 //! The hub: a registry of document tasks, one per open document, each the
 //! sole owner of that document's state on this instance.
 //!
-//! Owns: [`Hub`], the handle the web layer holds (join, edit, read, notify,
-//! shut down), its settings, errors and answers. The seams live beside it:
-//! `registry` (the docs map: spawn, look up, unregister, shutdown),
-//! `connection` (the handle a socket holds and what the task keeps per
-//! connection), `task` (a document task: load, the select loop, unload,
-//! the persistence hand-off), `commit` (the one edit pipeline), `sync`
-//! (ordered application of committed records), `presence` (fan-out, joins,
-//! leaves, heartbeat, access changes), `join` (join and resume), `cursors`, `awareness`,
-//! `undo`, `meta`, `history` and `outbox` (the ordered bus writer).
+//! Owns: [`Hub`]'s methods for the web layer (ready, join, edit, read,
+//! notify) and the hub's outside face: everything public is re-exported
+//! here. The seams live beside it. Leaves, importing no `impl DocTask`
+//! file: `types` (settings, errors, answers, close codes, encoders),
+//! `edits` (an edit, its origin, undo steps, the pipeline's bookkeeping),
+//! `state` (commands, per-connection state, the room, metadata state),
+//! `shared` (what every task shares, and the `Hub` handle) and `outbox`
+//! (the ordered bus writer). `task` holds `DocTask` (load, the select
+//! loop, unload, the persistence hand-off) and imports only leaves. The
+//! `impl DocTask` files import only leaves and `task`: `commit` (the one
+//! edit pipeline), `sync` (ordered application of committed records),
+//! `presence` (fan-out, leaves, heartbeat, access changes), `join` (join
+//! and resume), `cursors`, `awareness`, `undo`, `meta`, `history` (also
+//! `Hub::history`). `registry` (spawn, ask, shutdown) and `connection`
+//! (the handle a socket holds) sit above them. No hub module imports this
+//! one (but its tests): the import graph is acyclic.
 //! Sockets talk to a document task over a bounded channel; the task answers
 //! on each connection's bounded outbound queue and disconnects a client
 //! whose queue is full rather than wait for it.
@@ -19,134 +26,37 @@ mod awareness;
 mod commit;
 mod connection;
 mod cursors;
+mod edits;
 mod history;
 mod join;
 mod meta;
 mod outbox;
 mod presence;
 mod registry;
+mod shared;
+mod state;
 mod sync;
 mod task;
 #[cfg(test)]
 mod tests;
+mod types;
 mod undo;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bus::AccessChange;
-use crate::bus::{BusError, BusEvent};
+use crate::bus::BusEvent;
 use crate::health::{Fault, Part};
-use crate::meta::MetaView;
-use crate::protocol::{ErrorCode, Presence, Role, ServerMessage, UserInfo};
-use crate::store::StoreError;
-pub use commit::Edit;
-use commit::Origin;
+use crate::protocol::{Presence, Role, UserInfo};
 pub use connection::ConnHandle;
-use connection::ConnState;
-pub use history::HistoryPage;
-pub use meta::{MetaChange, MetaResult};
-pub use registry::Background;
-use registry::Inner;
-use task::Cmd;
-
-/// Tuning for document tasks.
-#[derive(Clone, Debug)]
-pub struct HubSettings {
-    pub instance_id: String,
-    /// In-memory history per document: count and bytes.
-    pub history_retain: crate::doc::Retain,
-    /// Clients kept in a document's dedupe table.
-    pub max_clients_per_doc: usize,
-    /// Tags a document may carry (a local add beyond it is refused).
-    pub max_tags_per_doc: usize,
-    pub snapshot_interval: Duration,
-    pub idle_unload: Duration,
-    pub outbound_queue: usize,
-    pub max_doc_chars: usize,
-    /// A user of a vanished instance disappears for everyone within this.
-    pub presence_ttl: Duration,
-    /// Send a `check` after every version that is a multiple of this (0:
-    /// never).
-    pub checksum_every: u64,
-}
-
-/// What a document task sends a connection.
-#[derive(Clone, Debug)]
-pub enum Outbound {
-    Text(Arc<str>),
-    /// Close the socket with this code and reason.
-    Close(u16, &'static str),
-}
-
-/// Close codes the server uses (besides the standard ones).
-pub mod close {
-    /// Another connection with the same client id replaced this one.
-    pub const REPLACED: u16 = 4001;
-    /// Going away (shutdown): reconnect and resume.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Try again later (slow consumer, or the backend needs a reload): resume.
-    pub const TRY_AGAIN: u16 = 1013;
-    pub const POLICY: u16 = 1008;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("no such document")]
-    NotFound,
-    #[error("server is shutting down")]
-    ShuttingDown,
-    #[error("backend unavailable: {0}")]
-    Bus(#[from] BusError),
-    /// This instance's state of the document can no longer be trusted
-    /// (the sequencer's history forked from ours, a gap the log cannot
-    /// fill, a seed that conflicts): the task resets and reloads.
-    #[error("document state diverged: {0}")]
-    Diverged(String),
-    #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
-    #[error("document task is gone")]
-    Gone,
-}
-
-/// Why an edit was refused; the message is safe to show.
-pub use crate::pipeline::Refusal;
-
-/// How an edit submitted to the hub ended: the version it produced, or why
-/// the document refused it (inner), or why the hub could not ask (outer).
-pub type EditResult = Result<Result<u64, Refusal>, HubError>;
-
-/// A client's claim to hold the document already: `version` of the history
-/// named `history` (the `init.history` it got). Honoured (a replay of what
-/// it missed) only on the document's current history; otherwise, or without
-/// `history` (clients from before epochs), it gets a full init.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resume {
-    pub version: u64,
-    pub history: Option<String>,
-}
-
-/// The live state of a document, for REST reads.
-#[derive(Clone, Debug)]
-pub struct DocView {
-    pub content: String,
-    pub version: u64,
-    /// Title, tags and views (replicated).
-    pub meta: MetaView,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Handle to the document registry; cheap to clone.
-#[derive(Clone)]
-pub struct Hub {
-    inner: Arc<Inner>,
-}
+pub use edits::Edit;
+use edits::Origin;
+pub use shared::{Background, Hub};
+use state::{Cmd, ConnState};
+pub use state::{HistoryPage, MetaChange, MetaResult};
+pub use types::{
+    close, error_msg, now_ms, DocView, EditResult, HubError, HubSettings, Outbound, Refusal, Resume,
+};
 
 impl Hub {
     pub fn instance_id(&self) -> &str {
@@ -330,19 +240,4 @@ impl Hub {
     pub async fn users(&self, doc: &str) -> Result<Vec<Presence>, HubError> {
         self.ask(doc, Cmd::Users).await
     }
-}
-
-/// A server message, encoded once.
-fn text(msg: ServerMessage<'_>) -> Outbound {
-    Outbound::Text(msg.to_text().into())
-}
-
-/// A refusal, counted by code.
-pub fn error_msg(code: ErrorCode, message: &str, seq: Option<u64>) -> Outbound {
-    count_refusal(code);
-    text(ServerMessage::Error { code, message, seq })
-}
-
-fn count_refusal(code: ErrorCode) {
-    metrics::counter!("tandem_refusals_total", "code" => code.as_str()).increment(1);
 }

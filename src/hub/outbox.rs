@@ -4,14 +4,15 @@
 //! heartbeat.
 //!
 //! Owns: [`BusWrite`], [`Outbox`] (the task's end) and the worker.
-//! Must not import: axum, sqlx, redis.
+//! A leaf: imports from the hub only `shared`.
+//! Must not import: axum, sqlx, redis, the `impl DocTask` files.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::registry::Inner;
+use super::shared::Inner;
 use crate::bus::{BusEvent, PresenceEntry};
 use crate::protocol::AwarenessInfo;
 

@@ -1,67 +1,23 @@
-//! Who is on a document and what they are told: the [`Room`] (local
-//! connections, other instances' users, carets), fan-out of committed
+//! Who is on a document and what they are told: the `Room` (in `state.rs`:
+//! local connections, other instances' users, carets), fan-out of committed
 //! records, broadcasts, leaves (which take the client's awareness along), the presence heartbeat that keeps the
 //! shared presence set fresh and reconciles other instances' users, and
 //! access changes (role updates, revocations, deletion).
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use tracing::debug;
 
-use super::connection::ConnState;
 use super::outbox::BusWrite;
+use super::state::ConnState;
 use super::task::DocTask;
-use super::{close, error_msg, text, Outbound};
+use super::types::{close, error_msg, text, Outbound};
 use crate::bus::{AccessChange, BusEvent, PresenceEntry};
 use crate::doc::Record;
-use crate::protocol::{
-    AwarenessInfo, CursorInfo, ErrorCode, Presence, Role, ServerMessage, UserInfo,
-};
-
-/// Everyone on the document, as this instance sees it.
-#[derive(Default)]
-pub(super) struct Room {
-    /// Local connections, in join order.
-    pub(super) conns: Vec<ConnState>,
-    /// Presence on other instances, by client id.
-    pub(super) remote: HashMap<String, Presence>,
-    /// The last caret of each client, for later joiners.
-    pub(super) cursors: HashMap<String, CursorInfo>,
-    /// The awareness of each present client that set one (bounded by
-    /// `MAX_CLIENTS_PER_DOC`; see `awareness.rs`).
-    pub(super) awareness: HashMap<String, AwarenessInfo>,
-    /// Since when no local connection is left (`None`: someone is here).
-    pub(super) idle_since: Option<Instant>,
-}
-
-impl Room {
-    pub(super) fn conn(&self, id: u64) -> Option<&ConnState> {
-        self.conns.iter().find(|c| c.id == id)
-    }
-
-    /// Note the seq of an edit `id` sent (see [`ConnState::first_sent_seq`]).
-    pub(super) fn sent(&mut self, id: u64, seq: u64) {
-        if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
-            c.first_sent_seq.get_or_insert(seq);
-        }
-    }
-
-    /// Local and remote users, with their presence state.
-    pub(super) fn users(&self) -> Vec<Presence> {
-        let mut users: Vec<Presence> = self.conns.iter().map(ConnState::presence).collect();
-        users.extend(self.remote.values().cloned());
-        users.into_iter().map(|p| self.shown(p)).collect()
-    }
-
-    /// `p` as clients see it: with its client's presence state.
-    pub(super) fn shown(&self, mut p: Presence) -> Presence {
-        let state = self.awareness.get(&p.client).map(|a| a.presence);
-        p.state = Some(state.unwrap_or_default());
-        p
-    }
-}
+use crate::protocol::{ErrorCode, Presence, Role, ServerMessage, UserInfo};
 
 fn user_of(p: &Presence) -> UserInfo {
     UserInfo {

@@ -5,7 +5,8 @@
 //! record we hold there, else the histories forked and the task resets.
 //! Re-seeds a sequencer that lost the document, and keeps the epoch it
 //! answers with.
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file. Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,8 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::task::DocTask;
-use super::HubError;
-use crate::bus::{BusError, Range, Seed, SeedReply};
+use super::types::{is_transient, HubError};
+use crate::bus::{Range, Seed, SeedReply};
 use crate::doc::{ApplyOutcome, Record};
 
 /// The first retry of a failed refill, soon: after a backend restart this
@@ -22,14 +23,6 @@ use crate::doc::{ApplyOutcome, Record};
 pub(super) const CATCH_UP_FIRST: Duration = Duration::from_millis(100);
 /// Retries of a failed refill back off to this.
 const CATCH_UP_MAX: Duration = Duration::from_secs(2);
-
-/// A backend outage: refuse or retry, but keep the document and its sockets.
-pub(super) fn is_transient(e: &HubError) -> bool {
-    matches!(
-        e,
-        HubError::Bus(BusError::Unavailable(_)) | HubError::Store(_)
-    )
-}
 
 impl DocTask {
     /// Apply a record in order without telling anyone (loading); false if

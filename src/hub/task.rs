@@ -3,96 +3,29 @@
 //! events, heartbeat, tick), hands changed state to the persister, unloads
 //! when idle, and stops on shutdown, reset or deletion.
 //!
-//! Owns: [`Cmd`] (what the hub and sockets ask of a task), [`DocTask`] and
-//! its persistence state ([`Unsaved`]); the other seams add methods to
-//! `DocTask` in their own files.
-//! Must not import: axum, sqlx, redis.
+//! Owns: [`DocTask`] and its persistence state ([`Unsaved`]); the other
+//! seams add methods to `DocTask` in their own files (the `impl DocTask`
+//! files), and the data it holds is in the leaves (`state`, `edits`,
+//! `types`, `shared`, `outbox`).
+//! Imports from the hub: the leaves only.
+//! Must not import: axum, sqlx, redis, the `impl DocTask` files.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::commit::{Edit, Edits, Origin, RoundFuture};
-use super::connection::ConnState;
-use super::history::HistoryPage;
-use super::meta::{MetaChange, MetaResult, MetaState};
+use super::edits::{Edits, RoundFuture};
 use super::outbox::Outbox;
-use super::presence::Room;
-use super::registry::Inner;
-use super::{close, DocView, HubError, Resume};
+use super::shared::Inner;
+use super::state::{Cmd, MetaState, Room};
+use super::types::{close, DocView, HubError, Outbound};
 use crate::bus::{
     BusError, BusEvent, BusRecv, ClientSeq, CommitReply, Seed, SeedReply, Subscription,
 };
 use crate::doc::{ClientSeqs, DocState, Record};
-use crate::protocol::Presence;
 use crate::store::DocPersist;
-
-/// What a document task is asked to do.
-pub(super) enum Cmd {
-    Join {
-        conn: Box<ConnState>,
-        /// The client already has the document at a version.
-        resume: Option<Resume>,
-        reply: oneshot::Sender<Result<(), HubError>>,
-    },
-    Leave(u64),
-    /// An edit from a socket or the REST API.
-    Edit {
-        origin: Origin,
-        edit: Edit,
-        /// The edit's receipt span (none when traces are not exported).
-        span: tracing::Span,
-    },
-    Cursor {
-        conn: u64,
-        version: u64,
-        anchor: Option<u64>,
-        head: Option<u64>,
-    },
-    /// An awareness update from a socket (its state already checked).
-    Awareness {
-        conn: u64,
-        state: serde_json::Value,
-        presence: Option<crate::protocol::PresenceState>,
-    },
-    /// `undo` (or with `redo`, `redo`) from a socket.
-    Undo {
-        conn: u64,
-        redo: bool,
-    },
-    View(oneshot::Sender<Result<DocView, HubError>>),
-    /// Read or change the replicated metadata.
-    Meta(MetaChange, oneshot::Sender<MetaResult>),
-    /// Committed records after a version, oldest first (memory, else journal).
-    Records {
-        since: u64,
-        limit: usize,
-        max_bytes: usize,
-        reply: oneshot::Sender<Result<HistoryPage, HubError>>,
-    },
-    Users(oneshot::Sender<Result<Vec<Presence>, HubError>>),
-}
-
-impl Cmd {
-    /// Refuse a command (the document could not be loaded).
-    fn refuse(self, e: &HubError) {
-        let e = match e {
-            HubError::NotFound => HubError::NotFound,
-            _ => HubError::Gone,
-        };
-        match self {
-            Cmd::Join { reply, .. } => drop(reply.send(Err(e))),
-            Cmd::View(reply) => drop(reply.send(Err(e))),
-            Cmd::Records { reply, .. } => drop(reply.send(Err(e))),
-            Cmd::Meta(_, reply) => drop(reply.send(Err(e))),
-            Cmd::Users(reply) => drop(reply.send(Err(e))),
-            Cmd::Edit { origin, .. } => origin.refuse(e),
-            Cmd::Leave(_) | Cmd::Cursor { .. } | Cmd::Awareness { .. } | Cmd::Undo { .. } => {}
-        }
-    }
-}
 
 /// Why the task loop stops.
 enum Stop {
@@ -127,7 +60,7 @@ pub(super) struct DocTask {
     pub(super) sub: Subscription,
     pub(super) outbox: Outbox,
     /// A refill failed (backend down): when the next one is tried, and the
-    /// back-off that set it (doubling from [`super::sync::CATCH_UP_FIRST`],
+    /// back-off that set it (doubling from `sync::CATCH_UP_FIRST`,
     /// capped).
     pub(super) catch_up_retry: Option<(tokio::time::Instant, Duration)>,
     /// The document was deleted: stop without persisting.
@@ -501,7 +434,7 @@ impl DocTask {
 
     fn close_all(&mut self, code: u16, reason: &'static str) {
         for c in self.room.conns.drain(..) {
-            let _ = c.tx.try_send(crate::hub::Outbound::Close(code, reason));
+            let _ = c.tx.try_send(Outbound::Close(code, reason));
         }
     }
 

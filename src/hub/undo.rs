@@ -3,28 +3,19 @@
 //! one edit pipeline. (Each committed edit's inverse goes on its user's
 //! stack in the same sequencer call as the edit: see `commit.rs`.)
 //!
-//! Owns: [`Step`] (an undo or redo on its way through the pipeline, as
-//! the task keeps it to put it back if refused).
-//! Must not import: axum, sqlx, redis.
+//! An `impl DocTask` file: the [`Step`] it pops and puts back is plain data
+//! in `edits.rs`.
+//! Imports from the hub: the leaves and `task` only.
+//! Must not import: axum, sqlx, redis, the other `impl DocTask` files.
 
 use tracing::warn;
 
-use super::commit::Origin;
+use super::edits::{Origin, Step};
 use super::task::DocTask;
-use super::{error_msg, Refusal};
+use super::types::{error_msg, Refusal};
 use crate::pipeline::{Author, EditId, Popped};
 use crate::protocol::ErrorCode;
-use crate::undo::{Stack, StackPush, UndoEntry};
-
-/// An undo or redo being committed for a socket's user.
-pub(super) struct Step {
-    pub(super) user: String,
-    /// The stack the step was popped from (and goes back to if refused).
-    pub(super) from: Stack,
-    pub(super) entry: UndoEntry,
-    /// The socket that asked (told if the step is refused).
-    pub(super) conn: u64,
-}
+use crate::undo::{Stack, StackPush};
 
 impl DocTask {
     /// `undo` / `redo` at the front of the queue with no round in flight

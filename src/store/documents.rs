@@ -39,7 +39,7 @@ pub trait Documents: Send + Sync {
     async fn close(&self);
 }
 
-// The bounds are those of `Accounts for SqlStore<DB>` (`accounts.rs`): what
+// The bounds are those of `Accounts for SqlStore<DB>` (`accounts_sql.rs`): what
 // the shared SQL binds and reads. Rust does not imply them from a helper
 // trait, so each impl states them.
 #[async_trait]

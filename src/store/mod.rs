@@ -4,7 +4,8 @@
 //! Owns: the [`Store`] trait and its one implementation, [`SqlStore`],
 //! generic over the sqlx backend. The SQL both backends share is written
 //! once, generic over [`Backend`]: `documents.rs` (snapshots, journal) and
-//! `accounts.rs` (users, document rows, members, metadata). `sqlite.rs` (the
+//! `accounts_sql.rs` (users, document rows, members, metadata; the
+//! [`Accounts`] trait and its rows are `accounts.rs`). `sqlite.rs` (the
 //! embedded default) and `postgres.rs` (clustered mode) add connecting,
 //! migrating and their batched [`Store::persist`]. Only this module touches
 //! sqlx.
@@ -12,6 +13,7 @@
 //! joined to the bus in `lib.rs`).
 
 pub mod accounts;
+mod accounts_sql;
 mod documents;
 pub mod postgres;
 pub mod sqlite;

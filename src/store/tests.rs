@@ -1,5 +1,5 @@
 //! The [`Accounts`] SQL on a temporary SQLite file. (The [`Documents`] and
-//! [`Store`] contract runs on both backends in `tests/it/postgres.rs`.)
+//! [`Store`] contract runs on both backends in `tests/it/postgres/contract.rs`.)
 
 use super::sqlite::SqliteStore;
 use super::{Accounts, Documents};
