@@ -15,12 +15,14 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates/tandem-core/Cargo.toml crates/tandem-core/
 COPY crates/tandem-testkit/Cargo.toml crates/tandem-testkit/
 COPY crates/tandem-bench/Cargo.toml crates/tandem-bench/
+COPY crates/tandem-sim/Cargo.toml crates/tandem-sim/
 RUN mkdir -p src crates/tandem-core/src crates/tandem-testkit/src \
-        crates/tandem-bench/src crates/tandem-bench/benches \
+        crates/tandem-bench/src crates/tandem-bench/benches crates/tandem-sim/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > crates/tandem-bench/src/main.rs \
     && echo 'fn main() {}' > crates/tandem-bench/benches/ot.rs \
     && touch src/lib.rs crates/tandem-core/src/lib.rs crates/tandem-testkit/src/lib.rs \
+        crates/tandem-sim/src/lib.rs \
     && cargo build --release --locked -p tandem \
     && rm -rf src crates
 # The sources: the core crate, the workspace's other manifests (and the

@@ -102,6 +102,19 @@ pub struct Config {
     /// Prefix of every Redis key and channel (separates deployments).
     #[arg(long, env = "REDIS_PREFIX", default_value = "tandem")]
     pub redis_prefix: String,
+    /// Clustered: one instance at a time commits each document's edits
+    /// (it holds the document's commit lease in Redis, and Redis refuses
+    /// any other's round); the others forward their clients' edits to it.
+    /// Off: every instance commits its own, racing the others.
+    #[arg(long, env = "COMMIT_LEADER", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub commit_leader: bool,
+    /// How long a document's commit lease lasts without a commit or a
+    /// renewal (ms), 500 to 30000: the longest an edit waits for a leader
+    /// that died.
+    #[arg(long, env = "LEADER_LEASE_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(500..=30_000))]
+    pub leader_lease_ms: u64,
     /// Committed ops kept in each document's Redis op log (never trimmed
     /// past the last durable snapshot).
     #[arg(long, env = "OPLOG_RETAIN", default_value_t = 10_000)]

@@ -202,6 +202,9 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         max_doc_chars: config.max_doc_chars,
         presence_ttl: Duration::from_millis(config.presence_ttl_ms.max(300)),
         checksum_every: config.checksum_every,
+        // One committer per document needs a lease every instance sees.
+        commit_leader: (config.commit_leader && config.redis_url.is_some())
+            .then(|| Duration::from_millis(config.leader_lease_ms)),
     };
     let keys = load_keys(&config)?;
     let conn_limits = web::ConnLimits::new(&config).map_err(StartError::Config)?;

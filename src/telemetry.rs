@@ -64,6 +64,8 @@ pub const CATALOG: &[Metric] = &[
     Metric { name: "tandem_commit_batch_ops", kind: Kind::Histogram(COUNTS), help: "Ops committed together in one commit round.", label: None },
     Metric { name: "tandem_rebase_depth", kind: Kind::Histogram(COUNTS), help: "Versions an incoming op was transformed past before commit.", label: None },
     Metric { name: "tandem_commit_retries_total", kind: Kind::Counter, help: "Commit rounds retried (another instance committed first, or the sequencer was slow).", label: None },
+    Metric { name: "tandem_forwarded_edits_total", kind: Kind::Counter, help: "Edits this instance forwarded to the instance holding their document's commit lease (COMMIT_LEADER).", label: None },
+    Metric { name: "tandem_leader_grants_total", kind: Kind::Counter, help: "Document commit leases this instance was granted (COMMIT_LEADER).", label: None },
     Metric { name: "tandem_commit_queue_full_total", kind: Kind::Counter, help: "Ops refused because a document's commit queue was full (count or bytes).", label: None },
     Metric { name: "tandem_duplicate_resubmits_total", kind: Kind::Counter, help: "Resent ops recognised as already committed and acknowledged again.", label: None },
     Metric { name: "tandem_fanout_lag_seconds", kind: Kind::Histogram(SECONDS), help: "From an op's commit to its delivery to this instance's clients, in seconds.", label: None },

@@ -262,6 +262,19 @@ pub enum BusEvent {
     },
     /// The channel was down (reconnect): events may be missing. Refill.
     Resync,
+    /// Edits instance `from` forwards to the holder of the commit lease
+    /// `to` (a token): only that instance takes them.
+    Forward {
+        from: String,
+        to: String,
+        edits: Vec<crate::pipeline::Forwarded>,
+    },
+    /// The lease holder's verdicts on forwarded edits it did not commit,
+    /// for instance `to`: `(client, seq, verdict)`.
+    Verdicts {
+        to: String,
+        items: Vec<(String, u64, crate::pipeline::Verdict)>,
+    },
     /// Access to the document changed (from the REST API, any instance).
     Access(AccessChange),
     /// An instance's metadata state after a change (merge it).

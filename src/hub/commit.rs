@@ -15,15 +15,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::edits::{Edit, Origin, RoundFuture};
 use super::task::DocTask;
 use super::types::{count_refusal, error_msg, is_transient, text, HubError, Refusal};
-use crate::bus::{BusError, CommitBatch, CommitReply};
+use crate::bus::{BusError, BusEvent, CommitBatch, CommitReply, LeaseAction, LeaseReply};
 use crate::health::Part;
 use crate::pipeline::{
-    unrebasable, Author, Doc, EditId, Effect, Note, Outcome, Reseeded, Submission, Verdict,
+    unrebasable, Author, Doc, EditId, Effect, Forwarded, Note, Outcome, Reseeded, Submission,
+    Verdict,
 };
 use crate::protocol::ServerMessage;
 
@@ -99,6 +100,8 @@ impl DocTask {
                     role: c.role,
                 })
             }
+            // Forwarded edits are submitted as they came.
+            Origin::Remote { .. } => None,
             Origin::Rest {
                 client, user, role, ..
             } => Some(Author {
@@ -169,7 +172,7 @@ impl DocTask {
             }
         };
         let mut out = Vec::new();
-        self.edits.pipeline.finish(outcome, &mut out);
+        self.edits.pipeline.finish(outcome, now, &mut out);
         self.execute(out).await.map(drop)
     }
 
@@ -231,9 +234,97 @@ impl DocTask {
                     metrics::counter!("tandem_commit_queue_full_total").increment(1)
                 }
                 Effect::Note(Note::RetriesExhausted) => warn!("commit retries exhausted"),
+                Effect::Acquire { nonce } => {
+                    let mut more = Vec::new();
+                    let reply = self.acquire(nonce).await;
+                    let now = (self.hub.clock)();
+                    self.edits.pipeline.lease_reply(reply, now, &mut more);
+                    for e in more.into_iter().rev() {
+                        work.push_front(e);
+                    }
+                }
+                Effect::Forward { to, edits } => {
+                    metrics::counter!("tandem_forwarded_edits_total").increment(edits.len() as u64);
+                    let from = self.hub.settings.instance_id.clone();
+                    self.outbox.publish(BusEvent::Forward { from, to, edits });
+                }
             }
         }
         Ok(round)
+    }
+
+    /// Edits another instance forwarded to the lease holder `to`: taken
+    /// if that is this instance.
+    pub(super) async fn take_forward(
+        &mut self,
+        from: &str,
+        to: &str,
+        edits: Vec<Forwarded>,
+    ) -> Result<(), HubError> {
+        if !self.edits.pipeline.token_is(to) {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for f in edits {
+            if f.base > self.state.version() {
+                self.refill().await?;
+            }
+            let origin = Origin::Remote {
+                instance: from.to_owned(),
+                client: f.client.clone(),
+                seq: f.seq,
+            };
+            let id = self.edits.track(origin, tracing::Span::none());
+            if !self.edits.pipeline.submit_forwarded(id, f, &mut out) {
+                self.edits.tracked.remove(&id);
+            }
+        }
+        self.execute(out).await.map(drop)
+    }
+
+    /// The lease holder's verdicts on edits this instance forwarded.
+    pub(super) async fn take_verdicts(
+        &mut self,
+        items: Vec<(String, u64, Verdict)>,
+    ) -> Result<(), HubError> {
+        let now = (self.hub.clock)();
+        let mut out = Vec::new();
+        for (client, seq, verdict) in items {
+            self.edits
+                .pipeline
+                .verdict(&client, seq, verdict, now, &mut out);
+        }
+        self.execute(out).await.map(drop)
+    }
+
+    /// When the pipeline next wants a poll with nothing else happening (a
+    /// forward to resend, a lease to ask for).
+    pub(super) fn lease_wake(&self) -> Option<tokio::time::Instant> {
+        let at = self.edits.pipeline.next_wake()?;
+        let wait = at.saturating_sub((self.hub.clock)()).max(5);
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait as u64))
+    }
+
+    /// Ask for the document's commit lease (`None`: the call failed).
+    async fn acquire(&mut self, nonce: u64) -> Option<LeaseReply> {
+        let (instance, ttl) = self.edits.leases.clone()?;
+        let action = LeaseAction::Acquire {
+            instance,
+            nonce: format!("{nonce:016x}"),
+        };
+        match self.hub.sequencer.lease(&self.id, action, ttl).await {
+            Ok(reply) => {
+                if let LeaseReply::Granted { token } = &reply {
+                    metrics::counter!("tandem_leader_grants_total").increment(1);
+                    info!(%token, "took the document's commit lease");
+                }
+                Some(reply)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not ask for the commit lease");
+                None
+            }
+        }
     }
 
     /// Trace and measure a round, and make its sequencer call (after its
@@ -283,6 +374,43 @@ impl DocTask {
         }
     }
 
+    /// A forwarded edit's verdict goes back to the instance it came from,
+    /// as it is (that instance acknowledges once it holds the version);
+    /// one the leader committed is answered there by its record.
+    fn answer_remote(&mut self, id: EditId, verdict: Verdict) {
+        let Some(t) = self.edits.tracked.remove(&id) else {
+            return;
+        };
+        if let (
+            Origin::Remote {
+                instance,
+                client,
+                seq,
+            },
+            false,
+        ) = (t.origin, matches!(verdict, Verdict::Committed(_)))
+        {
+            let items = vec![(client, seq, verdict)];
+            self.outbox.publish(BusEvent::Verdicts {
+                to: instance,
+                items,
+            });
+        }
+    }
+
+    /// An edit that changes nothing, found so at version `at_least`:
+    /// acknowledged at the head its client has been sent, once this
+    /// document holds that version.
+    async fn unchanged(&mut self, at_least: u64) -> Result<Verdict, HubError> {
+        if at_least > self.state.version() {
+            self.refill().await?;
+        }
+        if at_least > self.state.version() {
+            return Ok(Verdict::Refused(Refusal::unavailable()));
+        }
+        Ok(Verdict::Unchanged(self.state.version()))
+    }
+
     /// A resend of a committed op: the version it produced, once this
     /// document has every op below that version.
     async fn duplicate(
@@ -308,12 +436,18 @@ impl DocTask {
 
     /// Tell whoever made the edit how it ended.
     async fn answer(&mut self, id: EditId, verdict: Verdict) -> Result<(), HubError> {
+        if let Some(Origin::Remote { .. }) = self.edits.origin(id) {
+            self.answer_remote(id, verdict);
+            return Ok(());
+        }
+        // The version to acknowledge at, once this document holds it.
         let verdict = match verdict {
             Verdict::Duplicate {
                 client,
                 seq,
                 version,
             } => self.duplicate(&client, seq, version).await?,
+            Verdict::Unchanged(at_least) => self.unchanged(at_least).await?,
             v => v,
         };
         let Some(t) = self.edits.tracked.remove(&id) else {
@@ -343,6 +477,7 @@ impl DocTask {
                 };
                 let _ = reply.send(Ok(result));
             }
+            Origin::Remote { .. } => {}
             Origin::Undo { conn, step } => match (verdict, step) {
                 (Verdict::Refused(r), Some(step)) => self.undo_refused(*step, r).await,
                 (Verdict::Refused(r), None) => {

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::types::{EditResult, HubError};
 use crate::bus::{BusError, CommitReply};
 use crate::ot::Operation;
-use crate::pipeline::{EditId, Limits, Pipeline};
+use crate::pipeline::{EditId, Effect, LeaseSettings, Limits, Pipeline, Verdict};
 use crate::protocol::Role;
 use crate::undo::{Stack, UndoEntry};
 
@@ -50,6 +50,13 @@ pub(super) enum Origin {
     /// A socket's undo or redo: once popped, its step (a fresh client with
     /// one op); a refusal puts the step back and tells the socket.
     Undo { conn: u64, step: Option<Box<Step>> },
+    /// Forwarded by `instance` (this one holds the commit lease): a
+    /// verdict goes back there unless its record answers it.
+    Remote {
+        instance: String,
+        client: String,
+        seq: u64,
+    },
 }
 
 impl Origin {
@@ -57,7 +64,7 @@ impl Origin {
     /// their own client's only op).
     pub(super) fn seq(&self) -> u64 {
         match self {
-            Origin::Socket { seq, .. } => *seq,
+            Origin::Socket { seq, .. } | Origin::Remote { seq, .. } => *seq,
             Origin::Rest { .. } | Origin::Undo { .. } => 1,
         }
     }
@@ -88,16 +95,45 @@ pub(super) struct Edits {
     pub(super) started: Option<Instant>,
     /// Why the pipeline asked for a reset (returned by the task).
     pub(super) fault: Option<HubError>,
+    /// With a commit leader: this instance's id and the lease's length.
+    pub(super) leases: Option<(String, std::time::Duration)>,
 }
 
 impl Edits {
-    pub(super) fn new(max_doc_chars: usize) -> Self {
+    /// `leases`: one committer per document (this instance's id, the
+    /// lease's length); `None`: this instance commits directly.
+    pub(super) fn new(max_doc_chars: usize, leases: Option<(String, std::time::Duration)>) -> Self {
+        let pipeline = Pipeline::new(Limits::new(max_doc_chars), rand::random());
+        let pipeline = match &leases {
+            Some((instance, ttl)) => pipeline.with_leases(LeaseSettings {
+                instance: instance.clone(),
+                ttl_ms: ttl.as_millis() as i64,
+            }),
+            None => pipeline,
+        };
         Self {
-            pipeline: Pipeline::new(Limits::new(max_doc_chars), rand::random()),
+            pipeline,
             tracked: HashMap::new(),
             next: 0,
             started: None,
             fault: None,
+            leases,
+        }
+    }
+
+    /// A record was applied: a forwarded edit it commits is answered (a
+    /// socket's ack went in the fan-out; a REST edit gets its version).
+    pub(super) fn applied(&mut self, client: &str, seq: u64, version: u64, now: i64) {
+        let mut out = Vec::new();
+        self.pipeline.applied(client, seq, version, now, &mut out);
+        for e in out {
+            if let Effect::Answer { id, verdict } = e {
+                if let (Some(t), Verdict::Committed(v)) = (self.tracked.remove(&id), verdict) {
+                    if let Origin::Rest { reply, .. } = t.origin {
+                        let _ = reply.send(Ok(Ok(v)));
+                    }
+                }
+            }
         }
     }
 
@@ -123,7 +159,7 @@ impl Edits {
         self.pipeline.step_gone(id);
         match self.tracked.remove(&id)?.origin {
             Origin::Undo { conn, .. } | Origin::Socket { conn, .. } => Some(conn),
-            Origin::Rest { .. } => None,
+            Origin::Rest { .. } | Origin::Remote { .. } => None,
         }
     }
 

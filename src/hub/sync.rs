@@ -31,6 +31,8 @@ impl DocTask {
         match self.state.apply(rec.clone()) {
             Ok(ApplyOutcome::Applied) => {
                 self.clients.record(&rec.client, rec.seq, rec.version);
+                let now = (self.hub.clock)();
+                self.edits.applied(&rec.client, rec.seq, rec.version, now);
                 // Server-minted ids are resent only by this server's own
                 // retries: the store need not keep them.
                 if !crate::doc::is_ephemeral(&rec.client)

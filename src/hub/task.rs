@@ -143,7 +143,12 @@ impl DocTask {
             catch_up_retry: None,
             deleted: false,
             meta: MetaState::default(),
-            edits: Edits::new(hub.settings.max_doc_chars),
+            edits: Edits::new(
+                hub.settings.max_doc_chars,
+                hub.settings
+                    .commit_leader
+                    .map(|ttl| (hub.settings.instance_id.clone(), ttl)),
+            ),
             epoch: snap.epoch.clone(),
         };
         task.meta = MetaState::load(&hub, &task.id).await?;
@@ -241,6 +246,7 @@ impl DocTask {
                     }
                 }
             }
+            let wake = self.lease_wake();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break Stop::Shutdown,
@@ -277,6 +283,9 @@ impl DocTask {
                         break Stop::Reset;
                     }
                 }
+                // A forward to resend, a lease to ask for: the loop polls.
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)),
+                    if wake.is_some() => {}
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = tick.tick() => {
                     self.sweep_closed();
@@ -376,7 +385,10 @@ impl DocTask {
     async fn handle_bus(&mut self, ev: BusRecv) -> Result<(), HubError> {
         let ev = match ev {
             BusRecv::Event(ev) => ev,
-            BusRecv::Lagged => return self.refill().await,
+            BusRecv::Lagged => {
+                self.edits.pipeline.resync();
+                return self.refill().await;
+            }
             BusRecv::Closed => {
                 // The bus is gone (shutdown or backend swap): resubscribe.
                 self.sub = self.hub.bus.subscribe(&self.id).await?;
@@ -390,7 +402,16 @@ impl DocTask {
                     self.ingest(r.clone()).await?;
                 }
             }
-            BusEvent::Resync => self.refill().await?,
+            BusEvent::Resync => {
+                self.edits.pipeline.resync();
+                self.refill().await?
+            }
+            BusEvent::Forward { from, to, edits } => {
+                self.take_forward(from, to, edits.clone()).await?
+            }
+            BusEvent::Verdicts { to, items } if to == me => {
+                self.take_verdicts(items.clone()).await?
+            }
             BusEvent::Access(change) => self.access_changed(change),
             BusEvent::Meta { instance, state } if instance != me => self.merge_meta(state),
             BusEvent::Joined { instance, presence } if instance != me => {

@@ -34,6 +34,9 @@ pub struct HubSettings {
     /// Send a `check` after every version that is a multiple of this (0:
     /// never).
     pub checksum_every: u64,
+    /// One committer per document (`COMMIT_LEADER`, clustered): the
+    /// lease's length; `None`: every instance commits its own edits.
+    pub commit_leader: Option<Duration>,
 }
 
 /// What a document task sends a connection.

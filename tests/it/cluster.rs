@@ -13,8 +13,17 @@ use crate::TANDEM;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_editing_across_three_instances_converges() {
     let redis = RedisServer::start();
-    let (_dir, servers) = cluster(TANDEM, &redis, 3, &[]);
-    let doc = "shared";
+    random_editing_converges(&redis, &[], "shared").await;
+}
+
+/// Nine editors on three instances type at random: every instance and
+/// every editor ends with the same text. Returns the servers.
+pub(crate) async fn random_editing_converges(
+    redis: &RedisServer,
+    env: &[(&str, &str)],
+    doc: &str,
+) -> (tempfile::TempDir, Vec<tandem_testkit::TestServer>) {
+    let (dir, servers) = cluster(TANDEM, redis, 3, env);
     let mut editors = Vec::new();
     for i in 0..9 {
         editors.push(Editor::join(&servers[i % 3], doc, &format!("u{i}"), None).await);
@@ -40,6 +49,7 @@ async fn random_editing_across_three_instances_converges() {
         let fresh = Editor::join(s, doc, "late", None).await;
         assert_eq!(fresh.init["content"], content.as_str());
     }
+    (dir, servers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

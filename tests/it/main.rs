@@ -19,6 +19,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hostile_http;
 mod hostile_members;
+mod leader;
 mod lease;
 mod limits;
 mod metadata;

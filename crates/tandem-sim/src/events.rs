@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use tandem_core::client::Outgoing;
-use tandem_core::commit::{CommitBatch, CommitReply};
+use tandem_core::commit::{CommitBatch, CommitReply, LeaseReply};
 use tandem_core::doc::Record;
+use tandem_core::pipeline::{Forwarded, Verdict};
 
 pub(crate) enum Down {
     Ack { seq: u64, version: u64 },
@@ -52,6 +53,36 @@ pub(crate) enum Ev {
     /// An instance's subscription came back after dropping messages: it
     /// refills from the log.
     Resync(usize),
+    /// An instance asks for the lease.
+    LeaseCall {
+        i: usize,
+        inc: u64,
+        nonce: u64,
+    },
+    LeaseReply {
+        i: usize,
+        inc: u64,
+        reply: Option<LeaseReply>,
+    },
+    /// Edits forwarded by instance `from` to the holder of `to`, as
+    /// instance `i` receives them (every instance gets the message).
+    Forward {
+        i: usize,
+        from: usize,
+        to: String,
+        edits: Vec<Forwarded>,
+    },
+    /// The leader's verdict on a forwarded edit, at its origin `i`.
+    Verdict {
+        i: usize,
+        client: String,
+        seq: u64,
+        verdict: Verdict,
+    },
+    /// An instance's timer (resends, lease expiry).
+    Wake(usize),
+    /// The instance freezes (SIGSTOP) until then; what arrives waits.
+    Pause(usize),
     /// A client's connection drops (its network blinked): it reconnects at
     /// once, perhaps to another instance, and resends.
     Blink(usize),
@@ -96,6 +127,24 @@ impl Ev {
             Ev::Resend { c, conn, seq } => format!("resend c{c}#{conn} {seq}"),
             Ev::Resync(i) => format!("resync i{i}"),
             Ev::Blink(c) => format!("blink c{c}"),
+            Ev::LeaseCall { i, inc, .. } => format!("acquire i{i}.{inc}"),
+            Ev::LeaseReply { i, inc, reply } => format!("lease i{i}.{inc} {reply:?}"),
+            Ev::Forward { i, from, to, edits } => format!(
+                "forward i{from}->i{i} to {to} [{}]",
+                edits
+                    .iter()
+                    .map(|e| format!("{}/{}", e.client, e.seq))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Ev::Verdict {
+                i,
+                client,
+                seq,
+                verdict,
+            } => format!("verdict i{i} {client}/{seq} {verdict:?}"),
+            Ev::Wake(i) => format!("wake i{i}"),
+            Ev::Pause(i) => format!("pause i{i}"),
         }
     }
 }

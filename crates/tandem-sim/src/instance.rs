@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tandem_core::client::Outgoing;
 use tandem_core::doc::{ApplyOutcome, ClientSeqs, DocState, Record, Retain};
 use tandem_core::pipeline::{
-    unrebasable, Author, Doc, EditId, Effect, Limits, Pipeline, Refusal, Submission, Verdict,
+    unrebasable, Author, Doc, EditId, Effect, LeaseSettings, Limits, Pipeline, Refusal, Submission,
+    Verdict,
 };
 use tandem_core::protocol::Role;
 
@@ -26,6 +27,19 @@ pub(crate) struct Conn {
     pub(crate) first_sent: Option<u64>,
 }
 
+/// Who made an edit an instance holds.
+#[derive(Clone, Debug)]
+pub(crate) enum Origin {
+    /// A client of this instance, its seq.
+    Local(usize, u64),
+    /// Forwarded by instance `from`: answered there.
+    Remote {
+        from: usize,
+        client: String,
+        seq: u64,
+    },
+}
+
 pub(crate) struct Instance {
     pub(crate) up: bool,
     /// Incarnation: replies to a crashed one are dropped.
@@ -33,7 +47,11 @@ pub(crate) struct Instance {
     pub(crate) state: DocState,
     pub(crate) clients: ClientSeqs,
     pub(crate) pipeline: Pipeline,
-    pub(crate) tracked: HashMap<EditId, (usize, u64)>,
+    pub(crate) tracked: HashMap<EditId, Origin>,
+    /// When a wake is scheduled (µs), if one is.
+    pub(crate) wake_at: Option<i64>,
+    /// Frozen (SIGSTOP) until then: events wait.
+    pub(crate) paused_until: i64,
     pub(crate) next_id: u64,
     pub(crate) conns: BTreeMap<usize, Conn>,
 }
@@ -49,7 +67,7 @@ impl World {
         let x = &mut self.inst[i];
         x.next_id += 1;
         let id = EditId(x.next_id);
-        x.tracked.insert(id, (c, out.seq));
+        x.tracked.insert(id, Origin::Local(c, out.seq));
         let sub = Submission {
             id,
             author: Author {
@@ -114,6 +132,12 @@ impl World {
                     self.answer(i, id, verdict)?;
                 }
                 Effect::Note(_) => {}
+                Effect::Acquire { nonce } => {
+                    let d = self.delay();
+                    let inc = self.inst[i].inc;
+                    self.ordered((3, i, 0), d, Ev::LeaseCall { i, inc, nonce });
+                }
+                Effect::Forward { to, edits } => self.forward(i, to, edits),
                 e @ (Effect::PopStep { .. }
                 | Effect::StepGone { .. }
                 | Effect::Reseed
@@ -124,13 +148,31 @@ impl World {
     }
 
     pub(crate) fn answer(&mut self, i: usize, id: EditId, verdict: Verdict) -> Result<(), String> {
-        let Some((c, seq)) = self.inst[i].tracked.remove(&id) else {
-            return Ok(());
+        let (c, seq) = match self.inst[i].tracked.remove(&id) {
+            None => return Ok(()),
+            Some(Origin::Local(c, seq)) => (c, seq),
+            Some(Origin::Remote { from, client, seq }) => {
+                // Committed: its origin learns from the record.
+                if !matches!(verdict, Verdict::Committed(_)) {
+                    self.send_verdict(from, client, seq, verdict);
+                }
+                return Ok(());
+            }
         };
         let msg = match verdict {
             // The ack goes in the fan-out.
             Verdict::Committed(_) => return Ok(()),
-            Verdict::Unchanged(version) => Down::Ack { seq, version },
+            Verdict::Unchanged(version) => {
+                if version > self.inst[i].state.version() {
+                    self.refill(i)?;
+                }
+                let head = self.inst[i].state.version();
+                if version > head {
+                    Down::Error { seq }
+                } else {
+                    Down::Ack { seq, version: head }
+                }
+            }
             Verdict::Duplicate {
                 client, version, ..
             } => {
@@ -181,6 +223,11 @@ impl World {
             other => return Err(format!("record {} did not apply: {other:?}", r.version)),
         }
         x.clients.record(&r.client, r.seq, r.version);
+        let mut effects = Vec::new();
+        let now = self.now / MS;
+        x.pipeline
+            .applied(&r.client, r.seq, r.version, now, &mut effects);
+        let x = &self.inst[i];
         let mut to = Vec::new();
         for (&c, k) in &x.conns {
             let own = self.clients[c].ot.client_id == r.client;
@@ -197,13 +244,13 @@ impl World {
         for (c, msg) in to {
             self.send_down(i, c, msg);
         }
-        Ok(())
+        self.exec(i, effects).map(drop)
     }
 }
 
 impl Instance {
     /// A fresh instance loaded from the sequencer's log.
-    pub(crate) fn load(seq: &SeqModel, seed: u64) -> Self {
+    pub(crate) fn load(seq: &SeqModel, seed: u64, leases: Option<LeaseSettings>) -> Self {
         let mut state = DocState::new("", 0, Retain::count(1 << 20));
         let mut clients = ClientSeqs::new(1 << 16);
         for r in seq.log() {
@@ -215,8 +262,13 @@ impl Instance {
             inc: 0,
             state,
             clients,
-            pipeline: Pipeline::new(Limits::new(1 << 20), seed),
+            pipeline: match leases {
+                Some(l) => Pipeline::new(Limits::new(1 << 20), seed).with_leases(l),
+                None => Pipeline::new(Limits::new(1 << 20), seed),
+            },
             tracked: HashMap::new(),
+            wake_at: None,
+            paused_until: 0,
             next_id: 0,
             conns: BTreeMap::new(),
         }

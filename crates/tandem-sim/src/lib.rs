@@ -18,6 +18,7 @@
 
 mod events;
 mod instance;
+mod leader;
 pub mod model;
 mod world;
 

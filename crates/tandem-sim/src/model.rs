@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tandem_core::commit::{CommitBatch, CommitReply};
+use std::time::Duration;
+
+use tandem_core::commit::{CommitBatch, CommitReply, LeaseReply};
 use tandem_core::doc::Record;
 
 /// One document's log, as the sequencer holds it.
@@ -21,6 +23,12 @@ pub struct SeqModel {
     pub committed_rounds: u64,
     /// Rounds answered with resends named.
     pub duplicate_rounds: u64,
+    /// Rounds refused for a token that is not the lease.
+    pub fenced: u64,
+    /// The commit lease: its token and when it expires (µs, the
+    /// sequencer's clock), and the last term granted.
+    lease: Option<(String, i64)>,
+    term: u64,
 }
 
 impl SeqModel {
@@ -32,8 +40,45 @@ impl SeqModel {
         &self.log
     }
 
-    /// Dedupe, check the base, append.
-    pub fn commit(&mut self, batch: &CommitBatch) -> CommitReply {
+    /// `lease.lua` acquire at `now` (µs).
+    pub fn acquire(&mut self, instance: &str, nonce: u64, now: i64, ttl: i64) -> LeaseReply {
+        if let Some((token, until)) = &self.lease {
+            if *until > now {
+                let left = Duration::from_micros((until - now) as u64);
+                let token = token.clone();
+                return LeaseReply::Held { token, left };
+            }
+        }
+        self.term += 1;
+        let token = format!("{}:{instance}:{nonce:x}", self.term);
+        self.lease = Some((token.clone(), now + ttl));
+        LeaseReply::Granted { token }
+    }
+
+    /// Dedupe, check the base, append; with a token, only the lease's
+    /// (and a commit, dup or stale reply extends it by `ttl`).
+    pub fn commit(&mut self, batch: &CommitBatch, now: i64, ttl: i64) -> CommitReply {
+        if !batch.token.is_empty() {
+            let holder = match &self.lease {
+                Some((t, until)) if *until > now => Some((t.clone(), *until)),
+                _ => None,
+            };
+            match holder {
+                Some((t, until)) if t == batch.token => {
+                    self.lease = Some((t, until.max(now + ttl)))
+                }
+                other => {
+                    self.fenced += 1;
+                    let (holder, left) = other.map_or((String::new(), 0), |(t, u)| (t, u - now));
+                    let left = Duration::from_micros(left as u64);
+                    return CommitReply::Fenced { holder, left };
+                }
+            }
+        }
+        self.check_and_append(batch)
+    }
+
+    fn check_and_append(&mut self, batch: &CommitBatch) -> CommitReply {
         let dups: Vec<(usize, u64)> = batch
             .records
             .iter()

@@ -28,6 +28,9 @@ pub struct Config {
     pub edits_per_client: usize,
     /// Lost replies, lost calls, crashed instances (delays always vary).
     pub faults: bool,
+    /// One committer per document (the commit lease), or every instance
+    /// racing.
+    pub leases: bool,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             clients: 6,
             edits_per_client: 40,
             faults: true,
+            leases: false,
         }
     }
 }
@@ -54,6 +58,10 @@ pub struct Report {
     pub lost_replies: u32,
     pub lost_publishes: u32,
     pub blinks: u32,
+    /// Forwards sent, rounds fenced, instances frozen.
+    pub forwards: u64,
+    pub fenced: u64,
+    pub pauses: u32,
     /// Virtual time at quiescence (ms).
     pub end_ms: i64,
 }
@@ -103,15 +111,29 @@ pub fn run(seed: u64, cfg: &Config) -> Result<Report, String> {
             ));
         }
         let ev = w.events.remove(&n).ok_or("lost event")?;
+        // A frozen instance gets nothing until it wakes.
+        if let Some(i) = w.target(&ev) {
+            let until = w.inst[i].paused_until;
+            if until > w.now {
+                w.at(until - w.now, ev);
+                continue;
+            }
+        }
         if w.trace {
             eprintln!("{:>9} {}", w.now, ev.describe());
         }
         w.handle(ev)?;
+        for i in 0..w.inst.len() {
+            if w.inst[i].up {
+                w.arm(i);
+            }
+        }
     }
     w.check()?;
     w.report.end_ms = w.now / MS;
     w.report.stale = w.seq.stale;
     w.report.duplicates = w.seq.duplicate_rounds;
+    w.report.fenced = w.seq.fenced;
     Ok(w.report)
 }
 
@@ -119,7 +141,13 @@ impl World {
     fn new(seed: u64, cfg: Config) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let inst = (0..cfg.instances)
-            .map(|_| Instance::load(&SeqModel::default(), rng.gen()))
+            .map(|i| {
+                let leases = cfg.leases.then(|| tandem_core::pipeline::LeaseSettings {
+                    instance: format!("i{i}"),
+                    ttl_ms: crate::leader::LEASE_TTL_MS,
+                });
+                Instance::load(&SeqModel::default(), rng.gen(), leases)
+            })
             .collect();
         let clients = (0..cfg.clients)
             .map(|c| Client {
@@ -148,6 +176,11 @@ impl World {
             w.connect(c);
             let t = w.rng.gen_range(0..20 * MS);
             w.at(t, Ev::Type(c));
+        }
+        if w.cfg.faults && w.cfg.leases && w.rng.gen_bool(0.5) {
+            let i = w.rng.gen_range(0..w.cfg.instances);
+            let t = w.rng.gen_range(50 * MS..1_500 * MS);
+            w.at(t, Ev::Pause(i));
         }
         if w.cfg.faults && w.rng.gen_bool(0.5) {
             let i = w.rng.gen_range(0..w.cfg.instances);
@@ -180,6 +213,25 @@ impl World {
         }
     }
 
+    /// The instance an event happens on, if any.
+    fn target(&self, ev: &Ev) -> Option<usize> {
+        match ev {
+            Ev::Up { c, .. } => self.clients[*c].at.map(|(i, _)| i),
+            // A frozen process sends nothing either: a call it made just
+            // before it froze leaves when it wakes (and may be fenced).
+            Ev::Call { i, .. }
+            | Ev::LeaseCall { i, .. }
+            | Ev::Reply { i, .. }
+            | Ev::Publish { i, .. }
+            | Ev::LeaseReply { i, .. }
+            | Ev::Forward { i, .. }
+            | Ev::Verdict { i, .. }
+            | Ev::Wake(i)
+            | Ev::Resync(i) => Some(*i),
+            _ => None,
+        }
+    }
+
     fn handle(&mut self, ev: Ev) -> Result<(), String> {
         match ev {
             Ev::Type(c) => self.type_edit(c)?,
@@ -201,7 +253,8 @@ impl World {
                 if self.inst[i].up && self.inst[i].inc == inc {
                     let outcome = reply.map_or(Outcome::Outage, Outcome::Reply);
                     let mut out = Vec::new();
-                    self.inst[i].pipeline.finish(outcome, &mut out);
+                    let now = self.now / MS;
+                    self.inst[i].pipeline.finish(outcome, now, &mut out);
                     self.exec(i, out)?;
                     self.poll(i)?;
                 }
@@ -217,8 +270,51 @@ impl World {
             Ev::Crash(i) => self.crash(i),
             Ev::Restart(i) => {
                 let inc = self.inst[i].inc + 1;
-                self.inst[i] = Instance::load(&self.seq, self.rng.gen());
+                let leases = self.lease_settings(i);
+                self.inst[i] = Instance::load(&self.seq, self.rng.gen(), leases);
                 self.inst[i].inc = inc;
+            }
+            Ev::LeaseCall { i, inc, nonce } => self.lease_call(i, inc, nonce),
+            Ev::LeaseReply { i, inc, reply } => {
+                if self.inst[i].up && self.inst[i].inc == inc {
+                    let mut out = Vec::new();
+                    let now = self.now / MS;
+                    self.inst[i].pipeline.lease_reply(reply, now, &mut out);
+                    self.exec(i, out)?;
+                    self.poll(i)?;
+                }
+            }
+            Ev::Forward { i, from, to, edits } => {
+                if self.inst[i].up {
+                    self.take_forward(i, from, &to, edits)?;
+                }
+            }
+            Ev::Verdict {
+                i,
+                client,
+                seq,
+                verdict,
+            } => {
+                if self.inst[i].up {
+                    let mut out = Vec::new();
+                    let now = self.now / MS;
+                    self.inst[i]
+                        .pipeline
+                        .verdict(&client, seq, verdict, now, &mut out);
+                    self.exec(i, out)?;
+                    self.poll(i)?;
+                }
+            }
+            Ev::Wake(i) => {
+                if self.inst[i].up && self.inst[i].wake_at.is_some_and(|w| w <= self.now) {
+                    self.inst[i].wake_at = None;
+                    self.poll(i)?;
+                }
+            }
+            Ev::Pause(i) => {
+                if self.inst[i].up {
+                    self.pause(i);
+                }
             }
             Ev::Connect(c) => self.connect(c),
             Ev::Blink(c) => {
@@ -231,6 +327,7 @@ impl World {
             Ev::Resync(i) => {
                 if self.inst[i].up {
                     self.refill(i)?;
+                    self.inst[i].pipeline.resync();
                     self.poll(i)?;
                 }
             }
@@ -360,7 +457,9 @@ impl World {
             );
         }
         self.report.rounds += 1;
-        let reply = self.seq.commit(batch);
+        let reply = self
+            .seq
+            .commit(batch, self.now, crate::leader::LEASE_TTL_MS * MS);
         if let CommitReply::Committed(recs) = &reply {
             for j in 0..self.inst.len() {
                 if faults && self.rng.gen_bool(0.03) {

@@ -1,5 +1,6 @@
 //! Seeded schedules of the simulated commit path. `TANDEM_SIM_SCHEDULES`
-//! schedules (default: 3,000 with faults, 500 without) from seed
+//! schedules (default: 2,000 racing with faults, 1,500 with leases and
+//! faults, 500 of each without) from seed
 //! `TANDEM_SIM_START` (default 0), so CI runs the same ones every time;
 //! `TANDEM_SIM_SEED=n` replays one (`TANDEM_SIM_TRACE=1` prints its
 //! events).
@@ -32,6 +33,9 @@ fn all(cfg: &Config, default: u64) -> tandem_sim::Report {
         total.lost_replies += r.lost_replies;
         total.lost_publishes += r.lost_publishes;
         total.blinks += r.blinks;
+        total.forwards += r.forwards;
+        total.fenced += r.fenced;
+        total.pauses += r.pauses;
         total.end_ms = total.end_ms.max(r.end_ms);
     }
     eprintln!("{cfg:?}: {total:?}");
@@ -40,7 +44,7 @@ fn all(cfg: &Config, default: u64) -> tandem_sim::Report {
 
 #[test]
 fn faulty_schedules_converge_and_lose_nothing_acknowledged() {
-    let r = all(&Config::default(), 3_000);
+    let r = all(&Config::default(), 2_000);
     assert!(
         r.crashes > 0 && r.lost_replies > 0,
         "faults were injected: {r:?}"
@@ -59,4 +63,36 @@ fn a_split_hot_document_races() {
         500,
     );
     assert!(r.stale * 20 > r.rounds, "stale rounds were rare: {r:?}");
+}
+
+/// One committer per document: the same faults, plus instances frozen past
+/// their lease; a frozen leader's late rounds are fenced.
+#[test]
+fn leased_schedules_converge_and_lose_nothing_acknowledged() {
+    let r = all(
+        &Config {
+            leases: true,
+            ..Config::default()
+        },
+        1_500,
+    );
+    assert!(
+        r.forwards > 0 && r.pauses > 0,
+        "leaders were followed and frozen: {r:?}"
+    );
+}
+
+/// With a leader, the split hot document no longer races.
+#[test]
+fn with_leases_a_split_hot_document_does_not_race() {
+    let r = all(
+        &Config {
+            leases: true,
+            faults: false,
+            ..Config::default()
+        },
+        500,
+    );
+    assert!(r.forwards > 0, "edits were forwarded: {r:?}");
+    assert_eq!(r.stale, 0, "rounds were lost to a race: {r:?}");
 }

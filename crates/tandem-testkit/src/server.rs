@@ -71,6 +71,7 @@ impl TestServer {
             // Checks only where a test asks for them: many tests read
             // frames in an exact order.
             .env("CHECKSUM_EVERY", "0")
+            .envs(mode_env())
             .current_dir(dir)
             .stderr(match log {
                 Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
@@ -268,6 +269,18 @@ pub fn cluster_on(
 pub async fn readiness(addr: &str) -> (u16, String) {
     let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Settings every server of this test run gets (before the test's own):
+/// `TANDEM_TEST_ENV="COMMIT_LEADER=true"` (space-separated `K=V`) runs a
+/// suite in another mode, as `scripts/test` does for the clustered suites.
+fn mode_env() -> Vec<(String, String)> {
+    std::env::var("TANDEM_TEST_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The value of the series `name` (with its labels, if any, as printed:

@@ -51,6 +51,15 @@ enum EventWire {
     Revoked {
         revocation: Revocation,
     },
+    Fwd {
+        from: String,
+        to: String,
+        edits: Vec<super::forwards::ForwardedWire>,
+    },
+    Verdicts {
+        to: String,
+        items: Vec<super::forwards::VerdictItem>,
+    },
 }
 
 /// Decode a channel payload: a committed record (the commit script publishes
@@ -79,6 +88,15 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Access { access } => BusEvent::Access(access),
         EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
         EventWire::Revoked { revocation } => BusEvent::Revoked(revocation),
+        EventWire::Fwd { from, to, edits } => BusEvent::Forward {
+            from,
+            to,
+            edits: super::forwards::edits_from_wire(edits)?,
+        },
+        EventWire::Verdicts { to, items } => BusEvent::Verdicts {
+            to,
+            items: super::forwards::verdicts_from_wire(items),
+        },
     })
 }
 
@@ -96,6 +114,15 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Access(access) => EventWire::Access { access },
         BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
         BusEvent::Revoked(revocation) => EventWire::Revoked { revocation },
+        BusEvent::Forward { from, to, edits } => EventWire::Fwd {
+            from,
+            to,
+            edits: super::forwards::edits_to_wire(&edits),
+        },
+        BusEvent::Verdicts { to, items } => EventWire::Verdicts {
+            to,
+            items: super::forwards::verdicts_to_wire(&items),
+        },
     };
     serde_json::to_string(&wire).ok()
 }

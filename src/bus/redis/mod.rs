@@ -19,6 +19,7 @@
 mod bus;
 mod checks;
 mod conn;
+mod forwards;
 mod pushes;
 mod rates;
 mod replies;

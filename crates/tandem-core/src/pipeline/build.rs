@@ -36,8 +36,12 @@ impl Pipeline {
             return;
         }
         let refilled = std::mem::take(&mut self.refilled);
-        while !self.queue.is_empty() {
-            if !self.front_step(doc, refilled, out) {
+        loop {
+            if !self.queue.is_empty() && !self.front_step(doc, refilled, out) {
+                return;
+            }
+            // Not the lease holder: forward (or ask for the lease).
+            if self.lease_step(now_ms, out) || self.queue.is_empty() {
                 return;
             }
             if self.build(doc, now_ms, out) {
@@ -156,14 +160,17 @@ impl Pipeline {
                 base: state.version(),
                 records,
                 epoch: doc.epoch.to_owned(),
-                // One committer per instance, no lease yet (issue 32, step 5).
-                token: String::new(),
+                token: self.token().unwrap_or_default(),
             },
             ids,
             depths,
             pause: self.pause.take(),
         });
-        self.round = Some(Round { items, runs });
+        self.round = Some(Round {
+            items,
+            runs,
+            sent: now_ms,
+        });
         true
     }
 

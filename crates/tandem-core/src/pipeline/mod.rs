@@ -14,6 +14,7 @@
 //! Must not import: anything that does I/O (this is the pure core).
 
 mod build;
+mod lease;
 mod round;
 mod steps;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use crate::protocol::{ErrorCode, Role};
 use crate::runs::Run;
 use crate::undo::{Stack, UndoEntry};
 
+pub use lease::{Forwarded, Lease, LeaseSettings, FORWARD_RESEND_MS};
 pub use round::{Outcome, Reseeded, OUTAGE_PAUSE, SETTLE_PAUSE_MAX};
 pub use steps::unrebasable;
 
@@ -152,8 +154,9 @@ pub enum Verdict {
         seq: u64,
         version: u64,
     },
-    /// An edit that changes nothing: acknowledged at this version (the
-    /// head) without making one.
+    /// An edit that changes nothing: acknowledged without making a
+    /// version, at the head its client has been sent, once that head is
+    /// at least this version (the head it was found unchanged at).
     Unchanged(u64),
     Refused(Refusal),
 }
@@ -216,6 +219,18 @@ pub enum Effect {
     Reseed,
     /// The document's state can no longer be trusted: stop and reload.
     Reset,
+    /// Ask for the document's commit lease (`nonce` makes the token
+    /// unique) and hand the answer to [`Pipeline::lease_reply`].
+    Acquire {
+        nonce: u64,
+    },
+    /// Send these edits to the lease holder (`to`, its token); their
+    /// answers come back as records ([`Pipeline::applied`]) or verdicts
+    /// ([`Pipeline::verdict`]).
+    Forward {
+        to: String,
+        edits: Vec<Forwarded>,
+    },
     Note(Note),
 }
 
@@ -282,6 +297,8 @@ enum Waiting {
 struct Round {
     items: Vec<Queued>,
     runs: Runs,
+    /// When it was sent (a reply proves the lease from then on).
+    sent: i64,
 }
 
 /// Open typing runs by user (shared: each round starts from a copy).
@@ -303,6 +320,13 @@ pub struct Pipeline {
     /// xorshift64 state for the racing pause.
     rng: u64,
     limits: Limits,
+    /// Leases on (`with_leases`), and where this instance stands.
+    leases: Option<LeaseSettings>,
+    lease: Lease,
+    /// Edits forwarded to the lease holder, unanswered.
+    pending: lease::PendingMap,
+    /// Forward every pending edit again at the next poll.
+    resend_all: bool,
 }
 
 impl Pipeline {
@@ -317,12 +341,16 @@ impl Pipeline {
             refilled: false,
             rng: seed | 1,
             limits,
+            leases: None,
+            lease: Lease::Solo,
+            pending: lease::PendingMap::new(),
+            resend_all: false,
         }
     }
 
     /// Nothing queued and no round in flight.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.round.is_none()
+        self.queue.is_empty() && self.round.is_none() && self.pending.is_empty()
     }
 
     /// A round is in flight.

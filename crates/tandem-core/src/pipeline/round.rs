@@ -41,11 +41,22 @@ pub enum Reseeded {
 impl Pipeline {
     /// The round's call ended: what it committed is applied and its edits
     /// answered, or they go back to the front of the queue.
-    pub fn finish(&mut self, outcome: Outcome, out: &mut Vec<Effect>) {
+    pub fn finish(&mut self, outcome: Outcome, now_ms: i64, out: &mut Vec<Effect>) {
         let Some(round) = self.round.take() else {
             return;
         };
+        if let Outcome::Reply(
+            CommitReply::Committed(_) | CommitReply::Duplicates(_) | CommitReply::Stale { .. },
+        ) = &outcome
+        {
+            self.extended(round.sent);
+        }
         match outcome {
+            // Another instance holds the lease: what we had goes to it.
+            Outcome::Reply(CommitReply::Fenced { holder, left }) if self.leases.is_some() => {
+                self.fenced(holder, left.as_millis() as i64, now_ms);
+                self.requeue(round.items.into_iter());
+            }
             Outcome::Reply(CommitReply::Committed(recs)) => {
                 let versions: Vec<u64> = recs.iter().map(|r| r.version).collect();
                 out.push(Effect::Apply(recs));
@@ -148,6 +159,8 @@ impl Pipeline {
             })
             .collect();
         self.queued_bytes = 0;
+        let mut queued: Vec<EditId> = queued;
+        queued.extend(self.drain_pending());
         (round.into_iter().map(|q| q.id).collect(), queued)
     }
 

@@ -1,6 +1,7 @@
 //! The pipeline's rules, each on its own, without a task or a backend
 //! (typing runs and undo steps in `steps.rs`).
 
+mod lease;
 mod steps;
 
 use std::sync::Arc;
@@ -109,7 +110,7 @@ impl Fixture {
 
     fn finish(&mut self, outcome: Outcome) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.p.finish(outcome, &mut out);
+        self.p.finish(outcome, self.now, &mut out);
         out
     }
 
