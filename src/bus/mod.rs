@@ -269,6 +269,9 @@ pub enum BusEvent {
         to: String,
         edits: Vec<crate::pipeline::Forwarded>,
     },
+    /// The document's commit lease was granted (`token`) or released
+    /// (empty).
+    Leader { token: String },
     /// The lease holder's verdicts on forwarded edits it did not commit,
     /// for instance `to`: `(client, seq, verdict)`.
     Verdicts {

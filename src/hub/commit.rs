@@ -23,8 +23,8 @@ use super::types::{count_refusal, error_msg, is_transient, text, HubError, Refus
 use crate::bus::{BusError, BusEvent, CommitBatch, CommitReply, LeaseAction, LeaseReply};
 use crate::health::Part;
 use crate::pipeline::{
-    unrebasable, Author, Doc, EditId, Effect, Forwarded, Note, Outcome, Reseeded, Submission,
-    Verdict,
+    unrebasable, Author, Doc, EditId, Effect, Forwarded, Lease, Note, Outcome, Reseeded,
+    Submission, Verdict,
 };
 use crate::protocol::ServerMessage;
 
@@ -303,6 +303,22 @@ impl DocTask {
         let at = self.edits.pipeline.next_wake()?;
         let wait = at.saturating_sub((self.hub.clock)()).max(5);
         Some(tokio::time::Instant::now() + Duration::from_millis(wait as u64))
+    }
+
+    /// Give up the document's commit lease if this instance holds it
+    /// (stopping or unloading): another instance takes it at once instead
+    /// of waiting it out.
+    pub(super) async fn release_lease(&mut self) {
+        let (Lease::Leader { token, .. }, Some((_, ttl))) = (
+            self.edits.pipeline.lease().clone(),
+            self.edits.leases.clone(),
+        ) else {
+            return;
+        };
+        let action = LeaseAction::Release { token };
+        if let Err(e) = self.hub.sequencer.lease(&self.id, action, ttl).await {
+            warn!(error = %e, "could not release the commit lease; it lapses");
+        }
     }
 
     /// Ask for the document's commit lease (`None`: the call failed).

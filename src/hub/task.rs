@@ -313,6 +313,7 @@ impl DocTask {
         match stop {
             Stop::Unloaded => info!("document unloaded"),
             Stop::Shutdown => {
+                self.release_lease().await;
                 if let Some(job) = self.persist_job() {
                     self.hub.persister.put(job).await;
                 }
@@ -412,6 +413,10 @@ impl DocTask {
             BusEvent::Verdicts { to, items } if to == me => {
                 self.take_verdicts(items.clone()).await?
             }
+            BusEvent::Leader { token } => {
+                let now = (self.hub.clock)();
+                self.edits.pipeline.leader_event(token, now);
+            }
             BusEvent::Access(change) => self.access_changed(change),
             BusEvent::Meta { instance, state } if instance != me => self.merge_meta(state),
             BusEvent::Joined { instance, presence } if instance != me => {
@@ -449,6 +454,7 @@ impl DocTask {
         if !self.hub.unregister_unless(&self.id, self.generation, busy) {
             return false;
         }
+        self.release_lease().await;
         self.hub.sequencer.evict(&self.id).await;
         true
     }

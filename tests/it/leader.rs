@@ -43,16 +43,15 @@ async fn random_editing_with_a_commit_leader_converges_without_racing() {
     assert_eq!(retries, 0.0, "rounds were lost to a race");
 }
 
-/// The leader is SIGKILLed mid-typing: its lease lapses, another instance
-/// takes it, every acknowledged token is in the document exactly once.
-/// Prints how long commits stopped (the failover wait).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_sigkilled_mid_typing_loses_no_acknowledged_edit() {
+/// The leader is stopped mid-typing (`kill`: SIGKILL, else SIGTERM);
+/// another instance takes the lease and every acknowledged token is in the
+/// document exactly once. Returns how long commits stopped (the failover
+/// wait).
+async fn leader_stopped_mid_typing(doc: &str, kill: bool) -> Duration {
     let redis = RedisServer::start();
     let (_dir, mut servers) = cluster(TANDEM, &redis, 3, &[LEADER]);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-    let doc = "leaderkill";
-    let mut killed = None;
+    let mut stopped = None;
     let mut wait = None;
     let watch_redis = &redis;
     let servers_ref = &mut servers;
@@ -61,9 +60,13 @@ async fn leader_sigkilled_mid_typing_loses_no_acknowledged_edit() {
         let l = leader(watch_redis, doc).expect("a leader after a second of typing");
         let survivor = (l + 1) % 3;
         let before = servers_ref[survivor].document(doc).await.1;
-        servers_ref[l].kill(); // SIGKILL
         let at = Instant::now();
-        killed = Some(l);
+        if kill {
+            servers_ref[l].kill(); // SIGKILL
+        } else {
+            servers_ref[l].sigterm(); // waits for the exit
+        }
+        stopped = Some(l);
         // Commits resume once another instance holds the lease.
         loop {
             let v = servers_ref[survivor].document(doc).await.1;
@@ -75,17 +78,36 @@ async fn leader_sigkilled_mid_typing_loses_no_acknowledged_edit() {
         wait = Some(at.elapsed());
     })
     .await;
-    let l = killed.unwrap();
+    let l = stopped.unwrap();
     let wait = wait.unwrap();
-    println!("the leader (inst{l}) was killed; commits resumed after {wait:?}");
-    assert!(
-        wait < Duration::from_millis(3_500),
-        "failover took {wait:?}"
-    );
+    let how = if kill { "killed" } else { "stopped (SIGTERM)" };
+    println!("the leader (inst{l}) was {how}; commits resumed after {wait:?}");
     let alive = (l + 1) % 3;
     check_exactly_once(&servers[alive], doc, &mut typists).await;
     let acked: usize = typists.iter().map(|t| t.acked.len()).sum();
     assert!(acked > 50, "only {acked} acknowledged");
+    wait
+}
+
+/// SIGKILL: the lease lapses (2 s) before another instance takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkilled_mid_typing_loses_no_acknowledged_edit() {
+    let wait = leader_stopped_mid_typing("leaderkill", true).await;
+    assert!(
+        wait < Duration::from_millis(3_500),
+        "failover took {wait:?}"
+    );
+}
+
+/// SIGTERM: the stopping leader releases its lease, and the release is
+/// announced, so another instance takes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_hands_the_lease_over_at_once() {
+    let wait = leader_stopped_mid_typing("leaderterm", false).await;
+    assert!(
+        wait < Duration::from_millis(1_500),
+        "hand-over took {wait:?}"
+    );
 }
 
 /// The leader is frozen (SIGSTOP) past its lease while clients type on the

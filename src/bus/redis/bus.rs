@@ -51,6 +51,11 @@ enum EventWire {
     Revoked {
         revocation: Revocation,
     },
+    Leader {
+        token: String,
+        #[serde(default)]
+        term: u64,
+    },
     Fwd {
         from: String,
         to: String,
@@ -88,6 +93,7 @@ fn decode_event(payload: &str) -> Result<BusEvent, BusError> {
         EventWire::Access { access } => BusEvent::Access(access),
         EventWire::Meta { instance, state } => BusEvent::Meta { instance, state },
         EventWire::Revoked { revocation } => BusEvent::Revoked(revocation),
+        EventWire::Leader { token, .. } => BusEvent::Leader { token },
         EventWire::Fwd { from, to, edits } => BusEvent::Forward {
             from,
             to,
@@ -114,6 +120,10 @@ fn encode_event(event: &BusEvent) -> Option<String> {
         BusEvent::Access(access) => EventWire::Access { access },
         BusEvent::Meta { instance, state } => EventWire::Meta { instance, state },
         BusEvent::Revoked(revocation) => EventWire::Revoked { revocation },
+        BusEvent::Leader { token } => EventWire::Leader {
+            token: token.clone(),
+            term: 0,
+        },
         BusEvent::Forward { from, to, edits } => EventWire::Fwd {
             from,
             to,

@@ -213,8 +213,8 @@ impl Sequencer for RedisBackend {
             .arg(verb)
             .arg(token)
             .arg(ttl.as_millis() as u64)
-            // Nobody listens for lease changes yet (issue 32, step 5).
-            .arg("")
+            // Followers hear of a grant or a release at once.
+            .arg(self.doc_publish())
             .arg(self.key(doc, "ch"))
             .invoke_async(&mut self.conn())
             .await

@@ -245,6 +245,31 @@ impl Pipeline {
         });
     }
 
+    /// The sequencer told every instance the lease was granted (`token`)
+    /// or released (empty): follow the new holder at once, or ask for it.
+    pub fn leader_event(&mut self, token: &str, now: i64) {
+        let Some(ttl) = self.leases.as_ref().map(|l| l.ttl_ms) else {
+            return;
+        };
+        match &self.lease {
+            Lease::Leader { token: mine, .. } if mine == token => {}
+            Lease::Acquiring { .. } => {}
+            _ if token.is_empty() => {
+                let jitter = self.draw(50) as i64;
+                self.lease = Lease::Unknown {
+                    after: now + jitter,
+                };
+            }
+            _ => {
+                self.resend_all = true;
+                self.lease = Lease::Follower {
+                    holder: token.to_owned(),
+                    until: now + ttl,
+                };
+            }
+        }
+    }
+
     /// The bus dropped messages (a resubscribe): forward everything
     /// unanswered again.
     pub fn resync(&mut self) {
