@@ -32,6 +32,9 @@ COPY crates crates
 COPY migrations migrations
 COPY web/static web/static
 COPY web/client/tandem-client.js web/client/tandem-client.js
+COPY web/client/ot.js web/client/ot.js
+COPY web/client/ot-state.js web/client/ot-state.js
+COPY web/client/session-internals.js web/client/session-internals.js
 COPY docs/protocol.md docs/protocol.md
 COPY src src
 # COPY keeps the files' own (older) times: touch the crate roots the stub

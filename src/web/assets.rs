@@ -97,6 +97,9 @@ static ASSETS: &[Asset] = assets! {
     }
     "web/client": {
         "tandem-client.js" => "text/javascript; charset=utf-8",
+        "ot.js" => "text/javascript; charset=utf-8",
+        "ot-state.js" => "text/javascript; charset=utf-8",
+        "session-internals.js" => "text/javascript; charset=utf-8",
     }
 };
 
@@ -222,19 +225,70 @@ mod tests {
         let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/static");
         let mut on_disk = Vec::new();
         files(&base, &mut on_disk, &base);
-        on_disk.push("tandem-client.js".into());
+        // The package's modules (tandem-client.js and what it imports), not
+        // its manifest, declarations or tests.
+        let client = base.with_file_name("client");
+        for entry in std::fs::read_dir(&client).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".js") {
+                on_disk.push(name);
+            }
+        }
         for f in &on_disk {
             assert!(
                 ASSETS.iter().any(|a| a.name == *f),
-                "web/static/{f} is not in the asset table (run `npm run build` in web/)"
+                "{f} (web/static or web/client) is not in the asset table (run `npm run build` in web/)"
             );
         }
         assert_eq!(on_disk.len(), ASSETS.len(), "the table lists a file twice");
+        // web/static and web/client are served from one folder, /assets/.
+        let mut names: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ASSETS.len(), "two assets share a name");
         let worker = serve("vendor/monaco/editor.worker.js", &HeaderMap::new());
         assert_eq!(worker.status(), StatusCode::OK);
         assert_eq!(
             serve("vendor/monaco/codicon.ttf", &HeaderMap::new()).headers()[header::CONTENT_TYPE],
             "font/ttf"
         );
+    }
+
+    /// Every `from "./…"` import of a served script names a served asset:
+    /// the browser resolves `/assets/tandem-client.js`'s `./ot.js` to
+    /// `/assets/ot.js`, so the client's modules and the pages' share one
+    /// folder.
+    #[test]
+    fn every_relative_import_of_a_served_script_is_served() {
+        let mut checked = 0;
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.name.ends_with(".js") && !a.name.starts_with("vendor/"))
+        {
+            let text = std::str::from_utf8(a.body).unwrap();
+            let dir = a.name.rsplit_once('/').map_or("", |(d, _)| d);
+            for part in text.split("from \"./").skip(1) {
+                let rel = &part[..part.find('"').unwrap()];
+                let target = if dir.is_empty() {
+                    rel.to_string()
+                } else {
+                    format!("{dir}/{rel}")
+                };
+                assert!(
+                    ASSETS.iter().any(|b| b.name == target),
+                    "{} imports ./{rel}, which is not served",
+                    a.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+        let ot = serve("ot.js", &HeaderMap::new());
+        assert_eq!(ot.status(), StatusCode::OK);
+        assert_eq!(
+            ot.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert!(ot.headers().contains_key(header::ETAG));
     }
 }

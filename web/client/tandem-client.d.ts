@@ -1,6 +1,7 @@
-// Types of tandem-client.js (hand-written; web/test/types.test.mjs checks that
-// every export of the module is declared here, and type-checks a usage file
-// against these declarations with `tsc --noEmit`).
+// Types of tandem-client.js and of ot.js and ot-state.js, which it re-exports
+// (hand-written; web/test/types.test.mjs checks that every export of the
+// module is declared here, and type-checks a usage file against these
+// declarations with `tsc --noEmit`).
 //
 // Positions count Unicode code points; JavaScript strings count UTF-16 units:
 // editors convert at their edge with `cpToUtf16` / `utf16ToCp` or, for whole

@@ -22,6 +22,17 @@ test("the package's exports point at the module and its types", async () => {
   const exp = pkg.exports["."];
   assert.deepEqual(Object.keys(exp), ["types", "default"], "types must come first");
   for (const f of [exp.types, exp.default]) assert.ok(pkg.files.includes(f.replace(/^\.\//, "")), `${f} in files`);
+  // The modules the entry point imports (and theirs) ship with it.
+  const seen = new Set();
+  const shipped = (f) => {
+    if (seen.has(f)) return;
+    seen.add(f);
+    assert.ok(pkg.files.includes(f), `${f} (imported) in files`);
+    const src = readFileSync(new URL(`../client/${f}`, import.meta.url), "utf8");
+    for (const m of src.matchAll(/from "\.\/([^"]+)"/g)) shipped(m[1]);
+  };
+  shipped(exp.default.replace(/^\.\//, ""));
+  assert.ok(seen.size > 1, "the entry point's imports were followed");
   // Node resolves the package by its name from inside it (self-reference).
   const viaName = await import(new URL("../client/test/self.mjs", import.meta.url));
   assert.equal(viaName.TandemClient, client.TandemClient);

@@ -1,7 +1,7 @@
 //! The content checksum of the `check` message (protocol extension, see
 //! `docs/protocol.md`): FNV-1a, 32 bits, over the UTF-8 bytes of the text,
 //! written as 8 lowercase hex digits. Chosen to be trivially the same in
-//! Rust and browser JavaScript (`checksum` in `tandem-client.js`) and cheap
+//! Rust and browser JavaScript (`checksum` in `web/client/ot.js`) and cheap
 //! (one pass, no allocation); it detects drift, it is no defence against
 //! an adversary.
 //!

@@ -2,7 +2,7 @@
 //! style: at most one op in flight, later local edits composed into a buffer).
 //!
 //! Owns: [`OtClient`]. Used by the test suites, the simulation and the bench
-//! tool; the browser's `tandem-client.js` follows the same rules.
+//! tool; the browser's `OtState` (`web/client/ot-state.js`) follows the same rules.
 //! Must not import: tokio, axum, hyper, redis, sqlx, utoipa, metrics
 //! (enforced: tandem-core has no such dependency).
 //! No I/O: messages in, messages out.
