@@ -418,13 +418,19 @@ impl DocTask {
     /// acknowledged at the head its client has been sent, once this
     /// document holds that version.
     async fn unchanged(&mut self, at_least: u64) -> Result<Verdict, HubError> {
-        if at_least > self.state.version() {
-            self.refill().await?;
-        }
-        if at_least > self.state.version() {
+        if !self.holds(at_least).await? {
             return Ok(Verdict::Refused(Refusal::unavailable()));
         }
         Ok(Verdict::Unchanged(self.state.version()))
+    }
+
+    /// Whether this document holds `version`, refilling first if it is
+    /// past the head (false: the backend could not give it now).
+    async fn holds(&mut self, version: u64) -> Result<bool, HubError> {
+        if version > self.state.version() {
+            self.refill().await?;
+        }
+        Ok(version <= self.state.version())
     }
 
     /// A resend of a committed op: the version it produced, once this
@@ -436,10 +442,7 @@ impl DocTask {
         version: u64,
     ) -> Result<Verdict, HubError> {
         metrics::counter!("tandem_duplicate_resubmits_total").increment(1);
-        if version > self.state.version() {
-            self.refill().await?;
-        }
-        if version > self.state.version() {
+        if !self.holds(version).await? {
             return Ok(Verdict::Refused(Refusal::unavailable()));
         }
         let version = self

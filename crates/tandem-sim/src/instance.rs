@@ -163,34 +163,36 @@ impl World {
             // The ack goes in the fan-out.
             Verdict::Committed(_) => return Ok(()),
             Verdict::Unchanged(version) => {
-                if version > self.inst[i].state.version() {
-                    self.refill(i)?;
-                }
-                let head = self.inst[i].state.version();
-                if version > head {
-                    Down::Error { seq }
+                if self.holds(i, version)? {
+                    let version = self.inst[i].state.version();
+                    Down::Ack { seq, version }
                 } else {
-                    Down::Ack { seq, version: head }
+                    Down::Error { seq }
                 }
             }
             Verdict::Duplicate {
                 client, version, ..
             } => {
-                if version > self.inst[i].state.version() {
-                    self.refill(i)?;
-                }
-                let state = &self.inst[i].state;
-                if version > state.version() {
-                    Down::Error { seq }
-                } else {
-                    let version = state.history().version_of(&client, seq).unwrap_or(version);
+                if self.holds(i, version)? {
+                    let history = self.inst[i].state.history();
+                    let version = history.version_of(&client, seq).unwrap_or(version);
                     Down::Ack { seq, version }
+                } else {
+                    Down::Error { seq }
                 }
             }
             Verdict::Refused(Refusal { .. }) => Down::Error { seq },
         };
         self.send_down(i, c, msg);
         Ok(())
+    }
+
+    /// Whether instance `i` holds `version`, refilling first if need be.
+    fn holds(&mut self, i: usize, version: u64) -> Result<bool, String> {
+        if version > self.inst[i].state.version() {
+            self.refill(i)?;
+        }
+        Ok(version <= self.inst[i].state.version())
     }
 
     pub(crate) fn refill(&mut self, i: usize) -> Result<(), String> {

@@ -9,32 +9,29 @@ use tandem_core::pipeline::{EditId, Forwarded, LeaseSettings, Verdict};
 
 use crate::events::Ev;
 use crate::instance::Origin;
-use crate::world::{World, MS, REPLY_TIMEOUT};
+use crate::world::{Config, World, MS};
 
 /// The lease's length (ms), as `LEADER_LEASE_MS`.
 pub(crate) const LEASE_TTL_MS: i64 = 2_000;
 
-impl World {
-    /// Leases on: instance `i`'s settings (its id outlives restarts).
-    pub(crate) fn lease_settings(&self, i: usize) -> Option<LeaseSettings> {
-        self.cfg.leases.then(|| LeaseSettings {
-            instance: format!("i{i}"),
-            ttl_ms: LEASE_TTL_MS,
-        })
-    }
+/// With leases on (`cfg`), instance `i`'s settings (its id outlives
+/// restarts).
+pub(crate) fn lease_settings(cfg: &Config, i: usize) -> Option<LeaseSettings> {
+    cfg.leases.then(|| LeaseSettings {
+        instance: format!("i{i}"),
+        ttl_ms: LEASE_TTL_MS,
+    })
+}
 
+impl World {
     /// `lease.lua` at the sequencer (the reply may be lost).
     pub(crate) fn lease_call(&mut self, i: usize, inc: u64, nonce: u64) {
         if self.cfg.faults && self.rng.gen_bool(0.01) {
-            self.report.lost_replies += 1;
-            return self.at(
-                REPLY_TIMEOUT,
-                Ev::LeaseReply {
-                    i,
-                    inc,
-                    reply: None,
-                },
-            );
+            return self.lose_reply(Ev::LeaseReply {
+                i,
+                inc,
+                reply: None,
+            });
         }
         let reply = self
             .seq

@@ -142,10 +142,7 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let inst = (0..cfg.instances)
             .map(|i| {
-                let leases = cfg.leases.then(|| tandem_core::pipeline::LeaseSettings {
-                    instance: format!("i{i}"),
-                    ttl_ms: crate::leader::LEASE_TTL_MS,
-                });
+                let leases = crate::leader::lease_settings(&cfg, i);
                 Instance::load(&SeqModel::default(), rng.gen(), leases)
             })
             .collect();
@@ -270,7 +267,7 @@ impl World {
             Ev::Crash(i) => self.crash(i),
             Ev::Restart(i) => {
                 let inc = self.inst[i].inc + 1;
-                let leases = self.lease_settings(i);
+                let leases = crate::leader::lease_settings(&self.cfg, i);
                 self.inst[i] = Instance::load(&self.seq, self.rng.gen(), leases);
                 self.inst[i].inc = inc;
             }
@@ -441,20 +438,23 @@ impl World {
         self.at(t, Ev::Restart(i));
     }
 
+    /// A call's answer is lost: its caller times out (`timeout`, a reply
+    /// of `None`).
+    pub(crate) fn lose_reply(&mut self, timeout: Ev) {
+        self.report.lost_replies += 1;
+        self.at(REPLY_TIMEOUT, timeout);
+    }
+
     /// The sequencer runs a round (whoever sent it, crashed or not).
     fn call(&mut self, i: usize, inc: u64, batch: &CommitBatch) {
         let faults = self.cfg.faults;
         if faults && self.rng.gen_bool(0.01) {
             // Lost on the way: never ran.
-            self.report.lost_replies += 1;
-            return self.at(
-                REPLY_TIMEOUT,
-                Ev::Reply {
-                    i,
-                    inc,
-                    reply: None,
-                },
-            );
+            return self.lose_reply(Ev::Reply {
+                i,
+                inc,
+                reply: None,
+            });
         }
         self.report.rounds += 1;
         let reply = self
@@ -477,15 +477,11 @@ impl World {
         }
         if faults && self.rng.gen_bool(0.02) {
             // Ran, but the answer was lost: the caller times out.
-            self.report.lost_replies += 1;
-            return self.at(
-                REPLY_TIMEOUT,
-                Ev::Reply {
-                    i,
-                    inc,
-                    reply: None,
-                },
-            );
+            return self.lose_reply(Ev::Reply {
+                i,
+                inc,
+                reply: None,
+            });
         }
         let d = self.delay();
         self.at(

@@ -83,14 +83,15 @@ impl Pipeline {
                 false
             }
             Ok(op) => {
+                let kind = Kind::Step { from: p.from };
                 let q = Queued {
                     id,
                     author: p.author,
                     seq: 1,
                     base: head,
                     op,
-                    tie: Tie::CommittedFirst,
-                    kind: Kind::Step { from: p.from },
+                    tie: kind.tie(),
+                    kind,
                     attempts: 0,
                     outages: 0,
                     bytes: 0,

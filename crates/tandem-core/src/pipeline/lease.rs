@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use super::{Author, EditId, Effect, Kind, Pipeline, Queued, Verdict, Waiting};
 use crate::commit::LeaseReply;
-use crate::doc::Tie;
 use crate::ot::Operation;
 use crate::protocol::Role;
 use crate::undo::Stack;
@@ -105,9 +104,9 @@ impl Pipeline {
     /// With leases: what to do instead of building a round; true when the
     /// poll is done (acquire, forward, wait).
     pub(super) fn lease_step(&mut self, now: i64, out: &mut Vec<Effect>) -> bool {
-        let Some(ttl) = self.leases.as_ref().map(|l| l.ttl_ms) else {
+        if self.leases.is_none() {
             return false;
-        };
+        }
         let work = !self.queue.is_empty() || !self.pending.is_empty();
         match &self.lease {
             Lease::Solo | Lease::Acquiring { .. } => {
@@ -126,7 +125,7 @@ impl Pipeline {
                 let nonce = self.draw(u64::MAX - 1);
                 out.push(Effect::Acquire { nonce });
             }
-            Lease::Follower { holder, .. } => self.forward(&holder, now, ttl, out),
+            Lease::Follower { holder, .. } => self.forward(&holder, now, out),
             _ => {}
         }
         true
@@ -134,14 +133,16 @@ impl Pipeline {
 
     /// A follower's poll: the queue's edits (an undo's step popped first)
     /// go to the holder, with those unanswered past their resend time.
-    fn forward(&mut self, holder: &str, now: i64, _ttl: i64, out: &mut Vec<Effect>) {
+    fn forward(&mut self, holder: &str, now: i64, out: &mut Vec<Effect>) {
         let mut edits = Vec::new();
         let resend_all = std::mem::take(&mut self.resend_all);
+        let mut oldest: Option<i64> = None;
         for p in self.pending.values_mut() {
             if (resend_all || now - p.sent_at >= FORWARD_RESEND_MS) && edits.len() < MAX_FORWARD {
                 p.sent_at = now;
                 edits.push(forwarded(&p.q));
             }
+            oldest = Some(oldest.map_or(p.sent_at, |o| o.min(p.sent_at)));
         }
         while edits.len() < MAX_FORWARD {
             match self.queue.front() {
@@ -162,7 +163,9 @@ impl Pipeline {
                     sent_at: now,
                 },
             );
+            oldest.get_or_insert(now);
         }
+        self.oldest_sent = oldest;
         if !edits.is_empty() {
             let to = holder.to_owned();
             out.push(Effect::Forward { to, edits });
@@ -295,36 +298,13 @@ impl Pipeline {
         if queued || in_round {
             return false;
         }
-        let bytes = f.op.size_hint();
-        if self.queue.len() >= self.limits.max_queued
-            || self.queued_bytes + bytes > self.limits.max_queued_bytes
-        {
-            out.push(Effect::Note(super::Note::QueueFull));
-            let verdict = Verdict::Refused(super::Refusal::busy());
-            out.push(Effect::Answer { id, verdict });
-            return true;
-        }
-        let (tie, kind) = match f.step {
-            Some(from) => (Tie::CommittedFirst, Kind::Step { from }),
-            None => (Tie::RebasedFirst, Kind::Edit),
+        let kind = f.step.map_or(Kind::Edit, |from| Kind::Step { from });
+        let author = Author {
+            client: f.client,
+            user: f.user,
+            role: f.role,
         };
-        self.queued_bytes += bytes;
-        self.queue.push_back(Waiting::Edit(Box::new(Queued {
-            id,
-            author: Author {
-                client: f.client,
-                user: f.user,
-                role: f.role,
-            },
-            seq: f.seq,
-            base: f.base,
-            op: f.op,
-            tie,
-            kind,
-            attempts: 0,
-            outages: 0,
-            bytes,
-        })));
+        self.enqueue(id, author, f.seq, f.base, f.op, kind, out);
         true
     }
 
@@ -338,11 +318,12 @@ impl Pipeline {
         let work = !self.queue.is_empty() || !self.pending.is_empty();
         match &self.lease {
             Lease::Follower { until, .. } => {
+                // Kept by `forward` (an answer since may make it early:
+                // that poll finds nothing due and moves it on).
                 let resend = self
-                    .pending
-                    .values()
-                    .map(|p| p.sent_at + FORWARD_RESEND_MS)
-                    .min();
+                    .oldest_sent
+                    .filter(|_| !self.pending.is_empty())
+                    .map(|sent| sent + FORWARD_RESEND_MS);
                 [resend, work.then_some(*until)].into_iter().flatten().min()
             }
             Lease::Unknown { after } if work => Some(*after),

@@ -255,6 +255,17 @@ enum Kind {
     },
 }
 
+impl Kind {
+    /// Whose text goes first when rebased: an edit's, or (undo and redo
+    /// steps yield) the committed text's.
+    fn tie(&self) -> Tie {
+        match self {
+            Kind::Step { .. } => Tie::CommittedFirst,
+            Kind::Edit => Tie::RebasedFirst,
+        }
+    }
+}
+
 /// An edit waiting for (or in) a round.
 #[derive(Clone, Debug)]
 struct Queued {
@@ -327,6 +338,10 @@ pub struct Pipeline {
     pending: lease::PendingMap,
     /// Forward every pending edit again at the next poll.
     resend_all: bool,
+    /// The earliest time a pending edit was (last) forwarded: its resend
+    /// is the next one due, without a scan of every pending edit on each
+    /// of the task's events.
+    oldest_sent: Option<i64>,
 }
 
 impl Pipeline {
@@ -345,6 +360,7 @@ impl Pipeline {
             lease: Lease::Solo,
             pending: lease::PendingMap::new(),
             resend_all: false,
+            oldest_sent: None,
         }
     }
 
@@ -388,22 +404,41 @@ impl Pipeline {
             // client has all been sent.
             return answer(out, Verdict::Unchanged(doc.state.version()));
         }
-        let bytes = sub.op.size_hint();
+        let (author, seq, base, op) = (sub.author, sub.seq, sub.base, sub.op);
+        self.enqueue(id, author, seq, base, op, Kind::Edit, out);
+    }
+
+    /// Queue an edit at the back (bounded in edits and bytes: past either
+    /// it is refused, its client resends it).
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        id: EditId,
+        author: Author,
+        seq: u64,
+        base: u64,
+        op: Operation,
+        kind: Kind,
+        out: &mut Vec<Effect>,
+    ) {
+        let bytes = op.size_hint();
         if self.queue.len() >= self.limits.max_queued
             || self.queued_bytes + bytes > self.limits.max_queued_bytes
         {
             out.push(Effect::Note(Note::QueueFull));
-            return answer(out, Verdict::Refused(Refusal::busy()));
+            let verdict = Verdict::Refused(Refusal::busy());
+            return out.push(Effect::Answer { id, verdict });
         }
+        let tie = kind.tie();
         self.queued_bytes += bytes;
         self.queue.push_back(Waiting::Edit(Box::new(Queued {
             id,
-            author: sub.author,
-            seq: sub.seq,
-            base: sub.base,
-            op: sub.op,
-            tie: Tie::RebasedFirst,
-            kind: Kind::Edit,
+            author,
+            seq,
+            base,
+            op,
+            tie,
+            kind,
             attempts: 0,
             outages: 0,
             bytes,

@@ -150,7 +150,7 @@ impl Pipeline {
     /// queued)`. The pipeline is empty after.
     pub fn drain(&mut self) -> (Vec<EditId>, Vec<EditId>) {
         let round = self.round.take().map(|r| r.items).unwrap_or_default();
-        let queued = self
+        let mut queued: Vec<EditId> = self
             .queue
             .drain(..)
             .map(|w| match w {
@@ -159,7 +159,6 @@ impl Pipeline {
             })
             .collect();
         self.queued_bytes = 0;
-        let mut queued: Vec<EditId> = queued;
         queued.extend(self.drain_pending());
         (round.into_iter().map(|q| q.id).collect(), queued)
     }
